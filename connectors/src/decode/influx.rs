@@ -1,0 +1,551 @@
+//! InfluxDB line protocol → Arrow, appended straight into column builders.
+//!
+//! `measurement[,tag=value…] field=value[,field=value…] [timestamp]`, one
+//! point per line, several lines per message allowed (Telegraf batches).
+//! Tags and fields land in the declared column of the same name; undeclared
+//! ones are ignored. A message is all or nothing: if any of its lines is
+//! malformed the whole message goes to the dead-letter topic, so a replay of
+//! the dead letter never doubles the good lines.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+
+use super::{DeadLetter, Decoded, Decoder, InfluxOptions, finish_batch};
+use crate::schema::{ColumnType, SourceSchema};
+
+enum Column {
+    Str(StringBuilder),
+    F64(Float64Builder),
+    I64(Int64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMillisecondBuilder),
+}
+
+impl Column {
+    fn new(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::String => Column::Str(StringBuilder::new()),
+            ColumnType::Double => Column::F64(Float64Builder::new()),
+            ColumnType::BigInt => Column::I64(Int64Builder::new()),
+            ColumnType::Boolean => Column::Bool(BooleanBuilder::new()),
+            ColumnType::Timestamp => Column::Ts(TimestampMillisecondBuilder::new()),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Str(b) => b.append_null(),
+            Column::F64(b) => b.append_null(),
+            Column::I64(b) => b.append_null(),
+            Column::Bool(b) => b.append_null(),
+            Column::Ts(b) => b.append_null(),
+        }
+    }
+
+    /// Appends a value already checked by [`Column::check`].
+    fn append(&mut self, v: &Value<'_>) {
+        match (self, v) {
+            (Column::Str(b), Value::Str(s)) => b.append_value(s),
+            (Column::Str(b), other) => b.append_value(other.to_string()),
+            (Column::F64(b), v) => b.append_option(v.as_f64()),
+            (Column::I64(b), v) => b.append_option(v.as_i64()),
+            (Column::Bool(b), v) => b.append_option(v.as_bool()),
+            (Column::Ts(b), v) => b.append_option(v.as_i64()),
+        }
+    }
+
+    fn check(&self, v: &Value<'_>) -> bool {
+        match self {
+            Column::Str(_) => true,
+            Column::F64(_) => v.as_f64().is_some(),
+            Column::I64(_) | Column::Ts(_) => v.as_i64().is_some(),
+            Column::Bool(_) => v.as_bool().is_some(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Str(b) => Arc::new(b.finish()),
+            Column::F64(b) => Arc::new(b.finish()),
+            Column::I64(b) => Arc::new(b.finish()),
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Column::Str(b) => b.len(),
+            Column::F64(b) => b.len(),
+            Column::I64(b) => b.len(),
+            Column::Bool(b) => b.len(),
+            Column::Ts(b) => b.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value<'a> {
+    /// A tag value or quoted string field, unescaped.
+    Str(Cow<'a, str>),
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+}
+
+impl Value<'_> {
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            Value::Str(s) => s.parse().ok(),
+            Value::Bool(_) => None,
+        }
+    }
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) => parse_bool(s),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Str(s) => f.write_str(s),
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "t" | "T" | "true" | "True" | "TRUE" => Some(true),
+        "f" | "F" | "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decodes InfluxDB line protocol. See the module docs.
+pub struct InfluxDecoder {
+    schema: SourceSchema,
+    columns: Vec<Column>,
+    by_name: HashMap<String, usize>,
+    measurement: Option<usize>,
+    /// Multiplier to turn a line timestamp into milliseconds (as a divisor).
+    ts_divisor: i64,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    dead: Vec<DeadLetter>,
+    pushed: usize,
+}
+
+impl InfluxDecoder {
+    pub fn new(schema: SourceSchema, opts: &InfluxOptions) -> Result<Self, String> {
+        let by_name: HashMap<String, usize> = schema
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let measurement = match &opts.measurement_column {
+            Some(m) => Some(*by_name.get(m).ok_or_else(|| {
+                format!("influx.measurement_column `{m}` is not one of the declared columns")
+            })?),
+            None => None,
+        };
+        let ts_divisor = match opts.precision.as_str() {
+            "ns" => 1_000_000,
+            "us" => 1_000,
+            "ms" => 1,
+            "s" => -1000,
+            p => {
+                return Err(format!(
+                    "influx.precision `{p}` must be one of ns, us, ms, s"
+                ));
+            }
+        };
+        let columns = schema.columns().iter().map(|c| Column::new(c.ty)).collect();
+        Ok(InfluxDecoder {
+            schema,
+            columns,
+            by_name,
+            measurement,
+            ts_divisor,
+            partitions: Vec::new(),
+            offsets: Vec::new(),
+            dead: Vec::new(),
+            pushed: 0,
+        })
+    }
+
+    fn to_millis(&self, t: i64) -> i64 {
+        if self.ts_divisor < 0 {
+            t.saturating_mul(-self.ts_divisor)
+        } else {
+            t.div_euclid(self.ts_divisor)
+        }
+    }
+
+    /// Parses every line of `text`, checking each value against its column,
+    /// into `values`: each line's (column, value) pairs followed by an
+    /// end-of-line sentinel. Stops at the first error.
+    fn parse_message<'a>(
+        &self,
+        text: &'a str,
+        values: &mut Vec<(usize, Value<'a>)>,
+    ) -> Result<(), String> {
+        for (lineno, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let start = values.len();
+            self.parse_line(line, values)
+                .map_err(|e| format!("line protocol, line {}: {e}", lineno + 1))?;
+            // Mark the end of this line's values with a sentinel.
+            values.push((usize::MAX, Value::Int(start as i64)));
+        }
+        Ok(())
+    }
+
+    fn parse_line<'a>(
+        &self,
+        line: &'a str,
+        out: &mut Vec<(usize, Value<'a>)>,
+    ) -> Result<(), String> {
+        let (series, rest) = split_unescaped(line, b' ', false);
+        let rest = rest.ok_or("expected `measurement[,tags] fields [timestamp]`")?;
+        let (fields, ts) = split_unescaped(rest, b' ', true);
+        let mut series_parts = SplitUnescaped::new(series, b',', false);
+        let measurement = series_parts.next().unwrap_or("");
+        if measurement.is_empty() {
+            return Err("the measurement name is empty".into());
+        }
+        if let Some(col) = self.measurement {
+            out.push((col, Value::Str(unescape(measurement))));
+        }
+        for tag in series_parts {
+            let (k, v) = split_unescaped(tag, b'=', false);
+            let v = v.ok_or_else(|| format!("tag `{tag}` has no `=`"))?;
+            if let Some(&col) = self.by_name.get(unescape(k).as_ref()) {
+                let val = Value::Str(unescape(v));
+                if !self.columns[col].check(&val) {
+                    return Err(format!(
+                        "tag `{k}` = `{v}` does not fit column type {:?}",
+                        self.schema.columns()[col].ty
+                    ));
+                }
+                out.push((col, val));
+            }
+        }
+        let mut n_fields = 0;
+        for field in SplitUnescaped::new(fields, b',', true) {
+            let (k, v) = split_unescaped(field, b'=', false);
+            let v = v.ok_or_else(|| format!("field `{field}` has no `=`"))?;
+            let val = parse_field_value(v)
+                .ok_or_else(|| format!("field `{k}` has an invalid value `{v}`"))?;
+            n_fields += 1;
+            if let Some(&col) = self.by_name.get(unescape(k).as_ref()) {
+                if !self.columns[col].check(&val) {
+                    return Err(format!(
+                        "field `{k}` = `{v}` does not fit column type {:?}",
+                        self.schema.columns()[col].ty
+                    ));
+                }
+                out.push((col, val));
+            }
+        }
+        if n_fields == 0 {
+            return Err("a point needs at least one field".into());
+        }
+        match ts.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let t: i64 = t.parse().map_err(|_| format!("invalid timestamp `{t}`"))?;
+                out.push((
+                    self.schema.event_time_index(),
+                    Value::Int(self.to_millis(t)),
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "missing event time: the line has no timestamp for `{}`",
+                    self.schema.event_time_name()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for InfluxDecoder {
+    fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        self.pushed += 1;
+        let mut values: Vec<(usize, Value<'_>)> = Vec::new();
+        let parsed = match std::str::from_utf8(payload) {
+            Ok(text) => self.parse_message(text, &mut values),
+            Err(e) => Err(format!("line protocol: not UTF-8: {e}")),
+        };
+        let lines = values.iter().filter(|(c, _)| *c == usize::MAX).count();
+        let result = parsed.and_then(|()| {
+            if lines == 0 {
+                Err("line protocol: the message holds no point".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(reason) = result {
+            self.dead.push(DeadLetter {
+                payload: payload.to_vec(),
+                reason,
+                partition,
+                offset,
+            });
+            return;
+        }
+        let mut set = vec![false; self.columns.len()];
+        for (col, v) in &values {
+            if *col == usize::MAX {
+                for (i, s) in set.iter_mut().enumerate() {
+                    if !*s {
+                        self.columns[i].append_null();
+                    }
+                    *s = false;
+                }
+                self.partitions.push(partition);
+                self.offsets.push(offset);
+                continue;
+            }
+            // A repeated tag or field keeps its first value.
+            if !set[*col] {
+                self.columns[*col].append(v);
+                set[*col] = true;
+            }
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.pushed
+    }
+
+    fn flush(&mut self) -> Decoded {
+        self.pushed = 0;
+        let mut dead = std::mem::take(&mut self.dead);
+        if self.columns.first().map(Column::len).unwrap_or(0) == 0 {
+            self.partitions.clear();
+            self.offsets.clear();
+            return Decoded { batch: None, dead };
+        }
+        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        let parts = std::mem::take(&mut self.partitions);
+        let offs = std::mem::take(&mut self.offsets);
+        // Lines are validated before they are appended, so every row has an
+        // event time and `payload_of` is never called.
+        let batch = finish_batch(
+            &self.schema,
+            columns,
+            parts,
+            offs,
+            |_| Vec::new(),
+            &mut dead,
+        );
+        Decoded { batch, dead }
+    }
+}
+
+/// Splits at the first unescaped `sep` (outside double quotes when
+/// `quotes`), returning the part before and the rest after it.
+fn split_unescaped(s: &str, sep: u8, quotes: bool) -> (&str, Option<&str>) {
+    let mut it = SplitUnescaped::new(s, sep, quotes);
+    let first = it.next().unwrap_or("");
+    let rest_start = first.len() + 1;
+    if rest_start > s.len() {
+        (first, None)
+    } else {
+        (first, Some(&s[rest_start..]))
+    }
+}
+
+/// Iterator over the pieces of `s` between unescaped separators.
+struct SplitUnescaped<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    quotes: bool,
+    done: bool,
+}
+
+impl<'a> SplitUnescaped<'a> {
+    fn new(s: &'a str, sep: u8, quotes: bool) -> Self {
+        SplitUnescaped {
+            s,
+            pos: 0,
+            sep,
+            quotes,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for SplitUnescaped<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let bytes = self.s.as_bytes();
+        let start = self.pos;
+        let mut i = start;
+        let mut in_quotes = false;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'\\' {
+                i += 2;
+                continue;
+            }
+            if self.quotes && b == b'"' {
+                in_quotes = !in_quotes;
+            } else if b == self.sep && !in_quotes {
+                self.pos = i + 1;
+                return Some(&self.s[start..i]);
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(&self.s[start.min(self.s.len())..])
+    }
+}
+
+/// Removes line-protocol backslash escapes; borrows when there are none.
+fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('\\') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) => out.push(n),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn parse_field_value(v: &str) -> Option<Value<'_>> {
+    if let Some(inner) = v.strip_prefix('"') {
+        let inner = inner.strip_suffix('"')?;
+        return Some(Value::Str(unescape(inner)));
+    }
+    if let Some(i) = v.strip_suffix('i') {
+        return i.parse().ok().map(Value::Int);
+    }
+    if let Some(u) = v.strip_suffix('u') {
+        return u
+            .parse::<u64>()
+            .ok()
+            .and_then(|u| i64::try_from(u).ok())
+            .map(Value::Int);
+    }
+    if let Some(b) = parse_bool(v) {
+        return Some(Value::Bool(b));
+    }
+    v.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::Float)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+
+    use super::*;
+    use crate::decode::test_support::telemetry_schema;
+
+    fn decoder(measurement: bool) -> InfluxDecoder {
+        let mut cols: Vec<_> = telemetry_schema().columns().to_vec();
+        cols.push("name string".parse().unwrap());
+        let schema = SourceSchema::new(cols, "ts").unwrap();
+        let opts = InfluxOptions {
+            measurement_column: measurement.then(|| "name".to_string()),
+            precision: "ns".into(),
+        };
+        InfluxDecoder::new(schema, &opts).unwrap()
+    }
+
+    #[test]
+    fn decodes_telegraf_lines() {
+        let mut d = decoder(true);
+        d.push(
+            b"cpu,host=web\\ 1,dc=fra cpu=12.5,n=3i,up=t,note=\"a b, c\" 1764201600000000000\n\
+              cpu,host=web2 cpu=7 1764201601000000000",
+            2,
+            9,
+        );
+        let out = d.flush();
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(
+            b.column(0)
+                .as_primitive::<TimestampMillisecondType>()
+                .value(1),
+            1_764_201_601_000
+        );
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "web 1");
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(1), 7.0);
+        assert_eq!(b.column(3).as_primitive::<Int64Type>().value(0), 3);
+        assert!(b.column(3).is_null(1));
+        assert!(b.column(4).as_boolean().value(0));
+        assert_eq!(b.column(5).as_string::<i32>().value(0), "cpu");
+    }
+
+    #[test]
+    fn a_bad_line_sends_its_whole_message_to_dead_letters() {
+        let mut d = decoder(false);
+        d.push(b"cpu,host=a cpu=1 1000000000", 0, 1);
+        d.push(
+            b"cpu,host=b cpu=1 2000000000\ncpu,host=c cpu=oops 3000000000",
+            0,
+            2,
+        );
+        d.push(b"cpu,host=d cpu=1", 0, 3);
+        d.push(b"cpu,host=e n=1.5 4000000000", 0, 4);
+        d.push(b"", 0, 5);
+        let out = d.flush();
+        assert_eq!(out.batch.unwrap().num_rows(), 1);
+        let reasons: Vec<_> = out
+            .dead
+            .iter()
+            .map(|d| (d.offset, d.reason.clone()))
+            .collect();
+        assert_eq!(reasons[0].0, 2);
+        assert!(reasons[0].1.contains("line 2"), "{}", reasons[0].1);
+        assert!(reasons[1].1.contains("missing event time"));
+        assert!(reasons[2].1.contains("does not fit"));
+        assert!(reasons[3].1.contains("no point"));
+    }
+}

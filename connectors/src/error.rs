@@ -1,0 +1,40 @@
+//! The error type of the connector boundary.
+
+use thiserror::Error;
+
+/// An error raised by a source, sink or decoder set-up.
+///
+/// Per-record decode failures are not errors: they become dead letters and
+/// the stream goes on. These are the failures an operator has to act on.
+#[derive(Debug, Error)]
+pub enum ConnectorError {
+    /// The broker or the client configuration refused us; retrying may help
+    /// when the broker is only temporarily unreachable.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A source's declared schema cannot be used (a config problem).
+    #[error("source `{source_name}`: {message}")]
+    Schema {
+        source_name: String,
+        message: String,
+    },
+    /// A recorded-data file could not be read.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    /// Arrow refused to build a batch; this is a bug in telemine.
+    #[error("internal error (a bug in telemine, please report it): {0}")]
+    Internal(String),
+}
+
+impl ConnectorError {
+    pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        ConnectorError::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The Kafka source: one consumer in the engine's consumer group, polled on
+//! a dedicated thread that decodes as it polls.
+//!
+//! The thread routes each message by topic to its source's [`Decoder`],
+//! flushes a source's decoder when it holds `max_batch_records` records or
+//! its oldest record has waited `linger`, and sends the result to the engine
+//! as a [`SourceEvent::Batch`] over a bounded channel — so a slow engine
+//! slows polling instead of growing memory. Offsets are never committed
+//! here: the engine commits through [`KafkaSource::commit`] once everything
+//! derived from a record is safely produced.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::KafkaClientConfig;
+use crate::ConnectorError;
+use crate::decode::{DeadLetter, Decoder};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One input: a topic and the decoder for its messages.
+pub struct SourceSpec {
+    pub topic: String,
+    pub decoder: Box<dyn Decoder>,
+}
+
+/// How the poll loop behaves.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceOptions {
+    /// Flush a decoder once it holds this many records.
+    pub max_batch_records: usize,
+    /// Flush a decoder once its oldest record has waited this long.
+    pub linger: Duration,
+    /// Stop once every partition has been read up to the end it had when
+    /// the source started (bench, demo, tests); otherwise run until stopped.
+    pub stop_at_end: bool,
+}
+
+/// What the source tells the engine, in order.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// The first record of a partition is about to arrive. Carries the
+    /// group's committed offset and metadata for it, so the engine can
+    /// restore its checkpoint before any of the partition's rows.
+    PartitionStart {
+        source: usize,
+        partition: i32,
+        committed: Option<(i64, String)>,
+    },
+    /// Decoded records of one source.
+    Batch {
+        source: usize,
+        batch: Option<RecordBatch>,
+        dead: Vec<DeadLetter>,
+        /// Per partition, the offset after the last record in this batch.
+        consumed: Vec<(i32, i64)>,
+    },
+    /// Every partition has been read to its end (only with `stop_at_end`),
+    /// or the source was stopped; no event follows.
+    End,
+}
+
+/// An offset to commit, with the engine's checkpoint as commit metadata.
+#[derive(Debug, Clone)]
+pub struct CommitOffset {
+    pub source: usize,
+    pub partition: i32,
+    pub offset: i64,
+    pub metadata: String,
+}
+
+/// A running Kafka source. See the module docs.
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer>,
+    topics: Vec<String>,
+    control: Arc<AtomicU8>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const RUNNING: u8 = 0;
+const STOP: u8 = 1;
+const DRAIN: u8 = 2;
+
+impl KafkaSource {
+    /// Joins the consumer group, subscribes to every spec's topic and starts
+    /// the poll thread.
+    pub fn start(
+        client: &KafkaClientConfig,
+        options: KafkaSourceOptions,
+        specs: Vec<SourceSpec>,
+        tx: mpsc::Sender<SourceEvent>,
+    ) -> Result<Self, ConnectorError> {
+        let mut c = client.client_config();
+        c.set("group.id", &client.group_id);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        if !client.properties.contains_key("auto.offset.reset") {
+            c.set("auto.offset.reset", "earliest");
+        }
+        let consumer: BaseConsumer = c.create().map_err(|e| {
+            ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
+        })?;
+        let consumer = Arc::new(consumer);
+        let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| ConnectorError::kafka(format!("subscribing to {names:?}"), e))?;
+        let ends = if options.stop_at_end {
+            Some(end_offsets(&consumer, &topics)?)
+        } else {
+            None
+        };
+        let control = Arc::new(AtomicU8::new(RUNNING));
+        let mut poll = PollLoop {
+            consumer: consumer.clone(),
+            topics: topics.clone(),
+            specs,
+            options,
+            tx,
+            control: control.clone(),
+            started: HashMap::new(),
+            consumed: Vec::new(),
+            oldest: Vec::new(),
+            ends,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-source".into())
+            .spawn(move || poll.run())
+            .map_err(|e| ConnectorError::Internal(format!("cannot start the poll thread: {e}")))?;
+        Ok(KafkaSource {
+            consumer,
+            topics,
+            control,
+            thread: Some(thread),
+        })
+    }
+
+    /// Commits offsets synchronously, with their metadata.
+    pub fn commit(&self, offsets: &[CommitOffset]) -> Result<(), ConnectorError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for o in offsets {
+            let topic = &self.topics[o.source];
+            tpl.add_partition_offset(topic, o.partition, Offset::Offset(o.offset))
+                .map_err(|e| {
+                    ConnectorError::kafka(format!("committing {topic}/{}", o.partition), e)
+                })?;
+            if let Some(mut el) = tpl.find_partition(topic, o.partition) {
+                el.set_metadata(o.metadata.clone());
+            }
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| ConnectorError::kafka("committing offsets", e))
+    }
+
+    /// Asks the poll thread to flush what it has decoded and stop.
+    pub fn stop(&self) {
+        self.control.store(STOP, Ordering::SeqCst);
+    }
+
+    /// Asks the poll thread to read every partition up to its current end,
+    /// then stop (as if started with `stop_at_end`).
+    pub fn drain(&self) {
+        let _ = self
+            .control
+            .compare_exchange(RUNNING, DRAIN, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Waits for the poll thread to end.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The topic of source `i`.
+    pub fn topic(&self, i: usize) -> &str {
+        &self.topics[i]
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.control.store(STOP, Ordering::SeqCst);
+    }
+}
+
+/// The high watermark of every partition of `topics` and the group's
+/// committed offset for it, keyed by (source index, partition).
+fn end_offsets(
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> Result<HashMap<(usize, i32), i64>, ConnectorError> {
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for (i, topic) in topics.iter().enumerate() {
+        let md = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| {
+                ConnectorError::kafka(format!("fetching metadata of topic `{topic}`"), e)
+            })?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), METADATA_TIMEOUT)
+                    .map_err(|e| {
+                        ConnectorError::kafka(
+                            format!("fetching watermarks of {topic}/{}", p.id()),
+                            e,
+                        )
+                    })?;
+                if high > low {
+                    ends.insert((i, p.id()), high);
+                    tpl.add_partition(topic, p.id());
+                }
+            }
+        }
+    }
+    // Partitions the group has already read to the end need no reading.
+    if tpl.count() > 0 {
+        let committed = consumer
+            .committed_offsets(tpl, METADATA_TIMEOUT)
+            .map_err(|e| ConnectorError::kafka("fetching committed offsets", e))?;
+        for el in committed.elements() {
+            if let (Offset::Offset(o), Some(i)) =
+                (el.offset(), topics.iter().position(|t| t == el.topic()))
+            {
+                if ends.get(&(i, el.partition())).is_some_and(|&h| o >= h) {
+                    ends.remove(&(i, el.partition()));
+                }
+            }
+        }
+    }
+    Ok(ends)
+}
+
+struct PollLoop {
+    consumer: Arc<BaseConsumer>,
+    topics: Vec<String>,
+    specs: Vec<SourceSpec>,
+    options: KafkaSourceOptions,
+    tx: mpsc::Sender<SourceEvent>,
+    control: Arc<AtomicU8>,
+    started: HashMap<(usize, i32), ()>,
+    /// Per source: next offset per partition since the last flush.
+    consumed: Vec<BTreeMap<i32, i64>>,
+    /// Per source: when the oldest unflushed record arrived.
+    oldest: Vec<Option<Instant>>,
+    /// With `stop_at_end`: partitions still to read, and their end offset.
+    ends: Option<HashMap<(usize, i32), i64>>,
+}
+
+impl PollLoop {
+    fn run(&mut self) {
+        self.consumed = vec![BTreeMap::new(); self.specs.len()];
+        self.oldest = vec![None; self.specs.len()];
+        let poll_timeout = self
+            .options
+            .linger
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let consumer = self.consumer.clone();
+        loop {
+            match self.control.load(Ordering::SeqCst) {
+                STOP => break,
+                DRAIN if self.ends.is_none() => match end_offsets(&consumer, &self.topics) {
+                    Ok(ends) => self.ends = Some(ends),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot fetch end offsets to drain; stopping now");
+                        break;
+                    }
+                },
+                _ => {}
+            }
+            if self.ends.as_ref().is_some_and(HashMap::is_empty) {
+                break;
+            }
+            match consumer.poll(poll_timeout) {
+                None => {}
+                Some(Ok(m)) => {
+                    let Some(source) = self.topics.iter().position(|t| t == m.topic()) else {
+                        continue;
+                    };
+                    let partition = m.partition();
+                    if !self.started.contains_key(&(source, partition))
+                        && !self.partition_start(source, partition)
+                    {
+                        return;
+                    }
+                    let offset = m.offset();
+                    self.specs[source]
+                        .decoder
+                        .push(m.payload().unwrap_or(&[]), partition, offset);
+                    self.consumed[source].insert(partition, offset + 1);
+                    self.oldest[source].get_or_insert_with(Instant::now);
+                    if let Some(ends) = &mut self.ends {
+                        if ends
+                            .get(&(source, partition))
+                            .is_some_and(|&h| offset + 1 >= h)
+                        {
+                            ends.remove(&(source, partition));
+                        }
+                    }
+                    if self.specs[source].decoder.buffered() >= self.options.max_batch_records
+                        && !self.flush(source)
+                    {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error; continuing");
+                }
+            }
+            for s in 0..self.specs.len() {
+                if self.oldest[s].is_some_and(|t| t.elapsed() >= self.options.linger)
+                    && !self.flush(s)
+                {
+                    return;
+                }
+            }
+        }
+        for s in 0..self.specs.len() {
+            if !self.flush(s) {
+                return;
+            }
+        }
+        let _ = self.tx.blocking_send(SourceEvent::End);
+    }
+
+    /// Announces a partition's first record, with its committed checkpoint.
+    /// Rows already decoded for this source are sent first, to keep order.
+    fn partition_start(&mut self, source: usize, partition: i32) -> bool {
+        if !self.flush(source) {
+            return false;
+        }
+        self.started.insert((source, partition), ());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topics[source], partition);
+        let committed = match self.consumer.committed_offsets(tpl, METADATA_TIMEOUT) {
+            Ok(list) => list.elements().first().and_then(|el| match el.offset() {
+                Offset::Offset(o) => Some((o, el.metadata().to_string())),
+                _ => None,
+            }),
+            Err(e) => {
+                tracing::warn!(topic = %self.topics[source], partition, error = %e,
+                    "cannot read the committed checkpoint; starting this partition without one");
+                None
+            }
+        };
+        self.tx
+            .blocking_send(SourceEvent::PartitionStart {
+                source,
+                partition,
+                committed,
+            })
+            .is_ok()
+    }
+
+    /// Sends what `source`'s decoder holds; false if the engine is gone.
+    fn flush(&mut self, source: usize) -> bool {
+        self.oldest[source] = None;
+        if self.specs[source].decoder.buffered() == 0 {
+            return true;
+        }
+        let decoded = self.specs[source].decoder.flush();
+        let consumed = std::mem::take(&mut self.consumed[source])
+            .into_iter()
+            .collect();
+        self.tx
+            .blocking_send(SourceEvent::Batch {
+                source,
+                batch: decoded.batch,
+                dead: decoded.dead,
+                consumed,
+            })
+            .is_ok()
+    }
+}

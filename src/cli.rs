@@ -1,0 +1,79 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "telemine",
+    version,
+    about = "Streaming mining engine for data-center telemetry and market streams on Kafka"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run against the broker named in the config until SIGINT/SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Zero set-up demo: embedded Kafka (librdkafka's mock cluster),
+    /// synthetic telemetry and market data with injected anomalies, the
+    /// default SQL; prints alerts as JSON lines and a score on stderr.
+    Demo {
+        /// Wall-clock seconds to generate data for.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Event-time seconds generated per wall-clock second.
+        #[arg(long, default_value_t = 60)]
+        speed: u64,
+        /// Config whose sources, sinks and engine settings the demo uses
+        /// (its [kafka] section is replaced by the embedded cluster).
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// SQL folder (default: the config's).
+        #[arg(long)]
+        sql: Option<PathBuf>,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Validate the config and every SQL file without a broker; prints
+    /// file:line:col: message for each problem and exits 1 if any.
+    Check {
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// SQL folder (default: the config's).
+        #[arg(long)]
+        sql: Option<PathBuf>,
+    },
+    /// Measure the engine against a bare consumer on a real broker.
+    Bench {
+        /// Bootstrap servers of the broker to benchmark on.
+        #[arg(long)]
+        brokers: String,
+        /// Telemetry records to produce and consume.
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+        /// Partitions of the benchmark topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+    },
+}

@@ -1,0 +1,261 @@
+//! `telemine demo`: the whole pipeline on an embedded Kafka, with no set-up.
+//!
+//! librdkafka's mock cluster runs in-process. A generator thread produces
+//! telemetry and market data to it faster than real time, while the engine
+//! consumes through the same Kafka source code `run` uses. When the
+//! generator is done the engine drains the topics and closes every window;
+//! a reader consumes the alerts topic and prints each alert as one JSON
+//! line. The mock cluster keeps only the newest part of each partition,
+//! which is why the engine consumes while the generator produces.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use telemine::alert::Alert;
+use telemine::engine::{RunOptions, Stop, run_pipeline};
+use telemine::metrics::Metrics;
+use telemine::scoring::score;
+use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
+use telemine_connectors::kafka::KafkaClientConfig;
+
+pub struct DemoOptions {
+    pub seconds: u64,
+    pub speed: u64,
+    pub config: PathBuf,
+    pub sql: Option<PathBuf>,
+    pub seed: u64,
+}
+
+const ALERT_PARTITIONS: i32 = 3;
+
+pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
+    let Some((mut cfg, sql)) = super::load(&o.config, o.sql.as_deref()).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let topic_of = |name: &str| {
+        cfg.sources
+            .iter()
+            .find(|s| s.name.get_ref() == name)
+            .map(|s| s.topic.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the demo needs a source named `{name}` in {}",
+                    o.config.display()
+                )
+            })
+    };
+    let (telemetry, market) = (topic_of("telemetry")?, topic_of("market")?);
+
+    let cluster = MockCluster::new(1).context("starting the embedded Kafka mock cluster")?;
+    for (topic, partitions) in [
+        (telemetry.as_str(), 6),
+        (market.as_str(), 2),
+        (cfg.sinks.alerts_topic.as_str(), ALERT_PARTITIONS),
+        (cfg.sinks.dead_letter_topic.as_str(), 1),
+    ] {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("creating topic {topic}"))?;
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    cfg.kafka = KafkaClientConfig::new(bootstrap.clone());
+    cfg.kafka.group_id = "telemine-demo".into();
+
+    let duration_ms = (o.seconds * o.speed * 1000) as i64;
+    let generator = Generator::new(GeneratorConfig {
+        duration_ms,
+        seed: o.seed,
+        ..Default::default()
+    });
+    let anomalies = generator.anomalies().to_vec();
+    eprintln!(
+        "demo: embedded Kafka at {bootstrap}; generating {} hosts + market ticks for {}s at {}x real time ({} min of event time, {} anomalies injected)",
+        generator.hosts(),
+        o.seconds,
+        o.speed,
+        duration_ms / 60_000,
+        anomalies.len()
+    );
+
+    // The engine, exactly as `run` starts it, told to drain when the
+    // generator is done.
+    let metrics = Arc::new(Metrics::default());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions {
+        stop_at_end: false,
+        metrics: Some(metrics.clone()),
+        alert_tap: None,
+    };
+    let engine_cfg = cfg.clone();
+    let engine = tokio::spawn(async move {
+        let stop = async move {
+            let _ = done_rx.await;
+            Stop::Drain
+        };
+        run_pipeline(&engine_cfg, sql, options, stop).await
+    });
+
+    // The reader: alerts read back from the alerts topic, printed as lines.
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let read_count = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, count, topic, bootstrap) = (
+            reader_stop.clone(),
+            read_count.clone(),
+            cfg.sinks.alerts_topic.clone(),
+            bootstrap.clone(),
+        );
+        std::thread::spawn(move || read_alerts(&bootstrap, &topic, &stop, &count))
+    };
+
+    // The generator, paced to `speed` event seconds per wall second.
+    let (t_topic, m_topic, gen_bootstrap) = (telemetry.clone(), market.clone(), bootstrap.clone());
+    let (seconds, speed) = (o.seconds, o.speed);
+    let produced = tokio::task::spawn_blocking(move || {
+        produce(
+            generator,
+            &gen_bootstrap,
+            &t_topic,
+            &m_topic,
+            seconds,
+            speed,
+        )
+    })
+    .await??;
+    let _ = done_tx.send(());
+    let summary = engine.await.context("the engine task failed")??;
+
+    // Let the reader catch up with every alert the engine produced.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_count.load(Ordering::SeqCst) < summary.alerts && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reader_stop.store(true, Ordering::SeqCst);
+    let alerts = reader
+        .join()
+        .map_err(|_| anyhow!("the alert reader panicked"))??;
+
+    let s = score(&alerts, &anomalies);
+    let secs = summary.busy.as_secs_f64().max(1e-9);
+    eprintln!(
+        "demo: produced {produced} records; engine processed {} events ({} dead letters, {} late) in {secs:.1} s: {:.0} events/s",
+        summary.records,
+        summary.dead_letters,
+        summary.late,
+        summary.records as f64 / secs
+    );
+    eprintln!(
+        "demo: alerts: {} produced, {} read back from {}",
+        summary.alerts,
+        alerts.len(),
+        cfg.sinks.alerts_topic
+    );
+    let kinds: Vec<String> = s
+        .by_kind
+        .iter()
+        .map(|(k, (n, d))| format!("{k} {d}/{n}"))
+        .collect();
+    eprintln!("demo: anomalies detected: {}", kinds.join(", "));
+    eprintln!(
+        "demo: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies detected)",
+        s.precision, s.true_alerts, s.alerts, s.recall, s.detected, s.anomalies
+    );
+    drop(cluster);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Produces generated data for `seconds` of wall time; returns the count.
+fn produce(
+    mut generator: Generator,
+    bootstrap: &str,
+    telemetry: &str,
+    market: &str,
+    seconds: u64,
+    speed: u64,
+) -> anyhow::Result<u64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("creating the generator's producer")?;
+    let start = Instant::now();
+    let total = seconds * speed;
+    let mut count = 0u64;
+    let mut send = |stream: Stream, key: &str, payload: &[u8]| {
+        let topic = match stream {
+            Stream::Telemetry => telemetry,
+            Stream::Market => market,
+        };
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        count += 1;
+    };
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / speed as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        generator.emit_second(&mut send);
+    }
+    generator.drain(&mut send);
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing generated records")?;
+    Ok(count)
+}
+
+/// Reads the alerts topic from the beginning, printing each message as one
+/// line on stdout, until told to stop.
+fn read_alerts(
+    bootstrap: &str,
+    topic: &str,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+) -> anyhow::Result<Vec<Alert>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "telemine-demo-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the alert reader")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..ALERT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .context("assigning the alerts topic")?;
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning the alerts topic")?;
+    let mut alerts = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            let payload = m.payload().unwrap_or_default();
+            println!("{}", String::from_utf8_lossy(payload));
+            match Alert::from_json(payload) {
+                Ok(a) => alerts.push(a),
+                Err(e) => tracing::warn!(error = %e, "an alert message is not valid alert JSON"),
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    Ok(alerts)
+}

@@ -1,0 +1,73 @@
+//! One module per subcommand.
+
+mod bench;
+mod check;
+mod demo;
+mod run;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => run::run(&config).await,
+        Command::Demo {
+            seconds,
+            speed,
+            config,
+            sql,
+            seed,
+        } => {
+            demo::demo(demo::DemoOptions {
+                seconds,
+                speed,
+                config,
+                sql,
+                seed,
+            })
+            .await
+        }
+        Command::Check { config, sql } => check::check(&config, sql.as_deref()).await,
+        Command::Bench {
+            brokers,
+            records,
+            partitions,
+            config,
+        } => {
+            bench::bench(bench::BenchOptions {
+                brokers,
+                records,
+                partitions,
+                config,
+            })
+            .await
+        }
+    }
+}
+
+/// Loads the config and the SQL it points to (or `sql`), printing
+/// diagnostics; `None` when there were any.
+pub(crate) async fn load(
+    config: &std::path::Path,
+    sql: Option<&std::path::Path>,
+) -> anyhow::Result<Option<(telemine::config::Config, telemine::sql::SqlSet)>> {
+    let mut cfg = match telemine::config::Config::load(config) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(None);
+        }
+    };
+    if let Some(dir) = sql {
+        cfg.sql.dir = dir.to_path_buf();
+    }
+    let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
+    match telemine::sql::SqlSet::load(&cfg.sql.dir, &defs).await {
+        Ok(set) => Ok(Some((cfg, set))),
+        Err(d) => {
+            eprintln!("{d}");
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `telemine run`: the production job.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use telemine::engine::{RunOptions, Stop, run_pipeline};
+use tokio::signal::unix::{SignalKind, signal};
+
+pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some((cfg, sql)) = super::load(config, None).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    tracing::info!(
+        brokers = %cfg.kafka.bootstrap_servers,
+        group = %cfg.kafka.group_id,
+        views = sql.views.len(),
+        rules = sql.rules.len(),
+        "starting"
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        Stop::Now
+    };
+    let summary = run_pipeline(&cfg, sql, RunOptions::default(), stop).await?;
+    tracing::info!(
+        records = summary.records,
+        alerts = summary.alerts,
+        dead_letters = summary.dead_letters,
+        "stopped cleanly"
+    );
+    Ok(ExitCode::SUCCESS)
+}

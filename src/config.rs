@@ -1,0 +1,341 @@
+//! The `telemine.toml` config file: one serde struct that documents itself.
+//!
+//! Every struct denies unknown keys, so a misspelled key is an error that
+//! names it (with file, line and column) instead of a silent default. See
+//! `config/telemine.toml` for a commented example of every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use telemine_connectors::decode::{Format, InfluxOptions};
+use telemine_connectors::kafka::KafkaClientConfig;
+use telemine_connectors::schema::{ColumnSpec, SourceSchema};
+use toml::Spanned;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::duration::serde_duration;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The cluster to consume from and produce to. Required.
+    pub kafka: KafkaClientConfig,
+    /// Input streams; each becomes a table SQL can window. At least one.
+    pub sources: Vec<SourceConfig>,
+    /// Output topics.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    /// Where the analysts' SQL lives.
+    #[serde(default)]
+    pub sql: SqlConfig,
+    /// Batching, commits and back-pressure.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// One input stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Table name in SQL (`TUMBLE(<name>, …)`). Required, unique.
+    pub name: Spanned<String>,
+    /// Kafka topic to consume. Required.
+    pub topic: String,
+    /// Message format: "json" (one object per message) or "influx" (InfluxDB
+    /// line protocol, as Telegraf writes). Default: "json".
+    #[serde(default)]
+    pub format: Format,
+    /// Line-protocol options (only with `format = "influx"`).
+    #[serde(default)]
+    pub influx: InfluxOptions,
+    /// Declared columns, each `"name type"` with type one of string, double,
+    /// bigint, boolean, timestamp. Fields not declared are ignored; declared
+    /// fields missing from a record are null. Required.
+    pub columns: Spanned<Vec<ColumnSpec>>,
+    /// The column holding event time (declared as `timestamp`; JSON may carry
+    /// RFC 3339 strings or epoch milliseconds). Required.
+    pub event_time: Spanned<String>,
+    /// How far behind the newest event time a record may arrive and still
+    /// count: the watermark is the partition's max event time minus this.
+    /// Default: "5s".
+    #[serde(default = "default_out_of_orderness", with = "serde_duration")]
+    pub max_out_of_orderness: Duration,
+}
+
+fn default_out_of_orderness() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Output topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Topic alerts are produced to, keyed by fingerprint. Default:
+    /// "telemine.alerts".
+    #[serde(default = "default_alerts_topic")]
+    pub alerts_topic: String,
+    /// Topic malformed records go to, with the reason and their origin in
+    /// headers. Default: "telemine.dead-letter".
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+}
+
+fn default_alerts_topic() -> String {
+    "telemine.alerts".into()
+}
+fn default_dead_letter_topic() -> String {
+    "telemine.dead-letter".into()
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            alerts_topic: default_alerts_topic(),
+            dead_letter_topic: default_dead_letter_topic(),
+        }
+    }
+}
+
+/// Where SQL files are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Folder with `features/*.sql` (feature views) and `rules/*.sql`
+    /// (alert rules); a relative path is relative to the config file's
+    /// folder. Default: "sql".
+    #[serde(default = "default_sql_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_sql_dir() -> PathBuf {
+    PathBuf::from("sql")
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            dir: default_sql_dir(),
+        }
+    }
+}
+
+/// Engine tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Records decoded into one Arrow batch at most. Default: 8192.
+    #[serde(default = "default_batch_records")]
+    pub max_batch_records: usize,
+    /// Longest a record waits for its batch to fill. Default: "50ms".
+    #[serde(default = "default_linger", with = "serde_duration")]
+    pub batch_linger: Duration,
+    /// How often consumed offsets are committed. Default: "1s".
+    #[serde(default = "default_commit_interval", with = "serde_duration")]
+    pub commit_interval: Duration,
+    /// Decoded batches queued between the source and the engine; bounds
+    /// memory when the engine falls behind. Default: 8.
+    #[serde(default = "default_queue")]
+    pub queue_batches: usize,
+}
+
+fn default_batch_records() -> usize {
+    8192
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_queue() -> usize {
+    8
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch_records: default_batch_records(),
+            batch_linger: default_linger(),
+            commit_interval: default_commit_interval(),
+            queue_batches: default_queue(),
+        }
+    }
+}
+
+/// A source with its schema resolved.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub topic: String,
+    pub format: Format,
+    pub influx: InfluxOptions,
+    pub schema: SourceSchema,
+    pub max_out_of_orderness: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(
+                path,
+                1,
+                1,
+                format!("cannot read the config file: {e}"),
+            )])
+        })?;
+        let mut config = Config::parse(path, &text)?;
+        // A relative SQL folder is relative to the config file.
+        if config.sql.dir.is_relative() {
+            if let Some(parent) = path.parent() {
+                config.sql.dir = parent.join(&config.sql.dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            Diagnostics(vec![Diagnostic::at_offset(
+                path,
+                text,
+                offset,
+                e.message().trim().to_string(),
+            )])
+        })?;
+        let mut diags = Vec::new();
+        if config.sources.is_empty() {
+            diags.push(Diagnostic::new(
+                path,
+                1,
+                1,
+                "no [[sources]]: declare at least one input stream",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &config.sources {
+            if !names.insert(s.name.get_ref().clone()) {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    s.name.span().start,
+                    format!("source name `{}` is used twice", s.name.get_ref()),
+                ));
+            }
+            if let Err(e) = s.schema() {
+                let at = if e.contains("event_time") {
+                    s.event_time.span().start
+                } else {
+                    s.columns.span().start
+                };
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    at,
+                    format!("source `{}`: {e}", s.name.get_ref()),
+                ));
+            }
+        }
+        if config.engine.max_batch_records == 0 {
+            diags.push(Diagnostic::new(
+                path,
+                1,
+                1,
+                "engine.max_batch_records must be at least 1",
+            ));
+        }
+        if diags.is_empty() {
+            Ok(config)
+        } else {
+            Err(Diagnostics(diags))
+        }
+    }
+
+    /// The sources with resolved schemas (validated by `parse`).
+    pub fn source_defs(&self) -> Result<Vec<SourceDef>, String> {
+        self.sources
+            .iter()
+            .map(|s| {
+                Ok(SourceDef {
+                    name: s.name.get_ref().clone(),
+                    topic: s.topic.clone(),
+                    format: s.format,
+                    influx: s.influx.clone(),
+                    schema: s.schema()?,
+                    max_out_of_orderness: s.max_out_of_orderness,
+                })
+            })
+            .collect()
+    }
+}
+
+impl SourceConfig {
+    fn schema(&self) -> Result<SourceSchema, String> {
+        SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[[sources]]
+name = "telemetry"
+topic = "telemetry"
+columns = ["ts timestamp", "host string", "cpu double"]
+event_time = "ts"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(c.kafka.group_id, "telemine");
+        assert_eq!(c.sinks.alerts_topic, "telemine.alerts");
+        assert_eq!(c.sources[0].max_out_of_orderness, Duration::from_secs(5));
+        assert_eq!(c.source_defs().unwrap()[0].schema.event_time_name(), "ts");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_position() {
+        let text = MINIMAL.replace(
+            "topic = \"telemetry\"",
+            "topic = \"telemetry\"\nwatermark = \"5s\"",
+        );
+        let e = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml:8:1: unknown field `watermark`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_event_time_points_at_its_key() {
+        let text = MINIMAL.replace("event_time = \"ts\"", "event_time = \"host\"");
+        let e = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:9:14: source `telemetry`: event_time column `host` must be declared as `timestamp`"), "{e}");
+    }
+
+    #[test]
+    fn bad_column_type_points_at_it() {
+        let text = MINIMAL.replace("\"cpu double\"", "\"cpu decimal\"");
+        let e = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:8:") && e.contains("unknown column type `decimal`"),
+            "{e}"
+        );
+    }
+}

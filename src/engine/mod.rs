@@ -1,0 +1,17 @@
+//! The streaming engine: event-time windows over decoded batches, SQL
+//! evaluation at window close, and the Kafka pipeline around it.
+//!
+//! - [`windows`]: [`WindowEngine`] — watermarks, window buffers, closing
+//!   windows, running views and rules. Knows nothing of Kafka.
+//! - [`checkpoint`]: what is stored with each committed offset so a restart
+//!   neither loses nor repeats a window.
+//! - [`pipeline`]: Kafka source → [`WindowEngine`] → alert and dead-letter
+//!   producers, with at-least-once commits and clean shutdown.
+
+pub mod checkpoint;
+pub mod pipeline;
+pub mod windows;
+
+pub use checkpoint::Checkpoint;
+pub use pipeline::{RunOptions, RunSummary, Stop, run_pipeline};
+pub use windows::WindowEngine;

@@ -1,0 +1,296 @@
+//! The Kafka pipeline: source → [`WindowEngine`] → producers → commits.
+//!
+//! Ordering that makes delivery at-least-once: a record's offset is
+//! committed only after (1) the windows it belongs to have closed, (2)
+//! every alert they raised and every dead letter among the records before
+//! it has been acknowledged by the broker. Shutdown (SIGINT/SIGTERM, or the
+//! caller's future) stops polling, lets the batches already decoded run
+//! through, produces their alerts, waits for the acknowledgements and
+//! commits; windows still open are re-read after the restart.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::DeliveryFuture;
+use telemine_connectors::ConnectorError;
+use telemine_connectors::decode::{DeadLetter, decoder_for};
+use telemine_connectors::kafka::{
+    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec,
+};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::checkpoint::Checkpoint;
+use super::windows::{EngineError, WindowEngine};
+use crate::alert::Alert;
+use crate::config::{Config, SourceDef};
+use crate::metrics::Metrics;
+use crate::sql::SqlSet;
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// How the caller asks a running pipeline to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Finish the batches already decoded, commit, stop (SIGTERM). Open
+    /// windows are left for the next run.
+    Now,
+    /// Read every partition to its current end, close every window, commit,
+    /// stop (the demo, once its generator is done).
+    Drain,
+}
+
+/// How a run ends and what it reports to.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Stop once every partition is read to the end it had at start, and
+    /// close all open windows (bench, tests). Otherwise run until shutdown.
+    pub stop_at_end: bool,
+    /// Shared counters; a fresh set when `None`.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Receives every alert as it is produced (demo, tests).
+    pub alert_tap: Option<mpsc::UnboundedSender<Alert>>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub records: u64,
+    pub dead_letters: u64,
+    pub late: u64,
+    pub alerts: u64,
+    /// From the first record received to the end of the run.
+    pub busy: Duration,
+}
+
+/// Runs the pipeline until `stop` resolves (or, with `stop_at_end`, until
+/// the input is drained).
+pub async fn run_pipeline(
+    config: &Config,
+    sql: SqlSet,
+    options: RunOptions,
+    stop: impl Future<Output = Stop>,
+) -> Result<RunSummary, PipelineError> {
+    let defs = config.source_defs().map_err(PipelineError::Config)?;
+    let metrics = options.metrics.clone().unwrap_or_default();
+    let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
+    let specs = source_specs(config, &defs)?;
+    let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
+    let source = KafkaSource::start(
+        &config.kafka,
+        KafkaSourceOptions {
+            max_batch_records: config.engine.max_batch_records,
+            linger: config.engine.batch_linger,
+            stop_at_end: options.stop_at_end,
+        },
+        specs,
+        tx,
+    )?;
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let mut sinks = Sinks {
+        config,
+        producer,
+        pending: Vec::new(),
+        metrics: metrics.clone(),
+        tap: options.alert_tap.clone(),
+    };
+    let mut last_commit: Vec<CommitOffset> = Vec::new();
+    let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut stop_requested = false;
+    let mut stopping = false;
+    let mut drain = options.stop_at_end;
+    let mut first_record: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            how = &mut stop, if !stop_requested => {
+                stop_requested = true;
+                match how {
+                    Stop::Now => {
+                        tracing::info!("shutting down: finishing decoded batches, then committing");
+                        source.stop();
+                        stopping = true;
+                    }
+                    Stop::Drain => {
+                        tracing::info!("draining: reading every partition to its current end");
+                        source.drain();
+                        drain = true;
+                    }
+                }
+            }
+            event = rx.recv() => match event {
+                None | Some(SourceEvent::End) => break,
+                Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
+                    let checkpoint = committed.as_ref().and_then(|(_, m)| Checkpoint::decode(m));
+                    if let Some(c) = &checkpoint {
+                        tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
+                    }
+                    engine.restore(s, partition, checkpoint.as_ref());
+                }
+                Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
+                    first_record.get_or_insert_with(Instant::now);
+                    sinks.dead_letters(source.topic(s), dead).await?;
+                    engine.note_consumed(s, &consumed);
+                    if let Some(batch) = batch {
+                        let alerts = engine.ingest(s, batch).await?;
+                        sinks.alerts(alerts).await?;
+                    }
+                }
+            },
+            _ = commit_tick.tick() => {
+                commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
+            }
+        }
+    }
+    if drain && !stopping {
+        let alerts = engine.finish().await?;
+        sinks.alerts(alerts).await?;
+    }
+    commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
+    sinks.producer.flush(Duration::from_secs(30))?;
+    tracing::info!(metrics = %metrics.summary(), "pipeline stopped");
+    tokio::task::spawn_blocking(move || source.join())
+        .await
+        .ok();
+    Ok(RunSummary {
+        records: Metrics::get(&metrics.records_decoded),
+        dead_letters: Metrics::get(&metrics.dead_letters),
+        late: Metrics::get(&metrics.late_records),
+        alerts: Metrics::get(&metrics.alerts),
+        busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
+    })
+}
+
+fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {
+    defs.iter()
+        .map(|d| {
+            let decoder = decoder_for(
+                &d.format,
+                &d.influx,
+                &d.schema,
+                config.engine.max_batch_records,
+            )
+            .map_err(|e| PipelineError::Config(format!("source `{}`: {e}", d.name)))?;
+            Ok(SourceSpec {
+                topic: d.topic.clone(),
+                decoder,
+            })
+        })
+        .collect()
+}
+
+/// Waits for every pending delivery, then commits what the engine allows.
+async fn commit(
+    source: &KafkaSource,
+    engine: &WindowEngine,
+    sinks: &mut Sinks<'_>,
+    defs: &[SourceDef],
+    last: &mut Vec<CommitOffset>,
+) -> Result<(), PipelineError> {
+    KafkaProducer::acknowledged(
+        std::mem::take(&mut sinks.pending),
+        "alerts and dead letters",
+    )
+    .await?;
+    let mut offsets = Vec::new();
+    for s in 0..defs.len() {
+        for (partition, offset, checkpoint) in engine.commit_positions(s) {
+            offsets.push(CommitOffset {
+                source: s,
+                partition,
+                offset,
+                metadata: checkpoint.encode(),
+            });
+        }
+    }
+    let unchanged = offsets.len() == last.len()
+        && offsets.iter().zip(last.iter()).all(|(a, b)| {
+            a.offset == b.offset
+                && a.metadata == b.metadata
+                && a.partition == b.partition
+                && a.source == b.source
+        });
+    if offsets.is_empty() || unchanged {
+        return Ok(());
+    }
+    source.commit(&offsets)?;
+    Metrics::add(&sinks.metrics.commits, 1);
+    *last = offsets;
+    Ok(())
+}
+
+/// The alert and dead-letter producers, and the deliveries not yet awaited.
+struct Sinks<'a> {
+    config: &'a Config,
+    producer: KafkaProducer,
+    pending: Vec<DeliveryFuture>,
+    metrics: Arc<Metrics>,
+    tap: Option<mpsc::UnboundedSender<Alert>>,
+}
+
+impl Sinks<'_> {
+    async fn alerts(&mut self, alerts: Vec<Alert>) -> Result<(), PipelineError> {
+        for a in alerts {
+            let json = a.to_json();
+            let f = self
+                .producer
+                .send(
+                    &self.config.sinks.alerts_topic,
+                    Some(a.fingerprint.as_bytes()),
+                    json.as_bytes(),
+                    &[("content-type", b"application/json")],
+                )
+                .await?;
+            self.pending.push(f);
+            if let Some(tap) = &self.tap {
+                let _ = tap.send(a);
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(
+        &mut self,
+        topic: &str,
+        dead: Vec<DeadLetter>,
+    ) -> Result<(), PipelineError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        Metrics::add(&self.metrics.dead_letters, dead.len() as u64);
+        for d in dead {
+            tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
+            let partition = d.partition.to_string();
+            let offset = d.offset.to_string();
+            let headers: [(&str, &[u8]); 4] = [
+                ("telemine.error", d.reason.as_bytes()),
+                ("telemine.source.topic", topic.as_bytes()),
+                ("telemine.source.partition", partition.as_bytes()),
+                ("telemine.source.offset", offset.as_bytes()),
+            ];
+            let f = self
+                .producer
+                .send(
+                    &self.config.sinks.dead_letter_topic,
+                    None,
+                    &d.payload,
+                    &headers,
+                )
+                .await?;
+            self.pending.push(f);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! Every counter the engine keeps, declared once with its meaning.
+//!
+//! The HTTP `/metrics` endpoint (a later issue) will expose these in the
+//! Prometheus text format; today `run` logs them and `demo` / `bench` print
+//! them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The engine's counters. Cheap to bump from any thread.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records decoded into rows.
+    pub records_decoded: AtomicU64,
+    /// Records sent to the dead-letter topic (malformed, wrong type, no
+    /// event time).
+    pub dead_letters: AtomicU64,
+    /// Rows older than every open window of their source: not counted in
+    /// any window.
+    pub late_records: AtomicU64,
+    /// Rows re-read after a restart that belong to windows already emitted
+    /// before it (skipped, by design).
+    pub replayed_skipped: AtomicU64,
+    /// Windows closed (per view, per close; one close may cover many keys).
+    pub window_closes: AtomicU64,
+    /// Alert instances produced.
+    pub alerts: AtomicU64,
+    /// View or rule evaluations that failed (the engine keeps going).
+    pub sql_errors: AtomicU64,
+    /// Offset commits made.
+    pub commits: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// One line for logs: `records=… dead_letters=… …`.
+    pub fn summary(&self) -> String {
+        format!(
+            "records={} dead_letters={} late={} replayed_skipped={} window_closes={} alerts={} sql_errors={} commits={}",
+            Self::get(&self.records_decoded),
+            Self::get(&self.dead_letters),
+            Self::get(&self.late_records),
+            Self::get(&self.replayed_skipped),
+            Self::get(&self.window_closes),
+            Self::get(&self.alerts),
+            Self::get(&self.sql_errors),
+            Self::get(&self.commits),
+        )
+    }
+}

@@ -1,0 +1,148 @@
+//! Analysts' SQL: loading, checking and running feature views and rules.
+//!
+//! A SQL folder holds `features/*.sql` — feature views, one `SELECT` per
+//! file, each reading one source through `TUMBLE(source, time_column,
+//! INTERVAL '…')` — and `rules/*.sql` — alert rules, one `SELECT` per file
+//! over feature views; every row a rule returns is an alert. Metadata rides
+//! in leading comments (`-- @severity: critical`).
+//!
+//! [`SqlSet::load`] parses, rewrites and plans every file once, against the
+//! declared source schemas, and reports every problem as a
+//! `file:line:col: message` [`Diagnostic`](crate::diagnostic::Diagnostic);
+//! the same load is what `telemine check` runs. At run time the engine hands
+//! each view the rows of its closing windows ([`SqlSet::run_view`]) and then
+//! runs the rules over the views' fresh output ([`SqlSet::run_rule`]). This
+//! module never sees Kafka.
+
+mod files;
+mod planner;
+mod window;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::memory::PartitionData;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+
+pub use files::{Severity, SqlFile};
+pub use window::{WINDOW_END, WINDOW_START, WindowSpec};
+
+use crate::config::SourceDef;
+use crate::diagnostic::Diagnostics;
+
+/// A feature view: SQL over the closing windows of one source.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub name: String,
+    pub file: PathBuf,
+    /// Index of the source it windows, in the config's source order.
+    pub source: usize,
+    pub window: WindowSpec,
+    /// Name of the table that holds the window's input rows.
+    pub input_table: String,
+    pub input_schema: SchemaRef,
+    pub plan: LogicalPlan,
+    pub output_schema: SchemaRef,
+    /// GROUP BY columns that identify a series (e.g. `host`), excluding the
+    /// window bounds: they become alert labels.
+    pub keys: Vec<String>,
+}
+
+/// An alert rule: SQL over feature views; each returned row is an alert.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub severity: Severity,
+    pub file: PathBuf,
+    pub plan: LogicalPlan,
+    /// Indices of the views it reads.
+    pub views: Vec<usize>,
+    /// Output columns that are view keys: the alert's labels.
+    pub label_columns: Vec<String>,
+}
+
+/// Every view and rule of a SQL folder, planned and ready to run.
+pub struct SqlSet {
+    ctx: SessionContext,
+    pub views: Vec<View>,
+    pub rules: Vec<Rule>,
+    slots: HashMap<String, PartitionData>,
+}
+
+impl std::fmt::Debug for SqlSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSet")
+            .field("views", &self.views.len())
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+impl SqlSet {
+    /// Loads and plans every `.sql` file under `dir`. All problems are
+    /// collected and returned together.
+    pub async fn load(dir: &Path, sources: &[SourceDef]) -> Result<SqlSet, Diagnostics> {
+        let files = files::read_dir(dir)?;
+        planner::plan_all(files, sources).await
+    }
+
+    /// Runs view `i` over `input` (rows of closing windows, with window
+    /// columns) and keeps its output for the rules. Returns the output.
+    pub async fn run_view(
+        &self,
+        i: usize,
+        input: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let view = &self.views[i];
+        self.fill(&view.input_table, input).await;
+        let result = self.execute(&view.plan).await;
+        self.fill(&view.input_table, Vec::new()).await;
+        let out = result?;
+        self.fill(&view.name, out.clone()).await;
+        Ok(out)
+    }
+
+    /// Runs rule `i` over the views' latest output.
+    pub async fn run_rule(&self, i: usize) -> Result<Vec<RecordBatch>, DataFusionError> {
+        self.execute(&self.rules[i].plan).await
+    }
+
+    /// Forgets the views' latest output (after the rules ran).
+    pub async fn clear_views(&self) {
+        for v in &self.views {
+            self.fill(&v.name, Vec::new()).await;
+        }
+    }
+
+    async fn execute(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let df = self.ctx.execute_logical_plan(plan.clone()).await?;
+        let batches = df.collect().await?;
+        Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    async fn fill(&self, table: &str, batches: Vec<RecordBatch>) {
+        if let Some(slot) = self.slots.get(table) {
+            *slot.write().await = batches;
+        }
+    }
+}
+
+/// Registers an empty in-memory table whose contents the engine swaps per
+/// evaluation; plans made once keep reading the same table.
+fn register_slot(
+    ctx: &SessionContext,
+    slots: &mut HashMap<String, PartitionData>,
+    name: &str,
+    schema: SchemaRef,
+) -> Result<(), DataFusionError> {
+    let table = MemTable::try_new(schema, vec![Vec::new()])?;
+    slots.insert(name.to_string(), table.batches[0].clone());
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}

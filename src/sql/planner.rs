@@ -1,0 +1,494 @@
+//! Planning SQL files with DataFusion, and turning its errors into
+//! `file:line:col` diagnostics.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::config::SessionConfig;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    Expr, GroupByExpr, SetExpr, Spanned, Statement, visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use telemine_connectors::schema::EVENT_TIME_TYPE;
+
+use super::files::{Kind, SqlFile, rule_meta};
+use super::window::{WINDOW_END, WINDOW_START, rewrite_tumble};
+use super::{Rule, SqlSet, View, register_slot};
+use crate::config::SourceDef;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+
+/// A session for analysts' SQL: one partition (windows are small and the
+/// other core decodes), spans collected for diagnostics.
+fn new_context() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    config.options_mut().sql_parser.collect_spans = true;
+    SessionContext::new_with_config(config)
+}
+
+pub(super) async fn plan_all(
+    files: Vec<SqlFile>,
+    sources: &[SourceDef],
+) -> Result<SqlSet, Diagnostics> {
+    let ctx = new_context();
+    let mut slots = HashMap::new();
+    let mut diags = Vec::new();
+    let mut views = Vec::new();
+    for f in files.iter().filter(|f| f.kind == Kind::View) {
+        if let Some(v) = plan_view(&ctx, &mut slots, f, sources, &mut diags).await {
+            views.push(v);
+        }
+    }
+    let mut rules = Vec::new();
+    for f in files.iter().filter(|f| f.kind == Kind::Rule) {
+        if let Some(r) = plan_rule(&ctx, f, &views, &mut diags).await {
+            rules.push(r);
+        }
+    }
+    let mut names = HashMap::new();
+    for r in &rules {
+        if let Some(first) = names.insert(r.name.clone(), r.file.clone()) {
+            diags.push(Diagnostic::new(
+                &r.file,
+                1,
+                1,
+                format!(
+                    "rule name `{}` is already used by {}",
+                    r.name,
+                    first.display()
+                ),
+            ));
+        }
+    }
+    if diags.is_empty() {
+        Ok(SqlSet {
+            ctx,
+            views,
+            rules,
+            slots,
+        })
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+async fn plan_view(
+    ctx: &SessionContext,
+    slots: &mut HashMap<String, datafusion::datasource::memory::PartitionData>,
+    file: &SqlFile,
+    sources: &[SourceDef],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<View> {
+    rule_meta(file, diags);
+    let name = file.stem.clone();
+    if !is_identifier(&name) {
+        diags.push(Diagnostic::new(&file.path, 1, 1, format!(
+            "view name `{name}` (the file name) must be lower-case letters, digits and _, starting with a letter"
+        )));
+        return None;
+    }
+    let mut stmt = parse_one(file).map_err(|d| diags.push(d)).ok()?;
+    let input_table = format!("__window_{name}");
+    let (window, at) = match rewrite_tumble(&mut stmt, &input_table) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let (line, col) = start_of(&stmt);
+            diags.push(Diagnostic::new(&file.path, line, col,
+                "a feature view must read its source through TUMBLE(source, time_column, INTERVAL '1 minute')"));
+            return None;
+        }
+        Err(e) => {
+            diags.push(Diagnostic::new(&file.path, e.line, e.col, e.message));
+            return None;
+        }
+    };
+    let Some(source) = sources.iter().position(|s| s.name == window.source) else {
+        let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        diags.push(Diagnostic::new(
+            &file.path,
+            at.0,
+            at.1,
+            format!(
+                "unknown source `{}` (declared sources: {})",
+                window.source,
+                known.join(", ")
+            ),
+        ));
+        return None;
+    };
+    let def = &sources[source];
+    if window.time_column != def.schema.event_time_name() {
+        diags.push(Diagnostic::new(
+            &file.path,
+            at.0,
+            at.1,
+            format!(
+                "TUMBLE must use `{}`, the event-time column of source `{}` (not `{}`)",
+                def.schema.event_time_name(),
+                def.name,
+                window.time_column
+            ),
+        ));
+        return None;
+    }
+    let mut fields: Vec<Field> = def
+        .schema
+        .batch_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(WINDOW_START, EVENT_TIME_TYPE, false));
+    fields.push(Field::new(WINDOW_END, EVENT_TIME_TYPE, false));
+    let input_schema: SchemaRef = Arc::new(Schema::new(fields));
+    if let Err(e) = register_slot(ctx, slots, &input_table, input_schema.clone()) {
+        diags.push(Diagnostic::new(
+            &file.path,
+            1,
+            1,
+            format!("internal error (a bug in telemine): {e}"),
+        ));
+        return None;
+    }
+    let keys = group_by_names(&stmt);
+    let start = start_of(&stmt);
+    let plan = plan_statement(ctx, file, stmt)
+        .await
+        .map_err(|d| diags.push(d))
+        .ok()?;
+    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    for bound in [WINDOW_START, WINDOW_END] {
+        if output_schema.field_with_name(bound).is_err() {
+            diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
+                "a feature view must select `{bound}` (and GROUP BY window_start, window_end) so its rows say which window they describe"
+            )));
+            return None;
+        }
+    }
+    let keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            k != WINDOW_START && k != WINDOW_END && output_schema.field_with_name(k).is_ok()
+        })
+        .collect();
+    if let Err(e) = register_slot(ctx, slots, &name, output_schema.clone()) {
+        diags.push(Diagnostic::new(
+            &file.path,
+            1,
+            1,
+            format!("view `{name}` cannot be registered: {e}"),
+        ));
+        return None;
+    }
+    Some(View {
+        name,
+        file: file.path.clone(),
+        source,
+        window,
+        input_table,
+        input_schema,
+        plan,
+        output_schema,
+        keys,
+    })
+}
+
+async fn plan_rule(
+    ctx: &SessionContext,
+    file: &SqlFile,
+    views: &[View],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Rule> {
+    let (name, severity) = rule_meta(file, diags);
+    let mut stmt = parse_one(file).map_err(|d| diags.push(d)).ok()?;
+    match rewrite_tumble(&mut stmt, "__invalid") {
+        Ok(None) => {}
+        Ok(Some((_, (line, col)))) | Err(super::window::WindowError { line, col, .. }) => {
+            diags.push(Diagnostic::new(&file.path, line, col,
+                "rules read feature views, not sources: move the TUMBLE into a view under features/"));
+            return None;
+        }
+    }
+    let mut used = Vec::new();
+    let _ = visit_relations(&stmt, |rel| {
+        if let Some(ident) = rel.0.last().and_then(|p| p.as_ident()) {
+            let n = ident.value.to_ascii_lowercase();
+            if let Some(i) = views.iter().position(|v| v.name == n) {
+                if !used.contains(&i) {
+                    used.push(i);
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let start = start_of(&stmt);
+    let plan = plan_statement(ctx, file, stmt)
+        .await
+        .map_err(|mut d| {
+            if d.message.contains("not found") && d.message.starts_with("table ") {
+                let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
+                d.message = format!(
+                    "{}: rules read feature views ({})",
+                    d.message,
+                    names.join(", ")
+                );
+            }
+            diags.push(d)
+        })
+        .ok()?;
+    let schema = plan.schema().as_arrow().clone();
+    for bound in [WINDOW_START, WINDOW_END] {
+        if schema.field_with_name(bound).is_err() {
+            diags.push(Diagnostic::new(
+                &file.path,
+                start.0,
+                start.1,
+                format!(
+                    "a rule must select `{bound}` from its view so each alert carries its window"
+                ),
+            ));
+            return None;
+        }
+    }
+    let keys: Vec<&str> = used
+        .iter()
+        .flat_map(|&i| views[i].keys.iter().map(String::as_str))
+        .collect();
+    let label_columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| keys.contains(&n.as_str()))
+        .collect();
+    if label_columns.is_empty() {
+        diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
+            "rule returns no key column: select at least one of its view's keys ({}) so each alert names its series",
+            if keys.is_empty() { "the view has none: GROUP BY a key such as host".to_string() } else { keys.join(", ") }
+        )));
+        return None;
+    }
+    Some(Rule {
+        name,
+        severity,
+        file: file.path.clone(),
+        plan,
+        views: used,
+        label_columns,
+    })
+}
+
+/// Parses a file that must hold exactly one SELECT.
+fn parse_one(file: &SqlFile) -> Result<Statement, Diagnostic> {
+    let mut stmts = DFParser::parse_sql_with_dialect(&file.text, &GenericDialect {})
+        .map_err(|e| df_diagnostic(file, &e))?;
+    let what = match file.kind {
+        Kind::View => "a feature view",
+        Kind::Rule => "a rule",
+    };
+    if stmts.len() > 1 {
+        let (line, col) = match &stmts[1] {
+            DFStatement::Statement(s) => start_of(s),
+            _ => (1, 1),
+        };
+        return Err(Diagnostic::new(
+            &file.path,
+            line,
+            col,
+            format!("{what} file holds exactly one query; this is a second statement"),
+        ));
+    }
+    match stmts.pop_front() {
+        None => Err(Diagnostic::new(
+            &file.path,
+            1,
+            1,
+            format!("{what} file holds no query"),
+        )),
+        Some(DFStatement::Statement(s)) if matches!(*s, Statement::Query(_)) => Ok(*s),
+        Some(other) => {
+            let (line, col) = match &other {
+                DFStatement::Statement(s) => start_of(s),
+                _ => (1, 1),
+            };
+            let kind = other
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(Diagnostic::new(
+                &file.path,
+                line,
+                col,
+                format!("{what} must be a single SELECT query; `{kind} …` is not allowed"),
+            ))
+        }
+    }
+}
+
+async fn plan_statement(
+    ctx: &SessionContext,
+    file: &SqlFile,
+    stmt: Statement,
+) -> Result<datafusion::logical_expr::LogicalPlan, Diagnostic> {
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+        .await
+        .map_err(|e| df_diagnostic(file, &e))?;
+    state.optimize(&plan).map_err(|e| df_diagnostic(file, &e))
+}
+
+fn start_of(stmt: &Statement) -> (usize, usize) {
+    let s = stmt.span().start;
+    if s.line == 0 {
+        (1, 1)
+    } else {
+        (s.line as usize, s.column as usize)
+    }
+}
+
+/// Plain column names in the outermost GROUP BY.
+fn group_by_names(stmt: &Statement) -> Vec<String> {
+    let Statement::Query(q) = stmt else {
+        return Vec::new();
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Vec::new();
+    };
+    let GroupByExpr::Expressions(exprs, _) = &select.group_by else {
+        return Vec::new();
+    };
+    exprs
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Turns a DataFusion error into a diagnostic: its span when DataFusion
+/// attached one, the parser's "Line: N, Column: M" otherwise, and as a last
+/// resort the first place the offending name appears in the file.
+pub(crate) fn df_diagnostic(file: &SqlFile, err: &DataFusionError) -> Diagnostic {
+    let full = err.strip_backtrace();
+    if let Some(d) = err.diagnostic() {
+        if let Some(span) = d.span.filter(|s| s.start.line > 0) {
+            return Diagnostic::new(
+                &file.path,
+                span.start.line as usize,
+                span.start.column as usize,
+                clean(&full),
+            );
+        }
+    }
+    if let Some((line, col, msg)) = parser_position(&full) {
+        return Diagnostic::new(&file.path, line, col, clean(&msg));
+    }
+    let (line, col) = mentioned_name(&full)
+        .and_then(|n| find_word(&file.text, &n))
+        .map(|off| crate::diagnostic::line_col(&file.text, off))
+        .unwrap_or((1, 1));
+    Diagnostic::new(&file.path, line, col, clean(&full))
+}
+
+/// Drops DataFusion's internal prefixes and our rewrite's table names.
+fn clean(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg);
+    let mut s = first
+        .trim_start_matches("SQL error: ")
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ")
+        .trim_start_matches("ParserError(\"")
+        .trim_end_matches("\")")
+        .to_string();
+    s = s.replace("datafusion.public.", "");
+    while let Some(i) = s.find("__window_") {
+        // `__window_<view>` is our name for what the analyst wrote as
+        // TUMBLE(…); as a column qualifier it is just noise.
+        let mut end = s[i..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map(|e| i + e)
+            .unwrap_or(s.len());
+        if s[end..].starts_with('.') {
+            end += 1;
+            s.replace_range(i..end, "");
+        } else {
+            s.replace_range(i..end, "TUMBLE(…)");
+        }
+    }
+    s
+}
+
+fn parser_position(msg: &str) -> Option<(usize, usize, String)> {
+    let i = msg.find(" at Line: ")?;
+    let rest = &msg[i + " at Line: ".len()..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((
+        line.trim().parse().ok()?,
+        col.parse().ok()?,
+        format!("{}{}", &msg[..i], &rest[col.len()..]),
+    ))
+}
+
+fn mentioned_name(msg: &str) -> Option<String> {
+    for (pre, post) in [
+        ("No field named ", " "),
+        ("No field named ", "."),
+        ("table '", "' not found"),
+        ("Invalid function '", "'"),
+    ] {
+        if let Some(i) = msg.find(pre) {
+            let rest = &msg[i + pre.len()..];
+            let name = rest
+                .split(post)
+                .next()
+                .unwrap_or(rest)
+                .trim_end_matches('.');
+            let name = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+            if !name.is_empty() {
+                return Some(name.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// Byte offset of `word` as a whole word in `text`, skipping comment lines.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if !line.trim_start().starts_with("--") {
+            let mut from = 0;
+            while let Some(i) = line[from..].find(word) {
+                let s = from + i;
+                let e = s + word.len();
+                let before = line[..s].chars().next_back();
+                let after = line[e..].chars().next();
+                let boundary =
+                    |c: Option<char>| c.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+                if boundary(before) && boundary(after) {
+                    return Some(offset + s);
+                }
+                from = e;
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
