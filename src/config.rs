@@ -62,6 +62,15 @@ pub struct SourceConfig {
     /// Default: "5s".
     #[serde(default = "default_out_of_orderness", with = "serde_duration")]
     pub max_out_of_orderness: Duration,
+    /// A partition that delivers nothing for this long (processing time)
+    /// stops holding the watermark back, so a quiet partition cannot stall
+    /// every window. Default: "10s".
+    #[serde(default = "default_idle_timeout", with = "serde_duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_out_of_orderness() -> Duration {
@@ -173,6 +182,7 @@ pub struct SourceDef {
     pub influx: InfluxOptions,
     pub schema: SourceSchema,
     pub max_out_of_orderness: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -267,6 +277,7 @@ impl Config {
                     influx: s.influx.clone(),
                     schema: s.schema()?,
                     max_out_of_orderness: s.max_out_of_orderness,
+                    idle_timeout: s.idle_timeout,
                 })
             })
             .collect()

@@ -132,6 +132,10 @@ pub async fn run_pipeline(
             }
             event = rx.recv() => match event {
                 None | Some(SourceEvent::End) => break,
+                Some(SourceEvent::Assigned { source: s, partitions }) => {
+                    tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
+                    engine.assign(s, &partitions)?;
+                }
                 Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
                     let checkpoint = committed.as_ref().and_then(|(_, m)| Checkpoint::decode(m));
                     if let Some(c) = &checkpoint {
@@ -150,6 +154,8 @@ pub async fn run_pipeline(
                 }
             },
             _ = commit_tick.tick() => {
+                let alerts = engine.tick().await?;
+                sinks.alerts(alerts).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
         }

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
@@ -40,18 +41,34 @@ pub enum EngineError {
     Internal(String),
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct PartitionState {
     max_ts: Option<i64>,
     /// Offset after the last record consumed.
     next_offset: Option<i64>,
     /// Offsets below this were read before a restart (from the checkpoint).
     replay_until: i64,
+    /// When the partition was assigned or last delivered rows.
+    last_activity: Instant,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        PartitionState {
+            max_ts: None,
+            next_offset: None,
+            replay_until: 0,
+            last_activity: Instant::now(),
+        }
+    }
 }
 
 struct SourceState {
     name: String,
     delay_ms: i64,
+    idle: Duration,
+    /// Highest watermark so far: it never moves back.
+    watermark: Option<i64>,
     ts_index: usize,
     partition_index: usize,
     offset_index: usize,
@@ -61,12 +78,25 @@ struct SourceState {
 }
 
 impl SourceState {
-    fn watermark(&self) -> Option<i64> {
-        self.partitions
-            .values()
-            .filter_map(|p| p.max_ts)
-            .min()
-            .map(|t| t - self.delay_ms)
+    /// The lowest newest-event-time over the partitions that are not idle,
+    /// minus the allowed out-of-orderness. An active partition that has
+    /// delivered nothing yet holds it back; when every partition is idle the
+    /// newest event time seen anywhere counts.
+    fn current_watermark(&self, now: Instant) -> Option<i64> {
+        let (mut active, mut lowest, mut newest) = (false, None::<i64>, None::<i64>);
+        for p in self.partitions.values() {
+            if let Some(t) = p.max_ts {
+                newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+            if now.saturating_duration_since(p.last_activity) < self.idle {
+                active = true;
+                let t = p.max_ts?;
+                lowest = Some(lowest.map_or(t, |l| l.min(t)));
+            }
+        }
+        let t = if active { lowest } else { newest }?;
+        let wm = t - self.delay_ms;
+        Some(self.watermark.map_or(wm, |w| w.max(wm)))
     }
 }
 
@@ -89,6 +119,8 @@ impl WindowEngine {
                 SourceState {
                     name: s.name.clone(),
                     delay_ms: s.max_out_of_orderness.as_millis() as i64,
+                    idle: s.idle_timeout,
+                    watermark: None,
                     ts_index: s.schema.event_time_index(),
                     partition_index: schema
                         .index_of(PARTITION_COLUMN)
@@ -137,6 +169,49 @@ impl WindowEngine {
         }
     }
 
+    /// The consumer now owns exactly `partitions` of `source`. New ones hold
+    /// the watermark back until they deliver or go idle; rows of revoked ones
+    /// are dropped (their new owner re-reads them from the committed offset).
+    pub fn assign(&mut self, source: usize, partitions: &[i32]) -> Result<(), EngineError> {
+        let Some(state) = self.sources.get_mut(source) else {
+            return Ok(());
+        };
+        state.partitions.retain(|p, _| partitions.contains(p));
+        for p in partitions {
+            state.partitions.entry(*p).or_default();
+        }
+        let idx = state.partition_index;
+        let mut kept = Vec::with_capacity(state.buffer.len());
+        for b in state.buffer.drain(..) {
+            let parts = b.column(idx).as_primitive::<Int32Type>();
+            let keep: BooleanArray = parts
+                .values()
+                .iter()
+                .map(|p| Some(partitions.contains(p)))
+                .collect();
+            if keep.true_count() == b.num_rows() {
+                kept.push(b);
+            } else if keep.true_count() > 0 {
+                kept.push(
+                    filter_record_batch(&b, &keep)
+                        .map_err(|e| EngineError::Internal(e.to_string()))?,
+                );
+            }
+        }
+        state.buffer = kept;
+        Ok(())
+    }
+
+    /// Closes windows that time alone allows: partitions that went idle no
+    /// longer hold the watermark back. Call periodically.
+    pub async fn tick(&mut self) -> Result<Vec<Alert>, EngineError> {
+        let mut alerts = Vec::new();
+        for s in 0..self.sources.len() {
+            alerts.extend(self.close_ready(s, false).await?);
+        }
+        Ok(alerts)
+    }
+
     /// Records how far each partition has been read (including records
     /// that decoded to nothing).
     pub fn note_consumed(&mut self, source: usize, consumed: &[(i32, i64)]) {
@@ -168,9 +243,11 @@ impl WindowEngine {
         Ok(alerts)
     }
 
-    /// The source's current watermark, if it has seen rows.
+    /// The source's current watermark, if it has one.
     pub fn watermark(&self, source: usize) -> Option<i64> {
-        self.sources.get(source).and_then(SourceState::watermark)
+        self.sources
+            .get(source)
+            .and_then(|s| s.current_watermark(Instant::now()))
     }
 
     /// Rows buffered for open windows (all sources).
@@ -314,6 +391,9 @@ impl WindowEngine {
         }) else {
             return Ok(Vec::new());
         };
+        if !all {
+            self.sources[source].watermark = Some(wm);
+        }
         let mut updated = Vec::new();
         for vi in self.sources[source].views.clone() {
             let view = &self.sql.views[vi];
@@ -396,6 +476,7 @@ impl WindowEngine {
 fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
     let e = partitions.entry(p).or_default();
     e.max_ts = Some(e.max_ts.map_or(t, |m| m.max(t)));
+    e.last_activity = Instant::now();
 }
 
 fn max_ts(state: &SourceState) -> Option<i64> {

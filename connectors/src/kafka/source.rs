@@ -56,6 +56,9 @@ pub enum SourceEvent {
         partition: i32,
         committed: Option<(i64, String)>,
     },
+    /// The partitions of a source this consumer owns changed (group
+    /// rebalance). Sent before any batch of a newly assigned partition.
+    Assigned { source: usize, partitions: Vec<i32> },
     /// Decoded records of one source.
     Batch {
         source: usize,
@@ -129,6 +132,9 @@ impl KafkaSource {
             tx,
             control: control.clone(),
             started: HashMap::new(),
+            positions: HashMap::new(),
+            assigned: Vec::new(),
+            assignment_checked: None,
             consumed: Vec::new(),
             oldest: Vec::new(),
             ends,
@@ -231,9 +237,7 @@ fn end_offsets(
     }
     // Partitions the group has already read to the end need no reading.
     if tpl.count() > 0 {
-        let committed = consumer
-            .committed_offsets(tpl, METADATA_TIMEOUT)
-            .map_err(|e| ConnectorError::kafka("fetching committed offsets", e))?;
+        let committed = committed_offsets(consumer, &tpl)?;
         for el in committed.elements() {
             if let (Offset::Offset(o), Some(i)) =
                 (el.offset(), topics.iter().position(|t| t == el.topic()))
@@ -247,6 +251,31 @@ fn end_offsets(
     Ok(ends)
 }
 
+/// The group's committed offsets, retried for a while: right after a broker
+/// starts, or while the group coordinator moves, the coordinator answers
+/// "loading" or "not coordinator" for a few seconds.
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+) -> Result<TopicPartitionList, ConnectorError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.committed_offsets(tpl.clone(), METADATA_TIMEOUT) {
+            Ok(list) => return Ok(list),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "committed offsets not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => {
+                return Err(ConnectorError::kafka(
+                    "fetching committed offsets (is the group coordinator up?)",
+                    e,
+                ));
+            }
+        }
+    }
+}
+
 struct PollLoop {
     consumer: Arc<BaseConsumer>,
     topics: Vec<String>,
@@ -255,18 +284,24 @@ struct PollLoop {
     tx: mpsc::Sender<SourceEvent>,
     control: Arc<AtomicU8>,
     started: HashMap<(usize, i32), ()>,
+    /// Next offset to read, per (source, partition) seen.
+    positions: HashMap<(usize, i32), i64>,
     /// Per source: next offset per partition since the last flush.
     consumed: Vec<BTreeMap<i32, i64>>,
     /// Per source: when the oldest unflushed record arrived.
     oldest: Vec<Option<Instant>>,
     /// With `stop_at_end`: partitions still to read, and their end offset.
     ends: Option<HashMap<(usize, i32), i64>>,
+    /// Per source: the assignment last announced.
+    assigned: Vec<Vec<i32>>,
+    assignment_checked: Option<Instant>,
 }
 
 impl PollLoop {
     fn run(&mut self) {
         self.consumed = vec![BTreeMap::new(); self.specs.len()];
         self.oldest = vec![None; self.specs.len()];
+        self.assigned = vec![Vec::new(); self.specs.len()];
         let poll_timeout = self
             .options
             .linger
@@ -276,7 +311,12 @@ impl PollLoop {
             match self.control.load(Ordering::SeqCst) {
                 STOP => break,
                 DRAIN if self.ends.is_none() => match end_offsets(&consumer, &self.topics) {
-                    Ok(ends) => self.ends = Some(ends),
+                    Ok(mut ends) => {
+                        // Partitions already read to their end get no more
+                        // messages to tell us so.
+                        ends.retain(|k, high| self.positions.get(k).is_none_or(|next| next < high));
+                        self.ends = Some(ends);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot fetch end offsets to drain; stopping now");
                         break;
@@ -287,6 +327,9 @@ impl PollLoop {
             if self.ends.as_ref().is_some_and(HashMap::is_empty) {
                 break;
             }
+            if !self.check_assignment() {
+                return;
+            }
             match consumer.poll(poll_timeout) {
                 None => {}
                 Some(Ok(m)) => {
@@ -294,6 +337,9 @@ impl PollLoop {
                         continue;
                     };
                     let partition = m.partition();
+                    if !self.assigned[source].contains(&partition) && !self.check_assignment_now() {
+                        return;
+                    }
                     if !self.started.contains_key(&(source, partition))
                         && !self.partition_start(source, partition)
                     {
@@ -304,6 +350,7 @@ impl PollLoop {
                         .decoder
                         .push(m.payload().unwrap_or(&[]), partition, offset);
                     self.consumed[source].insert(partition, offset + 1);
+                    self.positions.insert((source, partition), offset + 1);
                     self.oldest[source].get_or_insert_with(Instant::now);
                     if let Some(ends) = &mut self.ends {
                         if ends
@@ -339,6 +386,53 @@ impl PollLoop {
         let _ = self.tx.blocking_send(SourceEvent::End);
     }
 
+    /// Announces assignment changes, at most every 200 ms.
+    fn check_assignment(&mut self) -> bool {
+        if self
+            .assignment_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
+            return true;
+        }
+        self.check_assignment_now()
+    }
+
+    fn check_assignment_now(&mut self) -> bool {
+        self.assignment_checked = Some(Instant::now());
+        let Ok(list) = self.consumer.assignment() else {
+            return true;
+        };
+        let mut now: Vec<Vec<i32>> = vec![Vec::new(); self.specs.len()];
+        for el in list.elements() {
+            if let Some(s) = self.topics.iter().position(|t| t == el.topic()) {
+                now[s].push(el.partition());
+            }
+        }
+        for (source, mut partitions) in now.into_iter().enumerate() {
+            partitions.sort_unstable();
+            if partitions != self.assigned[source] {
+                // Rows already decoded belong to the old assignment.
+                if !self.flush(source) {
+                    return false;
+                }
+                for p in &self.assigned[source] {
+                    if !partitions.contains(p) {
+                        self.started.remove(&(source, *p));
+                    }
+                }
+                self.assigned[source] = partitions.clone();
+                if self
+                    .tx
+                    .blocking_send(SourceEvent::Assigned { source, partitions })
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Announces a partition's first record, with its committed checkpoint.
     /// Rows already decoded for this source are sent first, to keep order.
     fn partition_start(&mut self, source: usize, partition: i32) -> bool {
@@ -348,7 +442,7 @@ impl PollLoop {
         self.started.insert((source, partition), ());
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topics[source], partition);
-        let committed = match self.consumer.committed_offsets(tpl, METADATA_TIMEOUT) {
+        let committed = match committed_offsets(&self.consumer, &tpl) {
             Ok(list) => list.elements().first().and_then(|el| match el.offset() {
                 Offset::Offset(o) => Some((o, el.metadata().to_string())),
                 _ => None,

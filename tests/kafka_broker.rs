@@ -1,0 +1,319 @@
+//! Integration tests against a real Apache Kafka broker (started by
+//! `scripts/test.sh`). Each test uses topics and groups of its own.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use support::broker::*;
+use support::*;
+use telemine::alert::Alert;
+use telemine::config::Config;
+use telemine::engine::{Checkpoint, RunOptions, RunSummary, Stop, run_pipeline};
+use telemine::sql::SqlSet;
+use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
+
+const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
+const TELEMETRY_PARTITIONS: i32 = 3;
+
+struct Setup {
+    brokers: String,
+    prefix: String,
+    group: String,
+    config_text: String,
+}
+
+impl Setup {
+    async fn new(name: &str) -> Option<Setup> {
+        let brokers = brokers()?;
+        let prefix = unique(name);
+        let group = format!("{prefix}.group");
+        let client = KafkaClientConfig::new(brokers.clone());
+        let topics = [
+            (format!("{prefix}.telemetry"), TELEMETRY_PARTITIONS),
+            (format!("{prefix}.market"), 1),
+            (format!("{prefix}.alerts"), 3),
+            (format!("{prefix}.dead-letter"), 1),
+        ];
+        let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        create_topics(&client, &refs)
+            .await
+            .expect("create test topics");
+        let config_text = config_text(&brokers, &group, &prefix, &repo().join("sql"));
+        Some(Setup {
+            brokers,
+            prefix,
+            group,
+            config_text,
+        })
+    }
+
+    fn topic(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    async fn run_to_end(&self) -> RunSummary {
+        let config = Config::parse(std::path::Path::new("test.toml"), &self.config_text)
+            .expect("test config");
+        let sql = SqlSet::load(&config.sql.dir, &config.source_defs().unwrap())
+            .await
+            .expect("default SQL");
+        let options = RunOptions {
+            stop_at_end: true,
+            ..Default::default()
+        };
+        run_pipeline(&config, sql, options, std::future::pending::<Stop>())
+            .await
+            .expect("pipeline run")
+    }
+
+    fn alerts(&self, expected: usize) -> Vec<Alert> {
+        read_topic(
+            &self.brokers,
+            &self.topic("alerts"),
+            3,
+            expected,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        )
+        .into_iter()
+        .map(|m| {
+            let a = Alert::from_json(&m.payload).expect("alert JSON");
+            assert_eq!(
+                m.key.as_deref(),
+                Some(a.fingerprint.as_bytes()),
+                "alerts are keyed by fingerprint"
+            );
+            a
+        })
+        .collect()
+    }
+}
+
+fn summary(alerts: &[Alert]) -> Vec<(String, String, i64)> {
+    let mut v: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule.clone(),
+                a.labels.get("host").cloned().unwrap_or_default(),
+                (a.window_start_ms - T0) / 60_000,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn expected() -> Vec<(String, String, i64)> {
+    vec![
+        ("HostCpuSaturated".into(), "h2".into(), 1),
+        ("HostCpuSaturated".into(), "h2".into(), 3),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_anomaly_yields_exactly_its_alerts_and_offsets_are_committed() {
+    let Some(s) = Setup::new("alerts").await else {
+        return;
+    };
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(0, 300, SATURATED),
+    )
+    .await;
+
+    let run = s.run_to_end().await;
+    assert_eq!(run.records, 300 * 4);
+    assert_eq!(run.alerts, 2, "alerts produced");
+    assert_eq!(run.dead_letters, 0);
+
+    let alerts = s.alerts(2);
+    assert_eq!(summary(&alerts), expected());
+    assert_eq!(alerts[0].labels["alertname"], "HostCpuSaturated");
+    assert_eq!(alerts[0].labels["severity"], "warning");
+
+    let ends = ends(&s.brokers, &s.topic("telemetry"), TELEMETRY_PARTITIONS);
+    for (p, offset, metadata) in committed(
+        &s.brokers,
+        &s.group,
+        &s.topic("telemetry"),
+        TELEMETRY_PARTITIONS,
+    ) {
+        if ends[p as usize] == 0 {
+            continue;
+        }
+        assert_eq!(
+            offset,
+            Some(ends[p as usize]),
+            "partition {p} committed to its end"
+        );
+        let checkpoint = Checkpoint::decode(&metadata).expect("checkpoint metadata");
+        assert_eq!(checkpoint.closed["host_1m"], T0 + 300_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert() {
+    let Some(s) = Setup::new("dlq").await else {
+        return;
+    };
+    let mut records = telemetry(0, 300, SATURATED);
+    let bad = [
+        (
+            "h1",
+            r#"{"ts": 1795737700000, "host": "h1", "cpu": 1"#.to_string(),
+            "invalid JSON",
+        ),
+        (
+            "h2",
+            record(T0 + 100_500, "h2", 0.0, 0).replace("\"cpu\":0", "\"cpu\":\"hot\""),
+            "wrong type",
+        ),
+        (
+            "h3",
+            r#"{"dc":"fra1","rack":"fra1-r01","host":"h3","cpu":50}"#.to_string(),
+            "missing event time",
+        ),
+    ];
+    for (i, (k, v, _)) in bad.iter().enumerate() {
+        records.insert(400 + i * 100, (k.to_string(), v.clone()));
+    }
+    let positions = produce(&s.brokers, &s.topic("telemetry"), &records).await;
+
+    let run = s.run_to_end().await;
+    assert_eq!(run.dead_letters, 3);
+    assert_eq!(summary(&s.alerts(2)), expected());
+
+    let dead = read_topic(
+        &s.brokers,
+        &s.topic("dead-letter"),
+        1,
+        3,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 3);
+    for (i, (_, payload, reason)) in bad.iter().enumerate() {
+        let (partition, offset) = positions[400 + i * 100];
+        let m = dead
+            .iter()
+            .find(|m| m.payload == payload.as_bytes())
+            .expect("dead letter with the original payload");
+        assert!(
+            m.headers["telemine.error"].starts_with(reason),
+            "{:?}",
+            m.headers
+        );
+        assert_eq!(m.headers["telemine.source.topic"], s.topic("telemetry"));
+        assert_eq!(
+            m.headers["telemine.source.partition"],
+            partition.to_string()
+        );
+        assert_eq!(m.headers["telemine.source.offset"], offset.to_string());
+    }
+}
+
+/// A `telemine run` child process.
+struct Engine {
+    child: Child,
+}
+
+impl Engine {
+    fn start(config: &PathBuf) -> Engine {
+        let child = Command::new(env!("CARGO_BIN_EXE_telemine"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("start telemine run");
+        Engine { child }
+    }
+
+    fn sigterm_and_wait(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "telemine did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() {
+    let Some(s) = Setup::new("restart").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("telemine.toml");
+    std::fs::write(&config, &s.config_text).expect("write config");
+
+    // First half: up to 3:30 of event time; minute 3's anomaly needs both
+    // halves of the minute to fire (95% then 84%).
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(0, 210, SATURATED),
+    )
+    .await;
+    let first = Engine::start(&config);
+    let seen = s.alerts(1);
+    assert_eq!(summary(&seen), expected()[..1]);
+    // Let it read the rest of the first half, so minute 3 is open and
+    // half-full when the signal arrives.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = first.sigterm_and_wait();
+    assert!(status.success(), "clean exit on SIGTERM, got {status}");
+
+    // Second half, then a restart.
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(210, 400, SATURATED),
+    )
+    .await;
+    let second = Engine::start(&config);
+    let alerts = s.alerts(2);
+    std::thread::sleep(Duration::from_secs(2));
+    let status = second.sigterm_and_wait();
+    assert!(status.success(), "clean exit on SIGTERM, got {status}");
+
+    let alerts = {
+        let again = s.alerts(alerts.len());
+        assert!(again.len() >= alerts.len());
+        again
+    };
+    assert_eq!(
+        summary(&alerts),
+        expected(),
+        "every expected alert, nothing else"
+    );
+    let mut seen = HashSet::new();
+    for a in &alerts {
+        assert!(
+            seen.insert((a.fingerprint.clone(), a.window_start.clone())),
+            "duplicate alert {a:?}"
+        );
+    }
+}

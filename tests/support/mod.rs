@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: fixture telemetry with known
+//! anomalies, and a real-broker handle.
+
+#![allow(dead_code)]
+
+pub mod broker;
+
+use std::path::{Path, PathBuf};
+
+/// 2026-11-27T00:00:00Z.
+pub const T0: i64 = 1_795_737_600_000;
+pub const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
+
+/// Where host `h2`'s CPU is saturated: minute → CPU for the first and the
+/// second half of that minute.
+pub type Anomalies = &'static [(i64, f64, f64)];
+
+/// One JSON telemetry record.
+pub fn record(t_ms: i64, host: &str, cpu: f64, jitter: i64) -> String {
+    format!(
+        r#"{{"ts":{t_ms},"dc":"fra1","rack":"fra1-r01","host":"{host}","cpu":{cpu},"mem":40,"temp_c":25.0,"power_w":300,"fan_rpm":{},"latency_ms":5.0}}"#,
+        4000 + jitter * 10
+    )
+}
+
+/// Telemetry for `HOSTS`, one record per host per second over event seconds
+/// `[from_s, to_s)`, with h2's CPU following `anomalies`; keyed by host.
+pub fn telemetry(from_s: i64, to_s: i64, anomalies: Anomalies) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in from_s..to_s {
+        for (i, h) in HOSTS.iter().enumerate() {
+            let minute = s / 60;
+            let mut cpu = 30.0 + (s % 5) as f64;
+            if *h == "h2" {
+                if let Some(&(_, first, second)) = anomalies.iter().find(|a| a.0 == minute) {
+                    cpu = if s % 60 < 30 { first } else { second };
+                }
+            }
+            out.push((
+                h.to_string(),
+                record(T0 + s * 1000, h, cpu, (s + i as i64) % 7),
+            ));
+        }
+    }
+    out
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A config for the project's default SQL, with the given brokers, group
+/// and topic prefix.
+pub fn config_text(brokers: &str, group: &str, prefix: &str, sql: &Path) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{brokers}"
+group_id = "{group}"
+
+[[sources]]
+name = "telemetry"
+topic = "{prefix}.telemetry"
+columns = ["ts timestamp", "dc string", "rack string", "host string", "cpu double", "mem double",
+           "temp_c double", "power_w double", "fan_rpm double", "latency_ms double"]
+event_time = "ts"
+max_out_of_orderness = "5s"
+idle_timeout = "2s"
+
+[[sources]]
+name = "market"
+topic = "{prefix}.market"
+columns = ["ts timestamp", "symbol string", "price double", "volume double", "bid double", "ask double"]
+event_time = "ts"
+
+[sinks]
+alerts_topic = "{prefix}.alerts"
+dead_letter_topic = "{prefix}.dead-letter"
+
+[sql]
+dir = "{}"
+
+[engine]
+batch_linger = "20ms"
+commit_interval = "200ms"
+"#,
+        sql.display()
+    )
+}
+
+/// A name unique to this test run.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("test.{name}.{}.{nanos}", std::process::id())
+}
