@@ -198,10 +198,10 @@ impl Config {
         })?;
         let mut config = Config::parse(path, &text)?;
         // A relative SQL folder is relative to the config file.
-        if config.sql.dir.is_relative() {
-            if let Some(parent) = path.parent() {
-                config.sql.dir = parent.join(&config.sql.dir);
-            }
+        if config.sql.dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            config.sql.dir = parent.join(&config.sql.dir);
         }
         Ok(config)
     }

@@ -219,10 +219,10 @@ async fn plan_rule(
     let _ = visit_relations(&stmt, |rel| {
         if let Some(ident) = rel.0.last().and_then(|p| p.as_ident()) {
             let n = ident.value.to_ascii_lowercase();
-            if let Some(i) = views.iter().position(|v| v.name == n) {
-                if !used.contains(&i) {
-                    used.push(i);
-                }
+            if let Some(i) = views.iter().position(|v| v.name == n)
+                && !used.contains(&i)
+            {
+                used.push(i);
             }
         }
         ControlFlow::<()>::Continue(())
@@ -386,15 +386,17 @@ fn is_identifier(s: &str) -> bool {
 /// resort the first place the offending name appears in the file.
 pub(crate) fn df_diagnostic(file: &SqlFile, err: &DataFusionError) -> Diagnostic {
     let full = err.strip_backtrace();
-    if let Some(d) = err.diagnostic() {
-        if let Some(span) = d.span.filter(|s| s.start.line > 0) {
-            return Diagnostic::new(
-                &file.path,
-                span.start.line as usize,
-                span.start.column as usize,
-                clean(&full),
-            );
-        }
+    if let Some(span) = err
+        .diagnostic()
+        .and_then(|d| d.span)
+        .filter(|s| s.start.line > 0)
+    {
+        return Diagnostic::new(
+            &file.path,
+            span.start.line as usize,
+            span.start.column as usize,
+            clean(&full),
+        );
     }
     if let Some((line, col, msg)) = parser_position(&full) {
         return Diagnostic::new(&file.path, line, col, clean(&msg));

@@ -37,6 +37,9 @@ impl WindowSpec {
     }
 }
 
+/// A 1-based (line, column) in a SQL file.
+pub type Position = (usize, usize);
+
 /// A problem with a `TUMBLE` call, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowError {
@@ -51,7 +54,7 @@ pub struct WindowError {
 pub fn rewrite_tumble(
     stmt: &mut Statement,
     input_table: &str,
-) -> Result<Option<(WindowSpec, (usize, usize))>, WindowError> {
+) -> Result<Option<(WindowSpec, Position)>, WindowError> {
     let mut v = TumbleRewriter {
         input_table,
         found: Vec::new(),

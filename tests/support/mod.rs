@@ -31,10 +31,10 @@ pub fn telemetry(from_s: i64, to_s: i64, anomalies: Anomalies) -> Vec<(String, S
         for (i, h) in HOSTS.iter().enumerate() {
             let minute = s / 60;
             let mut cpu = 30.0 + (s % 5) as f64;
-            if *h == "h2" {
-                if let Some(&(_, first, second)) = anomalies.iter().find(|a| a.0 == minute) {
-                    cpu = if s % 60 < 30 { first } else { second };
-                }
+            if *h == "h2"
+                && let Some(&(_, first, second)) = anomalies.iter().find(|a| a.0 == minute)
+            {
+                cpu = if s % 60 < 30 { first } else { second };
             }
             out.push((
                 h.to_string(),

@@ -67,10 +67,7 @@ impl JsonDecoder {
 
     /// Decodes payloads one at a time, so each failure is attributed to its
     /// record. Only used for flushes that contain a bad record.
-    fn slow_path(
-        &mut self,
-        dead: &mut Vec<DeadLetter>,
-    ) -> Option<(Vec<ArrayRef>, Vec<i32>, Vec<i64>, Vec<usize>)> {
+    fn slow_path(&mut self, dead: &mut Vec<DeadLetter>) -> Option<Salvaged> {
         let mut batches: Vec<RecordBatch> = Vec::new();
         let (mut parts, mut offs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.spans.len() {
@@ -92,9 +89,36 @@ impl JsonDecoder {
         if batches.is_empty() {
             return None;
         }
-        let merged = concat_batches(self.schema.decoded_schema(), &batches).ok()?;
-        Some((merged.columns().to_vec(), parts, offs, kept))
+        match concat_batches(self.schema.decoded_schema(), &batches) {
+            Ok(merged) => Some(Salvaged {
+                columns: merged.columns().to_vec(),
+                partitions: parts,
+                offsets: offs,
+                kept,
+            }),
+            Err(e) => {
+                // Cannot happen for batches of one schema; never lose rows.
+                for i in kept {
+                    dead.push(DeadLetter {
+                        payload: self.payload(i).to_vec(),
+                        reason: format!("internal error (a bug in telemine): {e}"),
+                        partition: self.partitions[i],
+                        offset: self.offsets[i],
+                    });
+                }
+                None
+            }
+        }
     }
+}
+
+/// The well-formed records of a flush that had bad ones: their columns, and
+/// for each row its partition, offset and index among the pushed records.
+struct Salvaged {
+    columns: Vec<ArrayRef>,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    kept: Vec<usize>,
 }
 
 fn build(schema: &SourceSchema, max_records: usize) -> Result<ArrowJsonDecoder, String> {
@@ -161,12 +185,12 @@ impl Decoder for JsonDecoder {
                     Err(e) => tracing::error!("{e}"),
                 }
                 match self.slow_path(&mut dead) {
-                    Some((columns, parts, offs, kept)) => finish_batch(
+                    Some(s) => finish_batch(
                         &self.schema,
-                        columns,
-                        parts,
-                        offs,
-                        |i| self.payload(kept[i]).to_vec(),
+                        s.columns,
+                        s.partitions,
+                        s.offsets,
+                        |i| self.payload(s.kept[i]).to_vec(),
                         &mut dead,
                     ),
                     None => None,

@@ -241,10 +241,9 @@ fn end_offsets(
         for el in committed.elements() {
             if let (Offset::Offset(o), Some(i)) =
                 (el.offset(), topics.iter().position(|t| t == el.topic()))
+                && ends.get(&(i, el.partition())).is_some_and(|&h| o >= h)
             {
-                if ends.get(&(i, el.partition())).is_some_and(|&h| o >= h) {
-                    ends.remove(&(i, el.partition()));
-                }
+                ends.remove(&(i, el.partition()));
             }
         }
     }
@@ -352,13 +351,12 @@ impl PollLoop {
                     self.consumed[source].insert(partition, offset + 1);
                     self.positions.insert((source, partition), offset + 1);
                     self.oldest[source].get_or_insert_with(Instant::now);
-                    if let Some(ends) = &mut self.ends {
-                        if ends
+                    if let Some(ends) = &mut self.ends
+                        && ends
                             .get(&(source, partition))
                             .is_some_and(|&h| offset + 1 >= h)
-                        {
-                            ends.remove(&(source, partition));
-                        }
+                    {
+                        ends.remove(&(source, partition));
                     }
                     if self.specs[source].decoder.buffered() >= self.options.max_batch_records
                         && !self.flush(source)
