@@ -12,14 +12,31 @@ const RECORDS: usize = 8192 * 4;
 
 fn schema() -> SourceSchema {
     let cols = [
-        "ts timestamp", "dc string", "rack string", "host string", "cpu double", "mem double", "temp_c double",
-        "power_w double", "fan_rpm double", "net_rx_bps double", "disk_io double", "latency_ms double",
+        "ts timestamp",
+        "dc string",
+        "rack string",
+        "host string",
+        "cpu double",
+        "mem double",
+        "temp_c double",
+        "power_w double",
+        "fan_rpm double",
+        "net_rx_bps double",
+        "disk_io double",
+        "latency_ms double",
     ];
-    SourceSchema::new(cols.iter().map(|c| c.parse().expect("column")).collect(), "ts").expect("schema")
+    SourceSchema::new(
+        cols.iter().map(|c| c.parse().expect("column")).collect(),
+        "ts",
+    )
+    .expect("schema")
 }
 
 fn json_records() -> Vec<Vec<u8>> {
-    let mut g = Generator::new(GeneratorConfig { late_fraction: 0.0, ..Default::default() });
+    let mut g = Generator::new(GeneratorConfig {
+        late_fraction: 0.0,
+        ..Default::default()
+    });
     let mut out = Vec::with_capacity(RECORDS);
     while out.len() < RECORDS {
         g.emit_second(&mut |s, _, p| {
@@ -39,13 +56,27 @@ fn influx_records(json: &[Vec<u8>]) -> Vec<Vec<u8>> {
             let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap_or_default())
                 .map(|d| d.timestamp_nanos_opt().unwrap_or_default())
                 .unwrap_or_default();
-            let fields = ["cpu", "mem", "temp_c", "power_w", "fan_rpm", "net_rx_bps", "disk_io", "latency_ms"]
-                .iter()
-                .map(|f| format!("{f}={}", v[f]))
-                .collect::<Vec<_>>()
-                .join(",");
-            format!("telemetry,dc={},rack={},host={} {fields} {ts}", v["dc"].as_str().unwrap_or(""), v["rack"].as_str().unwrap_or(""), v["host"].as_str().unwrap_or(""))
-                .into_bytes()
+            let fields = [
+                "cpu",
+                "mem",
+                "temp_c",
+                "power_w",
+                "fan_rpm",
+                "net_rx_bps",
+                "disk_io",
+                "latency_ms",
+            ]
+            .iter()
+            .map(|f| format!("{f}={}", v[f]))
+            .collect::<Vec<_>>()
+            .join(",");
+            format!(
+                "telemetry,dc={},rack={},host={} {fields} {ts}",
+                v["dc"].as_str().unwrap_or(""),
+                v["rack"].as_str().unwrap_or(""),
+                v["host"].as_str().unwrap_or("")
+            )
+            .into_bytes()
         })
         .collect()
 }
@@ -57,8 +88,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.sample_size(20);
     group.throughput(Throughput::Elements(RECORDS as u64));
-    for (name, format, records) in [("json", Format::Json, &json), ("influx_line_protocol", Format::Influx, &influx)] {
-        let mut decoder = decoder_for(&format, &InfluxOptions::default(), &schema, 8192).expect("decoder");
+    for (name, format, records) in [
+        ("json", Format::Json, &json),
+        ("influx_line_protocol", Format::Influx, &influx),
+    ] {
+        let mut decoder =
+            decoder_for(&format, &InfluxOptions::default(), &schema, 8192).expect("decoder");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut rows = 0;

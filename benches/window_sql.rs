@@ -18,12 +18,19 @@ use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 const SECONDS: usize = 600;
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = Config::load(&root.join("config/telemine.toml")).expect("default config");
     let defs = config.source_defs().expect("sources");
-    let mut decoder = decoder_for(&defs[0].format, &defs[0].influx, &defs[0].schema, 8192).expect("decoder");
-    let mut generator = Generator::new(GeneratorConfig { late_fraction: 0.0, ..Default::default() });
+    let mut decoder =
+        decoder_for(&defs[0].format, &defs[0].influx, &defs[0].schema, 8192).expect("decoder");
+    let mut generator = Generator::new(GeneratorConfig {
+        late_fraction: 0.0,
+        ..Default::default()
+    });
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut offset = 0i64;
     for _ in 0..SECONDS {
@@ -46,7 +53,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tumbling_1m_default_views_and_rules", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let sql = SqlSet::load(&config.sql.dir, &defs).await.expect("default SQL");
+                let sql = SqlSet::load(&config.sql.dir, &defs)
+                    .await
+                    .expect("default SQL");
                 let mut engine = WindowEngine::new(sql, &defs, Arc::new(Metrics::default()));
                 let mut alerts = 0;
                 for batch in &batches {
