@@ -1,0 +1,129 @@
+//! `telemine check`: exit codes and `file:line:col: message` output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .arg("check")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run telemine check")
+}
+
+/// A copy of the default SQL folder with `files` added (path, contents).
+fn sql_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for sub in ["features", "rules"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        for e in std::fs::read_dir(repo().join("sql").join(sub)).expect("sql dir") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).expect("copy");
+        }
+    }
+    for (path, text) in files {
+        std::fs::write(dir.path().join(path), text).expect("write");
+    }
+    dir
+}
+
+fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_default_config_and_sql_are_valid() {
+    let o = check(&["--config", "config/telemine.toml"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 feature views and 5 rules"));
+}
+
+#[test]
+fn each_kind_of_sql_error_is_reported_at_its_position() {
+    let dir = sql_with(&[
+        (
+            "features/typo.sql",
+            "SELECT host, window_start, window_end,\n       avg(cpux) AS c\nFROM TUMBLE(telemetry, ts, INTERVAL '1 minute')\nGROUP BY host, window_start, window_end\n",
+        ),
+        (
+            "features/syntax.sql",
+            "-- comment\nSELECT host,, window_start\nFROM TUMBLE(telemetry, ts, INTERVAL '1 minute')\n",
+        ),
+        ("features/nowindow.sql", "SELECT host FROM telemetry\n"),
+        (
+            "rules/unknown_view.sql",
+            "-- @severity: critical\nSELECT host, window_start, window_end FROM host_5m\n",
+        ),
+        (
+            "rules/no_key.sql",
+            "SELECT window_start, window_end, cpu_avg FROM host_1m\n",
+        ),
+        ("rules/ddl.sql", "DROP TABLE host_1m\n"),
+        (
+            "rules/bad_meta.sql",
+            "-- @sevrity: high\nSELECT host, window_start, window_end FROM host_1m\n",
+        ),
+    ]);
+    let sql = dir.path().to_string_lossy().to_string();
+    let o = check(&["--sql", &sql]);
+    assert_eq!(o.status.code(), Some(1));
+    let lines = stderr_lines(&o);
+    let expect = [
+        ("features/typo.sql:2:12:", "No field named cpux"),
+        ("features/syntax.sql:2:13:", "Expected: an expression"),
+        (
+            "features/nowindow.sql:1:1:",
+            "must read its source through TUMBLE",
+        ),
+        ("rules/unknown_view.sql:2:44:", "table 'host_5m' not found"),
+        ("rules/no_key.sql:1:1:", "rule returns no key column"),
+        ("rules/ddl.sql:1:1:", "must be a single SELECT query"),
+        ("rules/bad_meta.sql:1:4:", "unknown rule metadata @sevrity"),
+    ];
+    for (at, msg) in expect {
+        assert!(
+            lines.iter().any(|l| l.contains(at) && l.contains(msg)),
+            "expected `{at} … {msg}` in:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        expect.len(),
+        "one line per problem:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_reported_with_its_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repo().join("config/telemine.toml")).expect("config");
+    let text = text.replacen(
+        "topic = \"telemetry\"",
+        "topic = \"telemetry\"\ntopik = \"x\"",
+        1,
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("topik"))
+        .expect("inserted")
+        + 1;
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    let o = check(&["--config", &path.to_string_lossy(), "--sql", "sql"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("bad.toml:{line}:1: unknown field `topik`")),
+        "{err}"
+    );
+}
