@@ -109,6 +109,14 @@ impl KafkaSource {
         if !client.properties.contains_key("auto.offset.reset") {
             c.set("auto.offset.reset", "earliest");
         }
+        // librdkafka postpones a partition's next fetch by this much once its
+        // local queue passes `queued.min.messages` (default 1 s). A consumer
+        // that does real work between polls crosses that threshold often and
+        // then idles until the postponed fetch returns (measured: 150k
+        // records/s instead of 740k); a short backoff keeps the queue fed.
+        if !client.properties.contains_key("fetch.queue.backoff.ms") {
+            c.set("fetch.queue.backoff.ms", "5");
+        }
         let consumer: BaseConsumer = c.create().map_err(|e| {
             ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
         })?;
