@@ -395,6 +395,7 @@ impl WindowEngine {
             self.sources[source].watermark = Some(wm);
         }
         let mut updated = Vec::new();
+        let mut closed_any = false;
         for vi in self.sources[source].views.clone() {
             let view = &self.sql.views[vi];
             let size = view.window.size_ms;
@@ -413,6 +414,7 @@ impl WindowEngine {
             }
             let input = window_rows(&self.sources[source], lo, hi, size, &view.input_schema)?;
             self.closed_until[vi] = Some(hi);
+            closed_any = true;
             if input.is_empty() {
                 continue;
             }
@@ -442,7 +444,9 @@ impl WindowEngine {
             }
             self.sql.clear_views().await;
         }
-        self.prune(source)?;
+        if closed_any {
+            self.prune(source)?;
+        }
         Metrics::add(&self.metrics.alerts, alerts.len() as u64);
         Ok(alerts)
     }

@@ -1,11 +1,15 @@
 //! The Kafka source: one consumer in the engine's consumer group, polled on
-//! a dedicated thread that decodes as it polls.
+//! a dedicated thread, with decoding on a second one.
 //!
-//! The thread routes each message by topic to its source's [`Decoder`],
-//! flushes a source's decoder when it holds `max_batch_records` records or
-//! its oldest record has waited `linger`, and sends the result to the engine
-//! as a [`SourceEvent::Batch`] over a bounded channel — so a slow engine
-//! slows polling instead of growing memory. Offsets are never committed
+//! The poll thread routes each message by topic into its source's raw chunk
+//! (payload bytes copied into one buffer), and hands a chunk to the decode
+//! thread when it holds `max_batch_records` records or its oldest record
+//! has waited `linger`. The decode thread runs the source's [`Decoder`] and
+//! sends the result to the engine as a [`SourceEvent::Batch`]. Every other
+//! event travels the same two bounded queues, so the engine sees them in
+//! order, and a slow engine slows polling instead of growing memory. Polling
+//! and decoding on separate threads lets the fetch path and the JSON parser
+//! use both cores. Offsets are never committed
 //! here: the engine commits through [`KafkaSource::commit`] once everything
 //! derived from a record is safely produced.
 
@@ -86,7 +90,7 @@ pub struct KafkaSource {
     consumer: Arc<BaseConsumer>,
     topics: Vec<String>,
     control: Arc<AtomicU8>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 const RUNNING: u8 = 0;
@@ -132,12 +136,21 @@ impl KafkaSource {
             None
         };
         let control = Arc::new(AtomicU8::new(RUNNING));
+        let (stage_tx, stage_rx) = std::sync::mpsc::sync_channel::<Stage>(4);
+        let decoders: Vec<Box<dyn Decoder>> = specs.into_iter().map(|s| s.decoder).collect();
+        let sources = topics.len();
+        let decode = std::thread::Builder::new()
+            .name("kafka-decode".into())
+            .spawn(move || decode_loop(decoders, stage_rx, tx))
+            .map_err(|e| {
+                ConnectorError::Internal(format!("cannot start the decode thread: {e}"))
+            })?;
         let mut poll = PollLoop {
             consumer: consumer.clone(),
             topics: topics.clone(),
-            specs,
+            raw: (0..sources).map(|_| RawChunk::default()).collect(),
             options,
-            tx,
+            tx: stage_tx,
             control: control.clone(),
             started: HashMap::new(),
             positions: HashMap::new(),
@@ -155,7 +168,7 @@ impl KafkaSource {
             consumer,
             topics,
             control,
-            thread: Some(thread),
+            threads: vec![thread, decode],
         })
     }
 
@@ -193,9 +206,9 @@ impl KafkaSource {
             .compare_exchange(RUNNING, DRAIN, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Waits for the poll thread to end.
+    /// Waits for the poll and decode threads to end.
     pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -283,12 +296,65 @@ fn committed_offsets(
     }
 }
 
+/// Records of one source, as polled, waiting to be decoded.
+#[derive(Default)]
+struct RawChunk {
+    data: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+}
+
+/// What the poll thread hands the decode thread, in order.
+enum Stage {
+    Chunk {
+        source: usize,
+        chunk: RawChunk,
+        consumed: Vec<(i32, i64)>,
+    },
+    Event(SourceEvent),
+}
+
+/// The decode thread: decodes chunks and forwards everything, in order, to
+/// the engine. Ends when the poll thread hangs up or the engine is gone.
+fn decode_loop(
+    mut decoders: Vec<Box<dyn Decoder>>,
+    rx: std::sync::mpsc::Receiver<Stage>,
+    tx: mpsc::Sender<SourceEvent>,
+) {
+    while let Ok(stage) = rx.recv() {
+        let event = match stage {
+            Stage::Event(e) => e,
+            Stage::Chunk {
+                source,
+                chunk,
+                consumed,
+            } => {
+                let decoder = &mut decoders[source];
+                for (i, &(s, e)) in chunk.spans.iter().enumerate() {
+                    decoder.push(&chunk.data[s..e], chunk.partitions[i], chunk.offsets[i]);
+                }
+                let decoded = decoder.flush();
+                SourceEvent::Batch {
+                    source,
+                    batch: decoded.batch,
+                    dead: decoded.dead,
+                    consumed,
+                }
+            }
+        };
+        if tx.blocking_send(event).is_err() {
+            return;
+        }
+    }
+}
+
 struct PollLoop {
     consumer: Arc<BaseConsumer>,
     topics: Vec<String>,
-    specs: Vec<SourceSpec>,
+    raw: Vec<RawChunk>,
     options: KafkaSourceOptions,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: std::sync::mpsc::SyncSender<Stage>,
     control: Arc<AtomicU8>,
     started: HashMap<(usize, i32), ()>,
     /// Next offset to read, per (source, partition) seen.
@@ -306,9 +372,10 @@ struct PollLoop {
 
 impl PollLoop {
     fn run(&mut self) {
-        self.consumed = vec![BTreeMap::new(); self.specs.len()];
-        self.oldest = vec![None; self.specs.len()];
-        self.assigned = vec![Vec::new(); self.specs.len()];
+        let sources = self.raw.len();
+        self.consumed = vec![BTreeMap::new(); sources];
+        self.oldest = vec![None; sources];
+        self.assigned = vec![Vec::new(); sources];
         let poll_timeout = self
             .options
             .linger
@@ -353,9 +420,12 @@ impl PollLoop {
                         return;
                     }
                     let offset = m.offset();
-                    self.specs[source]
-                        .decoder
-                        .push(m.payload().unwrap_or(&[]), partition, offset);
+                    let raw = &mut self.raw[source];
+                    let start = raw.data.len();
+                    raw.data.extend_from_slice(m.payload().unwrap_or(&[]));
+                    raw.spans.push((start, raw.data.len()));
+                    raw.partitions.push(partition);
+                    raw.offsets.push(offset);
                     self.consumed[source].insert(partition, offset + 1);
                     self.positions.insert((source, partition), offset + 1);
                     self.oldest[source].get_or_insert_with(Instant::now);
@@ -366,7 +436,7 @@ impl PollLoop {
                     {
                         ends.remove(&(source, partition));
                     }
-                    if self.specs[source].decoder.buffered() >= self.options.max_batch_records
+                    if self.raw[source].spans.len() >= self.options.max_batch_records
                         && !self.flush(source)
                     {
                         return;
@@ -376,7 +446,7 @@ impl PollLoop {
                     tracing::warn!(error = %e, "kafka consumer error; continuing");
                 }
             }
-            for s in 0..self.specs.len() {
+            for s in 0..sources {
                 if self.oldest[s].is_some_and(|t| t.elapsed() >= self.options.linger)
                     && !self.flush(s)
                 {
@@ -384,12 +454,12 @@ impl PollLoop {
                 }
             }
         }
-        for s in 0..self.specs.len() {
+        for s in 0..sources {
             if !self.flush(s) {
                 return;
             }
         }
-        let _ = self.tx.blocking_send(SourceEvent::End);
+        let _ = self.tx.send(Stage::Event(SourceEvent::End));
     }
 
     /// Announces assignment changes, at most every 200 ms.
@@ -408,7 +478,7 @@ impl PollLoop {
         let Ok(list) = self.consumer.assignment() else {
             return true;
         };
-        let mut now: Vec<Vec<i32>> = vec![Vec::new(); self.specs.len()];
+        let mut now: Vec<Vec<i32>> = vec![Vec::new(); self.raw.len()];
         for el in list.elements() {
             if let Some(s) = self.topics.iter().position(|t| t == el.topic()) {
                 now[s].push(el.partition());
@@ -429,7 +499,7 @@ impl PollLoop {
                 self.assigned[source] = partitions.clone();
                 if self
                     .tx
-                    .blocking_send(SourceEvent::Assigned { source, partitions })
+                    .send(Stage::Event(SourceEvent::Assigned { source, partitions }))
                     .is_err()
                 {
                     return false;
@@ -460,29 +530,36 @@ impl PollLoop {
             }
         };
         self.tx
-            .blocking_send(SourceEvent::PartitionStart {
+            .send(Stage::Event(SourceEvent::PartitionStart {
                 source,
                 partition,
                 committed,
-            })
+            }))
             .is_ok()
     }
 
-    /// Sends what `source`'s decoder holds; false if the engine is gone.
+    /// Hands `source`'s raw chunk to the decode thread; false if the
+    /// engine is gone.
     fn flush(&mut self, source: usize) -> bool {
         self.oldest[source] = None;
-        if self.specs[source].decoder.buffered() == 0 {
+        if self.raw[source].spans.is_empty() {
             return true;
         }
-        let decoded = self.specs[source].decoder.flush();
+        let capacity = self.raw[source].data.capacity();
+        let chunk = std::mem::replace(
+            &mut self.raw[source],
+            RawChunk {
+                data: Vec::with_capacity(capacity),
+                ..Default::default()
+            },
+        );
         let consumed = std::mem::take(&mut self.consumed[source])
             .into_iter()
             .collect();
         self.tx
-            .blocking_send(SourceEvent::Batch {
+            .send(Stage::Chunk {
                 source,
-                batch: decoded.batch,
-                dead: decoded.dead,
+                chunk,
                 consumed,
             })
             .is_ok()
