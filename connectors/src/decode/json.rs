@@ -4,7 +4,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
 
-use super::{DeadLetter, Decoded, Decoder, finish_batch};
+use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
 use crate::schema::SourceSchema;
 
 /// Decodes one JSON object per message straight into Arrow arrays.
@@ -158,6 +158,21 @@ impl Decoder for JsonDecoder {
 
     fn buffered(&self) -> usize {
         self.spans.len()
+    }
+
+    fn decode_chunk(&mut self, chunk: RecordChunk) -> Decoded {
+        if !self.spans.is_empty() {
+            for i in 0..chunk.len() {
+                self.push(chunk.payload(i), chunk.partitions[i], chunk.offsets[i]);
+            }
+            return self.flush();
+        }
+        // Nothing buffered: adopt the chunk's buffers instead of copying.
+        self.arena = chunk.data;
+        self.spans = chunk.spans;
+        self.partitions = chunk.partitions;
+        self.offsets = chunk.offsets;
+        self.flush()
     }
 
     fn flush(&mut self) -> Decoded {

@@ -96,6 +96,39 @@ pub struct Decoded {
     pub dead: Vec<DeadLetter>,
 }
 
+/// Raw records gathered by a source before decoding: payload bytes in one
+/// buffer, and per record its span in it, partition and offset.
+#[derive(Debug, Default, Clone)]
+pub struct RecordChunk {
+    pub data: Vec<u8>,
+    pub spans: Vec<(usize, usize)>,
+    pub partitions: Vec<i32>,
+    pub offsets: Vec<i64>,
+}
+
+impl RecordChunk {
+    pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.spans.push((start, self.data.len()));
+        self.partitions.push(partition);
+        self.offsets.push(offset);
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let (s, e) = self.spans[i];
+        &self.data[s..e]
+    }
+}
+
 /// Turns raw payloads into Arrow batches. See the module docs.
 pub trait Decoder: Send {
     /// Buffers one record. Cheap: parsing may happen here or at flush.
@@ -104,6 +137,14 @@ pub trait Decoder: Send {
     fn buffered(&self) -> usize;
     /// Decodes everything buffered since the last flush.
     fn flush(&mut self) -> Decoded;
+    /// Decodes a whole chunk (after anything already buffered). Decoders
+    /// that keep raw bytes override it to take the chunk's buffer as is.
+    fn decode_chunk(&mut self, chunk: RecordChunk) -> Decoded {
+        for i in 0..chunk.len() {
+            self.push(chunk.payload(i), chunk.partitions[i], chunk.offsets[i]);
+        }
+        self.flush()
+    }
 }
 
 /// Builds the decoder for a source. `max_records` bounds how many records a

@@ -13,7 +13,7 @@
 //! here: the engine commits through [`KafkaSource::commit`] once everything
 //! derived from a record is safely produced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::KafkaClientConfig;
 use crate::ConnectorError;
-use crate::decode::{DeadLetter, Decoder};
+use crate::decode::{DeadLetter, Decoder, RecordChunk};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,15 +148,14 @@ impl KafkaSource {
         let mut poll = PollLoop {
             consumer: consumer.clone(),
             topics: topics.clone(),
-            raw: (0..sources).map(|_| RawChunk::default()).collect(),
+            raw: (0..sources).map(|_| RecordChunk::default()).collect(),
             options,
             tx: stage_tx,
             control: control.clone(),
-            started: HashMap::new(),
-            positions: HashMap::new(),
+            parts: Vec::new(),
             assigned: Vec::new(),
             assignment_checked: None,
-            consumed: Vec::new(),
+
             oldest: Vec::new(),
             ends,
         };
@@ -296,20 +295,11 @@ fn committed_offsets(
     }
 }
 
-/// Records of one source, as polled, waiting to be decoded.
-#[derive(Default)]
-struct RawChunk {
-    data: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
-}
-
 /// What the poll thread hands the decode thread, in order.
 enum Stage {
     Chunk {
         source: usize,
-        chunk: RawChunk,
+        chunk: RecordChunk,
         consumed: Vec<(i32, i64)>,
     },
     Event(SourceEvent),
@@ -330,11 +320,7 @@ fn decode_loop(
                 chunk,
                 consumed,
             } => {
-                let decoder = &mut decoders[source];
-                for (i, &(s, e)) in chunk.spans.iter().enumerate() {
-                    decoder.push(&chunk.data[s..e], chunk.partitions[i], chunk.offsets[i]);
-                }
-                let decoded = decoder.flush();
+                let decoded = decoders[source].decode_chunk(chunk);
                 SourceEvent::Batch {
                     source,
                     batch: decoded.batch,
@@ -349,18 +335,41 @@ fn decode_loop(
     }
 }
 
+/// What the poll loop tracks per partition of a source (indexed by
+/// partition id: cheaper per message than a map).
+#[derive(Debug, Default, Clone)]
+struct PartState {
+    /// Its `PartitionStart` was sent.
+    started: bool,
+    /// Offset after the last record read.
+    next: Option<i64>,
+    /// Read since the last flush of its source.
+    dirty: bool,
+}
+
+fn part(parts: &mut [Vec<PartState>], source: usize, partition: i32) -> &mut PartState {
+    let list = &mut parts[source];
+    let i = usize::try_from(partition).unwrap_or(0);
+    if list.len() <= i {
+        list.resize(i + 1, PartState::default());
+    }
+    &mut list[i]
+}
+
+fn next_of(parts: &[Vec<PartState>], source: usize, partition: i32) -> Option<i64> {
+    let i = usize::try_from(partition).ok()?;
+    parts.get(source)?.get(i)?.next
+}
+
 struct PollLoop {
     consumer: Arc<BaseConsumer>,
     topics: Vec<String>,
-    raw: Vec<RawChunk>,
+    raw: Vec<RecordChunk>,
     options: KafkaSourceOptions,
     tx: std::sync::mpsc::SyncSender<Stage>,
     control: Arc<AtomicU8>,
-    started: HashMap<(usize, i32), ()>,
-    /// Next offset to read, per (source, partition) seen.
-    positions: HashMap<(usize, i32), i64>,
-    /// Per source: next offset per partition since the last flush.
-    consumed: Vec<BTreeMap<i32, i64>>,
+    /// Per source, per partition id: what the loop knows of it.
+    parts: Vec<Vec<PartState>>,
     /// Per source: when the oldest unflushed record arrived.
     oldest: Vec<Option<Instant>>,
     /// With `stop_at_end`: partitions still to read, and their end offset.
@@ -373,7 +382,7 @@ struct PollLoop {
 impl PollLoop {
     fn run(&mut self) {
         let sources = self.raw.len();
-        self.consumed = vec![BTreeMap::new(); sources];
+        self.parts = vec![Vec::new(); sources];
         self.oldest = vec![None; sources];
         self.assigned = vec![Vec::new(); sources];
         let poll_timeout = self
@@ -388,7 +397,9 @@ impl PollLoop {
                     Ok(mut ends) => {
                         // Partitions already read to their end get no more
                         // messages to tell us so.
-                        ends.retain(|k, high| self.positions.get(k).is_none_or(|next| next < high));
+                        ends.retain(|&(s, p), high| {
+                            next_of(&self.parts, s, p).is_none_or(|next| next < *high)
+                        });
                         self.ends = Some(ends);
                     }
                     Err(e) => {
@@ -414,20 +425,16 @@ impl PollLoop {
                     if !self.assigned[source].contains(&partition) && !self.check_assignment_now() {
                         return;
                     }
-                    if !self.started.contains_key(&(source, partition))
+                    if !part(&mut self.parts, source, partition).started
                         && !self.partition_start(source, partition)
                     {
                         return;
                     }
                     let offset = m.offset();
-                    let raw = &mut self.raw[source];
-                    let start = raw.data.len();
-                    raw.data.extend_from_slice(m.payload().unwrap_or(&[]));
-                    raw.spans.push((start, raw.data.len()));
-                    raw.partitions.push(partition);
-                    raw.offsets.push(offset);
-                    self.consumed[source].insert(partition, offset + 1);
-                    self.positions.insert((source, partition), offset + 1);
+                    self.raw[source].push(m.payload().unwrap_or(&[]), partition, offset);
+                    let st = part(&mut self.parts, source, partition);
+                    st.next = Some(offset + 1);
+                    st.dirty = true;
                     self.oldest[source].get_or_insert_with(Instant::now);
                     if let Some(ends) = &mut self.ends
                         && ends
@@ -493,7 +500,7 @@ impl PollLoop {
                 }
                 for p in &self.assigned[source] {
                     if !partitions.contains(p) {
-                        self.started.remove(&(source, *p));
+                        part(&mut self.parts, source, *p).started = false;
                     }
                 }
                 self.assigned[source] = partitions.clone();
@@ -515,7 +522,7 @@ impl PollLoop {
         if !self.flush(source) {
             return false;
         }
-        self.started.insert((source, partition), ());
+        part(&mut self.parts, source, partition).started = true;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topics[source], partition);
         let committed = match committed_offsets(&self.consumer, &tpl) {
@@ -548,13 +555,19 @@ impl PollLoop {
         let capacity = self.raw[source].data.capacity();
         let chunk = std::mem::replace(
             &mut self.raw[source],
-            RawChunk {
+            RecordChunk {
                 data: Vec::with_capacity(capacity),
                 ..Default::default()
             },
         );
-        let consumed = std::mem::take(&mut self.consumed[source])
-            .into_iter()
+        let consumed = self.parts[source]
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, st)| st.dirty)
+            .filter_map(|(p, st)| {
+                st.dirty = false;
+                st.next.map(|n| (p as i32, n))
+            })
             .collect();
         self.tx
             .send(Stage::Chunk {
