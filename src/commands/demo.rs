@@ -148,7 +148,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let s = score(&alerts, &anomalies);
     let secs = summary.busy.as_secs_f64().max(1e-9);
     eprintln!(
-        "demo: produced {produced} records; engine processed {} events ({} dead letters, {} late) in {secs:.1} s: {:.0} events/s",
+        "demo: produced {produced} records; engine processed {} events ({} dead letters, {} late) in {secs:.1} s: {:.0} events/s (paced by the generator; `telemine bench` measures capacity)",
         summary.records,
         summary.dead_letters,
         summary.late,
