@@ -93,21 +93,6 @@ impl Setup {
     }
 }
 
-fn summary(alerts: &[Alert]) -> Vec<(String, String, i64)> {
-    let mut v: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a.rule.clone(),
-                a.labels.get("host").cloned().unwrap_or_default(),
-                (a.window_start_ms - T0) / 60_000,
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn expected() -> Vec<(String, String, i64)> {
     vec![
         ("HostCpuSaturated".into(), "h2".into(), 1),

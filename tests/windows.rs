@@ -16,7 +16,6 @@ use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
 
 struct Harness {
-    defs: Vec<SourceDef>,
     engine: WindowEngine,
     decoder: Box<dyn Decoder>,
     metrics: Arc<Metrics>,
@@ -35,7 +34,6 @@ impl Harness {
         let decoder =
             decoder_for(&defs[0].format, &defs[0].influx, &defs[0].schema, 100_000).unwrap();
         Harness {
-            defs,
             engine,
             decoder,
             metrics,
@@ -61,21 +59,6 @@ impl Harness {
         }
         alerts
     }
-}
-
-fn summary(alerts: &[Alert]) -> Vec<(String, String, i64)> {
-    let mut v: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            (
-                a.rule.clone(),
-                a.labels.get("host").cloned().unwrap_or_default(),
-                (a.window_start_ms - T0) / 60_000,
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
@@ -178,5 +161,4 @@ async fn a_restart_from_the_checkpoint_neither_loses_nor_repeats_a_window() {
             ("HostCpuSaturated".into(), "h2".into(), 3)
         ]
     );
-    let _ = &second.defs;
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
+    ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
@@ -535,9 +535,7 @@ fn window_rows(
         columns.push(Arc::new(ends));
         let batch = RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| EngineError::Internal(format!("window input: {e}")))?;
-        if batch.num_rows() > 0 && batch.column(0).len() == batch.num_rows() {
-            out.push(batch);
-        }
+        out.push(batch);
     }
     Ok(out)
 }

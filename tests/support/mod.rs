@@ -7,6 +7,8 @@ pub mod broker;
 
 use std::path::{Path, PathBuf};
 
+use telemine::alert::Alert;
+
 /// 2026-11-27T00:00:00Z.
 pub const T0: i64 = 1_795_737_600_000;
 pub const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
@@ -95,4 +97,21 @@ pub fn unique(name: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("test.{name}.{}.{nanos}", std::process::id())
+}
+
+/// Alerts as (rule, host label, minute of the window since `T0`), sorted:
+/// what the fixtures' expectations are written in.
+pub fn summary(alerts: &[Alert]) -> Vec<(String, String, i64)> {
+    let mut v: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule.clone(),
+                a.labels.get("host").cloned().unwrap_or_default(),
+                (a.window_start_ms - T0) / 60_000,
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
