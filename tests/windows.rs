@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use support::*;
 use telemine::alert::Alert;
-use telemine::config::{Config, SourceDef};
+use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
 use telemine::sql::SqlSet;
