@@ -147,6 +147,13 @@ pub struct EngineConfig {
     /// memory when the engine falls behind. Default: 8.
     #[serde(default = "default_queue")]
     pub queue_batches: usize,
+    /// Threads decoding records into Arrow batches (order is kept). Default: 2.
+    #[serde(default = "default_decode_threads")]
+    pub decode_threads: usize,
+}
+
+fn default_decode_threads() -> usize {
+    2
 }
 
 fn default_batch_records() -> usize {
@@ -169,6 +176,7 @@ impl Default for EngineConfig {
             batch_linger: default_linger(),
             commit_interval: default_commit_interval(),
             queue_batches: default_queue(),
+            decode_threads: default_decode_threads(),
         }
     }
 }

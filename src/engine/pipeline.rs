@@ -182,16 +182,20 @@ pub async fn run_pipeline(
 fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {
     defs.iter()
         .map(|d| {
-            let decoder = decoder_for(
-                &d.format,
-                &d.influx,
-                &d.schema,
-                config.engine.max_batch_records,
-            )
-            .map_err(|e| PipelineError::Config(format!("source `{}`: {e}", d.name)))?;
+            let decoders = (0..config.engine.decode_threads.max(1))
+                .map(|_| {
+                    decoder_for(
+                        &d.format,
+                        &d.influx,
+                        &d.schema,
+                        config.engine.max_batch_records,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| PipelineError::Config(format!("source `{}`: {e}", d.name)))?;
             Ok(SourceSpec {
                 topic: d.topic.clone(),
-                decoder,
+                decoders,
             })
         })
         .collect()

@@ -34,7 +34,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// One input: a topic and the decoder for its messages.
 pub struct SourceSpec {
     pub topic: String,
-    pub decoder: Box<dyn Decoder>,
+    /// One decoder per decode thread (all specs give the same number; at
+    /// least one).
+    pub decoders: Vec<Box<dyn Decoder>>,
 }
 
 /// How the poll loop behaves.
@@ -136,21 +138,48 @@ impl KafkaSource {
             None
         };
         let control = Arc::new(AtomicU8::new(RUNNING));
-        let (stage_tx, stage_rx) = std::sync::mpsc::sync_channel::<Stage>(4);
-        let decoders: Vec<Box<dyn Decoder>> = specs.into_iter().map(|s| s.decoder).collect();
         let sources = topics.len();
-        let decode = std::thread::Builder::new()
-            .name("kafka-decode".into())
-            .spawn(move || decode_loop(decoders, stage_rx, tx))
-            .map_err(|e| {
-                ConnectorError::Internal(format!("cannot start the decode thread: {e}"))
-            })?;
+        let workers = specs
+            .iter()
+            .map(|s| s.decoders.len())
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let mut per_worker: Vec<Vec<Box<dyn Decoder>>> = (0..workers).map(|_| Vec::new()).collect();
+        for spec in specs {
+            for (w, d) in spec.decoders.into_iter().take(workers).enumerate() {
+                per_worker[w].push(d);
+            }
+        }
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| ConnectorError::Internal(format!("cannot start a source thread: {e}")))
+        };
+        let mut threads = Vec::new();
+        let (mut stage_txs, mut out_rxs) = (Vec::new(), Vec::new());
+        for (w, decoders) in per_worker.into_iter().enumerate() {
+            let (stage_tx, stage_rx) = std::sync::mpsc::sync_channel::<Stage>(2);
+            let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<SourceEvent>(2);
+            threads.push(spawn(
+                format!("kafka-decode-{w}"),
+                Box::new(move || decode_loop(decoders, stage_rx, out_tx)),
+            )?);
+            stage_txs.push(stage_tx);
+            out_rxs.push(out_rx);
+        }
+        threads.push(spawn(
+            "kafka-merge".into(),
+            Box::new(move || merge_loop(out_rxs, tx)),
+        )?);
         let mut poll = PollLoop {
             consumer: consumer.clone(),
             topics: topics.clone(),
             raw: (0..sources).map(|_| RecordChunk::default()).collect(),
             options,
-            tx: stage_tx,
+            tx: stage_txs,
+            next_worker: 0,
             control: control.clone(),
             parts: Vec::new(),
             assigned: Vec::new(),
@@ -159,15 +188,12 @@ impl KafkaSource {
             oldest: Vec::new(),
             ends,
         };
-        let thread = std::thread::Builder::new()
-            .name("kafka-source".into())
-            .spawn(move || poll.run())
-            .map_err(|e| ConnectorError::Internal(format!("cannot start the poll thread: {e}")))?;
+        threads.push(spawn("kafka-source".into(), Box::new(move || poll.run()))?);
         Ok(KafkaSource {
             consumer,
             topics,
             control,
-            threads: vec![thread, decode],
+            threads,
         })
     }
 
@@ -305,12 +331,13 @@ enum Stage {
     Event(SourceEvent),
 }
 
-/// The decode thread: decodes chunks and forwards everything, in order, to
-/// the engine. Ends when the poll thread hangs up or the engine is gone.
+/// A decode thread: decodes the chunks it is dealt and passes every stage
+/// on as an event. Ends when the poll thread hangs up or the merge thread
+/// is gone.
 fn decode_loop(
     mut decoders: Vec<Box<dyn Decoder>>,
     rx: std::sync::mpsc::Receiver<Stage>,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: std::sync::mpsc::SyncSender<SourceEvent>,
 ) {
     while let Ok(stage) = rx.recv() {
         let event = match stage {
@@ -328,6 +355,19 @@ fn decode_loop(
                     consumed,
                 }
             }
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// The merge thread: the poll thread deals stages to the decode threads in
+/// turn, so taking their output in the same turn restores the order.
+fn merge_loop(rxs: Vec<std::sync::mpsc::Receiver<SourceEvent>>, tx: mpsc::Sender<SourceEvent>) {
+    for i in 0.. {
+        let Ok(event) = rxs[i % rxs.len()].recv() else {
+            return;
         };
         if tx.blocking_send(event).is_err() {
             return;
@@ -366,7 +406,9 @@ struct PollLoop {
     topics: Vec<String>,
     raw: Vec<RecordChunk>,
     options: KafkaSourceOptions,
-    tx: std::sync::mpsc::SyncSender<Stage>,
+    /// One queue per decode thread, dealt to in turn.
+    tx: Vec<std::sync::mpsc::SyncSender<Stage>>,
+    next_worker: usize,
     control: Arc<AtomicU8>,
     /// Per source, per partition id: what the loop knows of it.
     parts: Vec<Vec<PartState>>,
@@ -380,6 +422,13 @@ struct PollLoop {
 }
 
 impl PollLoop {
+    /// Deals a stage to the next decode thread; false if they are gone.
+    fn send(&mut self, stage: Stage) -> bool {
+        let w = self.next_worker % self.tx.len();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        self.tx[w].send(stage).is_ok()
+    }
+
     fn run(&mut self) {
         let sources = self.raw.len();
         self.parts = vec![Vec::new(); sources];
@@ -466,7 +515,7 @@ impl PollLoop {
                 return;
             }
         }
-        let _ = self.tx.send(Stage::Event(SourceEvent::End));
+        let _ = self.send(Stage::Event(SourceEvent::End));
     }
 
     /// Announces assignment changes, at most every 200 ms.
@@ -504,11 +553,7 @@ impl PollLoop {
                     }
                 }
                 self.assigned[source] = partitions.clone();
-                if self
-                    .tx
-                    .send(Stage::Event(SourceEvent::Assigned { source, partitions }))
-                    .is_err()
-                {
+                if !self.send(Stage::Event(SourceEvent::Assigned { source, partitions })) {
                     return false;
                 }
             }
@@ -536,13 +581,11 @@ impl PollLoop {
                 None
             }
         };
-        self.tx
-            .send(Stage::Event(SourceEvent::PartitionStart {
-                source,
-                partition,
-                committed,
-            }))
-            .is_ok()
+        self.send(Stage::Event(SourceEvent::PartitionStart {
+            source,
+            partition,
+            committed,
+        }))
     }
 
     /// Hands `source`'s raw chunk to the decode thread; false if the
@@ -569,12 +612,10 @@ impl PollLoop {
                 st.next.map(|n| (p as i32, n))
             })
             .collect();
-        self.tx
-            .send(Stage::Chunk {
-                source,
-                chunk,
-                consumed,
-            })
-            .is_ok()
+        self.send(Stage::Chunk {
+            source,
+            chunk,
+            consumed,
+        })
     }
 }
