@@ -40,3 +40,43 @@ pub fn read_lines(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Format, InfluxOptions, decoder_for};
+    use crate::schema::SourceSchema;
+
+    #[test]
+    fn replays_a_file_with_line_numbers_as_offsets() {
+        let dir = std::env::temp_dir().join(format!("telemine-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rec.jsonl");
+        std::fs::write(
+            &path,
+            "{\"ts\":1000,\"host\":\"a\"}\n\n{\"ts\":\"bad\"}\n{\"ts\":3000,\"host\":\"c\"}\n",
+        )
+        .unwrap();
+        let schema = SourceSchema::new(
+            vec![
+                "ts timestamp".parse().unwrap(),
+                "host string".parse().unwrap(),
+            ],
+            "ts",
+        )
+        .unwrap();
+        let mut decoder =
+            decoder_for(&Format::Json, &InfluxOptions::default(), &schema, 2).unwrap();
+        let (mut rows, mut dead) = (0, Vec::new());
+        read_lines(&path, decoder.as_mut(), 2, |d| {
+            rows += d.batch.map_or(0, |b| b.num_rows());
+            dead.extend(d.dead.into_iter().map(|x| x.offset));
+        })
+        .unwrap();
+        assert_eq!(rows, 2);
+        assert_eq!(dead, [3], "the bad record is reported by its line number");
+        let missing = read_lines(&dir.join("none.jsonl"), decoder.as_mut(), 2, |_| {});
+        assert!(missing.unwrap_err().to_string().contains("cannot open"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
