@@ -67,6 +67,12 @@ pub struct SourceConfig {
     /// every window. Default: "10s".
     #[serde(default = "default_idle_timeout", with = "serde_duration")]
     pub idle_timeout: Duration,
+    /// Drop a record whose values in these columns and whose event time
+    /// equal those of a record already in an open window (the duplicates
+    /// at-least-once producers create). Counted in `duplicates_dropped`.
+    /// Default: none (keep every record).
+    #[serde(default)]
+    pub dedupe_by: Vec<String>,
 }
 
 fn default_idle_timeout() -> Duration {
@@ -85,6 +91,12 @@ pub struct SinksConfig {
     /// "telemine.alerts".
     #[serde(default = "default_alerts_topic")]
     pub alerts_topic: String,
+    /// Topic late records go to: rows older than every open window of their
+    /// source, as JSON, with headers telemine.lateness_ms,
+    /// telemine.source.topic, telemine.source.partition,
+    /// telemine.source.offset. Default: "telemine.late".
+    #[serde(default = "default_late_topic")]
+    pub late_topic: String,
     /// Topic malformed records go to, with the reason and their origin in
     /// headers. Default: "telemine.dead-letter".
     #[serde(default = "default_dead_letter_topic")]
@@ -94,6 +106,9 @@ pub struct SinksConfig {
 fn default_alerts_topic() -> String {
     "telemine.alerts".into()
 }
+fn default_late_topic() -> String {
+    "telemine.late".into()
+}
 fn default_dead_letter_topic() -> String {
     "telemine.dead-letter".into()
 }
@@ -102,6 +117,7 @@ impl Default for SinksConfig {
     fn default() -> Self {
         SinksConfig {
             alerts_topic: default_alerts_topic(),
+            late_topic: default_late_topic(),
             dead_letter_topic: default_dead_letter_topic(),
         }
     }
@@ -191,6 +207,7 @@ pub struct SourceDef {
     pub schema: SourceSchema,
     pub max_out_of_orderness: Duration,
     pub idle_timeout: Duration,
+    pub dedupe_by: Vec<String>,
 }
 
 impl Config {
@@ -286,6 +303,7 @@ impl Config {
                     schema: s.schema()?,
                     max_out_of_orderness: s.max_out_of_orderness,
                     idle_timeout: s.idle_timeout,
+                    dedupe_by: s.dedupe_by.clone(),
                 })
             })
             .collect()
@@ -294,7 +312,15 @@ impl Config {
 
 impl SourceConfig {
     fn schema(&self) -> Result<SourceSchema, String> {
-        SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())
+        let schema = SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?;
+        for c in &self.dedupe_by {
+            if !schema.columns().iter().any(|d| &d.name == c) {
+                return Err(format!(
+                    "dedupe_by column `{c}` is not one of the declared columns"
+                ));
+            }
+        }
+        Ok(schema)
     }
 }
 

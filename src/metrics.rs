@@ -17,6 +17,9 @@ pub struct Metrics {
     /// Rows older than every open window of their source: not counted in
     /// any window.
     pub late_records: AtomicU64,
+    /// Records dropped as duplicates (same `dedupe_by` values and event time
+    /// as a record already in an open window).
+    pub duplicates_dropped: AtomicU64,
     /// Rows re-read after a restart that belong to windows already emitted
     /// before it (skipped, by design).
     pub replayed_skipped: AtomicU64,
@@ -42,10 +45,11 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} replayed_skipped={} window_closes={} alerts={} sql_errors={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} alerts={} sql_errors={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
+            Self::get(&self.duplicates_dropped),
             Self::get(&self.replayed_skipped),
             Self::get(&self.window_closes),
             Self::get(&self.alerts),

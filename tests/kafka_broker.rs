@@ -37,6 +37,7 @@ impl Setup {
             (format!("{prefix}.market"), 1),
             (format!("{prefix}.alerts"), 3),
             (format!("{prefix}.dead-letter"), 1),
+            (format!("{prefix}.late"), 1),
         ];
         let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         create_topics(&client, &refs)
@@ -201,6 +202,40 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
         );
         assert_eq!(m.headers["telemine.source.offset"], offset.to_string());
     }
+
+    // A record from minute 0 after every window up to 5:00 was emitted (and
+    // committed): late, by 4:59.
+    let late_record = [("h1".to_string(), record(T0 + 1_000, "h1", 99.0, 0))];
+    let (partition, offset) = produce(&s.brokers, &s.topic("telemetry"), &late_record).await[0];
+    let again = s.run_to_end().await;
+    assert_eq!((again.records, again.late, again.alerts), (1, 1, 0));
+    let late = read_topic(
+        &s.brokers,
+        &s.topic("late"),
+        1,
+        1,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    );
+    assert_eq!(late.len(), 1, "the late record is on the late topic");
+    let row: serde_json::Value =
+        serde_json::from_slice(&late[0].payload).expect("late row as JSON");
+    assert_eq!(row["host"], "h1");
+    assert_eq!(row["cpu"], 99.0);
+    assert!(
+        late[0].headers["telemine.lateness_ms"]
+            .parse::<i64>()
+            .expect("lateness")
+            > 0
+    );
+    assert_eq!(
+        late[0].headers["telemine.source.partition"],
+        partition.to_string()
+    );
+    assert_eq!(
+        late[0].headers["telemine.source.offset"],
+        offset.to_string()
+    );
 }
 
 /// A `telemine run` child process.

@@ -25,7 +25,16 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
-        let text = config_text("unused:9092", "g", "t", &repo().join("sql"));
+        Harness::with_source_options("").await
+    }
+
+    /// With extra keys for the telemetry source (e.g. `dedupe_by`).
+    async fn with_source_options(extra: &str) -> Harness {
+        let text = config_text("unused:9092", "g", "t", &repo().join("sql")).replacen(
+            "idle_timeout = \"2s\"",
+            &format!("idle_timeout = \"2s\"\n{extra}"),
+            1,
+        );
         let config = Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let defs = config.source_defs().unwrap();
         let sql = SqlSet::load(&config.sql.dir, &defs).await.unwrap();
@@ -161,4 +170,46 @@ async fn a_restart_from_the_checkpoint_neither_loses_nor_repeats_a_window() {
             ("HostCpuSaturated".into(), "h2".into(), 3)
         ]
     );
+}
+
+#[tokio::test]
+async fn late_rows_come_out_with_their_lateness() {
+    let mut h = Harness::new().await;
+    h.feed(&telemetry(0, 130, &[]), 50).await;
+    // Minute 1 has closed (frontier 2:00); a row from 0:01 is 119 s late.
+    let late = vec![("h3".to_string(), record(T0 + 1_000, "h3", 50.0, 0))];
+    h.feed(&late, 1).await;
+    let out = h.engine.take_late();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rows.num_rows(), 1);
+    assert_eq!(out[0].lateness_ms, [119_000]);
+    assert!(h.engine.take_late().is_empty(), "taken once");
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_only_when_the_source_asks() {
+    // Every record of 1:00-1:09 arrives twice, as an at-least-once producer
+    // retrying would deliver it, while minute 1 is still open.
+    let mut records = telemetry(0, 130, &[(1, 95.0, 95.0)]);
+    let dups: Vec<_> = telemetry(60, 70, &[(1, 95.0, 95.0)]);
+    let at = records
+        .iter()
+        .position(|(_, r)| r.contains(&format!("\"ts\":{},", T0 + 80_000)))
+        .unwrap();
+    for (i, d) in dups.iter().enumerate() {
+        records.insert(at + i, d.clone());
+    }
+
+    let mut plain = Harness::new().await;
+    let a = plain.feed(&records, 64).await;
+    assert_eq!(Metrics::get(&plain.metrics.duplicates_dropped), 0);
+
+    let mut deduped = Harness::with_source_options("dedupe_by = [\"host\"]").await;
+    let b = deduped.feed(&records, 64).await;
+    assert_eq!(
+        Metrics::get(&deduped.metrics.duplicates_dropped),
+        dups.len() as u64
+    );
+    assert_eq!(summary(&a), summary(&b));
+    assert_eq!(summary(&b), [("HostCpuSaturated".into(), "h2".into(), 1)]);
 }

@@ -12,17 +12,21 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+use datafusion::arrow::json::LineDelimitedWriter;
 use rdkafka::producer::DeliveryFuture;
 use telemine_connectors::ConnectorError;
 use telemine_connectors::decode::{DeadLetter, decoder_for};
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec,
 };
+use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoint;
-use super::windows::{EngineError, WindowEngine};
+use super::windows::{EngineError, LateRows, WindowEngine};
 use crate::alert::Alert;
 use crate::config::{Config, SourceDef};
 use crate::metrics::Metrics;
@@ -147,15 +151,21 @@ pub async fn run_pipeline(
                     first_record.get_or_insert_with(Instant::now);
                     sinks.dead_letters(source.topic(s), dead).await?;
                     engine.note_consumed(s, &consumed);
-                    if let Some(batch) = batch {
+                                        if let Some(batch) = batch {
                         let alerts = engine.ingest(s, batch).await?;
                         sinks.alerts(alerts).await?;
+                        for late in engine.take_late() {
+                            sinks.late(source.topic(late.source), late).await?;
+                        }
                     }
                 }
             },
             _ = commit_tick.tick() => {
                 let alerts = engine.tick().await?;
                 sinks.alerts(alerts).await?;
+                for late in engine.take_late() {
+                    sinks.late(source.topic(late.source), late).await?;
+                }
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
         }
@@ -267,6 +277,63 @@ impl Sinks<'_> {
             if let Some(tap) = &self.tap {
                 let _ = tap.send(a);
             }
+        }
+        Ok(())
+    }
+
+    /// Produces late rows as JSON, one message each, with their lateness and
+    /// origin in headers.
+    async fn late(&mut self, topic: &str, late: LateRows) -> Result<(), PipelineError> {
+        let rows = &late.rows;
+        let schema = rows.schema();
+        let (Ok(pi), Ok(oi)) = (
+            schema.index_of(PARTITION_COLUMN),
+            schema.index_of(OFFSET_COLUMN),
+        ) else {
+            return Err(EngineError::Internal("late rows lack _partition/_offset".into()).into());
+        };
+        let parts = rows.column(pi).as_primitive::<Int32Type>().clone();
+        let offs = rows.column(oi).as_primitive::<Int64Type>().clone();
+        let data: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| i != pi && i != oi)
+            .collect();
+        let payload = rows
+            .project(&data)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let mut json = Vec::new();
+        {
+            let mut writer = LineDelimitedWriter::new(&mut json);
+            writer
+                .write(&payload)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            writer
+                .finish()
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        }
+        for (i, line) in json
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let lateness = late
+                .lateness_ms
+                .get(i)
+                .copied()
+                .unwrap_or_default()
+                .to_string();
+            let partition = parts.value(i).to_string();
+            let offset = offs.value(i).to_string();
+            let headers: [(&str, &[u8]); 4] = [
+                ("telemine.lateness_ms", lateness.as_bytes()),
+                ("telemine.source.topic", topic.as_bytes()),
+                ("telemine.source.partition", partition.as_bytes()),
+                ("telemine.source.offset", offset.as_bytes()),
+            ];
+            let f = self
+                .producer
+                .send(&self.config.sinks.late_topic, None, line, &headers)
+                .await?;
+            self.pending.push(f);
         }
         Ok(())
     }

@@ -15,7 +15,8 @@
 //!   view again;
 //! - the buffer of a source holds exactly the rows some view still needs.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
+use datafusion::common::hash_utils::create_hashes_with_hasher;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 
@@ -75,6 +77,24 @@ struct SourceState {
     partitions: BTreeMap<i32, PartitionState>,
     buffer: Vec<RecordBatch>,
     views: Vec<usize>,
+    /// Columns that, with event time, identify a duplicate (empty: off).
+    dedupe: Vec<usize>,
+    /// Row hashes of (dedupe columns, event time) seen in open windows, with
+    /// their event time (for pruning and to rule out hash collisions).
+    seen: HashMap<u64, i64>,
+    /// Late rows not yet taken by the pipeline.
+    late: Vec<LateRows>,
+}
+
+/// Rows of one source that arrived after every window they could count in
+/// had closed: they go to the late-records topic.
+#[derive(Debug, Clone)]
+pub struct LateRows {
+    pub source: usize,
+    /// In the source's batch schema (with `_partition`, `_offset`).
+    pub rows: RecordBatch,
+    /// Per row: how far behind the earliest open window it was, in ms.
+    pub lateness_ms: Vec<i64>,
 }
 
 impl SourceState {
@@ -107,6 +127,7 @@ pub struct WindowEngine {
     /// Per view: end of the last closed window.
     closed_until: Vec<Option<i64>>,
     metrics: Arc<Metrics>,
+    hasher: RandomState,
 }
 
 impl WindowEngine {
@@ -130,6 +151,13 @@ impl WindowEngine {
                         .unwrap_or(schema.fields().len() - 1),
                     partitions: BTreeMap::new(),
                     buffer: Vec::new(),
+                    dedupe: s
+                        .dedupe_by
+                        .iter()
+                        .filter_map(|c| schema.index_of(c).ok())
+                        .collect(),
+                    seen: HashMap::new(),
+                    late: Vec::new(),
                     views: sql
                         .views
                         .iter()
@@ -146,6 +174,7 @@ impl WindowEngine {
             sources: states,
             closed_until,
             metrics,
+            hasher: RandomState::new(),
         }
     }
 
@@ -243,6 +272,14 @@ impl WindowEngine {
         Ok(alerts)
     }
 
+    /// Takes the late rows gathered since the last call.
+    pub fn take_late(&mut self) -> Vec<LateRows> {
+        self.sources
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.late))
+            .collect()
+    }
+
     /// The source's current watermark, if it has one.
     pub fn watermark(&self, source: usize) -> Option<i64> {
         self.sources
@@ -336,6 +373,7 @@ impl WindowEngine {
         let offs = batch.column(state.offset_index).as_primitive::<Int64Type>();
         let (mut late, mut replayed) = (0u64, 0u64);
         let mut keep = Vec::with_capacity(n);
+        let mut is_late = Vec::with_capacity(n);
         let mut last: Option<(i32, i64)> = None;
         for i in 0..n {
             let t = ts.value(i);
@@ -354,22 +392,61 @@ impl WindowEngine {
             if !ok {
                 let replay_until = state.partitions.get(&p).map_or(0, |s| s.replay_until);
                 if offs.value(i) < replay_until {
-                    replayed += 1
+                    replayed += 1;
+                    is_late.push(false);
                 } else {
-                    late += 1
+                    late += 1;
+                    is_late.push(true);
                 }
+            } else {
+                is_late.push(false);
             }
             keep.push(ok);
         }
         if let Some((lp, lt)) = last {
             bump(&mut state.partitions, lp, lt);
         }
+        // Duplicates: the same dedupe values and event time as a row already
+        // in an open window (or earlier in this batch).
+        let mut duplicates = 0u64;
+        if !state.dedupe.is_empty() {
+            let mut cols: Vec<ArrayRef> = state
+                .dedupe
+                .iter()
+                .map(|&i| batch.column(i).clone())
+                .collect();
+            cols.push(batch.column(state.ts_index).clone());
+            let mut hashes = vec![0u64; n];
+            create_hashes_with_hasher(&cols, &self.hasher, &mut hashes)
+                .map_err(|e| EngineError::Internal(format!("hashing dedupe columns: {e}")))?;
+            for (i, h) in hashes.iter().enumerate() {
+                if keep[i] && state.seen.insert(*h, ts.value(i)) == Some(ts.value(i)) {
+                    keep[i] = false;
+                    duplicates += 1;
+                }
+            }
+        }
         Metrics::add(&self.metrics.late_records, late);
         Metrics::add(&self.metrics.replayed_skipped, replayed);
+        Metrics::add(&self.metrics.duplicates_dropped, duplicates);
         if late > 0 {
-            tracing::debug!(source = %state.name, late, "late rows dropped (older than every open window)");
+            let rows = filter_record_batch(&batch, &BooleanArray::from(is_late))
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            let f = frontier.unwrap_or_default();
+            let lateness_ms = rows
+                .column(state.ts_index)
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .iter()
+                .map(|t| f - t)
+                .collect();
+            state.late.push(LateRows {
+                source,
+                rows,
+                lateness_ms,
+            });
         }
-        let batch = if late + replayed == 0 {
+        let batch = if late + replayed + duplicates == 0 {
             batch
         } else {
             filter_record_batch(&batch, &BooleanArray::from(keep))
@@ -457,6 +534,7 @@ impl WindowEngine {
             return Ok(());
         };
         let state = &mut self.sources[source];
+        state.seen.retain(|_, t| *t >= frontier);
         let mut kept = Vec::with_capacity(state.buffer.len());
         for b in state.buffer.drain(..) {
             let ts = b

@@ -77,6 +77,7 @@ event_time = "ts"
 
 [sinks]
 alerts_topic = "{prefix}.alerts"
+late_topic = "{prefix}.late"
 dead_letter_topic = "{prefix}.dead-letter"
 
 [sql]
