@@ -40,6 +40,7 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     }
     cfg.sinks.alerts_topic = format!("telemine.bench.{run_id}.alerts");
     cfg.sinks.dead_letter_topic = format!("telemine.bench.{run_id}.dead-letter");
+    cfg.sinks.late_topic = format!("telemine.bench.{run_id}.late");
     let mut topics: Vec<(String, i32)> = cfg
         .sources
         .iter()
@@ -52,6 +53,7 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
         .collect();
     topics.push((cfg.sinks.alerts_topic.clone(), 3));
     topics.push((cfg.sinks.dead_letter_topic.clone(), 1));
+    topics.push((cfg.sinks.late_topic.clone(), 1));
     let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     create_topics(&client, &refs).await?;
 

@@ -62,6 +62,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         (market.as_str(), 2),
         (cfg.sinks.alerts_topic.as_str(), ALERT_PARTITIONS),
         (cfg.sinks.dead_letter_topic.as_str(), 1),
+        (cfg.sinks.late_topic.as_str(), 1),
     ] {
         cluster
             .create_topic(topic, partitions, 1)
