@@ -129,6 +129,9 @@ async fn out_of_order_rows_within_the_bound_count_and_later_ones_are_late() {
     let late = vec![("h1".to_string(), record(T0 + 1_000, "h1", 99.0, 0))];
     assert!(h.feed(&late, 1).await.is_empty());
     assert_eq!(Metrics::get(&h.metrics.late_records), 1);
+    let counts = h.engine.source_counts();
+    assert_eq!((counts[0].0.as_str(), counts[0].1.late), ("telemetry", 1));
+    assert_eq!((counts[1].0.as_str(), counts[1].1.late), ("market", 0));
 }
 
 #[tokio::test]

@@ -14,4 +14,4 @@ pub mod windows;
 
 pub use checkpoint::Checkpoint;
 pub use pipeline::{RunOptions, RunSummary, Stop, run_pipeline};
-pub use windows::{LateRows, WindowEngine};
+pub use windows::{LateRows, SourceCounts, WindowEngine};

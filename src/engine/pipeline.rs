@@ -177,6 +177,9 @@ pub async fn run_pipeline(
     commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     sinks.producer.flush(Duration::from_secs(30))?;
     tracing::info!(metrics = %metrics.summary(), "pipeline stopped");
+    for (name, c) in engine.source_counts() {
+        tracing::info!(source = %name, late = c.late, duplicates = c.duplicates, "per-source counts");
+    }
     tokio::task::spawn_blocking(move || source.join())
         .await
         .ok();

@@ -84,6 +84,15 @@ struct SourceState {
     seen: HashMap<u64, i64>,
     /// Late rows not yet taken by the pipeline.
     late: Vec<LateRows>,
+    /// This source's share of the late and duplicate counters.
+    counts: SourceCounts,
+}
+
+/// Per-source counts of rows that did not reach a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub late: u64,
+    pub duplicates: u64,
 }
 
 /// Rows of one source that arrived after every window they could count in
@@ -158,6 +167,7 @@ impl WindowEngine {
                         .collect(),
                     seen: HashMap::new(),
                     late: Vec::new(),
+                    counts: SourceCounts::default(),
                     views: sql
                         .views
                         .iter()
@@ -270,6 +280,14 @@ impl WindowEngine {
             alerts.extend(self.close_ready(s, true).await?);
         }
         Ok(alerts)
+    }
+
+    /// Late and duplicate counts per source, by source name.
+    pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {
+        self.sources
+            .iter()
+            .map(|s| (s.name.clone(), s.counts.clone()))
+            .collect()
     }
 
     /// Takes the late rows gathered since the last call.
@@ -429,6 +447,8 @@ impl WindowEngine {
         Metrics::add(&self.metrics.late_records, late);
         Metrics::add(&self.metrics.replayed_skipped, replayed);
         Metrics::add(&self.metrics.duplicates_dropped, duplicates);
+        state.counts.late += late;
+        state.counts.duplicates += duplicates;
         if late > 0 {
             let rows = filter_record_batch(&batch, &BooleanArray::from(is_late))
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
