@@ -213,6 +213,10 @@ async fn duplicates_are_dropped_only_when_the_source_asks() {
         Metrics::get(&deduped.metrics.duplicates_dropped),
         dups.len() as u64
     );
+    assert_eq!(
+        deduped.engine.source_counts()[0].1.duplicates,
+        dups.len() as u64
+    );
     assert_eq!(summary(&a), summary(&b));
     assert_eq!(summary(&b), [("HostCpuSaturated".into(), "h2".into(), 1)]);
 }
