@@ -324,19 +324,10 @@ impl Sinks<'_> {
                 .copied()
                 .unwrap_or_default()
                 .to_string();
-            let partition = parts.value(i).to_string();
-            let offset = offs.value(i).to_string();
-            let headers: [(&str, &[u8]); 4] = [
-                ("telemine.lateness_ms", lateness.as_bytes()),
-                ("telemine.source.topic", topic.as_bytes()),
-                ("telemine.source.partition", partition.as_bytes()),
-                ("telemine.source.offset", offset.as_bytes()),
-            ];
-            let f = self
-                .producer
-                .send(&self.config.sinks.late_topic, None, line, &headers)
+            let origin = (topic, parts.value(i), offs.value(i));
+            let to = self.config.sinks.late_topic.as_str();
+            self.send_with_origin(to, line, ("telemine.lateness_ms", &lateness), origin)
                 .await?;
-            self.pending.push(f);
         }
         Ok(())
     }
@@ -352,25 +343,34 @@ impl Sinks<'_> {
         Metrics::add(&self.metrics.dead_letters, dead.len() as u64);
         for d in dead {
             tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
-            let partition = d.partition.to_string();
-            let offset = d.offset.to_string();
-            let headers: [(&str, &[u8]); 4] = [
-                ("telemine.error", d.reason.as_bytes()),
-                ("telemine.source.topic", topic.as_bytes()),
-                ("telemine.source.partition", partition.as_bytes()),
-                ("telemine.source.offset", offset.as_bytes()),
-            ];
-            let f = self
-                .producer
-                .send(
-                    &self.config.sinks.dead_letter_topic,
-                    None,
-                    &d.payload,
-                    &headers,
-                )
+            let to = self.config.sinks.dead_letter_topic.as_str();
+            let origin = (topic, d.partition, d.offset);
+            self.send_with_origin(to, &d.payload, ("telemine.error", &d.reason), origin)
                 .await?;
-            self.pending.push(f);
         }
+        Ok(())
+    }
+
+    /// Produces a record taken out of the stream (dead letter, late row) to
+    /// `to`, with one header saying why and three saying where it came from:
+    /// `telemine.source.topic`, `.partition`, `.offset`.
+    async fn send_with_origin(
+        &mut self,
+        to: &str,
+        payload: &[u8],
+        (why, reason): (&str, &str),
+        (topic, partition, offset): (&str, i32, i64),
+    ) -> Result<(), PipelineError> {
+        let partition = partition.to_string();
+        let offset = offset.to_string();
+        let headers: [(&str, &[u8]); 4] = [
+            (why, reason.as_bytes()),
+            ("telemine.source.topic", topic.as_bytes()),
+            ("telemine.source.partition", partition.as_bytes()),
+            ("telemine.source.offset", offset.as_bytes()),
+        ];
+        let f = self.producer.send(to, None, payload, &headers).await?;
+        self.pending.push(f);
         Ok(())
     }
 }

@@ -220,25 +220,14 @@ impl WindowEngine {
             state.partitions.entry(*p).or_default();
         }
         let idx = state.partition_index;
-        let mut kept = Vec::with_capacity(state.buffer.len());
-        for b in state.buffer.drain(..) {
+        retain_rows(&mut state.buffer, |b| {
             let parts = b.column(idx).as_primitive::<Int32Type>();
-            let keep: BooleanArray = parts
+            parts
                 .values()
                 .iter()
                 .map(|p| Some(partitions.contains(p)))
-                .collect();
-            if keep.true_count() == b.num_rows() {
-                kept.push(b);
-            } else if keep.true_count() > 0 {
-                kept.push(
-                    filter_record_batch(&b, &keep)
-                        .map_err(|e| EngineError::Internal(e.to_string()))?,
-                );
-            }
-        }
-        state.buffer = kept;
-        Ok(())
+                .collect()
+        })
     }
 
     /// Closes windows that time alone allows: partitions that went idle no
@@ -555,24 +544,34 @@ impl WindowEngine {
         };
         let state = &mut self.sources[source];
         state.seen.retain(|_, t| *t >= frontier);
-        let mut kept = Vec::with_capacity(state.buffer.len());
-        for b in state.buffer.drain(..) {
-            let ts = b
-                .column(state.ts_index)
-                .as_primitive::<TimestampMillisecondType>();
-            let keep: BooleanArray = ts.values().iter().map(|&t| Some(t >= frontier)).collect();
-            match keep.true_count() {
-                0 => {}
-                n if n == b.num_rows() => kept.push(b),
-                _ => kept.push(
-                    filter_record_batch(&b, &keep)
-                        .map_err(|e| EngineError::Internal(e.to_string()))?,
-                ),
-            }
-        }
-        state.buffer = kept;
-        Ok(())
+        let idx = state.ts_index;
+        retain_rows(&mut state.buffer, |b| {
+            let ts = b.column(idx).as_primitive::<TimestampMillisecondType>();
+            ts.values().iter().map(|&t| Some(t >= frontier)).collect()
+        })
     }
+}
+
+/// Keeps the rows of `buffer` that `keep` selects, batch by batch: a batch
+/// kept whole is not copied, one kept in part is filtered, an empty one is
+/// dropped.
+fn retain_rows(
+    buffer: &mut Vec<RecordBatch>,
+    keep: impl Fn(&RecordBatch) -> BooleanArray,
+) -> Result<(), EngineError> {
+    let mut kept = Vec::with_capacity(buffer.len());
+    for b in buffer.drain(..) {
+        let mask = keep(&b);
+        match mask.true_count() {
+            0 => {}
+            n if n == b.num_rows() => kept.push(b),
+            _ => kept.push(
+                filter_record_batch(&b, &mask).map_err(|e| EngineError::Internal(e.to_string()))?,
+            ),
+        }
+    }
+    *buffer = kept;
+    Ok(())
 }
 
 fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
