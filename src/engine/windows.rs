@@ -188,10 +188,6 @@ impl WindowEngine {
         }
     }
 
-    pub fn sql(&self) -> &SqlSet {
-        &self.sql
-    }
-
     /// Restores a partition's checkpoint before its first rows arrive.
     pub fn restore(&mut self, source: usize, partition: i32, checkpoint: Option<&Checkpoint>) {
         let Some(state) = self.sources.get_mut(source) else {
@@ -292,15 +288,6 @@ impl WindowEngine {
         self.sources
             .get(source)
             .and_then(|s| s.current_watermark(Instant::now()))
-    }
-
-    /// Rows buffered for open windows (all sources).
-    pub fn buffered_rows(&self) -> usize {
-        self.sources
-            .iter()
-            .flat_map(|s| &s.buffer)
-            .map(RecordBatch::num_rows)
-            .sum()
     }
 
     /// What may be committed now for each partition of `source`: the lowest
