@@ -62,6 +62,32 @@ pub enum Command {
         #[arg(long)]
         sql: Option<PathBuf>,
     },
+    /// Run rule test files: input records, the SQL under test and the
+    /// alerts expected; prints a diff for each failure and exits 1.
+    Test {
+        /// A test file or a folder of them (default: `tests/` in the
+        /// config's SQL folder, i.e. sql/tests).
+        path: Option<PathBuf>,
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+    },
+    /// Run the SQL over recorded data (JSONL, CSV or Parquet) without a
+    /// broker and print the alerts it would have raised, one JSON line each.
+    DryRun {
+        /// The recorded data; the format follows the extension (.jsonl,
+        /// .csv, .parquet; anything else is read as one record per line).
+        #[arg(long)]
+        input: PathBuf,
+        /// The source the records belong to (needed when the config
+        /// declares several).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// SQL folder (default: the config's).
+        #[arg(long)]
+        sql: Option<PathBuf>,
+    },
     /// Measure the engine against a bare consumer on a real broker.
     Bench {
         /// Bootstrap servers of the broker to benchmark on.

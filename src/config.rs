@@ -166,6 +166,16 @@ pub struct EngineConfig {
     /// Threads decoding records into Arrow batches (order is kept). Default: 2.
     #[serde(default = "default_decode_threads")]
     pub decode_threads: usize,
+    /// Memory one evaluation of a view or rule may use (DataFusion's memory
+    /// pool, e.g. "256MiB"). A query that needs more fails with an error
+    /// naming it, is counted in `sql_memory_exceeded`, and the others keep
+    /// running. Default: "256MiB".
+    #[serde(default = "default_query_memory_limit")]
+    pub query_memory_limit: bytesize::ByteSize,
+}
+
+fn default_query_memory_limit() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
 }
 
 fn default_decode_threads() -> usize {
@@ -193,6 +203,7 @@ impl Default for EngineConfig {
             commit_interval: default_commit_interval(),
             queue_batches: default_queue(),
             decode_threads: default_decode_threads(),
+            query_memory_limit: default_query_memory_limit(),
         }
     }
 }
@@ -242,6 +253,19 @@ impl Config {
                 e.message().trim().to_string(),
             )])
         })?;
+        let diags = config.validate(path, text);
+        if diags.is_empty() {
+            Ok(config)
+        } else {
+            Err(Diagnostics(diags))
+        }
+    }
+
+    /// Checks what serde cannot: at least one source, unique names, valid
+    /// schemas. `path` and `text` are the file the config came from, for
+    /// positions.
+    pub fn validate(&self, path: &Path, text: &str) -> Vec<Diagnostic> {
+        let config = self;
         let mut diags = Vec::new();
         if config.sources.is_empty() {
             diags.push(Diagnostic::new(
@@ -283,11 +307,7 @@ impl Config {
                 "engine.max_batch_records must be at least 1",
             ));
         }
-        if diags.is_empty() {
-            Ok(config)
-        } else {
-            Err(Diagnostics(diags))
-        }
+        diags
     }
 
     /// The sources with resolved schemas (validated by `parse`).

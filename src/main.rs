@@ -35,7 +35,10 @@ fn init_logging(format: cli::LogFormat, command: &cli::Command) {
     // The demo prints alerts on stdout and its score on stderr; keep its
     // logs to warnings unless RUST_LOG asks for more.
     let default = match command {
-        cli::Command::Demo { .. } | cli::Command::Check { .. } => "warn",
+        cli::Command::Demo { .. }
+        | cli::Command::Check { .. }
+        | cli::Command::Test { .. }
+        | cli::Command::DryRun { .. } => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub alerts: AtomicU64,
     /// View or rule evaluations that failed (the engine keeps going).
     pub sql_errors: AtomicU64,
+    /// View or rule evaluations stopped because they exceeded
+    /// `engine.query_memory_limit` (also counted in `sql_errors`).
+    pub sql_memory_exceeded: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
 }
@@ -45,7 +48,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} alerts={} sql_errors={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} alerts={} sql_errors={} sql_memory_exceeded={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -54,6 +57,7 @@ impl Metrics {
             Self::get(&self.window_closes),
             Self::get(&self.alerts),
             Self::get(&self.sql_errors),
+            Self::get(&self.sql_memory_exceeded),
             Self::get(&self.commits),
         )
     }

@@ -13,7 +13,7 @@ use support::*;
 use telemine::alert::Alert;
 use telemine::config::Config;
 use telemine::engine::{Checkpoint, RunOptions, RunSummary, Stop, run_pipeline};
-use telemine::sql::SqlSet;
+use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 
 const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
@@ -59,9 +59,13 @@ impl Setup {
     async fn run_to_end(&self) -> RunSummary {
         let config = Config::parse(std::path::Path::new("test.toml"), &self.config_text)
             .expect("test config");
-        let sql = SqlSet::load(&config.sql.dir, &config.source_defs().unwrap())
-            .await
-            .expect("default SQL");
+        let sql = SqlSet::load(
+            &config.sql.dir,
+            &config.source_defs().unwrap(),
+            &SqlOptions::from_config(&config),
+        )
+        .await
+        .expect("default SQL");
         let options = RunOptions {
             stop_at_end: true,
             ..Default::default()

@@ -12,7 +12,7 @@ use telemine::alert::Alert;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::sql::SqlSet;
+use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
 
 struct Harness {
@@ -37,7 +37,9 @@ impl Harness {
         );
         let config = Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let defs = config.source_defs().unwrap();
-        let sql = SqlSet::load(&config.sql.dir, &defs).await.unwrap();
+        let sql = SqlSet::load(&config.sql.dir, &defs, &SqlOptions::from_config(&config))
+            .await
+            .unwrap();
         let metrics = Arc::new(Metrics::default());
         let engine = WindowEngine::new(sql, &defs, metrics.clone());
         let decoder =

@@ -3,7 +3,9 @@
 mod bench;
 mod check;
 mod demo;
+mod dry_run;
 mod run;
+mod test;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,33 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Check { config, sql } => check::check(&config, sql.as_deref()).await,
+        Command::Test { path, config } => {
+            let path = match path {
+                Some(p) => p,
+                None => match telemine::config::Config::load(&config) {
+                    Ok(c) => c.sql.dir.join("tests"),
+                    Err(d) => {
+                        eprintln!("{d}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+            };
+            test::test(&path).await
+        }
+        Command::DryRun {
+            input,
+            source,
+            config,
+            sql,
+        } => {
+            dry_run::dry_run(dry_run::DryRunOptions {
+                input,
+                source,
+                config,
+                sql,
+            })
+            .await
+        }
         Command::Bench {
             brokers,
             records,
@@ -63,7 +92,13 @@ pub(crate) async fn load(
         cfg.sql.dir = dir.to_path_buf();
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    match telemine::sql::SqlSet::load(&cfg.sql.dir, &defs).await {
+    match telemine::sql::SqlSet::load(
+        &cfg.sql.dir,
+        &defs,
+        &telemine::sql::SqlOptions::from_config(&cfg),
+    )
+    .await
+    {
         Ok(set) => Ok(Some((cfg, set))),
         Err(d) => {
             eprintln!("{d}");

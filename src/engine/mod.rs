@@ -9,6 +9,7 @@
 //!   producers, with at-least-once commits and clean shutdown.
 
 pub mod checkpoint;
+pub mod local;
 pub mod pipeline;
 pub mod windows;
 

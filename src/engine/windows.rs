@@ -496,8 +496,8 @@ impl WindowEngine {
                 Ok(out) if out.is_empty() => {}
                 Ok(_) => updated.push(vi),
                 Err(e) => {
-                    Metrics::add(&self.metrics.sql_errors, 1);
-                    tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view failed; its windows are skipped");
+                    let what = count_failure(&self.metrics, &e);
+                    tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
                 }
             }
         }
@@ -510,8 +510,8 @@ impl WindowEngine {
                 match self.sql.run_rule(ri).await {
                     Ok(batches) => alerts.extend(alerts_from_batches(rule, &batches)),
                     Err(e) => {
-                        Metrics::add(&self.metrics.sql_errors, 1);
-                        tracing::error!(rule = %rule.name, file = %rule.file.display(), error = %e.strip_backtrace(), "rule failed");
+                        let what = count_failure(&self.metrics, &e);
+                        tracing::error!(rule = %rule.name, file = %rule.file.display(), error = %e.strip_backtrace(), "rule {what}; its alerts for these windows are lost");
                     }
                 }
             }
@@ -536,6 +536,18 @@ impl WindowEngine {
             let ts = b.column(idx).as_primitive::<TimestampMillisecondType>();
             ts.values().iter().map(|&t| Some(t >= frontier)).collect()
         })
+    }
+}
+
+/// Counts a failed view or rule evaluation (and whether it was its memory
+/// limit); returns what happened, for the log line.
+fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &'static str {
+    Metrics::add(&metrics.sql_errors, 1);
+    if crate::sql::is_memory_exceeded(e) {
+        Metrics::add(&metrics.sql_memory_exceeded, 1);
+        "exceeded engine.query_memory_limit (raise the limit, or make the query hold less: fewer groups, smaller aggregates)"
+    } else {
+        "failed"
     }
 }
 

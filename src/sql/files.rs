@@ -62,6 +62,22 @@ pub struct SqlFile {
 }
 
 impl SqlFile {
+    /// A file of `kind` named `path` (its stem names the view or rule).
+    pub fn new(path: PathBuf, kind: Kind, text: String) -> SqlFile {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let meta = parse_meta(&text);
+        SqlFile {
+            path,
+            kind,
+            stem,
+            text,
+            meta,
+        }
+    }
+
     pub fn meta(&self, key: &str) -> Option<&Meta> {
         self.meta.iter().find(|m| m.key == key)
     }
@@ -91,31 +107,10 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SqlFile>, Diagnostics> {
         paths.sort();
         for path in paths {
             match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let stem = path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let meta = parse_meta(&text);
-                    files.push(SqlFile {
-                        path,
-                        kind,
-                        stem,
-                        text,
-                        meta,
-                    });
-                }
+                Ok(text) => files.push(SqlFile::new(path, kind, text)),
                 Err(e) => diags.push(Diagnostic::new(&path, 1, 1, format!("cannot read: {e}"))),
             }
         }
-    }
-    if files.iter().all(|f| f.kind != Kind::View) && diags.is_empty() {
-        diags.push(Diagnostic::new(
-            &dir.join("features"),
-            1,
-            1,
-            "no feature views: add at least one features/*.sql",
-        ));
     }
     if diags.is_empty() {
         Ok(files)

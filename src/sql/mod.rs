@@ -16,6 +16,7 @@
 
 mod files;
 mod planner;
+pub mod sandbox;
 mod window;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-pub use files::{Severity, SqlFile};
+pub use files::{Kind, Severity, SqlFile, read_dir};
 pub use window::{WINDOW_END, WINDOW_START, WindowSpec};
 
 use crate::config::SourceDef;
@@ -67,6 +68,31 @@ pub struct Rule {
     pub label_columns: Vec<String>,
 }
 
+/// What a SQL set may use beyond its files: the per-query memory limit.
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    /// Bytes one evaluation of a view or rule may hold (DataFusion's memory
+    /// pool); more fails that evaluation with `ResourcesExhausted`.
+    pub query_memory_limit: usize,
+}
+
+impl SqlOptions {
+    pub fn from_config(config: &crate::config::Config) -> SqlOptions {
+        SqlOptions {
+            query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
+                .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            query_memory_limit: 256 << 20,
+        }
+    }
+}
+
 /// Every view and rule of a SQL folder, planned and ready to run.
 pub struct SqlSet {
     ctx: SessionContext,
@@ -87,9 +113,31 @@ impl std::fmt::Debug for SqlSet {
 impl SqlSet {
     /// Loads and plans every `.sql` file under `dir`. All problems are
     /// collected and returned together.
-    pub async fn load(dir: &Path, sources: &[SourceDef]) -> Result<SqlSet, Diagnostics> {
+    pub async fn load(
+        dir: &Path,
+        sources: &[SourceDef],
+        options: &SqlOptions,
+    ) -> Result<SqlSet, Diagnostics> {
         let files = files::read_dir(dir)?;
-        planner::plan_all(files, sources).await
+        SqlSet::load_files(dir, files, sources, options).await
+    }
+
+    /// Plans the given files (read from `dir`, or made in memory).
+    pub async fn load_files(
+        dir: &Path,
+        files: Vec<SqlFile>,
+        sources: &[SourceDef],
+        options: &SqlOptions,
+    ) -> Result<SqlSet, Diagnostics> {
+        if files.iter().all(|f| f.kind != Kind::View) {
+            return Err(Diagnostics(vec![crate::diagnostic::Diagnostic::new(
+                &dir.join("features"),
+                1,
+                1,
+                "no feature views: add at least one features/*.sql",
+            )]));
+        }
+        planner::plan_all(files, sources, options).await
     }
 
     /// Runs view `i` over `input` (rows of closing windows, with window
@@ -131,6 +179,11 @@ impl SqlSet {
             *slot.write().await = batches;
         }
     }
+}
+
+/// Whether a view's or rule's failure was its memory limit.
+pub fn is_memory_exceeded(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
 }
 
 /// Registers an empty in-memory table whose contents the engine swaps per

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::config::SessionConfig;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
@@ -17,26 +20,49 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use telemine_connectors::schema::EVENT_TIME_TYPE;
 
 use super::files::{Kind, SqlFile, rule_meta};
+use super::sandbox;
 use super::window::{WINDOW_END, WINDOW_START, rewrite_tumble};
-use super::{Rule, SqlSet, View, register_slot};
+use super::{Rule, SqlOptions, SqlSet, View, register_slot};
 use crate::config::SourceDef;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 
 /// A session for analysts' SQL: one partition (windows are small and the
-/// other core decodes), spans collected for diagnostics.
-fn new_context() -> SessionContext {
+/// other core decodes), spans collected for diagnostics, and the sandbox's
+/// second line: no table functions, no information schema, no URL tables,
+/// a bounded memory pool and no spill files.
+fn new_context(options: &SqlOptions) -> Result<SessionContext, DataFusionError> {
     let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
     config.options_mut().sql_parser.collect_spans = true;
-    SessionContext::new_with_config(config)
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(options.query_memory_limit, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_table_functions(HashMap::new())
+        .build();
+    Ok(SessionContext::new_with_state(state))
 }
 
 pub(super) async fn plan_all(
     files: Vec<SqlFile>,
     sources: &[SourceDef],
+    options: &SqlOptions,
 ) -> Result<SqlSet, Diagnostics> {
-    let ctx = new_context();
+    let ctx = new_context(options).map_err(|e| {
+        Diagnostics(vec![Diagnostic::new(
+            std::path::Path::new("<engine>"),
+            1,
+            1,
+            format!("cannot create the SQL session: {e}"),
+        )])
+    })?;
     let mut slots = HashMap::new();
     let mut diags = Vec::new();
     let mut views = Vec::new();
@@ -310,26 +336,38 @@ fn parse_one(file: &SqlFile) -> Result<Statement, Diagnostic> {
             1,
             format!("{what} file holds no query"),
         )),
-        Some(DFStatement::Statement(s)) if matches!(*s, Statement::Query(_)) => Ok(*s),
+        Some(DFStatement::Statement(s)) => match sandbox::check(&s) {
+            Ok(()) => Ok(*s),
+            Err(r) => Err(Diagnostic::new(&file.path, r.line, r.col, r.message)),
+        },
         Some(other) => {
-            let (line, col) = match &other {
-                DFStatement::Statement(s) => start_of(s),
-                _ => (1, 1),
-            };
-            let kind = other
-                .to_string()
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
+            let kind = sandbox::statement_kind(&other.to_string());
+            let (line, col) = file
+                .text
+                .find(|c: char| !c.is_whitespace())
+                .map(|_| first_code(&file.text))
+                .unwrap_or((1, 1));
             Err(Diagnostic::new(
                 &file.path,
                 line,
                 col,
-                format!("{what} must be a single SELECT query; `{kind} …` is not allowed"),
+                format!(
+                    "`{kind} …` is not allowed: {what} is a single SELECT over the declared sources, feature views and reference tables; it cannot create tables, copy data or read files"
+                ),
             ))
         }
     }
+}
+
+/// Line and column of the first character outside comments and blanks.
+fn first_code(text: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if !t.is_empty() && !t.starts_with("--") {
+            return (i + 1, line.len() - t.len() + 1);
+        }
+    }
+    (1, 1)
 }
 
 async fn plan_statement(

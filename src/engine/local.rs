@@ -1,0 +1,173 @@
+//! The window engine without Kafka: recorded or hand-written records in,
+//! alerts out. `dry-run` and `telemine test` run through here, with the
+//! same decoders, windows and SQL as the Kafka pipeline; only the
+//! transport is missing.
+//!
+//! Records are fed as a consumer would see them: per source and
+//! partition, in offset order, one batch at a time. A partition takes part
+//! in the source's watermark from its first record on. [`LocalRun::wait`]
+//! lets processing time pass (idle partitions), [`LocalRun::finish`] is the
+//! end of input: every open window closes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
+
+use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
+use crate::alert::Alert;
+use crate::config::SourceDef;
+use crate::metrics::Metrics;
+use crate::sql::SqlSet;
+
+/// Records decoded into one batch at most; longer inputs are split.
+const MAX_BATCH: usize = 65_536;
+
+/// What a local run produced.
+#[derive(Debug, Default)]
+pub struct LocalOutcome {
+    pub alerts: Vec<Alert>,
+    pub late: Vec<LateRows>,
+    pub dead: Vec<(usize, DeadLetter)>,
+    /// Late and duplicate counts per source name.
+    pub counts: Vec<(String, SourceCounts)>,
+}
+
+/// See the module docs.
+pub struct LocalRun {
+    engine: WindowEngine,
+    defs: Vec<SourceDef>,
+    decoders: Vec<Box<dyn Decoder>>,
+    /// Per source: partitions seen and the next offset of each.
+    offsets: Vec<BTreeMap<i32, i64>>,
+    out: LocalOutcome,
+}
+
+impl LocalRun {
+    pub fn new(
+        sql: SqlSet,
+        defs: &[SourceDef],
+        metrics: Arc<Metrics>,
+    ) -> Result<LocalRun, EngineError> {
+        let decoders = defs
+            .iter()
+            .map(|d| {
+                decoder_for(&d.format, &d.influx, &d.schema, MAX_BATCH)
+                    .map_err(|e| EngineError::Internal(format!("source `{}`: {e}", d.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(LocalRun {
+            engine: WindowEngine::new(sql, defs, metrics),
+            defs: defs.to_vec(),
+            decoders,
+            offsets: vec![BTreeMap::new(); defs.len()],
+            out: LocalOutcome::default(),
+        })
+    }
+
+    /// Index of the source named `name`.
+    pub fn source(&self, name: &str) -> Option<usize> {
+        self.defs.iter().position(|d| d.name == name)
+    }
+
+    /// The declaration of source `i`.
+    pub fn source_def(&self, i: usize) -> &SourceDef {
+        &self.defs[i]
+    }
+
+    /// Decodes `records` (one per item, in the source's format) as the next
+    /// records of `partition` and feeds them as one batch (as several when
+    /// there are more than a batch holds).
+    pub async fn push_records(
+        &mut self,
+        source: usize,
+        partition: i32,
+        records: &[&[u8]],
+    ) -> Result<(), EngineError> {
+        for chunk in records.chunks(MAX_BATCH) {
+            let first = self.join(source, partition)?;
+            let decoder = &mut self.decoders[source];
+            for (i, r) in chunk.iter().enumerate() {
+                decoder.push(r, partition, first + i as i64);
+            }
+            let decoded = decoder.flush();
+            self.out
+                .dead
+                .extend(decoded.dead.into_iter().map(|d| (source, d)));
+            let next = first + chunk.len() as i64;
+            self.offsets[source].insert(partition, next);
+            self.engine.note_consumed(source, &[(partition, next)]);
+            if let Some(batch) = decoded.batch {
+                self.ingest(source, batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a batch already in the source's batch schema (its `_partition`
+    /// and `_offset` columns as given).
+    pub async fn push_batch(
+        &mut self,
+        source: usize,
+        partition: i32,
+        batch: RecordBatch,
+    ) -> Result<(), EngineError> {
+        self.join(source, partition)?;
+        let next =
+            self.offsets[source].get(&partition).copied().unwrap_or(0) + batch.num_rows() as i64;
+        self.offsets[source].insert(partition, next);
+        self.engine.note_consumed(source, &[(partition, next)]);
+        self.ingest(source, batch).await
+    }
+
+    /// Lets `d` of processing time pass, then closes what idleness allows.
+    pub async fn wait(&mut self, d: Duration) -> Result<(), EngineError> {
+        tokio::time::sleep(d).await;
+        let alerts = self.engine.tick().await?;
+        self.collect(alerts);
+        Ok(())
+    }
+
+    /// End of input: closes every open window and returns the outcome.
+    pub async fn finish(mut self) -> Result<LocalOutcome, EngineError> {
+        let alerts = self.engine.finish().await?;
+        self.collect(alerts);
+        self.out.counts = self.engine.source_counts();
+        Ok(self.out)
+    }
+
+    /// Ends without closing open windows (what a stop mid-stream leaves).
+    pub fn stop(mut self) -> LocalOutcome {
+        self.out.late.extend(self.engine.take_late());
+        self.out.counts = self.engine.source_counts();
+        self.out
+    }
+
+    /// Makes `partition` of `source` known to the engine; returns its next
+    /// offset.
+    fn join(&mut self, source: usize, partition: i32) -> Result<i64, EngineError> {
+        let parts = self
+            .offsets
+            .get_mut(source)
+            .ok_or_else(|| EngineError::Internal(format!("no source #{source}")))?;
+        if let std::collections::btree_map::Entry::Vacant(e) = parts.entry(partition) {
+            e.insert(0);
+            let all: Vec<i32> = parts.keys().copied().collect();
+            self.engine.assign(source, &all)?;
+        }
+        Ok(parts[&partition])
+    }
+
+    async fn ingest(&mut self, source: usize, batch: RecordBatch) -> Result<(), EngineError> {
+        let alerts = self.engine.ingest(source, batch).await?;
+        self.collect(alerts);
+        Ok(())
+    }
+
+    fn collect(&mut self, alerts: Vec<Alert>) {
+        self.out.alerts.extend(alerts);
+        self.out.late.extend(self.engine.take_late());
+    }
+}
