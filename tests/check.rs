@@ -81,7 +81,7 @@ fn each_kind_of_sql_error_is_reported_at_its_position() {
         ("features/syntax.sql:2:13:", "Expected: an expression"),
         (
             "features/nowindow.sql:1:1:",
-            "must read its source through TUMBLE",
+            "must read its source through a window",
         ),
         ("rules/unknown_view.sql:2:44:", "table 'host_5m' not found"),
         ("rules/no_key.sql:1:1:", "rule returns no key column"),

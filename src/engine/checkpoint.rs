@@ -21,8 +21,14 @@ pub struct Checkpoint {
     /// The next offset the engine had read when it committed.
     pub next: i64,
     /// Per view reading this partition's source: the end of its last
-    /// emitted window (ms since the epoch).
+    /// emitted window (ms since the epoch); for SESSION views, the
+    /// watermark they last closed at.
     pub closed: BTreeMap<String, i64>,
+    /// Per view that still needs rows older than `closed` (HOP panes of
+    /// windows not yet emitted, SESSION sessions still open): the oldest
+    /// event time a re-read row must have to be rebuilt into its state.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keep: BTreeMap<String, i64>,
 }
 
 impl Checkpoint {
@@ -50,6 +56,7 @@ mod tests {
             v: 1,
             next: 42,
             closed: [("host_1m".to_string(), 60_000)].into(),
+            keep: [("host_hop".to_string(), 1_000)].into(),
         };
         assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
         assert_eq!(Checkpoint::decode(""), None);

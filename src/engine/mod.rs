@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod local;
 pub mod pipeline;
+mod window_kinds;
 pub mod windows;
 
 pub use checkpoint::Checkpoint;

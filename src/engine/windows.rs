@@ -1,28 +1,32 @@
-//! Event-time tumbling windows over decoded batches.
+//! Event-time windows over decoded batches.
 //!
 //! Per source the engine buffers rows and tracks, per Kafka partition, the
 //! highest event time seen. The source's watermark is the lowest of those
 //! minus the source's `max_out_of_orderness`. Each feature view closes its
-//! windows when the watermark reaches their end: the rows of every newly
-//! closed window go to the view's SQL in one evaluation, then the rules
-//! that read the view run over its output. A window is evaluated exactly
-//! once; rows older than the earliest open window of their source are late
-//! and are counted, not buffered.
+//! windows when the watermark passes them — TUMBLE windows and HOP panes
+//! at their end, SESSION windows one gap after their last row — and runs
+//! its SQL once over every newly closed window; then the rules that read
+//! the view run over its output. `window_kinds.rs` picks the rows and
+//! bounds for each kind. Rows older than what every view of their source
+//! has closed are late: they are counted and handed to the late topic,
+//! never counted in a window.
 //!
 //! Invariants:
 //! - every timestamp here is event time, ms since the epoch, UTC;
 //! - `closed_until` of a view only grows, and no row below it reaches the
 //!   view again;
-//! - the buffer of a source holds exactly the rows some view still needs.
+//! - a window is emitted at most once per run, and after a restart only
+//!   windows ending after the checkpoint's `closed` are emitted;
+//! - the buffer of a source holds exactly the rows some view still needs,
+//!   including (HOP, SESSION) those needed to rebuild state after a restart,
+//!   so the committed offset never passes them.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use datafusion::common::hash_utils::create_hashes_with_hasher;
@@ -30,10 +34,11 @@ use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 
 use super::checkpoint::Checkpoint;
+use super::window_kinds;
 use crate::alert::{Alert, alerts_from_batches};
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
-use crate::sql::SqlSet;
+use crate::sql::{SqlSet, WindowKind};
 
 /// An error of the engine itself (not of one view or rule, which are logged
 /// and counted and do not stop the stream).
@@ -129,12 +134,40 @@ impl SourceState {
     }
 }
 
+/// What the engine keeps per view between closes.
+#[derive(Debug, Default)]
+struct ViewState {
+    /// End of the last closed window (TUMBLE; HOP: of the last emitted
+    /// window, which is also the end of the last closed pane); SESSION: the
+    /// watermark at the last close.
+    closed_until: Option<i64>,
+    /// HOP with pane sharing: partial states by pane start, for the windows
+    /// not emitted yet.
+    panes: BTreeMap<i64, Vec<RecordBatch>>,
+    /// HOP with pane sharing: end of the panes computed so far.
+    panes_until: Option<i64>,
+    /// SESSION: earliest start of a session still open.
+    open_from: Option<i64>,
+    /// SESSION: no session can close before the watermark reaches this.
+    due: Option<i64>,
+}
+
+/// What closing one view's windows did.
+enum Closed {
+    /// Nothing new to close.
+    Nothing,
+    /// Windows closed, but they held no rows.
+    Empty,
+    /// The view's SQL ran over the closed windows.
+    Ran(Result<Vec<RecordBatch>, datafusion::error::DataFusionError>),
+}
+
 /// See the module docs.
 pub struct WindowEngine {
     sql: SqlSet,
     sources: Vec<SourceState>,
-    /// Per view: end of the last closed window.
-    closed_until: Vec<Option<i64>>,
+    /// Per view, in the SQL set's order.
+    views: Vec<ViewState>,
     metrics: Arc<Metrics>,
     hasher: RandomState,
 }
@@ -178,11 +211,11 @@ impl WindowEngine {
                 }
             })
             .collect();
-        let closed_until = vec![None; sql.views.len()];
+        let views = sql.views.iter().map(|_| ViewState::default()).collect();
         WindowEngine {
             sql,
             sources: states,
-            closed_until,
+            views,
             metrics,
             hasher: RandomState::new(),
         }
@@ -197,9 +230,15 @@ impl WindowEngine {
         let Some(c) = checkpoint else { return };
         p.replay_until = p.replay_until.max(c.next);
         for &vi in &state.views {
-            if let Some(&closed) = c.closed.get(&self.sql.views[vi].name) {
-                let cur = &mut self.closed_until[vi];
-                *cur = Some(cur.map_or(closed, |x| x.max(closed)));
+            let name = &self.sql.views[vi].name;
+            let view = &mut self.views[vi];
+            if let Some(&closed) = c.closed.get(name) {
+                view.closed_until = Some(view.closed_until.map_or(closed, |x| x.max(closed)));
+            }
+            if let Some(&keep) = c.keep.get(name)
+                && self.sql.views[vi].window.kind == WindowKind::Session
+            {
+                view.open_from = Some(view.open_from.map_or(keep, |x| x.min(keep)));
             }
         }
     }
@@ -308,11 +347,20 @@ impl WindowEngine {
                 }
             }
         }
-        let closed: BTreeMap<String, i64> = state
-            .views
-            .iter()
-            .filter_map(|&vi| self.closed_until[vi].map(|c| (self.sql.views[vi].name.clone(), c)))
-            .collect();
+        let mut closed = BTreeMap::new();
+        let mut keep = BTreeMap::new();
+        for &vi in &state.views {
+            let name = &self.sql.views[vi].name;
+            let Some(c) = self.views[vi].closed_until else {
+                continue;
+            };
+            closed.insert(name.clone(), c);
+            if let Some(k) = self.keep_from(vi)
+                && k != c
+            {
+                keep.insert(name.clone(), k);
+            }
+        }
         state
             .partitions
             .iter()
@@ -326,26 +374,59 @@ impl WindowEngine {
                         v: Checkpoint::VERSION,
                         next,
                         closed: closed.clone(),
+                        keep: keep.clone(),
                     },
                 ))
             })
             .collect()
     }
 
-    /// The start of the earliest open window over all views of a source:
-    /// rows below it cannot count anywhere.
-    fn frontier(&self, source: usize) -> Option<i64> {
-        let views = &self.sources[source].views;
-        if views.iter().any(|&vi| self.closed_until[vi].is_none()) {
-            return None;
+    /// Rows of view `vi` below this are late for it: its windows (SESSION:
+    /// the sessions they could join) are closed.
+    fn late_before(&self, vi: usize) -> Option<i64> {
+        self.views[vi].closed_until
+    }
+
+    /// Rows of view `vi` below this are no longer needed by it, not even
+    /// to rebuild its state after a restart.
+    fn keep_from(&self, vi: usize) -> Option<i64> {
+        let view = &self.views[vi];
+        let closed = view.closed_until?;
+        let w = &self.sql.views[vi].window;
+        Some(match w.kind {
+            WindowKind::Tumble => closed,
+            // Panes of the windows not yet emitted.
+            WindowKind::Hop { slide_ms } => closed - w.size_ms + slide_ms,
+            WindowKind::Session => view.open_from.map_or(closed, |o| o.min(closed)),
+        })
+    }
+
+    /// The lowest of `f` over the views of `source`; `None` while any view
+    /// has closed nothing yet.
+    fn lowest_over_views(&self, source: usize, f: impl Fn(usize) -> Option<i64>) -> Option<i64> {
+        let mut lowest: Option<i64> = None;
+        for &vi in &self.sources[source].views {
+            let v = f(vi)?;
+            lowest = Some(lowest.map_or(v, |l| l.min(v)));
         }
-        views.iter().filter_map(|&vi| self.closed_until[vi]).min()
+        lowest
+    }
+
+    /// Rows below this are late for every view of `source`.
+    fn frontier(&self, source: usize) -> Option<i64> {
+        self.lowest_over_views(source, |vi| self.late_before(vi))
+    }
+
+    /// Rows below this are needed by no view of `source`.
+    fn floor(&self, source: usize) -> Option<i64> {
+        self.lowest_over_views(source, |vi| self.keep_from(vi))
     }
 
     /// Drops late and replayed rows, advances partition event times, buffers
     /// the rest.
     fn accept(&mut self, source: usize, batch: RecordBatch) -> Result<(), EngineError> {
         let frontier = self.frontier(source);
+        let floor = self.floor(source);
         let state = self
             .sources
             .get_mut(source)
@@ -382,15 +463,20 @@ impl WindowEngine {
                     last = Some((p, t));
                 }
             }
-            let ok = frontier.is_none_or(|f| t >= f);
+            let mut ok = frontier.is_none_or(|f| t >= f);
             if !ok {
                 let replay_until = state.partitions.get(&p).map_or(0, |s| s.replay_until);
-                if offs.value(i) < replay_until {
-                    replayed += 1;
-                    is_late.push(false);
-                } else {
+                if offs.value(i) >= replay_until {
                     late += 1;
                     is_late.push(true);
+                } else {
+                    // Read before the restart: skipped, unless a view
+                    // rebuilds state from it (HOP panes, open sessions).
+                    ok = floor.is_some_and(|f| t >= f);
+                    if !ok {
+                        replayed += 1;
+                    }
+                    is_late.push(false);
                 }
             } else {
                 is_late.push(false);
@@ -449,6 +535,23 @@ impl WindowEngine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?
         };
         if batch.num_rows() > 0 {
+            // Sessions this batch may have started or extended end no
+            // earlier than its oldest row plus the gap.
+            if let Some(&oldest) = batch
+                .column(state.ts_index)
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .iter()
+                .min()
+            {
+                for &vi in &state.views {
+                    if self.sql.views[vi].window.kind == WindowKind::Session {
+                        let due = oldest + self.sql.views[vi].window.size_ms;
+                        let view = &mut self.views[vi];
+                        view.due = Some(view.due.map_or(due, |d| d.min(due)));
+                    }
+                }
+            }
             state.buffer.push(batch);
         }
         Ok(())
@@ -470,34 +573,26 @@ impl WindowEngine {
         let mut updated = Vec::new();
         let mut closed_any = false;
         for vi in self.sources[source].views.clone() {
-            let view = &self.sql.views[vi];
-            let size = view.window.size_ms;
-            let lo = self.closed_until[vi];
-            let hi = if all {
-                // Close through the window of the newest buffered row.
-                match max_ts(&self.sources[source]) {
-                    Some(t) => view.window.start_of(t) + size,
-                    None => continue,
-                }
-            } else {
-                view.window.start_of(wm)
+            let closed = match self.sql.views[vi].window.kind {
+                WindowKind::Tumble => self.close_tumble(source, vi, wm, all).await?,
+                WindowKind::Hop { .. } => self.close_hop(source, vi, wm, all).await?,
+                WindowKind::Session => self.close_sessions(source, vi, wm, all).await?,
             };
-            if lo.is_some_and(|lo| hi <= lo) {
-                continue;
-            }
-            let input = window_rows(&self.sources[source], lo, hi, size, &view.input_schema)?;
-            self.closed_until[vi] = Some(hi);
-            closed_any = true;
-            if input.is_empty() {
-                continue;
-            }
-            Metrics::add(&self.metrics.window_closes, 1);
-            match self.sql.run_view(vi, input).await {
-                Ok(out) if out.is_empty() => {}
-                Ok(_) => updated.push(vi),
-                Err(e) => {
-                    let what = count_failure(&self.metrics, &e);
-                    tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
+            match closed {
+                Closed::Nothing => {}
+                Closed::Empty => closed_any = true,
+                Closed::Ran(result) => {
+                    closed_any = true;
+                    Metrics::add(&self.metrics.window_closes, 1);
+                    match result {
+                        Ok(out) if out.is_empty() => {}
+                        Ok(_) => updated.push(vi),
+                        Err(e) => {
+                            let view = &self.sql.views[vi];
+                            let what = count_failure(&self.metrics, &e);
+                            tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
+                        }
+                    }
                 }
             }
         }
@@ -524,17 +619,209 @@ impl WindowEngine {
         Ok(alerts)
     }
 
+    /// TUMBLE: every window ending at or before the watermark, in one run.
+    async fn close_tumble(
+        &mut self,
+        source: usize,
+        vi: usize,
+        wm: i64,
+        all: bool,
+    ) -> Result<Closed, EngineError> {
+        let state = &self.sources[source];
+        let view = &self.sql.views[vi];
+        let size = view.window.size_ms;
+        let lo = self.views[vi].closed_until;
+        let hi = if all {
+            // Close through the window of the newest buffered row.
+            match max_ts(state) {
+                Some(t) => view.window.start_of(t) + size,
+                None => return Ok(Closed::Nothing),
+            }
+        } else {
+            view.window.start_of(wm)
+        };
+        if lo.is_some_and(|lo| hi <= lo) {
+            return Ok(Closed::Nothing);
+        }
+        let input = window_kinds::grid_rows(
+            &state.buffer,
+            state.ts_index,
+            lo,
+            hi,
+            size,
+            &view.input_schema,
+        )?;
+        self.views[vi].closed_until = Some(hi);
+        if input.is_empty() {
+            return Ok(Closed::Empty);
+        }
+        Ok(Closed::Ran(self.sql.run_view(vi, input).await))
+    }
+
+    /// HOP: closes the panes the watermark has passed, then emits every
+    /// window whose last pane closed.
+    async fn close_hop(
+        &mut self,
+        source: usize,
+        vi: usize,
+        wm: i64,
+        all: bool,
+    ) -> Result<Closed, EngineError> {
+        let state = &self.sources[source];
+        let view = &self.sql.views[vi];
+        let (size, slide) = (view.window.size_ms, view.window.step_ms());
+        let lo = self.views[vi].closed_until;
+        // Panes end at or before `pane_hi`; windows end at or before `hi`.
+        let (pane_hi, hi) = if all {
+            match max_ts(state) {
+                Some(t) => (
+                    view.window.start_of(t) + slide,
+                    view.window.start_of(t) + size,
+                ),
+                None => return Ok(Closed::Nothing),
+            }
+        } else {
+            let p = view.window.start_of(wm);
+            (p, p)
+        };
+        if lo.is_some_and(|lo| hi <= lo) {
+            return Ok(Closed::Nothing);
+        }
+        // The first window to emit ends one slide after the last emitted
+        // one, or (first close) after the earliest row's pane.
+        let earliest = lo
+            .map(|l| l - size + slide)
+            .or_else(|| min_ts(state).map(|t| view.window.start_of(t)));
+        let Some(first_start) = earliest else {
+            self.views[vi].closed_until = Some(hi);
+            return Ok(Closed::Empty);
+        };
+        let first_end = lo.map_or(first_start + slide, |l| l + slide);
+        let ends = (first_end..=hi).step_by(slide as usize);
+        let result = match view.panes {
+            Some(cols) => {
+                let pane_lo = self.views[vi].panes_until.or(lo.map(|l| l - size + slide));
+                let rows = window_kinds::grid_rows(
+                    &state.buffer,
+                    state.ts_index,
+                    pane_lo,
+                    pane_hi,
+                    slide,
+                    &view.input_schema,
+                )?;
+                if !rows.is_empty() {
+                    match self.sql.run_view_panes(vi, rows).await {
+                        Ok(states) => {
+                            for (p, b) in window_kinds::split_panes(&states, cols)? {
+                                self.views[vi].panes.entry(p).or_default().extend(b);
+                            }
+                        }
+                        Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
+                    }
+                }
+                let v = &mut self.views[vi];
+                v.panes_until = Some(pane_hi);
+                let states = window_kinds::window_states(&v.panes, cols, size, ends)?;
+                // Panes no window after `hi` needs.
+                v.panes = v.panes.split_off(&(hi - size + slide));
+                v.closed_until = Some(hi);
+                if states.is_empty() {
+                    return Ok(Closed::Empty);
+                }
+                self.sql.run_view_windows(vi, states).await
+            }
+            None => {
+                let input = window_kinds::hop_rows(
+                    &state.buffer,
+                    state.ts_index,
+                    size,
+                    ends,
+                    &view.input_schema,
+                )?;
+                self.views[vi].closed_until = Some(hi);
+                if input.is_empty() {
+                    return Ok(Closed::Empty);
+                }
+                self.sql.run_view(vi, input).await
+            }
+        };
+        Ok(Closed::Ran(result))
+    }
+
+    /// A HOP view whose partial phase failed: its windows up to `hi` are
+    /// skipped (and counted by the caller), like a failed TUMBLE window.
+    fn skip_hop(
+        &mut self,
+        vi: usize,
+        hi: i64,
+        pane_hi: i64,
+        e: datafusion::error::DataFusionError,
+    ) -> Result<Closed, EngineError> {
+        let v = &mut self.views[vi];
+        v.panes_until = Some(pane_hi);
+        v.closed_until = Some(hi);
+        let size = self.sql.views[vi].window.size_ms;
+        let slide = self.sql.views[vi].window.step_ms();
+        v.panes = v.panes.split_off(&(hi - size + slide));
+        Ok(Closed::Ran(Err(e)))
+    }
+
+    /// SESSION: emits the sessions that ended at or before the watermark.
+    async fn close_sessions(
+        &mut self,
+        source: usize,
+        vi: usize,
+        wm: i64,
+        all: bool,
+    ) -> Result<Closed, EngineError> {
+        let v = &self.views[vi];
+        let lo = v.closed_until;
+        if !all && (lo.is_some_and(|lo| wm <= lo) || v.due.is_none_or(|d| wm < d)) {
+            return Ok(Closed::Nothing);
+        }
+        let floor = self.keep_from(vi);
+        let state = &self.sources[source];
+        let view = &self.sql.views[vi];
+        let found = window_kinds::sessions(
+            &state.buffer,
+            state.ts_index,
+            &view.session_keys,
+            floor,
+            view.window.size_ms,
+            wm,
+            lo,
+            &view.input_schema,
+        )?;
+        let v = &mut self.views[vi];
+        v.open_from = found.open_from;
+        v.due = found.next_end;
+        v.closed_until = Some(if all {
+            found
+                .max_end
+                .into_iter()
+                .chain(lo)
+                .max()
+                .unwrap_or(i64::MIN)
+        } else {
+            wm
+        });
+        match found.rows {
+            None => Ok(Closed::Empty),
+            Some(rows) => Ok(Closed::Ran(self.sql.run_view(vi, vec![rows]).await)),
+        }
+    }
+
     /// Drops buffered rows no view needs any more.
     fn prune(&mut self, source: usize) -> Result<(), EngineError> {
-        let Some(frontier) = self.frontier(source) else {
+        let Some(floor) = self.floor(source) else {
             return Ok(());
         };
         let state = &mut self.sources[source];
-        state.seen.retain(|_, t| *t >= frontier);
+        state.seen.retain(|_, t| *t >= floor);
         let idx = state.ts_index;
         retain_rows(&mut state.buffer, |b| {
             let ts = b.column(idx).as_primitive::<TimestampMillisecondType>();
-            ts.values().iter().map(|&t| Some(t >= frontier)).collect()
+            ts.values().iter().map(|&t| Some(t >= floor)).collect()
         })
     }
 }
@@ -580,58 +867,22 @@ fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
 }
 
 fn max_ts(state: &SourceState) -> Option<i64> {
-    state
-        .buffer
-        .iter()
-        .filter_map(|b| {
-            let ts = b
-                .column(state.ts_index)
-                .as_primitive::<TimestampMillisecondType>();
-            ts.values().iter().max().copied()
-        })
+    buffered_times(state)
+        .filter_map(|t| t.iter().max().copied())
         .max()
 }
 
-/// The buffered rows with `lo <= ts < hi`, with `window_start` and
-/// `window_end` appended, in the view's input schema.
-fn window_rows(
-    state: &SourceState,
-    lo: Option<i64>,
-    hi: i64,
-    size: i64,
-    schema: &datafusion::arrow::datatypes::SchemaRef,
-) -> Result<Vec<RecordBatch>, EngineError> {
-    let mut out = Vec::new();
-    for b in &state.buffer {
-        let ts = b
-            .column(state.ts_index)
-            .as_primitive::<TimestampMillisecondType>();
-        let keep: BooleanArray = ts
+fn min_ts(state: &SourceState) -> Option<i64> {
+    buffered_times(state)
+        .filter_map(|t| t.iter().min().copied())
+        .min()
+}
+
+fn buffered_times(state: &SourceState) -> impl Iterator<Item = &[i64]> {
+    state.buffer.iter().map(|b| {
+        b.column(state.ts_index)
+            .as_primitive::<TimestampMillisecondType>()
             .values()
-            .iter()
-            .map(|&t| Some(lo.is_none_or(|lo| t >= lo) && t < hi))
-            .collect();
-        let rows = match keep.true_count() {
-            0 => continue,
-            n if n == b.num_rows() => b.clone(),
-            _ => filter_record_batch(b, &keep).map_err(|e| EngineError::Internal(e.to_string()))?,
-        };
-        let ts = rows
-            .column(state.ts_index)
-            .as_primitive::<TimestampMillisecondType>();
-        let starts: TimestampMillisecondArray = ts
-            .values()
-            .iter()
-            .map(|&t| Some(t - t.rem_euclid(size)))
-            .collect();
-        let ends: TimestampMillisecondArray =
-            starts.values().iter().map(|&s| Some(s + size)).collect();
-        let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-        columns.push(Arc::new(starts));
-        columns.push(Arc::new(ends));
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| EngineError::Internal(format!("window input: {e}")))?;
-        out.push(batch);
-    }
-    Ok(out)
+            .as_ref()
+    })
 }

@@ -15,6 +15,7 @@
 //! module never sees Kafka.
 
 mod files;
+mod panes;
 mod planner;
 pub mod sandbox;
 mod window;
@@ -32,7 +33,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 pub use files::{Kind, Severity, SqlFile, read_dir};
-pub use window::{WINDOW_END, WINDOW_START, WindowSpec};
+pub use panes::PaneColumns;
+pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
 
 use crate::config::SourceDef;
 use crate::diagnostic::Diagnostics;
@@ -53,6 +55,12 @@ pub struct View {
     /// GROUP BY columns that identify a series (e.g. `host`), excluding the
     /// window bounds: they become alert labels.
     pub keys: Vec<String>,
+    /// SESSION views: the source columns (batch-schema indices) sessions
+    /// are kept per.
+    pub session_keys: Vec<usize>,
+    /// HOP views whose aggregate splits into panes: where the window bounds
+    /// sit in its partial states. `None`: each window is recomputed.
+    pub panes: Option<PaneColumns>,
 }
 
 /// An alert rule: SQL over feature views; each returned row is an alert.
@@ -152,6 +160,41 @@ impl SqlSet {
         let result = self.execute(&view.plan).await;
         self.fill(&view.input_table, Vec::new()).await;
         let out = result?;
+        self.fill(&view.name, out.clone()).await;
+        Ok(out)
+    }
+
+    /// Partial phase of a pane-split HOP view over `input` (rows with their
+    /// pane's bounds as window bounds): accumulator states per key and pane.
+    pub async fn run_view_panes(
+        &self,
+        i: usize,
+        input: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let view = &self.views[i];
+        self.fill(&view.input_table, input).await;
+        let result = panes::run_partial(&self.ctx, &view.plan).await;
+        self.fill(&view.input_table, Vec::new()).await;
+        Ok(result?.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// Final phase of a pane-split HOP view: merges `states` (bounds set to
+    /// their windows') and keeps the output for the rules, like
+    /// [`SqlSet::run_view`].
+    pub async fn run_view_windows(
+        &self,
+        i: usize,
+        states: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let view = &self.views[i];
+        let Some(schema) = states.first().map(|b| b.schema()) else {
+            return Ok(Vec::new());
+        };
+        let out: Vec<RecordBatch> = panes::run_final(&self.ctx, &view.plan, states, schema)
+            .await?
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
         self.fill(&view.name, out.clone()).await;
         Ok(out)
     }

@@ -20,8 +20,9 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use telemine_connectors::schema::EVENT_TIME_TYPE;
 
 use super::files::{Kind, SqlFile, rule_meta};
+use super::panes;
 use super::sandbox;
-use super::window::{WINDOW_END, WINDOW_START, rewrite_tumble};
+use super::window::{WINDOW_END, WINDOW_START, WindowKind, rewrite_window};
 use super::{Rule, SqlOptions, SqlSet, View, register_slot};
 use crate::config::SourceDef;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -121,12 +122,12 @@ async fn plan_view(
     }
     let mut stmt = parse_one(file).map_err(|d| diags.push(d)).ok()?;
     let input_table = format!("__window_{name}");
-    let (window, at) = match rewrite_tumble(&mut stmt, &input_table) {
+    let (window, at) = match rewrite_window(&mut stmt, &input_table) {
         Ok(Some(found)) => found,
         Ok(None) => {
             let (line, col) = start_of(&stmt);
             diags.push(Diagnostic::new(&file.path, line, col,
-                "a feature view must read its source through TUMBLE(source, time_column, INTERVAL '1 minute')"));
+                "a feature view must read its source through a window: TUMBLE(source, time_column, INTERVAL '1 minute'), HOP(…) or SESSION(…)"));
             return None;
         }
         Err(e) => {
@@ -155,7 +156,7 @@ async fn plan_view(
             at.0,
             at.1,
             format!(
-                "TUMBLE must use `{}`, the event-time column of source `{}` (not `{}`)",
+                "the window must use `{}`, the event-time column of source `{}` (not `{}`)",
                 def.schema.event_time_name(),
                 def.name,
                 window.time_column
@@ -183,6 +184,7 @@ async fn plan_view(
         return None;
     }
     let keys = group_by_names(&stmt);
+    let stmt_copy = stmt.clone();
     let start = start_of(&stmt);
     let plan = plan_statement(ctx, file, stmt)
         .await
@@ -197,12 +199,45 @@ async fn plan_view(
             return None;
         }
     }
-    let keys: Vec<String> = keys
+    let group_keys: Vec<String> = keys
         .into_iter()
-        .filter(|k| {
-            k != WINDOW_START && k != WINDOW_END && output_schema.field_with_name(k).is_ok()
-        })
+        .filter(|k| k != WINDOW_START && k != WINDOW_END)
         .collect();
+    let keys: Vec<String> = group_keys
+        .iter()
+        .filter(|k| output_schema.field_with_name(k).is_ok())
+        .cloned()
+        .collect();
+    let mut session_keys = Vec::new();
+    if window.kind == WindowKind::Session && group_by_count(&stmt_copy) != group_keys.len() + 2 {
+        diags.push(Diagnostic::new(&file.path, at.0, at.1,
+            "SESSION windows are kept per key: GROUP BY plain source columns (e.g. host) and window_start, window_end, nothing else"));
+        return None;
+    }
+    if window.kind == WindowKind::Session {
+        for k in &group_keys {
+            match def.schema.batch_schema().index_of(k) {
+                Ok(i) => session_keys.push(i),
+                Err(_) => {
+                    diags.push(Diagnostic::new(&file.path, at.0, at.1, format!(
+                        "SESSION windows are kept per key, and the keys are the GROUP BY columns: `{k}` is not a column of source `{}`",
+                        def.name
+                    )));
+                    return None;
+                }
+            }
+        }
+    }
+    let panes = match window.kind {
+        WindowKind::Hop { .. } => match panes::analyse(ctx, &plan).await {
+            Ok(p) => Some(p),
+            Err(why) => {
+                tracing::warn!(view = %name, file = %file.path.display(), "hopping view recomputes every window from its rows, because {why}; it costs size/slide times a tumbling window");
+                None
+            }
+        },
+        _ => None,
+    };
     if let Err(e) = register_slot(ctx, slots, &name, output_schema.clone()) {
         diags.push(Diagnostic::new(
             &file.path,
@@ -222,6 +257,8 @@ async fn plan_view(
         plan,
         output_schema,
         keys,
+        session_keys,
+        panes,
     })
 }
 
@@ -233,11 +270,11 @@ async fn plan_rule(
 ) -> Option<Rule> {
     let (name, severity) = rule_meta(file, diags);
     let mut stmt = parse_one(file).map_err(|d| diags.push(d)).ok()?;
-    match rewrite_tumble(&mut stmt, "__invalid") {
+    match rewrite_window(&mut stmt, "__invalid") {
         Ok(None) => {}
         Ok(Some((_, (line, col)))) | Err(super::window::WindowError { line, col, .. }) => {
             diags.push(Diagnostic::new(&file.path, line, col,
-                "rules read feature views, not sources: move the TUMBLE into a view under features/"));
+                "rules read feature views, not sources: move the window function into a view under features/"));
             return None;
         }
     }
@@ -389,6 +426,20 @@ fn start_of(stmt: &Statement) -> (usize, usize) {
         (1, 1)
     } else {
         (s.line as usize, s.column as usize)
+    }
+}
+
+/// How many expressions the outermost GROUP BY has.
+fn group_by_count(stmt: &Statement) -> usize {
+    let Statement::Query(q) = stmt else {
+        return 0;
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return 0;
+    };
+    match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) => exprs.len(),
+        GroupByExpr::All(_) => 0,
     }
 }
 

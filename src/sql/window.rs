@@ -1,11 +1,21 @@
-//! `TUMBLE(source, time_column, INTERVAL '1 minute')` in a view's FROM
-//! clause, and its rewrite to the table that holds a window's rows.
+//! Window functions in a view's FROM clause, and their rewrite to the
+//! table that holds a window's rows:
+//!
+//! - `TUMBLE(source, time_column, INTERVAL '1 minute')` — fixed windows;
+//! - `HOP(source, time_column, INTERVAL '1 second', INTERVAL '1 minute')` —
+//!   windows of the size (the last argument) starting every slide (the
+//!   third), as Flink's `HOP` orders them; the size is a multiple of the
+//!   slide;
+//! - `SESSION(source, time_column, INTERVAL '5 minutes')` — per key (the
+//!   view's GROUP BY columns other than the window bounds), a window lasts
+//!   while records keep arriving less than the gap apart; it ends one gap
+//!   after its last record.
 //!
 //! The engine, not DataFusion, decides which rows belong to a closing
 //! window. A view reads them from an input table with the source's columns
-//! plus `window_start` and `window_end`; the rewrite swaps the `TUMBLE(…)`
-//! call for that table's name, keeping the alias, so the rest of the query
-//! is plain DataFusion SQL.
+//! plus `window_start` and `window_end`; the rewrite swaps the call for
+//! that table's name, keeping the alias, so the rest of the query is plain
+//! DataFusion SQL.
 
 use std::ops::ControlFlow;
 
@@ -21,26 +31,48 @@ pub const WINDOW_START: &str = "window_start";
 /// Column with the exclusive end of a row's window.
 pub const WINDOW_END: &str = "window_end";
 
-/// A tumbling window over one source.
+/// The kind of window and its lengths, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed windows of `size_ms`, aligned to the Unix epoch.
+    Tumble,
+    /// Windows of `size_ms` starting every `slide_ms` (aligned to the
+    /// epoch); `size_ms` is a multiple of `slide_ms`.
+    Hop { slide_ms: i64 },
+    /// Per key, records less than `size_ms` (the gap) apart.
+    Session,
+}
+
+/// A window over one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowSpec {
     pub source: String,
     pub time_column: String,
-    /// Window length in milliseconds; windows are aligned to the Unix epoch.
+    pub kind: WindowKind,
+    /// Window length (TUMBLE, HOP) or gap (SESSION), in milliseconds.
     pub size_ms: i64,
 }
 
 impl WindowSpec {
-    /// Start of the window holding `ts`.
+    /// The grid windows are aligned to: the slide for HOP, the size
+    /// otherwise.
+    pub fn step_ms(&self) -> i64 {
+        match self.kind {
+            WindowKind::Hop { slide_ms } => slide_ms,
+            _ => self.size_ms,
+        }
+    }
+
+    /// Start of the grid cell (window for TUMBLE, pane for HOP) holding `ts`.
     pub fn start_of(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.size_ms)
+        ts - ts.rem_euclid(self.step_ms())
     }
 }
 
 /// A 1-based (line, column) in a SQL file.
 pub type Position = (usize, usize);
 
-/// A problem with a `TUMBLE` call, at a 1-based line and column.
+/// A problem with a window call, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowError {
     pub line: usize,
@@ -48,14 +80,14 @@ pub struct WindowError {
     pub message: String,
 }
 
-/// Replaces the `TUMBLE(...)` table function in `stmt` with `input_table`.
-/// Returns the window and the call's (line, column), or `Ok(None)` when
-/// there is no `TUMBLE`.
-pub fn rewrite_tumble(
+/// Replaces the window function (`TUMBLE`, `HOP` or `SESSION`) in `stmt`'s
+/// FROM clause with `input_table`. Returns the window and the call's (line,
+/// column), or `Ok(None)` when there is none.
+pub fn rewrite_window(
     stmt: &mut Statement,
     input_table: &str,
 ) -> Result<Option<(WindowSpec, Position)>, WindowError> {
-    let mut v = TumbleRewriter {
+    let mut v = WindowRewriter {
         input_table,
         found: Vec::new(),
         error: None,
@@ -72,19 +104,19 @@ pub fn rewrite_tumble(
             Err(WindowError {
                 line,
                 col,
-                message: "a view may window only one source (one TUMBLE per view)".into(),
+                message: "a view windows exactly one source (one TUMBLE, HOP or SESSION per view); to combine two streams, join two views in a third".into(),
             })
         }
     }
 }
 
-struct TumbleRewriter<'a> {
+struct WindowRewriter<'a> {
     input_table: &'a str,
     found: Vec<(WindowSpec, (usize, usize))>,
     error: Option<WindowError>,
 }
 
-impl VisitorMut for TumbleRewriter<'_> {
+impl VisitorMut for WindowRewriter<'_> {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
@@ -95,16 +127,17 @@ impl VisitorMut for TumbleRewriter<'_> {
             ..
         } = tf
         {
-            let is_tumble = name
+            let function = name
                 .0
                 .last()
                 .and_then(ObjectNamePart::as_ident)
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("tumble"));
-            if !is_tumble {
+                .map(|i| i.value.to_ascii_uppercase())
+                .unwrap_or_default();
+            let Some(usage) = usage(&function) else {
                 return ControlFlow::Continue(());
-            }
+            };
             let list = args.take().map(|a| a.args).unwrap_or_default();
-            match parse_args(&list, pos) {
+            match parse_args(&function, usage, &list, pos) {
                 Ok(spec) => {
                     self.found.push((spec, pos));
                     *name = ObjectName::from(vec![Ident::new(self.input_table)]);
@@ -124,9 +157,23 @@ fn position(node: &impl Spanned) -> (usize, usize) {
     (s.line as usize, s.column as usize)
 }
 
-const USAGE: &str = "write TUMBLE(source, time_column, INTERVAL '1 minute')";
+fn usage(function: &str) -> Option<&'static str> {
+    Some(match function {
+        "TUMBLE" => "write TUMBLE(source, time_column, INTERVAL '1 minute')",
+        "HOP" => {
+            "write HOP(source, time_column, INTERVAL '<slide>', INTERVAL '<size>'), e.g. HOP(telemetry, ts, INTERVAL '10 seconds', INTERVAL '1 minute')"
+        }
+        "SESSION" => "write SESSION(source, time_column, INTERVAL '<gap>')",
+        _ => return None,
+    })
+}
 
-fn parse_args(args: &[FunctionArg], at: (usize, usize)) -> Result<WindowSpec, WindowError> {
+fn parse_args(
+    function: &str,
+    usage: &str,
+    args: &[FunctionArg],
+    at: (usize, usize),
+) -> Result<WindowSpec, WindowError> {
     let err = |(line, col): (usize, usize), message: String| WindowError { line, col, message };
     let exprs: Vec<&Expr> = args
         .iter()
@@ -135,46 +182,75 @@ fn parse_args(args: &[FunctionArg], at: (usize, usize)) -> Result<WindowSpec, Wi
             _ => None,
         })
         .collect();
-    if exprs.len() != 3 || args.len() != 3 {
-        return Err(err(at, format!("TUMBLE takes 3 arguments: {USAGE}")));
+    let want = if function == "HOP" { 4 } else { 3 };
+    if exprs.len() != want || args.len() != want {
+        return Err(err(
+            at,
+            format!("{function} takes {want} arguments: {usage}"),
+        ));
     }
     let ident = |e: &Expr, what: &str| match e {
         Expr::Identifier(i) => Ok(i.value.clone()),
         other => Err(err(
             position(other),
-            format!("TUMBLE's {what} must be a name: {USAGE}"),
+            format!("{function}'s {what} must be a name: {usage}"),
         )),
+    };
+    let interval = |e: &Expr, what: &str| -> Result<i64, WindowError> {
+        let Expr::Interval(iv) = e else {
+            return Err(err(
+                position(e),
+                format!("{function}'s {what} must be an INTERVAL: {usage}"),
+            ));
+        };
+        let value = iv.value.to_string();
+        let value = value.trim_matches('\'');
+        let text = match &iv.leading_field {
+            Some(unit) => format!("{value} {unit}"),
+            None => value.to_string(),
+        };
+        let d = parse_duration(&text)
+            .map_err(|why| err(position(e), format!("{function}'s {what}: {why}")))?;
+        let ms = d.as_millis() as i64;
+        if ms <= 0 {
+            return Err(err(
+                position(e),
+                format!("{function}'s {what} must be positive"),
+            ));
+        }
+        Ok(ms)
     };
     let source = ident(exprs[0], "first argument (the source)")?;
     let time_column = ident(exprs[1], "second argument (the event-time column)")?;
-    let size = match exprs[2] {
-        Expr::Interval(iv) => {
-            let value = iv.value.to_string();
-            let value = value.trim_matches('\'');
-            let text = match &iv.leading_field {
-                Some(unit) => format!("{value} {unit}"),
-                None => value.to_string(),
-            };
-            parse_duration(&text)
-                .map_err(|e| err(position(exprs[2]), format!("TUMBLE's window size: {e}")))?
-        }
-        other => {
-            return Err(err(
-                position(other),
-                format!("TUMBLE's third argument must be an INTERVAL: {USAGE}"),
-            ));
+    let (kind, size_ms) = match function {
+        "TUMBLE" => (WindowKind::Tumble, interval(exprs[2], "window size")?),
+        "SESSION" => (WindowKind::Session, interval(exprs[2], "gap")?),
+        _ => {
+            let slide_ms = interval(exprs[2], "slide (third argument)")?;
+            let size_ms = interval(exprs[3], "size (fourth argument)")?;
+            if slide_ms >= size_ms {
+                return Err(err(
+                    position(exprs[2]),
+                    format!(
+                        "HOP's slide ({slide_ms} ms) must be shorter than its size ({size_ms} ms): the slide comes first, as in Flink ({usage}); for windows that do not overlap use TUMBLE"
+                    ),
+                ));
+            }
+            if size_ms % slide_ms != 0 {
+                return Err(err(
+                    position(exprs[3]),
+                    format!(
+                        "HOP's size ({size_ms} ms) must be a whole number of slides ({slide_ms} ms)"
+                    ),
+                ));
+            }
+            (WindowKind::Hop { slide_ms }, size_ms)
         }
     };
-    let size_ms = size.as_millis() as i64;
-    if size_ms <= 0 {
-        return Err(err(
-            position(exprs[2]),
-            "TUMBLE's window size must be positive".into(),
-        ));
-    }
     Ok(WindowSpec {
         source,
         time_column,
+        kind,
         size_ms,
     })
 }
@@ -190,7 +266,7 @@ mod tests {
         let mut stmt = Parser::parse_sql(&GenericDialect {}, sql)
             .unwrap()
             .remove(0);
-        let r = rewrite_tumble(&mut stmt, "__in").map(|o| o.map(|(spec, _)| spec));
+        let r = rewrite_window(&mut stmt, "__in").map(|o| o.map(|(spec, _)| spec));
         (r, stmt.to_string())
     }
 
@@ -204,6 +280,7 @@ mod tests {
             WindowSpec {
                 source: "telemetry".into(),
                 time_column: "ts".into(),
+                kind: WindowKind::Tumble,
                 size_ms: 60_000
             }
         );
@@ -225,10 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn hop_and_session_parse_and_check_their_lengths() {
+        let (r, sql) =
+            rewrite("SELECT 1 FROM HOP(telemetry, ts, INTERVAL '1 second', INTERVAL '1 minute') h");
+        let spec = r.unwrap().unwrap();
+        assert_eq!(spec.kind, WindowKind::Hop { slide_ms: 1_000 });
+        assert_eq!((spec.size_ms, spec.step_ms()), (60_000, 1_000));
+        assert_eq!(sql, "SELECT 1 FROM __in h");
+        let (r, _) = rewrite("SELECT 1 FROM HOP(t, ts, INTERVAL '1 minute', INTERVAL '1 second')");
+        assert!(r.unwrap_err().message.contains("slide comes first"));
+        let (r, _) = rewrite("SELECT 1 FROM HOP(t, ts, INTERVAL '7 seconds', INTERVAL '1 minute')");
+        assert!(r.unwrap_err().message.contains("whole number of slides"));
+        let (r, _) = rewrite("SELECT 1 FROM SESSION(t, ts, INTERVAL '5 minutes')");
+        let spec = r.unwrap().unwrap();
+        assert_eq!((spec.kind, spec.size_ms), (WindowKind::Session, 300_000));
+        let (r, _) = rewrite("SELECT 1 FROM SESSION(t, ts)");
+        assert!(r.unwrap_err().message.contains("3 arguments"));
+    }
+
+    #[test]
     fn windows_align_to_the_epoch() {
         let w = WindowSpec {
             source: "s".into(),
             time_column: "ts".into(),
+            kind: WindowKind::Tumble,
             size_ms: 60_000,
         };
         assert_eq!(w.start_of(125_000), 120_000);

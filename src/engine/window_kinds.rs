@@ -1,0 +1,258 @@
+//! Which buffered rows make up a closing window, and with which bounds,
+//! for each kind of window. Pure functions over a source's buffer; the
+//! engine (`windows.rs`) decides when to call them and keeps their state.
+//!
+//! - TUMBLE and HOP panes: rows in `[lo, hi)` of event time, bounds from a
+//!   grid aligned to the epoch (the window size, or the HOP slide).
+//! - HOP windows: the panes' partial states with their bounds rewritten to
+//!   each window's ([`window_states`]), or — for a view whose aggregate does
+//!   not split — the rows copied into every window they fall in
+//!   ([`hop_rows`]).
+//! - SESSION: rows grouped per key and cut wherever two consecutive event
+//!   times are a gap or more apart ([`sessions`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use super::windows::EngineError;
+use crate::sql::PaneColumns;
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+fn times(b: &RecordBatch, ts_index: usize) -> &[i64] {
+    b.column(ts_index)
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+}
+
+/// The buffered rows with `lo <= ts < hi` (no lower bound with `None`).
+pub fn rows_in(
+    buffer: &[RecordBatch],
+    ts_index: usize,
+    lo: Option<i64>,
+    hi: i64,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let mut out = Vec::new();
+    for b in buffer {
+        let keep: BooleanArray = times(b, ts_index)
+            .iter()
+            .map(|&t| Some(lo.is_none_or(|lo| t >= lo) && t < hi))
+            .collect();
+        match keep.true_count() {
+            0 => {}
+            n if n == b.num_rows() => out.push(b.clone()),
+            _ => out.push(filter_record_batch(b, &keep).map_err(internal)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `window_start` and `window_end` columns.
+pub fn with_bounds(
+    rows: &RecordBatch,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, EngineError> {
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| EngineError::Internal(format!("window input: {e}")))
+}
+
+/// Rows in `[lo, hi)` with the bounds of their cell of a `grid`-long grid
+/// aligned to the epoch (a TUMBLE window or a HOP pane).
+pub fn grid_rows(
+    buffer: &[RecordBatch],
+    ts_index: usize,
+    lo: Option<i64>,
+    hi: i64,
+    grid: i64,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    rows_in(buffer, ts_index, lo, hi)?
+        .iter()
+        .map(|rows| {
+            let starts: Vec<i64> = times(rows, ts_index)
+                .iter()
+                .map(|&t| t - t.rem_euclid(grid))
+                .collect();
+            let ends = starts.iter().map(|s| s + grid).collect();
+            with_bounds(rows, starts, ends, schema)
+        })
+        .collect()
+}
+
+/// HOP without pane sharing: for every window ending in `ends`, its rows
+/// (`[end - size, end)`) with its bounds. Each row appears size/slide
+/// times.
+pub fn hop_rows(
+    buffer: &[RecordBatch],
+    ts_index: usize,
+    size: i64,
+    ends: impl Iterator<Item = i64>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let mut out = Vec::new();
+    for end in ends {
+        for rows in rows_in(buffer, ts_index, Some(end - size), end)? {
+            let n = rows.num_rows();
+            out.push(with_bounds(
+                &rows,
+                vec![end - size; n],
+                vec![end; n],
+                schema,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits partial states by pane (their `window_start`).
+pub fn split_panes(
+    states: &[RecordBatch],
+    cols: PaneColumns,
+) -> Result<BTreeMap<i64, Vec<RecordBatch>>, EngineError> {
+    let mut panes: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+    for b in states {
+        let starts = b
+            .column(cols.window_start)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| internal("pane states without a timestamp window_start"))?;
+        let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (i, s) in starts.values().iter().enumerate() {
+            rows.entry(*s).or_default().push(i as u32);
+        }
+        if rows.len() == 1 {
+            if let Some((s, _)) = rows.pop_first() {
+                panes.entry(s).or_default().push(b.clone());
+            }
+            continue;
+        }
+        for (s, idx) in rows {
+            let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(internal)?;
+            panes.entry(s).or_default().push(part);
+        }
+    }
+    Ok(panes)
+}
+
+/// The states of every window ending in `ends` (each `size` long): the
+/// states of its panes with their bounds set to the window's.
+pub fn window_states(
+    panes: &BTreeMap<i64, Vec<RecordBatch>>,
+    cols: PaneColumns,
+    size: i64,
+    ends: impl Iterator<Item = i64>,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let mut out = Vec::new();
+    for end in ends {
+        for (_, states) in panes.range(end - size..end) {
+            for b in states {
+                let n = b.num_rows();
+                let mut columns = b.columns().to_vec();
+                columns[cols.window_start] =
+                    Arc::new(TimestampMillisecondArray::from(vec![end - size; n]));
+                columns[cols.window_end] = Arc::new(TimestampMillisecondArray::from(vec![end; n]));
+                out.push(RecordBatch::try_new(b.schema(), columns).map_err(internal)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What cutting the buffer into sessions found.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    /// Rows of the sessions to emit, with each session's bounds.
+    pub rows: Option<RecordBatch>,
+    /// Earliest first event time over the sessions still open.
+    pub open_from: Option<i64>,
+    /// Earliest end over the sessions still open: nothing can close
+    /// before the watermark reaches it.
+    pub next_end: Option<i64>,
+    /// Latest end over the sessions emitted.
+    pub max_end: Option<i64>,
+}
+
+/// Cuts the buffered rows with event time `>= floor` into sessions per
+/// key: a session is a run of one key's rows less than `gap` apart, from
+/// its first event time to its last plus `gap`. Sessions that end at or
+/// before `watermark` are closed; those that also end after `emitted` (the
+/// watermark of the previous close) are returned for emission.
+#[allow(clippy::too_many_arguments)]
+pub fn sessions(
+    buffer: &[RecordBatch],
+    ts_index: usize,
+    keys: &[usize],
+    floor: Option<i64>,
+    gap: i64,
+    watermark: i64,
+    emitted: Option<i64>,
+    schema: &SchemaRef,
+) -> Result<Sessions, EngineError> {
+    let parts = rows_in(buffer, ts_index, floor, i64::MAX)?;
+    let mut out = Sessions::default();
+    let Some(first) = parts.first() else {
+        return Ok(out);
+    };
+    let all = concat_batches(&first.schema(), &parts).map_err(internal)?;
+    let ts = times(&all, ts_index).to_vec();
+    let converter = RowConverter::new(
+        keys.iter()
+            .map(|&k| SortField::new(all.column(k).data_type().clone()))
+            .collect(),
+    )
+    .map_err(internal)?;
+    let key_columns: Vec<ArrayRef> = keys.iter().map(|&k| all.column(k).clone()).collect();
+    let key_rows = converter.convert_columns(&key_columns).map_err(internal)?;
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        key_rows
+            .row(a as usize)
+            .cmp(&key_rows.row(b as usize))
+            .then(ts[a as usize].cmp(&ts[b as usize]))
+    });
+    let (mut take, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < order.len() {
+        // One session: extend while the same key and less than gap apart.
+        let mut j = i + 1;
+        while j < order.len() {
+            let (prev, next) = (order[j - 1] as usize, order[j] as usize);
+            if key_rows.row(prev) != key_rows.row(next) || ts[next] - ts[prev] >= gap {
+                break;
+            }
+            j += 1;
+        }
+        let start = ts[order[i] as usize];
+        let end = ts[order[j - 1] as usize] + gap;
+        if end <= watermark {
+            if emitted.is_none_or(|e| end > e) {
+                take.extend_from_slice(&order[i..j]);
+                starts.extend(std::iter::repeat_n(start, j - i));
+                ends.extend(std::iter::repeat_n(end, j - i));
+                out.max_end = Some(out.max_end.map_or(end, |m: i64| m.max(end)));
+            }
+        } else {
+            out.open_from = Some(out.open_from.map_or(start, |o: i64| o.min(start)));
+            out.next_end = Some(out.next_end.map_or(end, |o: i64| o.min(end)));
+        }
+        i = j;
+    }
+    if !take.is_empty() {
+        let rows = take_record_batch(&all, &UInt32Array::from(take)).map_err(internal)?;
+        out.rows = Some(with_bounds(&rows, starts, ends, schema)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,215 @@
+//! Pane sharing for hopping windows: one aggregation per slide, not per
+//! window.
+//!
+//! A view over `HOP(source, ts, slide, size)` has `size / slide` windows
+//! over every row. Recomputing each window from its rows would cost that
+//! many times a tumbling window. Instead the view's aggregate is split in
+//! DataFusion's two phases:
+//! - **partial**, once per pane (a slide-long slice of event time): the
+//!   aggregate's accumulator states per key, grouped with the pane's bounds
+//!   as `window_start` / `window_end`;
+//! - **final**, once per window: the states of its panes, their bounds
+//!   rewritten to the window's, merged by the aggregate's own merge, then
+//!   the rest of the view (HAVING, projections) as planned.
+//!
+//! Only a view whose one aggregate reads the window rows through filters
+//! and projections, groups by plain columns including both window bounds,
+//! and has no order-sensitive aggregate splits this way; [`analyse`] says
+//! why another does not, and the engine then recomputes each window from
+//! its rows (correct, slower).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
+
+use super::window::{WINDOW_END, WINDOW_START};
+
+/// Where the window bounds sit among the partial states' columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaneColumns {
+    pub window_start: usize,
+    pub window_end: usize,
+}
+
+/// The pieces of the view's aggregate, found in a fresh physical plan.
+struct Aggregate {
+    /// The node the final phase replaces (the whole aggregate).
+    node: Arc<dyn ExecutionPlan>,
+    group_by: PhysicalGroupBy,
+    aggr_expr: Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>,
+    filter_expr: Vec<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>>,
+    input: Arc<dyn ExecutionPlan>,
+    input_schema: SchemaRef,
+}
+
+/// Operators that keep rows independent: a pane's rows may pass through
+/// them on their own.
+const ROW_WISE: &[&str] = &[
+    "DataSourceExec",
+    "ProjectionExec",
+    "FilterExec",
+    "CoalesceBatchesExec",
+    "RepartitionExec",
+    "CoalescePartitionsExec",
+];
+
+/// Whether `plan` splits into panes: the bounds' positions in the partial
+/// states, or why not.
+pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PaneColumns, String> {
+    let physical = ctx
+        .state()
+        .create_physical_plan(plan)
+        .await
+        .map_err(|e| e.strip_backtrace())?;
+    let agg = find_aggregate(&physical)?;
+    pane_columns(&agg)
+}
+
+fn pane_columns(agg: &Aggregate) -> Result<PaneColumns, String> {
+    if !agg.group_by.is_single() {
+        return Err("it uses GROUPING SETS, CUBE or ROLLUP".into());
+    }
+    if let Some(a) = agg.aggr_expr.iter().find(|a| !a.order_bys().is_empty()) {
+        return Err(format!(
+            "aggregate `{}` depends on row order (ORDER BY inside it)",
+            a.name()
+        ));
+    }
+    let mut bad = None;
+    agg.input
+        .apply(|node| {
+            if !ROW_WISE.contains(&node.name()) {
+                bad = Some(node.name().to_string());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| e.strip_backtrace())?;
+    if let Some(op) = bad {
+        return Err(format!(
+            "its aggregate reads the window through `{op}`, not only filters and projections"
+        ));
+    }
+    let position = |name: &str| {
+        agg.group_by.expr().iter().position(|(e, _)| {
+            e.downcast_ref::<Column>()
+                .is_some_and(|c| agg.input.schema().field(c.index()).name() == name)
+        })
+    };
+    match (position(WINDOW_START), position(WINDOW_END)) {
+        (Some(window_start), Some(window_end)) => Ok(PaneColumns {
+            window_start,
+            window_end,
+        }),
+        _ => Err("it does not GROUP BY window_start and window_end as plain columns".into()),
+    }
+}
+
+/// The view's one aggregate: a single-phase one, or a final phase over its
+/// partial phase.
+fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Aggregate, String> {
+    let mut found: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    let _ = plan.apply(|node| {
+        if node.is::<AggregateExec>() {
+            found.push(Arc::clone(node));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    let agg = |n: &Arc<dyn ExecutionPlan>| n.downcast_ref::<AggregateExec>().cloned();
+    let (node, phase) = match found.as_slice() {
+        [one] => {
+            let a = agg(one).ok_or("no aggregate")?;
+            match a.mode() {
+                AggregateMode::Single | AggregateMode::SinglePartitioned => (Arc::clone(one), a),
+                _ => return Err("its aggregate was planned in an unexpected shape".into()),
+            }
+        }
+        [top, below] => {
+            let (t, b) = (
+                agg(top).ok_or("no aggregate")?,
+                agg(below).ok_or("no aggregate")?,
+            );
+            let split = matches!(
+                t.mode(),
+                AggregateMode::Final | AggregateMode::FinalPartitioned
+            ) && *b.mode() == AggregateMode::Partial
+                && t.aggr_expr().len() == b.aggr_expr().len();
+            if !split {
+                return Err(
+                    "it aggregates twice (e.g. COUNT(DISTINCT …) or a nested GROUP BY)".into(),
+                );
+            }
+            (Arc::clone(top), b)
+        }
+        [] => return Err("it has no GROUP BY aggregate".into()),
+        _ => return Err("it aggregates more than once".into()),
+    };
+    Ok(Aggregate {
+        node,
+        group_by: phase.group_expr().clone(),
+        aggr_expr: phase.aggr_expr().to_vec(),
+        filter_expr: phase.filter_expr().to_vec(),
+        input: Arc::clone(phase.input()),
+        input_schema: phase.input_schema(),
+    })
+}
+
+/// Runs the partial phase over the rows now in the view's input table
+/// (window bounds set to each row's pane): accumulator states per key and
+/// pane.
+pub async fn run_partial(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let physical = ctx.state().create_physical_plan(plan).await?;
+    let agg = find_aggregate(&physical).map_err(DataFusionError::Plan)?;
+    let partial = AggregateExec::try_new(
+        AggregateMode::Partial,
+        agg.group_by,
+        agg.aggr_expr,
+        agg.filter_expr,
+        agg.input,
+        agg.input_schema,
+    )?;
+    collect(Arc::new(partial), ctx.task_ctx()).await
+}
+
+/// Merges partial `states` (window bounds already set to their windows')
+/// and runs the rest of the view over the result.
+pub async fn run_final(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    states: Vec<RecordBatch>,
+    state_schema: SchemaRef,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let physical = ctx.state().create_physical_plan(plan).await?;
+    let agg = find_aggregate(&physical).map_err(DataFusionError::Plan)?;
+    let source = MemorySourceConfig::try_new_exec(&[states], state_schema, None)?;
+    let merged: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Final,
+        agg.group_by.as_final(),
+        agg.aggr_expr,
+        agg.filter_expr,
+        source,
+        agg.input_schema,
+    )?);
+    let target = agg.node;
+    let whole = physical
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, &target) {
+                Transformed::yes(Arc::clone(&merged))
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data;
+    collect(whole, ctx.task_ctx()).await
+}
