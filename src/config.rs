@@ -27,6 +27,9 @@ pub struct Config {
     /// Output topics.
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// Static reference tables SQL can join (host → rack, owner, tier).
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
     /// Where the analysts' SQL lives.
     #[serde(default)]
     pub sql: SqlConfig,
@@ -73,6 +76,20 @@ pub struct SourceConfig {
     /// Default: none (keep every record).
     #[serde(default)]
     pub dedupe_by: Vec<String>,
+}
+
+/// A reference table: a CSV file loaded once, joined by name in SQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name in SQL. Required, unique among sources and tables.
+    pub name: Spanned<String>,
+    /// CSV file with a header row; a relative path is relative to the
+    /// config file's folder. Required.
+    pub path: Spanned<PathBuf>,
+    /// Declared columns, `"name type"` as for sources; the header names
+    /// them, extra CSV columns are ignored. Required.
+    pub columns: Spanned<Vec<ColumnSpec>>,
 }
 
 fn default_idle_timeout() -> Duration {
@@ -233,13 +250,24 @@ impl Config {
             )])
         })?;
         let mut config = Config::parse(path, &text)?;
-        // A relative SQL folder is relative to the config file.
-        if config.sql.dir.is_relative()
-            && let Some(parent) = path.parent()
-        {
-            config.sql.dir = parent.join(&config.sql.dir);
+        // Relative paths are relative to the config file.
+        if let Some(parent) = path.parent() {
+            config.resolve_paths(parent);
         }
         Ok(config)
+    }
+
+    /// Makes the SQL folder and table paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if self.sql.dir.is_relative() && !self.sql.dir.as_os_str().is_empty() {
+            self.sql.dir = base.join(&self.sql.dir);
+        }
+        for t in &mut self.tables {
+            if t.path.get_ref().is_relative() {
+                let span = t.path.span();
+                t.path = Spanned::new(span, base.join(t.path.get_ref()));
+            }
+        }
     }
 
     /// Parses and validates config text; `path` is only used in messages.
@@ -276,13 +304,34 @@ impl Config {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        for t in &config.tables {
+            if !names.insert(t.name.get_ref().clone()) {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    t.name.span().start,
+                    format!("table name `{}` is used twice", t.name.get_ref()),
+                ));
+            }
+            if t.columns.get_ref().is_empty() {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    t.columns.span().start,
+                    format!("table `{}` declares no columns", t.name.get_ref()),
+                ));
+            }
+        }
         for s in &config.sources {
             if !names.insert(s.name.get_ref().clone()) {
                 diags.push(Diagnostic::at_offset(
                     path,
                     text,
                     s.name.span().start,
-                    format!("source name `{}` is used twice", s.name.get_ref()),
+                    format!(
+                        "source name `{}` is used twice (sources and tables share one namespace)",
+                        s.name.get_ref()
+                    ),
                 ));
             }
             if let Err(e) = s.schema() {

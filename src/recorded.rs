@@ -1,5 +1,5 @@
 //! Recorded data: files of past records read into a source's batches, for
-//! `dry-run` (and, later, training).
+//! `dry-run` (and, later, training); and reference tables read from CSV.
 //!
 //! Three formats, chosen by extension:
 //! - `.jsonl` / `.ndjson` / `.json` (or anything else): one record per line
@@ -22,10 +22,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use telemine_connectors::decode::{DeadLetter, decoder_for};
-use telemine_connectors::schema::EVENT_TIME_TYPE;
+use telemine_connectors::schema::{ColumnSpec, ColumnType, EVENT_TIME_TYPE};
 use thiserror::Error;
 
 use crate::config::SourceDef;
@@ -96,6 +96,59 @@ fn take(out: &mut Recorded, d: telemine_connectors::decode::Decoded) {
 }
 
 fn read_csv(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> {
+    let mut out = Recorded::default();
+    let mut row = 0i64;
+    for batch in csv_as_text(path)? {
+        let batch = batch.map_err(|e| file_error(path, format!("after row {row}: {e}")))?;
+        let n = batch.num_rows();
+        out.batches.push(conform(path, &batch, source, row)?);
+        row += n as i64;
+    }
+    Ok(out)
+}
+
+/// A reference table: the declared columns of a CSV file with a header,
+/// cast to their types (a value that does not parse is an error, not a
+/// null), in one batch.
+pub fn read_table(path: &Path, columns: &[ColumnSpec]) -> Result<RecordBatch, RecordedError> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut batches = Vec::new();
+    for batch in csv_as_text(path)? {
+        let batch = batch.map_err(|e| file_error(path, e))?;
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+        for c in columns {
+            let col = batch.column_by_name(&c.name).ok_or_else(|| {
+                file_error(
+                    path,
+                    format!("declared column `{}` is not in the header row", c.name),
+                )
+            })?;
+            let strict = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            let cast_col = if c.ty == ColumnType::Timestamp {
+                event_time(col)
+            } else {
+                cast_with_options(col, &c.ty.data_type(), &strict)
+            }
+            .map_err(|e| file_error(path, format!("column `{}`: {e}", c.name)))?;
+            cols.push(cast_col);
+        }
+        batches.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| file_error(path, e))?);
+    }
+    concat_batches(&schema, &batches).map_err(|e| file_error(path, e))
+}
+
+/// Reads a CSV file with a header row, every column as text.
+fn csv_as_text(
+    path: &Path,
+) -> Result<datafusion::arrow::csv::Reader<BufReader<File>>, RecordedError> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
     // Read every column as text and cast the declared ones: a header row
     // may have extra columns, and timestamps come in two shapes.
@@ -115,20 +168,11 @@ fn read_csv(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> 
             .map(|n| Field::new(n, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    let csv = datafusion::arrow::csv::ReaderBuilder::new(text_schema)
+    datafusion::arrow::csv::ReaderBuilder::new(text_schema)
         .with_header(false)
         .with_batch_size(BATCH_ROWS)
         .build(reader)
-        .map_err(|e| file_error(path, e))?;
-    let mut out = Recorded::default();
-    let mut row = 0i64;
-    for batch in csv {
-        let batch = batch.map_err(|e| file_error(path, format!("after row {row}: {e}")))?;
-        let n = batch.num_rows();
-        out.batches.push(conform(path, &batch, source, row)?);
-        row += n as i64;
-    }
-    Ok(out)
+        .map_err(|e| file_error(path, e))
 }
 
 fn read_parquet(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> {

@@ -59,6 +59,9 @@ struct TestFile {
     /// Sources declared inline, as in a config file (instead of `config`).
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    /// Reference tables declared inline (paths relative to the test file).
+    #[serde(default)]
+    tables: Vec<crate::config::TableConfig>,
     /// Engine settings with inline sources.
     #[serde(default)]
     engine: EngineConfig,
@@ -263,22 +266,23 @@ pub async fn run_file(path: &Path) -> Vec<CaseResult> {
 fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<Config, String> {
     let mut config = match &file.config {
         Some(c) => {
-            if !file.sources.is_empty() {
+            if !file.sources.is_empty() || !file.tables.is_empty() {
                 return Err(format!(
-                    "{}: give either `config` or [[sources]], not both",
+                    "{}: give either `config` or [[sources]] and [[tables]], not both",
                     path.display()
                 ));
             }
             Config::load(&base.join(c)).map_err(|d| d.to_string())?
         }
         None => {
-            let config = Config {
+            let mut config = Config {
                 kafka: KafkaClientConfig {
                     bootstrap_servers: "none (rule test)".into(),
                     group_id: "telemine-test".into(),
                     properties: BTreeMap::new(),
                 },
                 sources: file.sources.clone(),
+                tables: file.tables.clone(),
                 sinks: SinksConfig::default(),
                 sql: SqlConfig {
                     dir: PathBuf::new(),
@@ -289,6 +293,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
             if !diags.is_empty() {
                 return Err(Diagnostics(diags).to_string());
             }
+            config.resolve_paths(base);
             config
         }
     };

@@ -123,28 +123,36 @@ pub fn split_panes(
     states: &[RecordBatch],
     cols: PaneColumns,
 ) -> Result<BTreeMap<i64, Vec<RecordBatch>>, EngineError> {
-    let mut panes: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
-    for b in states {
-        let starts = b
-            .column(cols.window_start)
+    split_by_time(states, cols.window_start)
+}
+
+/// Splits batches by the value of timestamp column `col`.
+pub fn split_by_time(
+    batches: &[RecordBatch],
+    col: usize,
+) -> Result<BTreeMap<i64, Vec<RecordBatch>>, EngineError> {
+    let mut out: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+    for b in batches {
+        let times = b
+            .column(col)
             .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| internal("pane states without a timestamp window_start"))?;
+            .ok_or_else(|| internal("window bounds are not timestamps"))?;
         let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (i, s) in starts.values().iter().enumerate() {
+        for (i, s) in times.values().iter().enumerate() {
             rows.entry(*s).or_default().push(i as u32);
         }
         if rows.len() == 1 {
             if let Some((s, _)) = rows.pop_first() {
-                panes.entry(s).or_default().push(b.clone());
+                out.entry(s).or_default().push(b.clone());
             }
             continue;
         }
         for (s, idx) in rows {
             let part = take_record_batch(b, &UInt32Array::from(idx)).map_err(internal)?;
-            panes.entry(s).or_default().push(part);
+            out.entry(s).or_default().push(part);
         }
     }
-    Ok(panes)
+    Ok(out)
 }
 
 /// The states of every window ending in `ends` (each `size` long): the

@@ -150,7 +150,15 @@ struct ViewState {
     open_from: Option<i64>,
     /// SESSION: no session can close before the watermark reaches this.
     due: Option<i64>,
+    /// A view other views join: its output by window end, until every
+    /// view reading it has run over that window.
+    retained: BTreeMap<i64, Vec<RecordBatch>>,
 }
+
+/// Windows a joined view's output is kept for at most while a view over
+/// it waits for its other inputs (e.g. a source that has delivered
+/// nothing yet); older ones are dropped with a warning.
+const MAX_RETAINED_WINDOWS: usize = 1440;
 
 /// What closing one view's windows did.
 enum Closed {
@@ -168,6 +176,8 @@ pub struct WindowEngine {
     sources: Vec<SourceState>,
     /// Per view, in the SQL set's order.
     views: Vec<ViewState>,
+    /// Per view: the views over views that read it.
+    consumers: Vec<Vec<usize>>,
     metrics: Arc<Metrics>,
     hasher: RandomState,
 }
@@ -205,17 +215,25 @@ impl WindowEngine {
                         .views
                         .iter()
                         .enumerate()
-                        .filter(|(_, v)| v.source == i)
+                        .filter(|(_, v)| v.source == Some(i))
                         .map(|(vi, _)| vi)
                         .collect(),
                 }
             })
             .collect();
         let views = sql.views.iter().map(|_| ViewState::default()).collect();
+        let consumers = (0..sql.views.len())
+            .map(|i| {
+                (0..sql.views.len())
+                    .filter(|&d| sql.views[d].inputs.contains(&i))
+                    .collect()
+            })
+            .collect();
         WindowEngine {
             sql,
             sources: states,
             views,
+            consumers,
             metrics,
             hasher: RandomState::new(),
         }
@@ -354,6 +372,9 @@ impl WindowEngine {
             let Some(c) = self.views[vi].closed_until else {
                 continue;
             };
+            // Windows a view over this one has not run yet are emitted
+            // again after a restart (at-least-once), not lost.
+            let c = self.held_back(vi).map_or(c, |h| h.min(c));
             closed.insert(name.clone(), c);
             if let Some(k) = self.keep_from(vi)
                 && k != c
@@ -393,12 +414,22 @@ impl WindowEngine {
         let view = &self.views[vi];
         let closed = view.closed_until?;
         let w = &self.sql.views[vi].window;
+        let closed = self.held_back(vi).map_or(closed, |h| h.min(closed));
         Some(match w.kind {
             WindowKind::Tumble => closed,
             // Panes of the windows not yet emitted.
             WindowKind::Hop { slide_ms } => closed - w.size_ms + slide_ms,
             WindowKind::Session => view.open_from.map_or(closed, |o| o.min(closed)),
         })
+    }
+
+    /// How far the views over view `vi` have run (the lowest of those that
+    /// have run at all).
+    fn held_back(&self, vi: usize) -> Option<i64> {
+        self.consumers[vi]
+            .iter()
+            .filter_map(|&d| self.views[d].closed_until)
+            .min()
     }
 
     /// The lowest of `f` over the views of `source`; `None` while any view
@@ -571,6 +602,7 @@ impl WindowEngine {
             self.sources[source].watermark = Some(wm);
         }
         let mut updated = Vec::new();
+        let mut latest = Vec::new();
         let mut closed_any = false;
         for vi in self.sources[source].views.clone() {
             let closed = match self.sql.views[vi].window.kind {
@@ -586,7 +618,13 @@ impl WindowEngine {
                     Metrics::add(&self.metrics.window_closes, 1);
                     match result {
                         Ok(out) if out.is_empty() => {}
-                        Ok(_) => updated.push(vi),
+                        Ok(out) => {
+                            if !self.consumers[vi].is_empty() {
+                                self.retain_output(vi, &out)?;
+                            }
+                            updated.push(vi);
+                            latest.push((vi, out));
+                        }
                         Err(e) => {
                             let view = &self.sql.views[vi];
                             let what = count_failure(&self.metrics, &e);
@@ -594,6 +632,17 @@ impl WindowEngine {
                         }
                     }
                 }
+            }
+        }
+        if !latest.is_empty() {
+            let joined = self.run_views_over_views().await?;
+            if !joined.is_empty() {
+                // The joins refilled their inputs' tables: put back what
+                // the rules of this step see.
+                for (vi, out) in latest.iter().chain(&joined) {
+                    self.sql.set_output(*vi, out.clone()).await;
+                }
+                updated.extend(joined.iter().map(|(vi, _)| *vi));
             }
         }
         let mut alerts = Vec::new();
@@ -617,6 +666,93 @@ impl WindowEngine {
         }
         Metrics::add(&self.metrics.alerts, alerts.len() as u64);
         Ok(alerts)
+    }
+
+    /// Keeps view `vi`'s output by window end for the views over it.
+    fn retain_output(&mut self, vi: usize, out: &[RecordBatch]) -> Result<(), EngineError> {
+        let end = self.sql.views[vi]
+            .output_schema
+            .index_of(crate::sql::WINDOW_END)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let retained = &mut self.views[vi].retained;
+        for (t, b) in window_kinds::split_by_time(out, end)? {
+            retained.entry(t).or_default().extend(b);
+        }
+        let mut dropped = 0;
+        while retained.len() > MAX_RETAINED_WINDOWS {
+            retained.pop_first();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let name = &self.sql.views[vi].name;
+            tracing::warn!(view = %name, dropped, "views over this view have waited for their other inputs for {MAX_RETAINED_WINDOWS} windows; its oldest windows are dropped without being joined");
+        }
+        Ok(())
+    }
+
+    /// Runs every view over views whose inputs have all closed windows it
+    /// has not seen, over exactly those windows. Returns their output.
+    async fn run_views_over_views(
+        &mut self,
+    ) -> Result<Vec<(usize, Vec<RecordBatch>)>, EngineError> {
+        use std::ops::Bound;
+        let mut done = Vec::new();
+        for d in 0..self.sql.views.len() {
+            let inputs = self.sql.views[d].inputs.clone();
+            if inputs.is_empty() {
+                continue;
+            }
+            let Some(ready) = inputs
+                .iter()
+                .map(|&i| self.views[i].closed_until)
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|c| c.into_iter().min())
+            else {
+                continue;
+            };
+            let lo = self.views[d].closed_until;
+            if lo.is_some_and(|lo| ready <= lo) {
+                continue;
+            }
+            let from = lo.map_or(Bound::Unbounded, Bound::Excluded);
+            let batches: Vec<(usize, Vec<RecordBatch>)> = inputs
+                .iter()
+                .map(|&i| {
+                    let windows = self.views[i].retained.range((from, Bound::Included(ready)));
+                    (i, windows.flat_map(|(_, b)| b.iter().cloned()).collect())
+                })
+                .collect();
+            self.views[d].closed_until = Some(ready);
+            if batches.iter().all(|(_, b)| b.is_empty()) {
+                continue;
+            }
+            Metrics::add(&self.metrics.window_closes, 1);
+            match self.sql.run_view_over_views(d, batches).await {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => done.push((d, out)),
+                Err(e) => {
+                    let view = &self.sql.views[d];
+                    let what = count_failure(&self.metrics, &e);
+                    tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
+                }
+            }
+        }
+        // Windows every reader has run over are no longer needed.
+        for i in 0..self.views.len() {
+            if self.consumers[i].is_empty() {
+                continue;
+            }
+            let seen = self.consumers[i]
+                .iter()
+                .map(|&d| self.views[d].closed_until)
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|c| c.into_iter().min());
+            if let Some(seen) = seen {
+                let r = &mut self.views[i].retained;
+                *r = r.split_off(&(seen + 1));
+            }
+        }
+        Ok(done)
     }
 
     /// TUMBLE: every window ending at or before the watermark, in one run.

@@ -44,8 +44,11 @@ use crate::diagnostic::Diagnostics;
 pub struct View {
     pub name: String,
     pub file: PathBuf,
-    /// Index of the source it windows, in the config's source order.
-    pub source: usize,
+    /// Index of the source it windows, in the config's source order
+    /// (`None` for a view over views).
+    pub source: Option<usize>,
+    /// A view over views: the windowed views it reads (empty otherwise).
+    pub inputs: Vec<usize>,
     pub window: WindowSpec,
     /// Name of the table that holds the window's input rows.
     pub input_table: String,
@@ -76,12 +79,15 @@ pub struct Rule {
     pub label_columns: Vec<String>,
 }
 
-/// What a SQL set may use beyond its files: the per-query memory limit.
+/// What a SQL set may use beyond its files: reference tables and the
+/// per-query memory limit.
 #[derive(Debug, Clone)]
 pub struct SqlOptions {
     /// Bytes one evaluation of a view or rule may hold (DataFusion's memory
     /// pool); more fails that evaluation with `ResourcesExhausted`.
     pub query_memory_limit: usize,
+    /// Static tables loaded from CSV, joinable by name.
+    pub tables: Vec<crate::config::TableConfig>,
 }
 
 impl SqlOptions {
@@ -89,6 +95,7 @@ impl SqlOptions {
         SqlOptions {
             query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
                 .unwrap_or(usize::MAX),
+            tables: config.tables.clone(),
         }
     }
 }
@@ -97,6 +104,7 @@ impl Default for SqlOptions {
     fn default() -> Self {
         SqlOptions {
             query_memory_limit: 256 << 20,
+            tables: Vec::new(),
         }
     }
 }
@@ -197,6 +205,27 @@ impl SqlSet {
             .collect();
         self.fill(&view.name, out.clone()).await;
         Ok(out)
+    }
+
+    /// Runs view-over-views `i` with its input views holding `inputs` (the
+    /// windows all of them have closed). The caller sets what the rules
+    /// see afterwards with [`SqlSet::set_output`].
+    pub async fn run_view_over_views(
+        &self,
+        i: usize,
+        inputs: Vec<(usize, Vec<RecordBatch>)>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        for (vi, batches) in inputs {
+            self.fill(&self.views[vi].name, batches).await;
+        }
+        let out = self.execute(&self.views[i].plan).await;
+        self.clear_views().await;
+        out
+    }
+
+    /// Sets what view `i`'s table holds for the rules.
+    pub async fn set_output(&self, i: usize, batches: Vec<RecordBatch>) {
+        self.fill(&self.views[i].name, batches).await;
     }
 
     /// Runs rule `i` over the views' latest output.

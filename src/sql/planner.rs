@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::config::SessionConfig;
@@ -22,7 +23,7 @@ use telemine_connectors::schema::EVENT_TIME_TYPE;
 use super::files::{Kind, SqlFile, rule_meta};
 use super::panes;
 use super::sandbox;
-use super::window::{WINDOW_END, WINDOW_START, WindowKind, rewrite_window};
+use super::window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec, rewrite_window};
 use super::{Rule, SqlOptions, SqlSet, View, register_slot};
 use crate::config::SourceDef;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -66,9 +67,39 @@ pub(super) async fn plan_all(
     })?;
     let mut slots = HashMap::new();
     let mut diags = Vec::new();
+    for t in &options.tables {
+        let path = t.path.get_ref();
+        let loaded = crate::recorded::read_table(path, t.columns.get_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|batch| {
+                MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| e.to_string())
+            })
+            .and_then(|table| {
+                ctx.register_table(t.name.get_ref().as_str(), Arc::new(table))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = loaded {
+            diags.push(Diagnostic::new(
+                path,
+                1,
+                1,
+                format!("reference table `{}`: {e}", t.name.get_ref()),
+            ));
+        }
+    }
     let mut views = Vec::new();
+    let mut joins = Vec::new();
     for f in files.iter().filter(|f| f.kind == Kind::View) {
-        if let Some(v) = plan_view(&ctx, &mut slots, f, sources, &mut diags).await {
+        match plan_view(&ctx, &mut slots, f, sources, &mut diags).await {
+            Some(Planned::View(v)) => views.push(*v),
+            Some(Planned::OverViews(stmt)) => joins.push((f, stmt)),
+            None => {}
+        }
+    }
+    // Views over views, once every windowed view is known.
+    for (f, stmt) in joins {
+        if let Some(v) = plan_view_over_views(&ctx, &mut slots, f, *stmt, &views, &mut diags).await
+        {
             views.push(v);
         }
     }
@@ -105,13 +136,20 @@ pub(super) async fn plan_all(
     }
 }
 
+/// A feature view file: a windowed view, or one that reads other views.
+enum Planned {
+    View(Box<View>),
+    /// No window function: planned once the windowed views are known.
+    OverViews(Box<Statement>),
+}
+
 async fn plan_view(
     ctx: &SessionContext,
     slots: &mut HashMap<String, datafusion::datasource::memory::PartitionData>,
     file: &SqlFile,
     sources: &[SourceDef],
     diags: &mut Vec<Diagnostic>,
-) -> Option<View> {
+) -> Option<Planned> {
     rule_meta(file, diags);
     let name = file.stem.clone();
     if !is_identifier(&name) {
@@ -124,12 +162,7 @@ async fn plan_view(
     let input_table = format!("__window_{name}");
     let (window, at) = match rewrite_window(&mut stmt, &input_table) {
         Ok(Some(found)) => found,
-        Ok(None) => {
-            let (line, col) = start_of(&stmt);
-            diags.push(Diagnostic::new(&file.path, line, col,
-                "a feature view must read its source through a window: TUMBLE(source, time_column, INTERVAL '1 minute'), HOP(…) or SESSION(…)"));
-            return None;
-        }
+        Ok(None) => return Some(Planned::OverViews(Box::new(stmt))),
         Err(e) => {
             diags.push(Diagnostic::new(&file.path, e.line, e.col, e.message));
             return None;
@@ -247,10 +280,11 @@ async fn plan_view(
         ));
         return None;
     }
-    Some(View {
+    Some(Planned::View(Box::new(View {
         name,
         file: file.path.clone(),
-        source,
+        source: Some(source),
+        inputs: Vec::new(),
         window,
         input_table,
         input_schema,
@@ -259,6 +293,124 @@ async fn plan_view(
         keys,
         session_keys,
         panes,
+    })))
+}
+
+/// Names of the views `stmt` reads, as indices into `views`.
+fn views_read(stmt: &Statement, views: &[View]) -> Vec<usize> {
+    let mut used = Vec::new();
+    let _ = visit_relations(stmt, |rel| {
+        if let Some(ident) = rel.0.last().and_then(|p| p.as_ident()) {
+            let n = ident.value.to_ascii_lowercase();
+            if let Some(i) = views.iter().position(|v| v.name == n)
+                && !used.contains(&i)
+            {
+                used.push(i);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    used
+}
+
+/// A feature view with no window function: it joins windowed views (of
+/// one or several sources) window by window, e.g. power draw per host with
+/// the electricity price of the same minute.
+async fn plan_view_over_views(
+    ctx: &SessionContext,
+    slots: &mut HashMap<String, datafusion::datasource::memory::PartitionData>,
+    file: &SqlFile,
+    stmt: Statement,
+    views: &[View],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<View> {
+    let name = file.stem.clone();
+    let start = start_of(&stmt);
+    let inputs = views_read(&stmt, views);
+    if inputs.is_empty() {
+        diags.push(Diagnostic::new(&file.path, start.0, start.1,
+            "a feature view must read its source through a window — TUMBLE(source, time_column, INTERVAL '1 minute'), HOP(…) or SESSION(…) — or join other feature views"));
+        return None;
+    }
+    let first = &views[inputs[0]].window;
+    for &i in &inputs {
+        let w = &views[i].window;
+        if !views[i].inputs.is_empty() || w.kind == WindowKind::Session {
+            diags.push(Diagnostic::new(
+                &file.path,
+                start.0,
+                start.1,
+                format!(
+                    "a view over views reads TUMBLE or HOP views only; `{}` is a {}",
+                    views[i].name,
+                    if w.kind == WindowKind::Session {
+                        "SESSION view"
+                    } else {
+                        "view over views"
+                    }
+                ),
+            ));
+            return None;
+        }
+        if (w.kind, w.size_ms) != (first.kind, first.size_ms) {
+            diags.push(Diagnostic::new(
+                &file.path,
+                start.0,
+                start.1,
+                format!(
+                    "views joined in one view must have the same windows: `{}` and `{}` differ",
+                    views[inputs[0]].name, views[i].name
+                ),
+            ));
+            return None;
+        }
+    }
+    let group_keys = group_by_names(&stmt);
+    let plan = plan_statement(ctx, file, stmt)
+        .await
+        .map_err(|d| diags.push(d))
+        .ok()?;
+    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    for bound in [WINDOW_START, WINDOW_END] {
+        if output_schema.field_with_name(bound).is_err() {
+            diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
+                "a view over views must select `{bound}` (join its inputs on window_start) so its rows say which window they describe"
+            )));
+            return None;
+        }
+    }
+    let keys: Vec<String> = output_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| group_keys.contains(n) || inputs.iter().any(|&i| views[i].keys.contains(n)))
+        .filter(|n| n != WINDOW_START && n != WINDOW_END)
+        .collect();
+    if let Err(e) = register_slot(ctx, slots, &name, output_schema.clone()) {
+        diags.push(Diagnostic::new(
+            &file.path,
+            1,
+            1,
+            format!("view `{name}` cannot be registered: {e}"),
+        ));
+        return None;
+    }
+    Some(View {
+        name,
+        file: file.path.clone(),
+        source: None,
+        inputs,
+        window: WindowSpec {
+            source: String::new(),
+            ..first.clone()
+        },
+        input_table: String::new(),
+        input_schema: Arc::new(Schema::empty()),
+        plan,
+        output_schema,
+        keys,
+        session_keys: Vec::new(),
+        panes: None,
     })
 }
 
@@ -278,18 +430,7 @@ async fn plan_rule(
             return None;
         }
     }
-    let mut used = Vec::new();
-    let _ = visit_relations(&stmt, |rel| {
-        if let Some(ident) = rel.0.last().and_then(|p| p.as_ident()) {
-            let n = ident.value.to_ascii_lowercase();
-            if let Some(i) = views.iter().position(|v| v.name == n)
-                && !used.contains(&i)
-            {
-                used.push(i);
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
+    let used = views_read(&stmt, views);
     let start = start_of(&stmt);
     let plan = plan_statement(ctx, file, stmt)
         .await
