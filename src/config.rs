@@ -70,6 +70,14 @@ pub struct SourceConfig {
     /// every window. Default: "10s".
     #[serde(default = "default_idle_timeout", with = "serde_duration")]
     pub idle_timeout: Duration,
+    /// How long after the watermark passes a TUMBLE window's end the window
+    /// still takes stragglers: such a record is counted, the window is
+    /// evaluated again (a late firing) and raises the alerts it had not
+    /// raised before. Later records go to the late topic. HOP and SESSION
+    /// views do not take late firings: a source with them keeps "0s".
+    /// Default: "0s".
+    #[serde(default, with = "serde_duration")]
+    pub allowed_lateness: Duration,
     /// Drop a record whose values in these columns and whose event time
     /// equal those of a record already in an open window (the duplicates
     /// at-least-once producers create). Counted in `duplicates_dropped`.
@@ -235,6 +243,7 @@ pub struct SourceDef {
     pub schema: SourceSchema,
     pub max_out_of_orderness: Duration,
     pub idle_timeout: Duration,
+    pub allowed_lateness: Duration,
     pub dedupe_by: Vec<String>,
 }
 
@@ -372,6 +381,7 @@ impl Config {
                     schema: s.schema()?,
                     max_out_of_orderness: s.max_out_of_orderness,
                     idle_timeout: s.idle_timeout,
+                    allowed_lateness: s.allowed_lateness,
                     dedupe_by: s.dedupe_by.clone(),
                 })
             })

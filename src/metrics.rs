@@ -25,6 +25,9 @@ pub struct Metrics {
     pub replayed_skipped: AtomicU64,
     /// Windows closed (per view, per close; one close may cover many keys).
     pub window_closes: AtomicU64,
+    /// TUMBLE windows evaluated again because records arrived within the
+    /// source's allowed lateness after they closed.
+    pub late_firings: AtomicU64,
     /// Alert instances produced.
     pub alerts: AtomicU64,
     /// View or rule evaluations that failed (the engine keeps going).
@@ -48,13 +51,14 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} alerts={} sql_errors={} sql_memory_exceeded={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} sql_errors={} sql_memory_exceeded={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
             Self::get(&self.duplicates_dropped),
             Self::get(&self.replayed_skipped),
             Self::get(&self.window_closes),
+            Self::get(&self.late_firings),
             Self::get(&self.alerts),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),

@@ -231,13 +231,18 @@ async fn duplicates_are_dropped_only_when_the_source_asks() {
 /// A SQL folder with one view over telemetry and a rule that reports every
 /// window of it, so a run's alerts list every window it emitted.
 fn every_window_sql(from: &str) -> tempfile::TempDir {
+    every_window_sql_with(from, "")
+}
+
+/// Like `every_window_sql`, with `extra` aggregates in the view.
+fn every_window_sql_with(from: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("features")).unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     std::fs::write(
         dir.path().join("features/w.sql"),
         format!(
-            "SELECT host, window_start, window_end, avg(cpu) AS cpu_avg, count(*) AS n\n\
+            "SELECT host, window_start, window_end, avg(cpu) AS cpu_avg, count(*) AS n{extra}\n\
              FROM {from}\nGROUP BY host, window_start, window_end\n"
         ),
     )
@@ -322,4 +327,59 @@ async fn session_windows_survive_a_restart() {
         .collect();
     restart_keeps_every_window_once("SESSION(telemetry, ts, INTERVAL '20 seconds')", &records)
         .await;
+}
+
+#[tokio::test]
+async fn hopping_windows_with_blocks_survive_a_restart() {
+    // 60 panes per window: states are merged from blocks of 8 panes.
+    let records = telemetry(0, 300, SATURATED);
+    restart_keeps_every_window_once(
+        "HOP(telemetry, ts, INTERVAL '1 second', INTERVAL '1 minute')",
+        &records,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn shared_panes_give_what_recomputing_every_window_gives() {
+    // The same view twice: as is (pane and block states merged), and with
+    // an order-sensitive aggregate added, which makes the engine recompute
+    // every window from its rows. Their common columns must agree.
+    let records = telemetry(0, 300, SATURATED);
+    let from = "HOP(telemetry, ts, INTERVAL '1 second', INTERVAL '1 minute')";
+    let mut results = Vec::new();
+    for extra in ["", ", first_value(cpu ORDER BY ts) AS first_cpu"] {
+        let sql = every_window_sql_with(from, extra);
+        let mut h = Harness::with("", sql.path()).await;
+        let mut alerts = h.feed(&records, 97).await;
+        alerts.extend(h.engine.finish().await.unwrap());
+        results.push(windows_of(&alerts));
+    }
+    assert!(results[0].len() > 1000, "{} windows", results[0].len());
+    assert_eq!(results[0], results[1]);
+}
+
+#[tokio::test]
+async fn tumbling_windows_with_allowed_lateness_survive_a_restart() {
+    // Closed windows keep their rows for the allowed lateness; the
+    // checkpoint's `keep` brings them back after a restart.
+    let sql = every_window_sql("TUMBLE(telemetry, ts, INTERVAL '1 minute')");
+    let records = telemetry(0, 400, SATURATED);
+    let mut whole = Harness::with("allowed_lateness = \"20s\"", sql.path()).await;
+    let mut expected = whole.feed(&records, 64).await;
+    expected.extend(whole.engine.finish().await.unwrap());
+    let stop_at = records.len() / 2;
+    let mut first = Harness::with("allowed_lateness = \"20s\"", sql.path()).await;
+    let mut got = first.feed(&records[..stop_at], 64).await;
+    let (_, committed, checkpoint) = first.engine.commit_positions(0)[0].clone();
+    assert!(
+        checkpoint.keep.contains_key("w"),
+        "rows of windows open to stragglers are kept: {checkpoint:?}"
+    );
+    let mut second = Harness::with("allowed_lateness = \"20s\"", sql.path()).await;
+    second.engine.restore(0, 0, Some(&checkpoint));
+    second.offset = committed;
+    got.extend(second.feed(&records[committed as usize..], 64).await);
+    got.extend(second.engine.finish().await.unwrap());
+    assert_eq!(windows_of(&got), windows_of(&expected));
 }

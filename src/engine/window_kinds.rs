@@ -155,28 +155,73 @@ pub fn split_by_time(
     Ok(out)
 }
 
-/// The states of every window ending in `ends` (each `size` long): the
-/// states of its panes with their bounds set to the window's.
-pub fn window_states(
-    panes: &BTreeMap<i64, Vec<RecordBatch>>,
-    cols: PaneColumns,
-    size: i64,
-    ends: impl Iterator<Item = i64>,
-) -> Result<Vec<RecordBatch>, EngineError> {
-    let mut out = Vec::new();
-    for end in ends {
-        for (_, states) in panes.range(end - size..end) {
-            for b in states {
-                let n = b.num_rows();
-                let mut columns = b.columns().to_vec();
-                columns[cols.window_start] =
-                    Arc::new(TimestampMillisecondArray::from(vec![end - size; n]));
-                columns[cols.window_end] = Arc::new(TimestampMillisecondArray::from(vec![end; n]));
-                out.push(RecordBatch::try_new(b.schema(), columns).map_err(internal)?);
-            }
+/// How a HOP view's windows are assembled from partial states: panes of
+/// one slide, and blocks of `block / slide` panes aggregated straight from
+/// the rows, so a window merges about 2·√(size/slide) states instead of
+/// size/slide.
+#[derive(Debug, Clone, Copy)]
+pub struct HopGrid {
+    pub size: i64,
+    pub slide: i64,
+    /// Block length (a multiple of the slide), or `None` when windows are
+    /// too few panes long for blocks to pay.
+    pub block: Option<i64>,
+}
+
+impl HopGrid {
+    pub fn new(size: i64, slide: i64) -> HopGrid {
+        let panes = size / slide;
+        let per_block = (panes as f64).sqrt().round() as i64;
+        HopGrid {
+            size,
+            slide,
+            block: (per_block >= 3).then_some(per_block * slide),
         }
     }
-    Ok(out)
+}
+
+/// The states of every window ending in `ends`, in one batch: for each
+/// window the states of the blocks and panes that tile it, with their
+/// bounds set to the window's. `None` when no window holds any state.
+pub fn window_states(
+    panes: &BTreeMap<i64, Vec<RecordBatch>>,
+    blocks: &BTreeMap<i64, Vec<RecordBatch>>,
+    cols: PaneColumns,
+    grid: HopGrid,
+    ends: impl Iterator<Item = i64>,
+) -> Result<Option<RecordBatch>, EngineError> {
+    let mut pieces: Vec<&RecordBatch> = Vec::new();
+    let (mut starts, mut window_ends) = (Vec::new(), Vec::new());
+    for end in ends {
+        let start = end - grid.size;
+        let mut p = start;
+        while p < end {
+            let whole_block = grid
+                .block
+                .filter(|b| p.rem_euclid(*b) == 0 && p + b <= end)
+                .and_then(|b| blocks.get(&p).map(|states| (b, states)));
+            let (len, states) = match whole_block {
+                Some((b, states)) => (b, Some(states)),
+                None => (grid.slide, panes.get(&p)),
+            };
+            for b in states.into_iter().flatten() {
+                pieces.push(b);
+                starts.extend(std::iter::repeat_n(start, b.num_rows()));
+                window_ends.extend(std::iter::repeat_n(end, b.num_rows()));
+            }
+            p += len;
+        }
+    }
+    let Some(first) = pieces.first() else {
+        return Ok(None);
+    };
+    let all = concat_batches(&first.schema(), pieces).map_err(internal)?;
+    let mut columns = all.columns().to_vec();
+    columns[cols.window_start] = Arc::new(TimestampMillisecondArray::from(starts));
+    columns[cols.window_end] = Arc::new(TimestampMillisecondArray::from(window_ends));
+    Ok(Some(
+        RecordBatch::try_new(all.schema(), columns).map_err(internal)?,
+    ))
 }
 
 /// What cutting the buffer into sessions found.

@@ -73,6 +73,8 @@ impl Default for PartitionState {
 struct SourceState {
     name: String,
     delay_ms: i64,
+    /// Allowed lateness of TUMBLE windows, ms (0: none).
+    lateness_ms: i64,
     idle: Duration,
     /// Highest watermark so far: it never moves back.
     watermark: Option<i64>,
@@ -146,10 +148,20 @@ struct ViewState {
     panes: BTreeMap<i64, Vec<RecordBatch>>,
     /// HOP with pane sharing: end of the panes computed so far.
     panes_until: Option<i64>,
+    /// HOP with pane sharing: partial states of whole blocks of panes.
+    blocks: BTreeMap<i64, Vec<RecordBatch>>,
+    /// HOP with pane sharing: end of the blocks computed so far.
+    blocks_until: Option<i64>,
     /// SESSION: earliest start of a session still open.
     open_from: Option<i64>,
     /// SESSION: no session can close before the watermark reaches this.
     due: Option<i64>,
+    /// TUMBLE with allowed lateness: starts of closed windows that took
+    /// records since, to evaluate again.
+    dirty: std::collections::BTreeSet<i64>,
+    /// From the checkpoint: rows from here on are rebuilt (TUMBLE with
+    /// allowed lateness), until the source has a watermark again.
+    restored_keep: Option<i64>,
     /// A view other views join: its output by window end, until every
     /// view reading it has run over that window.
     retained: BTreeMap<i64, Vec<RecordBatch>>,
@@ -178,6 +190,11 @@ pub struct WindowEngine {
     views: Vec<ViewState>,
     /// Per view: the views over views that read it.
     consumers: Vec<Vec<usize>>,
+    /// With allowed lateness: (rule, fingerprint, window start) of alerts
+    /// raised for windows that may still fire again, by window end.
+    raised: BTreeMap<i64, std::collections::HashSet<(String, String, i64)>>,
+    /// The largest allowed lateness over the sources, ms.
+    max_lateness_ms: i64,
     metrics: Arc<Metrics>,
     hasher: RandomState,
 }
@@ -192,6 +209,7 @@ impl WindowEngine {
                 SourceState {
                     name: s.name.clone(),
                     delay_ms: s.max_out_of_orderness.as_millis() as i64,
+                    lateness_ms: s.allowed_lateness.as_millis() as i64,
                     idle: s.idle_timeout,
                     watermark: None,
                     ts_index: s.schema.event_time_index(),
@@ -229,11 +247,18 @@ impl WindowEngine {
                     .collect()
             })
             .collect();
+        let max_lateness_ms = sources
+            .iter()
+            .map(|s| s.allowed_lateness.as_millis() as i64)
+            .max()
+            .unwrap_or(0);
         WindowEngine {
             sql,
             sources: states,
             views,
             consumers,
+            raised: BTreeMap::new(),
+            max_lateness_ms,
             metrics,
             hasher: RandomState::new(),
         }
@@ -253,10 +278,16 @@ impl WindowEngine {
             if let Some(&closed) = c.closed.get(name) {
                 view.closed_until = Some(view.closed_until.map_or(closed, |x| x.max(closed)));
             }
-            if let Some(&keep) = c.keep.get(name)
-                && self.sql.views[vi].window.kind == WindowKind::Session
-            {
-                view.open_from = Some(view.open_from.map_or(keep, |x| x.min(keep)));
+            if let Some(&keep) = c.keep.get(name) {
+                match self.sql.views[vi].window.kind {
+                    WindowKind::Session => {
+                        view.open_from = Some(view.open_from.map_or(keep, |x| x.min(keep)));
+                    }
+                    WindowKind::Tumble => {
+                        view.restored_keep = Some(view.restored_keep.map_or(keep, |x| x.min(keep)));
+                    }
+                    WindowKind::Hop { .. } => {}
+                }
             }
         }
     }
@@ -405,7 +436,24 @@ impl WindowEngine {
     /// Rows of view `vi` below this are late for it: its windows (SESSION:
     /// the sessions they could join) are closed.
     fn late_before(&self, vi: usize) -> Option<i64> {
-        self.views[vi].closed_until
+        let closed = self.views[vi].closed_until?;
+        Some(match self.lateness_of(vi) {
+            // The earliest window whose end plus the lateness the
+            // watermark has not reached yet.
+            Some((lateness, wm)) => closed.min(self.sql.views[vi].window.start_of(wm - lateness)),
+            None => closed,
+        })
+    }
+
+    /// For a TUMBLE view of a source with allowed lateness that has a
+    /// watermark: (lateness, watermark).
+    fn lateness_of(&self, vi: usize) -> Option<(i64, i64)> {
+        let view = &self.sql.views[vi];
+        let source = &self.sources[view.source?];
+        if view.window.kind != WindowKind::Tumble || source.lateness_ms == 0 {
+            return None;
+        }
+        Some((source.lateness_ms, source.watermark?))
     }
 
     /// Rows of view `vi` below this are no longer needed by it, not even
@@ -416,7 +464,19 @@ impl WindowEngine {
         let w = &self.sql.views[vi].window;
         let closed = self.held_back(vi).map_or(closed, |h| h.min(closed));
         Some(match w.kind {
-            WindowKind::Tumble => closed,
+            // Closed windows still open to stragglers keep their rows.
+            WindowKind::Tumble => {
+                let late = self.late_before(vi).map_or(closed, |l| l.min(closed));
+                let source_has_watermark = self.sql.views[vi]
+                    .source
+                    .is_some_and(|s| self.sources[s].watermark.is_some());
+                match view.restored_keep {
+                    // Rows re-read after a restart, until the watermark is
+                    // known again.
+                    Some(k) if !source_has_watermark => k.min(late),
+                    _ => late,
+                }
+            }
             // Panes of the windows not yet emitted.
             WindowKind::Hop { slide_ms } => closed - w.size_ms + slide_ms,
             WindowKind::Session => view.open_from.map_or(closed, |o| o.min(closed)),
@@ -559,6 +619,32 @@ impl WindowEngine {
                 lateness_ms,
             });
         }
+        // Records within the allowed lateness of closed TUMBLE windows
+        // make those windows fire again.
+        let mut dirty: Vec<(usize, i64)> = Vec::new();
+        if state.lateness_ms > 0 {
+            for &vi in &state.views {
+                let view = &self.sql.views[vi];
+                let Some(closed) = self.views[vi].closed_until else {
+                    continue;
+                };
+                if view.window.kind != WindowKind::Tumble {
+                    continue;
+                }
+                for (i, kept) in keep.iter().enumerate() {
+                    let t = ts.value(i);
+                    let p = parts.value(i);
+                    let fresh =
+                        offs.value(i) >= state.partitions.get(&p).map_or(0, |s| s.replay_until);
+                    if *kept && fresh && t < closed {
+                        dirty.push((vi, view.window.start_of(t)));
+                    }
+                }
+            }
+        }
+        for (vi, start) in dirty {
+            self.views[vi].dirty.insert(start);
+        }
         let batch = if late + replayed + duplicates == 0 {
             batch
         } else {
@@ -664,8 +750,29 @@ impl WindowEngine {
         if closed_any {
             self.prune(source)?;
         }
+        if self.max_lateness_ms > 0 {
+            alerts = self.first_raised(alerts);
+        }
         Metrics::add(&self.metrics.alerts, alerts.len() as u64);
         Ok(alerts)
+    }
+
+    /// With allowed lateness, a window may fire more than once: keeps only
+    /// the alerts not raised for their window before, and forgets windows
+    /// no source can fire again.
+    fn first_raised(&mut self, alerts: Vec<Alert>) -> Vec<Alert> {
+        let mut out = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let key = (a.rule.clone(), a.fingerprint.clone(), a.window_start_ms);
+            if self.raised.entry(a.window_end_ms).or_default().insert(key) {
+                out.push(a);
+            }
+        }
+        let lowest_watermark = self.sources.iter().filter_map(|s| s.watermark).min();
+        if let Some(wm) = lowest_watermark {
+            self.raised = self.raised.split_off(&(wm - self.max_lateness_ms));
+        }
+        out
     }
 
     /// Keeps view `vi`'s output by window end for the views over it.
@@ -776,18 +883,37 @@ impl WindowEngine {
         } else {
             view.window.start_of(wm)
         };
-        if lo.is_some_and(|lo| hi <= lo) {
+        let fresh = lo.is_none_or(|lo| hi > lo);
+        let dirty = std::mem::take(&mut self.views[vi].dirty);
+        if !fresh && dirty.is_empty() {
             return Ok(Closed::Nothing);
         }
-        let input = window_kinds::grid_rows(
-            &state.buffer,
-            state.ts_index,
-            lo,
-            hi,
-            size,
-            &view.input_schema,
-        )?;
-        self.views[vi].closed_until = Some(hi);
+        let state = &self.sources[source];
+        let view = &self.sql.views[vi];
+        let mut input = Vec::new();
+        if fresh {
+            input = window_kinds::grid_rows(
+                &state.buffer,
+                state.ts_index,
+                lo,
+                hi,
+                size,
+                &view.input_schema,
+            )?;
+            self.views[vi].closed_until = Some(hi);
+        }
+        // Late firings: closed windows that took records since, whole.
+        for start in &dirty {
+            input.extend(window_kinds::grid_rows(
+                &state.buffer,
+                state.ts_index,
+                Some(*start),
+                start + size,
+                size,
+                &view.input_schema,
+            )?);
+        }
+        Metrics::add(&self.metrics.late_firings, dirty.len() as u64);
         if input.is_empty() {
             return Ok(Closed::Empty);
         }
@@ -834,37 +960,54 @@ impl WindowEngine {
         };
         let first_end = lo.map_or(first_start + slide, |l| l + slide);
         let ends = (first_end..=hi).step_by(slide as usize);
-        let result = match view.panes {
+        let result = match view.panes.as_ref().map(|p| p.cols) {
             Some(cols) => {
-                let pane_lo = self.views[vi].panes_until.or(lo.map(|l| l - size + slide));
-                let rows = window_kinds::grid_rows(
-                    &state.buffer,
-                    state.ts_index,
-                    pane_lo,
-                    pane_hi,
-                    slide,
-                    &view.input_schema,
-                )?;
-                if !rows.is_empty() {
-                    match self.sql.run_view_panes(vi, rows).await {
-                        Ok(states) => {
-                            for (p, b) in window_kinds::split_panes(&states, cols)? {
-                                self.views[vi].panes.entry(p).or_default().extend(b);
+                let grid = window_kinds::HopGrid::new(size, slide);
+                let needed = lo.map(|l| l - size + slide);
+                let pane_lo = self.views[vi].panes_until.or(needed);
+                let panes = self
+                    .partial_states(source, vi, pane_lo, pane_hi, slide)
+                    .await;
+                let panes = match panes {
+                    Ok(p) => p,
+                    Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
+                };
+                for (p, b) in window_kinds::split_panes(&panes, cols)? {
+                    self.views[vi].panes.entry(p).or_default().extend(b);
+                }
+                self.views[vi].panes_until = Some(pane_hi);
+                if let Some(block) = grid.block {
+                    // Whole blocks only: one reaching below the rows still
+                    // buffered would be incomplete.
+                    let block_lo = self.views[vi]
+                        .blocks_until
+                        .or(needed.map(|n| n + (block - n.rem_euclid(block)) % block));
+                    let block_hi = pane_hi - pane_hi.rem_euclid(block);
+                    if block_lo.is_none_or(|l| l < block_hi) {
+                        match self
+                            .partial_states(source, vi, block_lo, block_hi, block)
+                            .await
+                        {
+                            Ok(b) => {
+                                for (p, b) in window_kinds::split_panes(&b, cols)? {
+                                    self.views[vi].blocks.entry(p).or_default().extend(b);
+                                }
+                                self.views[vi].blocks_until = Some(block_hi);
                             }
+                            Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
                         }
-                        Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
                     }
                 }
                 let v = &mut self.views[vi];
-                v.panes_until = Some(pane_hi);
-                let states = window_kinds::window_states(&v.panes, cols, size, ends)?;
-                // Panes no window after `hi` needs.
+                let states = window_kinds::window_states(&v.panes, &v.blocks, cols, grid, ends)?;
+                // Panes and blocks no window after `hi` needs.
                 v.panes = v.panes.split_off(&(hi - size + slide));
+                v.blocks = v.blocks.split_off(&(hi - size + slide));
                 v.closed_until = Some(hi);
-                if states.is_empty() {
-                    return Ok(Closed::Empty);
+                match states {
+                    None => return Ok(Closed::Empty),
+                    Some(states) => self.sql.run_view_windows(vi, vec![states]).await,
                 }
-                self.sql.run_view_windows(vi, states).await
             }
             None => {
                 let input = window_kinds::hop_rows(
@@ -884,6 +1027,32 @@ impl WindowEngine {
         Ok(Closed::Ran(result))
     }
 
+    /// Partial states of HOP view `vi` over the rows in `[lo, hi)`, grouped
+    /// by cells of a `cell`-long grid (panes or blocks).
+    async fn partial_states(
+        &self,
+        source: usize,
+        vi: usize,
+        lo: Option<i64>,
+        hi: i64,
+        cell: i64,
+    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+        let state = &self.sources[source];
+        let rows = window_kinds::grid_rows(
+            &state.buffer,
+            state.ts_index,
+            lo,
+            hi,
+            cell,
+            &self.sql.views[vi].input_schema,
+        )
+        .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.sql.run_view_panes(vi, rows).await
+    }
+
     /// A HOP view whose partial phase failed: its windows up to `hi` are
     /// skipped (and counted by the caller), like a failed TUMBLE window.
     fn skip_hop(
@@ -899,6 +1068,8 @@ impl WindowEngine {
         let size = self.sql.views[vi].window.size_ms;
         let slide = self.sql.views[vi].window.step_ms();
         v.panes = v.panes.split_off(&(hi - size + slide));
+        v.blocks = v.blocks.split_off(&(hi - size + slide));
+        v.blocks_until = None;
         Ok(Closed::Ran(Err(e)))
     }
 

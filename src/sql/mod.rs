@@ -33,7 +33,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 pub use files::{Kind, Severity, SqlFile, read_dir};
-pub use panes::PaneColumns;
+pub use panes::{PaneColumns, PanePlan};
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
 
 use crate::config::SourceDef;
@@ -61,9 +61,10 @@ pub struct View {
     /// SESSION views: the source columns (batch-schema indices) sessions
     /// are kept per.
     pub session_keys: Vec<usize>,
-    /// HOP views whose aggregate splits into panes: where the window bounds
-    /// sit in its partial states. `None`: each window is recomputed.
-    pub panes: Option<PaneColumns>,
+    /// HOP views whose aggregate splits into panes: its two phases, and
+    /// where the window bounds sit in the partial states. `None`: each
+    /// window is recomputed.
+    pub panes: Option<Arc<PanePlan>>,
 }
 
 /// An alert rule: SQL over feature views; each returned row is an alert.
@@ -179,11 +180,14 @@ impl SqlSet {
         i: usize,
         input: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let view = &self.views[i];
-        self.fill(&view.input_table, input).await;
-        let result = panes::run_partial(&self.ctx, &view.plan).await;
-        self.fill(&view.input_table, Vec::new()).await;
-        Ok(result?.into_iter().filter(|b| b.num_rows() > 0).collect())
+        let Some(plan) = &self.views[i].panes else {
+            return Err(DataFusionError::Internal(format!(
+                "view `{}` does not split into panes",
+                self.views[i].name
+            )));
+        };
+        let out = panes::run_partial(&self.ctx, plan, input).await?;
+        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
     /// Final phase of a pane-split HOP view: merges `states` (bounds set to
@@ -195,10 +199,13 @@ impl SqlSet {
         states: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let view = &self.views[i];
-        let Some(schema) = states.first().map(|b| b.schema()) else {
-            return Ok(Vec::new());
+        let Some(plan) = &view.panes else {
+            return Err(DataFusionError::Internal(format!(
+                "view `{}` does not split into panes",
+                view.name
+            )));
         };
-        let out: Vec<RecordBatch> = panes::run_final(&self.ctx, &view.plan, states, schema)
+        let out: Vec<RecordBatch> = panes::run_final(&self.ctx, plan, states)
             .await?
             .into_iter()
             .filter(|b| b.num_rows() > 0)

@@ -24,6 +24,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
@@ -62,16 +63,97 @@ const ROW_WISE: &[&str] = &[
     "CoalescePartitionsExec",
 ];
 
-/// Whether `plan` splits into panes: the bounds' positions in the partial
-/// states, or why not.
-pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PaneColumns, String> {
+/// A HOP view's aggregate split in two, as physical plans made once: the
+/// partial phase over the window rows, and the whole view with its
+/// aggregate replaced by a final phase over a placeholder for the states.
+/// Each evaluation swaps in its own input (see [`rebind`]).
+#[derive(Debug)]
+pub struct PanePlan {
+    pub cols: PaneColumns,
+    partial: Arc<dyn ExecutionPlan>,
+    whole: Arc<dyn ExecutionPlan>,
+    placeholder: Arc<dyn ExecutionPlan>,
+}
+
+/// Whether `plan` splits into panes: its two phases, or why not.
+pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PanePlan, String> {
     let physical = ctx
         .state()
         .create_physical_plan(plan)
         .await
         .map_err(|e| e.strip_backtrace())?;
     let agg = find_aggregate(&physical)?;
-    pane_columns(&agg)
+    let cols = pane_columns(&agg)?;
+    let df = |e: DataFusionError| e.strip_backtrace();
+    let partial: Arc<dyn ExecutionPlan> = Arc::new(
+        AggregateExec::try_new(
+            AggregateMode::Partial,
+            agg.group_by.clone(),
+            agg.aggr_expr.clone(),
+            agg.filter_expr.clone(),
+            Arc::clone(&agg.input),
+            Arc::clone(&agg.input_schema),
+        )
+        .map_err(df)?,
+    );
+    let placeholder: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&[Vec::new()], partial.schema(), None).map_err(df)?;
+    let merged: Arc<dyn ExecutionPlan> = Arc::new(
+        AggregateExec::try_new(
+            AggregateMode::Final,
+            agg.group_by.as_final(),
+            agg.aggr_expr,
+            agg.filter_expr,
+            Arc::clone(&placeholder),
+            agg.input_schema,
+        )
+        .map_err(df)?,
+    );
+    let target = agg.node;
+    let whole = physical
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, &target) {
+                Transformed::yes(Arc::clone(&merged))
+            } else {
+                Transformed::no(node)
+            })
+        })
+        .map_err(df)?
+        .data;
+    Ok(PanePlan {
+        cols,
+        partial,
+        whole,
+        placeholder,
+    })
+}
+
+/// `plan` with every in-memory scan that `pick` selects replaced by a scan
+/// of `batches` (same schema and projection).
+fn rebind(
+    plan: &Arc<dyn ExecutionPlan>,
+    pick: impl Fn(&Arc<dyn ExecutionPlan>) -> bool,
+    batches: Vec<RecordBatch>,
+) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    Ok(Arc::clone(plan)
+        .transform_down(|node| {
+            if !pick(&node) {
+                return Ok(Transformed::no(node));
+            }
+            let Some(mem) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|d| d.data_source().downcast_ref::<MemorySourceConfig>())
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let fresh: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                std::slice::from_ref(&batches),
+                mem.original_schema(),
+                mem.projection().clone(),
+            )?;
+            Ok(Transformed::yes(fresh))
+        })?
+        .data)
 }
 
 fn pane_columns(agg: &Aggregate) -> Result<PaneColumns, String> {
@@ -162,54 +244,26 @@ fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Aggregate, String> {
     })
 }
 
-/// Runs the partial phase over the rows now in the view's input table
-/// (window bounds set to each row's pane): accumulator states per key and
-/// pane.
+/// Runs the partial phase over `rows` (window bounds set to each row's
+/// pane or block): accumulator states per key and cell.
 pub async fn run_partial(
     ctx: &SessionContext,
-    plan: &LogicalPlan,
+    plan: &PanePlan,
+    rows: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
-    let physical = ctx.state().create_physical_plan(plan).await?;
-    let agg = find_aggregate(&physical).map_err(DataFusionError::Plan)?;
-    let partial = AggregateExec::try_new(
-        AggregateMode::Partial,
-        agg.group_by,
-        agg.aggr_expr,
-        agg.filter_expr,
-        agg.input,
-        agg.input_schema,
-    )?;
-    collect(Arc::new(partial), ctx.task_ctx()).await
+    // The partial phase reads only the window rows: its one scan is theirs.
+    let partial = rebind(&plan.partial, |n| n.is::<DataSourceExec>(), rows)?;
+    collect(partial, ctx.task_ctx()).await
 }
 
 /// Merges partial `states` (window bounds already set to their windows')
 /// and runs the rest of the view over the result.
 pub async fn run_final(
     ctx: &SessionContext,
-    plan: &LogicalPlan,
+    plan: &PanePlan,
     states: Vec<RecordBatch>,
-    state_schema: SchemaRef,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
-    let physical = ctx.state().create_physical_plan(plan).await?;
-    let agg = find_aggregate(&physical).map_err(DataFusionError::Plan)?;
-    let source = MemorySourceConfig::try_new_exec(&[states], state_schema, None)?;
-    let merged: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
-        AggregateMode::Final,
-        agg.group_by.as_final(),
-        agg.aggr_expr,
-        agg.filter_expr,
-        source,
-        agg.input_schema,
-    )?);
-    let target = agg.node;
-    let whole = physical
-        .transform_down(|node| {
-            Ok(if Arc::ptr_eq(&node, &target) {
-                Transformed::yes(Arc::clone(&merged))
-            } else {
-                Transformed::no(node)
-            })
-        })?
-        .data;
+    let placeholder = &plan.placeholder;
+    let whole = rebind(&plan.whole, |n| Arc::ptr_eq(n, placeholder), states)?;
     collect(whole, ctx.task_ctx()).await
 }

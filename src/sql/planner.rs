@@ -197,6 +197,18 @@ async fn plan_view(
         ));
         return None;
     }
+    if window.kind != WindowKind::Tumble && !def.allowed_lateness.is_zero() {
+        diags.push(Diagnostic::new(
+            &file.path,
+            at.0,
+            at.1,
+            format!(
+                "source `{}` sets allowed_lateness, which only TUMBLE views support (late firings); use TUMBLE here or set allowed_lateness = \"0s\"",
+                def.name
+            ),
+        ));
+        return None;
+    }
     let mut fields: Vec<Field> = def
         .schema
         .batch_schema()
@@ -263,7 +275,7 @@ async fn plan_view(
     }
     let panes = match window.kind {
         WindowKind::Hop { .. } => match panes::analyse(ctx, &plan).await {
-            Ok(p) => Some(p),
+            Ok(p) => Some(Arc::new(p)),
             Err(why) => {
                 tracing::warn!(view = %name, file = %file.path.display(), "hopping view recomputes every window from its rows, because {why}; it costs size/slide times a tumbling window");
                 None
