@@ -35,6 +35,10 @@ pub struct Metrics {
     /// View or rule evaluations stopped because they exceeded
     /// `engine.query_memory_limit` (also counted in `sql_errors`).
     pub sql_memory_exceeded: AtomicU64,
+    /// SQL folder reloads swapped in, and reloads refused (the running SQL
+    /// kept).
+    pub sql_reloads: AtomicU64,
+    pub sql_reload_failures: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
 }
@@ -51,7 +55,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} sql_errors={} sql_memory_exceeded={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -62,6 +66,8 @@ impl Metrics {
             Self::get(&self.alerts),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),
+            Self::get(&self.sql_reloads),
+            Self::get(&self.sql_reload_failures),
             Self::get(&self.commits),
         )
     }

@@ -119,6 +119,10 @@ struct Input {
     /// Processing time that passes before the next step ("3s"); idle
     /// partitions stop holding the watermark back.
     wait: Option<String>,
+    /// Hot reload: SQL files changed (added or replaced; an empty text
+    /// deletes the file), then the whole set is checked and swapped in — or
+    /// refused, keeping the running SQL.
+    reload: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +157,10 @@ struct Expect {
     /// View or rule evaluations that failed (e.g. over their memory limit).
     sql_errors: Option<u64>,
     sql_memory_exceeded: Option<u64>,
+    /// Reloads refused (the running SQL kept).
+    reload_errors: Option<u64>,
+    /// Text each refused reload's error must contain.
+    reload_error: Option<String>,
     /// Close open windows at the end of input (default true).
     finish: Option<bool>,
 }
@@ -342,10 +350,49 @@ async fn run_case(
     };
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
+    let mut current = case_files(path, text, config, shared, case)?.files;
+    let mut refused = Vec::new();
     for (i, step) in case.input.iter().enumerate() {
+        if let Some(changes) = &step.reload {
+            for (key, body) in changes {
+                let virtual_path = config.sql.dir.join(key);
+                current.retain(|f| f.path != virtual_path);
+                if !body.trim().is_empty() {
+                    let kind = if key.starts_with("rules/") {
+                        Kind::Rule
+                    } else {
+                        Kind::View
+                    };
+                    current.push(SqlFile::new(virtual_path, kind, body.clone()));
+                }
+            }
+            current.sort_by(|a, b| a.path.cmp(&b.path));
+            let options = SqlOptions::from_config(config);
+            match SqlSet::load_files(&config.sql.dir, current.clone(), &defs, &options).await {
+                Ok(set) => run.reload(set).map_err(|e| e.to_string())?,
+                Err(d) => refused.push(d.to_string()),
+            }
+        }
         feed(&mut run, base, step)
             .await
             .map_err(|e| format!("[[input]] #{}: {e}", i + 1))?;
+    }
+    if let Some(n) = case.expect.reload_errors
+        && n != refused.len() as u64
+    {
+        return Err(format!(
+            "reloads refused: expected {n}, got {}{}",
+            refused.len(),
+            refused
+                .iter()
+                .map(|r| format!("\n  {r}"))
+                .collect::<String>()
+        ));
+    }
+    if let Some(want) = &case.expect.reload_error
+        && let Some(bad) = refused.iter().find(|r| !r.contains(want.as_str()))
+    {
+        return Err(format!("a refused reload's error lacks `{want}`:\n{bad}"));
     }
     let outcome = if case.expect.finish.unwrap_or(true) {
         run.finish().await.map_err(|e| e.to_string())?

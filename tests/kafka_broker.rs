@@ -341,3 +341,95 @@ async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() 
         );
     }
 }
+
+/// Waits until the group has committed `n` records of the telemetry topic
+/// in all (the rows of every window closed so far).
+fn wait_committed(s: &Setup, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sum: i64 = committed(
+            &s.brokers,
+            &s.group,
+            &s.topic("telemetry"),
+            TELEMETRY_PARTITIONS,
+        )
+        .iter()
+        .filter_map(|(_, o, _)| *o)
+        .sum();
+        if sum >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {sum} of {n} records committed after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_edits_are_reloaded_without_a_restart_and_broken_ones_refused() {
+    let Some(s) = Setup::new("reload").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sql = dir.path().join("sql");
+    for sub in ["features", "rules"] {
+        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
+        for f in std::fs::read_dir(repo().join("sql").join(sub)).expect("default SQL") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, sql.join(sub).join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let config = dir.path().join("telemine.toml");
+    std::fs::write(&config, config_text(&s.brokers, &s.group, &s.prefix, &sql)).expect("config");
+
+    // Normal load: no default rule fires. Minutes 0 and 1 close under the
+    // default SQL (their 480 records committed); minute 2 is open.
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(0, 130, &[])).await;
+    let engine = Engine::start(&config);
+    wait_committed(&s, 480);
+
+    // A new rule, picked up by the file watcher: it fires for h1 in every
+    // window that closes from now on (minutes 2 and 3), not before.
+    std::fs::write(
+        sql.join("rules/host_busy.sql"),
+        "-- @name: HostBusy\nSELECT dc, rack, host, window_start, window_end, cpu_avg\nFROM host_1m WHERE host = 'h1' AND cpu_avg > 20\n",
+    )
+    .expect("new rule");
+    std::thread::sleep(Duration::from_secs(3));
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(130, 250, &[])).await;
+    let alerts = s.alerts(2);
+    assert_eq!(
+        summary(&alerts),
+        [
+            ("HostBusy".into(), "h1".into(), 2),
+            ("HostBusy".into(), "h1".into(), 3)
+        ]
+    );
+
+    // A broken file, and SIGHUP: refused; the running rules keep going.
+    std::fs::write(sql.join("rules/broken.sql"), "SELECT host FROM nowhere\n").expect("broken");
+    let ok = Command::new("kill")
+        .args(["-HUP", &engine.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_secs(3));
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(250, 370, &[])).await;
+    let alerts = s.alerts(4);
+    assert_eq!(
+        summary(&alerts),
+        [
+            ("HostBusy".into(), "h1".into(), 2),
+            ("HostBusy".into(), "h1".into(), 3),
+            ("HostBusy".into(), "h1".into(), 4),
+            ("HostBusy".into(), "h1".into(), 5)
+        ]
+    );
+    let status = engine.sigterm_and_wait();
+    assert!(
+        status.success(),
+        "still running and exits cleanly, got {status}"
+    );
+}

@@ -95,7 +95,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         stop_at_end: false,
         metrics: Some(metrics.clone()),
-        alert_tap: None,
+        ..RunOptions::default()
     };
     let engine_cfg = cfg.clone();
     let engine = tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! `telemine run`: the production job.
+//! `telemine run`: the production job. Edits to the SQL folder (or
+//! SIGHUP) reload it without a restart.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,7 +26,11 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
         Stop::Now
     };
-    let summary = run_pipeline(&cfg, sql, RunOptions::default(), stop).await?;
+    let options = RunOptions {
+        hot_reload: true,
+        ..RunOptions::default()
+    };
+    let summary = run_pipeline(&cfg, sql, options, stop).await?;
     tracing::info!(
         records = summary.records,
         alerts = summary.alerts,

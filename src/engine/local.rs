@@ -122,6 +122,11 @@ impl LocalRun {
         self.ingest(source, batch).await
     }
 
+    /// Swaps in a new SQL set (see [`WindowEngine::replace_sql`]).
+    pub fn reload(&mut self, sql: SqlSet) -> Result<(), EngineError> {
+        self.engine.replace_sql(sql)
+    }
+
     /// Lets `d` of processing time pass, then closes what idleness allows.
     pub async fn wait(&mut self, d: Duration) -> Result<(), EngineError> {
         tokio::time::sleep(d).await;

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod local;
 pub mod pipeline;
+pub mod reload;
 mod window_kinds;
 pub mod windows;
 

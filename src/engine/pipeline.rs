@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// Receives every alert as it is produced (demo, tests).
     pub alert_tap: Option<mpsc::UnboundedSender<Alert>>,
+    /// Reload the SQL folder when it changes or on SIGHUP (`run`).
+    pub hot_reload: bool,
 }
 
 /// What a finished run did.
@@ -116,6 +118,9 @@ pub async fn run_pipeline(
     let mut stopping = false;
     let mut drain = options.stop_at_end;
     let mut first_record: Option<Instant> = None;
+    let mut reload = options
+        .hot_reload
+        .then(|| super::reload::ReloadTriggers::start(&config.sql.dir));
     loop {
         tokio::select! {
             biased;
@@ -160,6 +165,17 @@ pub async fn run_pipeline(
                     }
                 }
             },
+            Some(cause) = async {
+                match reload.as_mut() {
+                    Some(r) => r.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(r) = reload.as_mut() {
+                    r.settle().await;
+                }
+                reload_sql(config, &defs, &mut engine, &metrics, cause).await?;
+            }
             _ = commit_tick.tick() => {
                 let alerts = engine.tick().await?;
                 sinks.alerts(alerts).await?;
@@ -190,6 +206,31 @@ pub async fn run_pipeline(
         alerts: Metrics::get(&metrics.alerts),
         busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
     })
+}
+
+/// Loads the SQL folder again and swaps it in; a folder that does not
+/// check is refused with its diagnostics logged, and the running SQL stays.
+async fn reload_sql(
+    config: &Config,
+    defs: &[SourceDef],
+    engine: &mut WindowEngine,
+    metrics: &Metrics,
+    cause: super::reload::ReloadCause,
+) -> Result<(), PipelineError> {
+    let dir = &config.sql.dir;
+    match SqlSet::load(dir, defs, &crate::sql::SqlOptions::from_config(config)).await {
+        Ok(set) => {
+            let (views, rules) = (set.views.len(), set.rules.len());
+            engine.replace_sql(set)?;
+            Metrics::add(&metrics.sql_reloads, 1);
+            tracing::info!(dir = %dir.display(), cause = cause.as_str(), views, rules, "SQL reloaded");
+        }
+        Err(diagnostics) => {
+            Metrics::add(&metrics.sql_reload_failures, 1);
+            tracing::error!(dir = %dir.display(), cause = cause.as_str(), "SQL reload refused, the running SQL keeps going:\n{diagnostics}");
+        }
+    }
+    Ok(())
 }
 
 fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {

@@ -264,6 +264,105 @@ impl WindowEngine {
         }
     }
 
+    /// Swaps in a new SQL set (hot reload), between two batches, so every
+    /// window evaluated from now on uses the new SQL whole. A view whose
+    /// name and window are unchanged keeps its state: windows it has open
+    /// are evaluated with the new SQL when they close, from the rows
+    /// buffered, and none is emitted twice (HOP pane states are rebuilt
+    /// from rows when its SQL changed). A new view, or one whose window
+    /// changed, starts at its next window boundary after the watermark; a
+    /// new view over views with the next window its inputs close.
+    pub fn replace_sql(&mut self, sql: SqlSet) -> Result<(), EngineError> {
+        let mut old: HashMap<String, (usize, ViewState)> = self
+            .sql
+            .views
+            .iter()
+            .map(|v| v.name.clone())
+            .zip(std::mem::take(&mut self.views))
+            .enumerate()
+            .map(|(i, (name, state))| (name, (i, state)))
+            .collect();
+        let mut views = Vec::with_capacity(sql.views.len());
+        for v in &sql.views {
+            let kept = old.remove(&v.name).and_then(|(i, state)| {
+                let before = &self.sql.views[i];
+                let inputs_before: Vec<&str> = before
+                    .inputs
+                    .iter()
+                    .map(|&j| self.sql.views[j].name.as_str())
+                    .collect();
+                let inputs_now: Vec<&str> = v
+                    .inputs
+                    .iter()
+                    .map(|&j| sql.views[j].name.as_str())
+                    .collect();
+                (before.window == v.window
+                    && before.source == v.source
+                    && inputs_before == inputs_now)
+                    .then(|| {
+                        let mut state = state;
+                        if before.plan != v.plan {
+                            // Partial states of the old SQL do not merge
+                            // with the new: rebuild them from the rows.
+                            state.panes.clear();
+                            state.blocks.clear();
+                            state.panes_until = None;
+                            state.blocks_until = None;
+                        }
+                        state
+                    })
+            });
+            let state = match kept {
+                Some(state) => state,
+                None => {
+                    let closed_until = match v.source {
+                        Some(s) => self.sources[s].watermark.map(|wm| match v.window.kind {
+                            WindowKind::Session => wm,
+                            _ => v.window.start_of(wm) + v.window.step_ms(),
+                        }),
+                        None => None,
+                    };
+                    ViewState {
+                        closed_until,
+                        ..ViewState::default()
+                    }
+                }
+            };
+            views.push(state);
+        }
+        // New views over views start with the next window all their inputs
+        // close.
+        for (d, v) in sql.views.iter().enumerate() {
+            if !v.inputs.is_empty() && views[d].closed_until.is_none() {
+                views[d].closed_until = v
+                    .inputs
+                    .iter()
+                    .map(|&i| views[i].closed_until)
+                    .collect::<Option<Vec<i64>>>()
+                    .and_then(|c| c.into_iter().min());
+            }
+        }
+        for (i, state) in self.sources.iter_mut().enumerate() {
+            state.views = sql
+                .views
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.source == Some(i))
+                .map(|(vi, _)| vi)
+                .collect();
+        }
+        self.consumers = (0..sql.views.len())
+            .map(|i| {
+                (0..sql.views.len())
+                    .filter(|&d| sql.views[d].inputs.contains(&i))
+                    .collect()
+            })
+            .collect();
+        self.views = views;
+        self.sql = sql;
+        Ok(())
+    }
+
     /// Restores a partition's checkpoint before its first rows arrive.
     pub fn restore(&mut self, source: usize, partition: i32, checkpoint: Option<&Checkpoint>) {
         let Some(state) = self.sources.get_mut(source) else {
