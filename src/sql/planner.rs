@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::config::SessionConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -231,19 +232,15 @@ async fn plan_view(
     let keys = group_by_names(&stmt);
     let stmt_copy = stmt.clone();
     let start = start_of(&stmt);
-    let plan = plan_statement(ctx, file, stmt)
-        .await
-        .map_err(|d| diags.push(d))
-        .ok()?;
-    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-    for bound in [WINDOW_START, WINDOW_END] {
-        if output_schema.field_with_name(bound).is_err() {
-            diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
-                "a feature view must select `{bound}` (and GROUP BY window_start, window_end) so its rows say which window they describe"
-            )));
-            return None;
-        }
-    }
+    let (plan, output_schema) = plan_view_query(
+        ctx,
+        file,
+        stmt,
+        start,
+        "(and GROUP BY window_start, window_end)",
+        diags,
+    )
+    .await?;
     let group_keys: Vec<String> = keys
         .into_iter()
         .filter(|k| k != WINDOW_START && k != WINDOW_END)
@@ -306,6 +303,32 @@ async fn plan_view(
         session_keys,
         panes,
     })))
+}
+
+/// Plans a view's query and checks that it selects both window bounds;
+/// `how` tells the analyst how to get them.
+async fn plan_view_query(
+    ctx: &SessionContext,
+    file: &SqlFile,
+    stmt: Statement,
+    start: (usize, usize),
+    how: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(LogicalPlan, SchemaRef)> {
+    let plan = plan_statement(ctx, file, stmt)
+        .await
+        .map_err(|d| diags.push(d))
+        .ok()?;
+    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    for bound in [WINDOW_START, WINDOW_END] {
+        if output_schema.field_with_name(bound).is_err() {
+            diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
+                "a feature view must select `{bound}` {how} so its rows say which window they describe"
+            )));
+            return None;
+        }
+    }
+    Some((plan, output_schema))
 }
 
 /// Names of the views `stmt` reads, as indices into `views`.
@@ -378,19 +401,15 @@ async fn plan_view_over_views(
         }
     }
     let group_keys = group_by_names(&stmt);
-    let plan = plan_statement(ctx, file, stmt)
-        .await
-        .map_err(|d| diags.push(d))
-        .ok()?;
-    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-    for bound in [WINDOW_START, WINDOW_END] {
-        if output_schema.field_with_name(bound).is_err() {
-            diags.push(Diagnostic::new(&file.path, start.0, start.1, format!(
-                "a view over views must select `{bound}` (join its inputs on window_start) so its rows say which window they describe"
-            )));
-            return None;
-        }
-    }
+    let (plan, output_schema) = plan_view_query(
+        ctx,
+        file,
+        stmt,
+        start,
+        "(and join its inputs on window_start)",
+        diags,
+    )
+    .await?;
     let keys: Vec<String> = output_schema
         .fields()
         .iter()
@@ -564,7 +583,7 @@ async fn plan_statement(
     ctx: &SessionContext,
     file: &SqlFile,
     stmt: Statement,
-) -> Result<datafusion::logical_expr::LogicalPlan, Diagnostic> {
+) -> Result<LogicalPlan, Diagnostic> {
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
