@@ -34,6 +34,15 @@ fn times(b: &RecordBatch, ts_index: usize) -> &[i64] {
         .values()
 }
 
+/// The lowest and highest event time of a batch.
+pub fn time_bounds(b: &RecordBatch, ts_index: usize) -> Option<(i64, i64)> {
+    let ts = b.column(ts_index).as_primitive::<TimestampMillisecondType>();
+    Some((
+        datafusion::arrow::compute::min(ts)?,
+        datafusion::arrow::compute::max(ts)?,
+    ))
+}
+
 /// The buffered rows with `lo <= ts < hi` (no lower bound with `None`).
 pub fn rows_in(
     buffer: &[RecordBatch],
@@ -43,6 +52,18 @@ pub fn rows_in(
 ) -> Result<Vec<RecordBatch>, EngineError> {
     let mut out = Vec::new();
     for b in buffer {
+        // Most buffered batches lie wholly inside or outside the range:
+        // the vectorised bounds decide without a mask.
+        let Some((min, max)) = time_bounds(b, ts_index) else {
+            continue;
+        };
+        if max < lo.unwrap_or(i64::MIN) || min >= hi {
+            continue;
+        }
+        if min >= lo.unwrap_or(i64::MIN) && max < hi {
+            out.push(b.clone());
+            continue;
+        }
         let keep: BooleanArray = times(b, ts_index)
             .iter()
             .map(|&t| Some(lo.is_none_or(|lo| t >= lo) && t < hi))

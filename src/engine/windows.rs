@@ -405,11 +405,13 @@ impl WindowEngine {
         let idx = state.partition_index;
         retain_rows(&mut state.buffer, |b| {
             let parts = b.column(idx).as_primitive::<Int32Type>();
-            parts
-                .values()
-                .iter()
-                .map(|p| Some(partitions.contains(p)))
-                .collect()
+            Keep::Rows(
+                parts
+                    .values()
+                    .iter()
+                    .map(|p| Some(partitions.contains(p)))
+                    .collect(),
+            )
         })
     }
 
@@ -1226,8 +1228,14 @@ impl WindowEngine {
         state.seen.retain(|_, t| *t >= floor);
         let idx = state.ts_index;
         retain_rows(&mut state.buffer, |b| {
+            // Most batches lie wholly above or below the floor.
+            match window_kinds::time_bounds(b, idx) {
+                Some((min, _)) if min >= floor => return Keep::All,
+                Some((_, max)) if max < floor => return Keep::Nothing,
+                _ => {}
+            }
             let ts = b.column(idx).as_primitive::<TimestampMillisecondType>();
-            ts.values().iter().map(|&t| Some(t >= floor)).collect()
+            Keep::Rows(ts.values().iter().map(|&t| Some(t >= floor)).collect())
         })
     }
 }
@@ -1244,16 +1252,30 @@ fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &
     }
 }
 
+/// Which rows of a batch to keep.
+enum Keep {
+    All,
+    Nothing,
+    Rows(BooleanArray),
+}
+
 /// Keeps the rows of `buffer` that `keep` selects, batch by batch: a batch
 /// kept whole is not copied, one kept in part is filtered, an empty one is
 /// dropped.
 fn retain_rows(
     buffer: &mut Vec<RecordBatch>,
-    keep: impl Fn(&RecordBatch) -> BooleanArray,
+    keep: impl Fn(&RecordBatch) -> Keep,
 ) -> Result<(), EngineError> {
     let mut kept = Vec::with_capacity(buffer.len());
     for b in buffer.drain(..) {
-        let mask = keep(&b);
+        let mask = match keep(&b) {
+            Keep::All => {
+                kept.push(b);
+                continue;
+            }
+            Keep::Nothing => continue,
+            Keep::Rows(mask) => mask,
+        };
         match mask.true_count() {
             0 => {}
             n if n == b.num_rows() => kept.push(b),
