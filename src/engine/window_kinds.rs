@@ -36,7 +36,9 @@ fn times(b: &RecordBatch, ts_index: usize) -> &[i64] {
 
 /// The lowest and highest event time of a batch.
 pub fn time_bounds(b: &RecordBatch, ts_index: usize) -> Option<(i64, i64)> {
-    let ts = b.column(ts_index).as_primitive::<TimestampMillisecondType>();
+    let ts = b
+        .column(ts_index)
+        .as_primitive::<TimestampMillisecondType>();
     Some((
         datafusion::arrow::compute::min(ts)?,
         datafusion::arrow::compute::max(ts)?,
