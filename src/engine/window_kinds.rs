@@ -191,6 +191,10 @@ pub struct HopGrid {
     pub block: Option<i64>,
 }
 
+/// Blocks are built only while the panes just closed hold fewer raw rows
+/// than this per partial state (key and pane); see `close_hop`.
+pub const ROWS_PER_STATE_FOR_BLOCKS: usize = 8;
+
 impl HopGrid {
     pub fn new(size: i64, slide: i64) -> HopGrid {
         let panes = size / slide;

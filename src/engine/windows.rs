@@ -1069,27 +1069,34 @@ impl WindowEngine {
                 let panes = self
                     .partial_states(source, vi, pane_lo, pane_hi, slide)
                     .await;
-                let panes = match panes {
+                let (panes, rows) = match panes {
                     Ok(p) => p,
                     Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
                 };
+                // Blocks pay when a pane holds few rows per key (each
+                // state then stands for little work); with many, the extra
+                // pass over the rows costs more than the merges it saves.
+                let states: usize = panes.iter().map(RecordBatch::num_rows).sum();
+                let use_blocks = states * window_kinds::ROWS_PER_STATE_FOR_BLOCKS >= rows;
                 for (p, b) in window_kinds::split_panes(&panes, cols)? {
                     self.views[vi].panes.entry(p).or_default().extend(b);
                 }
                 self.views[vi].panes_until = Some(pane_hi);
-                if let Some(block) = grid.block {
+                if let Some(block) = grid.block.filter(|_| use_blocks) {
                     // Whole blocks only: one reaching below the rows still
                     // buffered would be incomplete.
-                    let block_lo = self.views[vi]
-                        .blocks_until
-                        .or(needed.map(|n| n + (block - n.rem_euclid(block)) % block));
+                    let first_whole = needed.map(|n| n + (block - n.rem_euclid(block)) % block);
+                    let block_lo = match (self.views[vi].blocks_until, first_whole) {
+                        (Some(u), Some(f)) => Some(u.max(f)),
+                        (u, f) => u.or(f),
+                    };
                     let block_hi = pane_hi - pane_hi.rem_euclid(block);
                     if block_lo.is_none_or(|l| l < block_hi) {
                         match self
                             .partial_states(source, vi, block_lo, block_hi, block)
                             .await
                         {
-                            Ok(b) => {
+                            Ok((b, _)) => {
                                 for (p, b) in window_kinds::split_panes(&b, cols)? {
                                     self.views[vi].blocks.entry(p).or_default().extend(b);
                                 }
@@ -1137,7 +1144,7 @@ impl WindowEngine {
         lo: Option<i64>,
         hi: i64,
         cell: i64,
-    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+    ) -> Result<(Vec<RecordBatch>, usize), datafusion::error::DataFusionError> {
         let state = &self.sources[source];
         let rows = window_kinds::grid_rows(
             &state.buffer,
@@ -1148,10 +1155,11 @@ impl WindowEngine {
             &self.sql.views[vi].input_schema,
         )
         .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
+        let n = rows.iter().map(RecordBatch::num_rows).sum();
+        if n == 0 {
+            return Ok((Vec::new(), 0));
         }
-        self.sql.run_view_panes(vi, rows).await
+        Ok((self.sql.run_view_panes(vi, rows).await?, n))
     }
 
     /// A HOP view whose partial phase failed: its windows up to `hi` are
