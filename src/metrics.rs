@@ -35,9 +35,9 @@ pub struct Metrics {
     /// View or rule evaluations stopped because they exceeded
     /// `engine.query_memory_limit` (also counted in `sql_errors`).
     pub sql_memory_exceeded: AtomicU64,
-    /// SQL folder reloads swapped in, and reloads refused (the running SQL
-    /// kept).
+    /// SQL folder reloads swapped in.
     pub sql_reloads: AtomicU64,
+    /// SQL folder reloads refused (the running SQL kept).
     pub sql_reload_failures: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,

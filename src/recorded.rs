@@ -96,9 +96,19 @@ fn take(out: &mut Recorded, d: telemine_connectors::decode::Decoded) {
 }
 
 fn read_csv(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> {
+    conform_all(path, csv_as_text(path)?, source)
+}
+
+/// The batches a CSV or Parquet reader yields, each conformed to the
+/// source's batch schema, numbering rows from 0.
+fn conform_all(
+    path: &Path,
+    batches: impl Iterator<Item = Result<RecordBatch, datafusion::arrow::error::ArrowError>>,
+    source: &SourceDef,
+) -> Result<Recorded, RecordedError> {
     let mut out = Recorded::default();
     let mut row = 0i64;
-    for batch in csv_as_text(path)? {
+    for batch in batches {
         let batch = batch.map_err(|e| file_error(path, format!("after row {row}: {e}")))?;
         let n = batch.num_rows();
         out.batches.push(conform(path, &batch, source, row)?);
@@ -117,6 +127,10 @@ pub fn read_table(path: &Path, columns: &[ColumnSpec]) -> Result<RecordBatch, Re
             .map(|c| Field::new(&c.name, c.ty.data_type(), true))
             .collect::<Vec<_>>(),
     ));
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let mut batches = Vec::new();
     for batch in csv_as_text(path)? {
         let batch = batch.map_err(|e| file_error(path, e))?;
@@ -128,10 +142,6 @@ pub fn read_table(path: &Path, columns: &[ColumnSpec]) -> Result<RecordBatch, Re
                     format!("declared column `{}` is not in the header row", c.name),
                 )
             })?;
-            let strict = CastOptions {
-                safe: false,
-                ..Default::default()
-            };
             let cast_col = if c.ty == ColumnType::Timestamp {
                 event_time(col)
             } else {
@@ -182,15 +192,7 @@ fn read_parquet(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedErr
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| file_error(path, e))?;
-    let mut out = Recorded::default();
-    let mut row = 0i64;
-    for batch in reader {
-        let batch = batch.map_err(|e| file_error(path, format!("after row {row}: {e}")))?;
-        let n = batch.num_rows();
-        out.batches.push(conform(path, &batch, source, row)?);
-        row += n as i64;
-    }
-    Ok(out)
+    conform_all(path, reader, source)
 }
 
 /// Builds the source's batch from a file's batch: declared columns by name

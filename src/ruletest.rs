@@ -320,15 +320,11 @@ async fn run_case(
     case: &CaseBody,
 ) -> Result<(), String> {
     let defs = config.source_defs()?;
-    let mut files = case_files(path, text, config, shared, case)?;
-    let loaded = SqlSet::load_files(
-        &config.sql.dir,
-        std::mem::take(&mut files.files),
-        &defs,
-        &SqlOptions::from_config(config),
-    )
-    .await
-    .map_err(|d| files.remap(d));
+    let options = SqlOptions::from_config(config);
+    let files = case_files(path, text, config, shared, case)?;
+    let loaded = SqlSet::load_files(&config.sql.dir, files.files.clone(), &defs, &options)
+        .await
+        .map_err(|d| files.remap(d));
     let sql = match (loaded, &case.expect.error) {
         (Ok(_), Some(want)) => {
             return Err(format!(
@@ -350,7 +346,7 @@ async fn run_case(
     };
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
-    let mut current = case_files(path, text, config, shared, case)?.files;
+    let mut current = files.files;
     let mut refused = Vec::new();
     for (i, step) in case.input.iter().enumerate() {
         if let Some(changes) = &step.reload {
@@ -358,16 +354,11 @@ async fn run_case(
                 let virtual_path = config.sql.dir.join(key);
                 current.retain(|f| f.path != virtual_path);
                 if !body.trim().is_empty() {
-                    let kind = if key.starts_with("rules/") {
-                        Kind::Rule
-                    } else {
-                        Kind::View
-                    };
+                    let kind = kind_of(key).map_err(|e| format!("reload: {e}"))?;
                     current.push(SqlFile::new(virtual_path, kind, body.clone()));
                 }
             }
             current.sort_by(|a, b| a.path.cmp(&b.path));
-            let options = SqlOptions::from_config(config);
             match SqlSet::load_files(&config.sql.dir, current.clone(), &defs, &options).await {
                 Ok(set) => run.reload(set).map_err(|e| e.to_string())?,
                 Err(d) => refused.push(d.to_string()),
@@ -443,15 +434,7 @@ fn case_files(
     let mut inline = BTreeMap::new();
     // The file's shared inline SQL, then the case's own (which wins).
     for (key, body) in shared.iter().chain(&case.sql_files) {
-        let kind = if key.starts_with("features/") {
-            Kind::View
-        } else if key.starts_with("rules/") {
-            Kind::Rule
-        } else {
-            return Err(format!(
-                "sql_files key `{key}` must start with features/ or rules/"
-            ));
-        };
+        let kind = kind_of(key)?;
         let virtual_path = dir.join(key);
         files.retain(|f| f.path != virtual_path);
         // Where the string's text starts: after the opening quotes, and
@@ -475,6 +458,19 @@ fn case_files(
         inline,
         test_file: path.to_path_buf(),
     })
+}
+
+/// What a SQL file is, from its path inside the SQL folder.
+fn kind_of(key: &str) -> Result<Kind, String> {
+    if key.starts_with("features/") {
+        Ok(Kind::View)
+    } else if key.starts_with("rules/") {
+        Ok(Kind::Rule)
+    } else {
+        Err(format!(
+            "SQL file `{key}` must be under features/ or rules/"
+        ))
+    }
 }
 
 async fn feed(run: &mut LocalRun, base: &Path, step: &Input) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! `telemine dry-run --input FILE`: run the SQL over recorded data without
 //! a broker and print the alerts it would have raised.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
     let late: usize = out.late.iter().map(|l| l.rows.num_rows()).sum();
     eprintln!(
         "dry run of {} over {}: {rows} rows, {} not decoded, {late} late, {} duplicates, {} alerts ({})",
-        display(&cfg.sql.dir),
+        cfg.sql.dir.display(),
         opts.input.display(),
         recorded.dead.len(),
         out.counts.iter().map(|(_, c)| c.duplicates).sum::<u64>(),
@@ -74,8 +74,4 @@ fn names(defs: &[telemine::config::SourceDef]) -> String {
         .map(|d| d.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

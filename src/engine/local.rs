@@ -96,9 +96,7 @@ impl LocalRun {
             self.out
                 .dead
                 .extend(decoded.dead.into_iter().map(|d| (source, d)));
-            let next = first + chunk.len() as i64;
-            self.offsets[source].insert(partition, next);
-            self.engine.note_consumed(source, &[(partition, next)]);
+            self.consumed(source, partition, first + chunk.len() as i64);
             if let Some(batch) = decoded.batch {
                 self.ingest(source, batch).await?;
             }
@@ -114,11 +112,8 @@ impl LocalRun {
         partition: i32,
         batch: RecordBatch,
     ) -> Result<(), EngineError> {
-        self.join(source, partition)?;
-        let next =
-            self.offsets[source].get(&partition).copied().unwrap_or(0) + batch.num_rows() as i64;
-        self.offsets[source].insert(partition, next);
-        self.engine.note_consumed(source, &[(partition, next)]);
+        let first = self.join(source, partition)?;
+        self.consumed(source, partition, first + batch.num_rows() as i64);
         self.ingest(source, batch).await
     }
 
@@ -163,6 +158,12 @@ impl LocalRun {
             self.engine.assign(source, &all)?;
         }
         Ok(parts[&partition])
+    }
+
+    /// `partition` of `source` has been read up to `next`.
+    fn consumed(&mut self, source: usize, partition: i32, next: i64) {
+        self.offsets[source].insert(partition, next);
+        self.engine.note_consumed(source, &[(partition, next)]);
     }
 
     async fn ingest(&mut self, source: usize, batch: RecordBatch) -> Result<(), EngineError> {

@@ -156,12 +156,9 @@ pub async fn run_pipeline(
                     first_record.get_or_insert_with(Instant::now);
                     sinks.dead_letters(source.topic(s), dead).await?;
                     engine.note_consumed(s, &consumed);
-                                        if let Some(batch) = batch {
+                    if let Some(batch) = batch {
                         let alerts = engine.ingest(s, batch).await?;
-                        sinks.alerts(alerts).await?;
-                        for late in engine.take_late() {
-                            sinks.late(source.topic(late.source), late).await?;
-                        }
+                        sinks.outputs(&source, alerts, engine.take_late()).await?;
                     }
                 }
             },
@@ -178,10 +175,7 @@ pub async fn run_pipeline(
             }
             _ = commit_tick.tick() => {
                 let alerts = engine.tick().await?;
-                sinks.alerts(alerts).await?;
-                for late in engine.take_late() {
-                    sinks.late(source.topic(late.source), late).await?;
-                }
+                sinks.outputs(&source, alerts, engine.take_late()).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
         }
@@ -327,6 +321,21 @@ impl Sinks<'_> {
 
     /// Produces late rows as JSON, one message each, with their lateness and
     /// origin in headers.
+    /// What the engine produced in one step: its alerts, then its late
+    /// rows (to the late topic, with their source topic).
+    async fn outputs(
+        &mut self,
+        source: &KafkaSource,
+        alerts: Vec<Alert>,
+        late: Vec<LateRows>,
+    ) -> Result<(), PipelineError> {
+        self.alerts(alerts).await?;
+        for l in late {
+            self.late(source.topic(l.source), l).await?;
+        }
+        Ok(())
+    }
+
     async fn late(&mut self, topic: &str, late: LateRows) -> Result<(), PipelineError> {
         let rows = &late.rows;
         let schema = rows.schema();

@@ -70,13 +70,22 @@ pub fn rows_in(
             .iter()
             .map(|&t| Some(lo.is_none_or(|lo| t >= lo) && t < hi))
             .collect();
-        match keep.true_count() {
-            0 => {}
-            n if n == b.num_rows() => out.push(b.clone()),
-            _ => out.push(filter_record_batch(b, &keep).map_err(internal)?),
-        }
+        out.extend(filter_rows(b, keep)?);
     }
     Ok(out)
+}
+
+/// The rows of `b` that `keep` selects: `b` itself when it selects all,
+/// `None` when it selects none.
+pub fn filter_rows(
+    b: &RecordBatch,
+    keep: BooleanArray,
+) -> Result<Option<RecordBatch>, EngineError> {
+    Ok(match keep.true_count() {
+        0 => None,
+        n if n == b.num_rows() => Some(b.clone()),
+        _ => Some(filter_record_batch(b, &keep).map_err(internal)?),
+    })
 }
 
 /// Appends `window_start` and `window_end` columns.

@@ -167,6 +167,17 @@ struct ViewState {
     retained: BTreeMap<i64, Vec<RecordBatch>>,
 }
 
+impl ViewState {
+    /// HOP: every window ending at or before `hi` is emitted (or skipped);
+    /// forgets the panes and blocks no later window needs.
+    fn emitted_through(&mut self, hi: i64, size: i64, slide: i64) {
+        let first_needed = hi - size + slide;
+        self.panes = self.panes.split_off(&first_needed);
+        self.blocks = self.blocks.split_off(&first_needed);
+        self.closed_until = Some(hi);
+    }
+}
+
 /// Windows a joined view's output is kept for at most while a view over
 /// it waits for its other inputs (e.g. a source that has delivered
 /// nothing yet); older ones are dropped with a warning.
@@ -229,24 +240,12 @@ impl WindowEngine {
                     seen: HashMap::new(),
                     late: Vec::new(),
                     counts: SourceCounts::default(),
-                    views: sql
-                        .views
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, v)| v.source == Some(i))
-                        .map(|(vi, _)| vi)
-                        .collect(),
+                    views: views_of_source(&sql, i),
                 }
             })
             .collect();
         let views = sql.views.iter().map(|_| ViewState::default()).collect();
-        let consumers = (0..sql.views.len())
-            .map(|i| {
-                (0..sql.views.len())
-                    .filter(|&d| sql.views[d].inputs.contains(&i))
-                    .collect()
-            })
-            .collect();
+        let consumers = readers(&sql);
         let max_lateness_ms = sources
             .iter()
             .map(|s| s.allowed_lateness.as_millis() as i64)
@@ -334,30 +333,13 @@ impl WindowEngine {
         // close.
         for (d, v) in sql.views.iter().enumerate() {
             if !v.inputs.is_empty() && views[d].closed_until.is_none() {
-                views[d].closed_until = v
-                    .inputs
-                    .iter()
-                    .map(|&i| views[i].closed_until)
-                    .collect::<Option<Vec<i64>>>()
-                    .and_then(|c| c.into_iter().min());
+                views[d].closed_until = lowest_all(v.inputs.iter().map(|&i| views[i].closed_until));
             }
         }
         for (i, state) in self.sources.iter_mut().enumerate() {
-            state.views = sql
-                .views
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.source == Some(i))
-                .map(|(vi, _)| vi)
-                .collect();
+            state.views = views_of_source(&sql, i);
         }
-        self.consumers = (0..sql.views.len())
-            .map(|i| {
-                (0..sql.views.len())
-                    .filter(|&d| sql.views[d].inputs.contains(&i))
-                    .collect()
-            })
-            .collect();
+        self.consumers = readers(&sql);
         self.views = views;
         self.sql = sql;
         Ok(())
@@ -403,16 +385,18 @@ impl WindowEngine {
             state.partitions.entry(*p).or_default();
         }
         let idx = state.partition_index;
-        retain_rows(&mut state.buffer, |b| {
+        let mut kept = Vec::with_capacity(state.buffer.len());
+        for b in &state.buffer {
             let parts = b.column(idx).as_primitive::<Int32Type>();
-            Keep::Rows(
-                parts
-                    .values()
-                    .iter()
-                    .map(|p| Some(partitions.contains(p)))
-                    .collect(),
-            )
-        })
+            let mask = parts
+                .values()
+                .iter()
+                .map(|p| Some(partitions.contains(p)))
+                .collect();
+            kept.extend(window_kinds::filter_rows(b, mask)?);
+        }
+        state.buffer = kept;
+        Ok(())
     }
 
     /// Closes windows that time alone allows: partitions that went idle no
@@ -596,12 +580,7 @@ impl WindowEngine {
     /// The lowest of `f` over the views of `source`; `None` while any view
     /// has closed nothing yet.
     fn lowest_over_views(&self, source: usize, f: impl Fn(usize) -> Option<i64>) -> Option<i64> {
-        let mut lowest: Option<i64> = None;
-        for &vi in &self.sources[source].views {
-            let v = f(vi)?;
-            lowest = Some(lowest.map_or(v, |l| l.min(v)));
-        }
-        lowest
+        lowest_all(self.sources[source].views.iter().map(|&vi| f(vi)))
     }
 
     /// Rows below this are late for every view of `source`.
@@ -788,7 +767,6 @@ impl WindowEngine {
         if !all {
             self.sources[source].watermark = Some(wm);
         }
-        let mut updated = Vec::new();
         let mut latest = Vec::new();
         let mut closed_any = false;
         for vi in self.sources[source].views.clone() {
@@ -809,29 +787,26 @@ impl WindowEngine {
                             if !self.consumers[vi].is_empty() {
                                 self.retain_output(vi, &out)?;
                             }
-                            updated.push(vi);
                             latest.push((vi, out));
                         }
-                        Err(e) => {
-                            let view = &self.sql.views[vi];
-                            let what = count_failure(&self.metrics, &e);
-                            tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
-                        }
+                        Err(e) => self.view_failed(vi, &e),
                     }
                 }
             }
         }
-        if !latest.is_empty() {
-            let joined = self.run_views_over_views().await?;
-            if !joined.is_empty() {
-                // The joins refilled their inputs' tables: put back what
-                // the rules of this step see.
-                for (vi, out) in latest.iter().chain(&joined) {
-                    self.sql.set_output(*vi, out.clone()).await;
-                }
-                updated.extend(joined.iter().map(|(vi, _)| *vi));
+        let joined = if latest.is_empty() {
+            Vec::new()
+        } else {
+            self.run_views_over_views().await?
+        };
+        if !joined.is_empty() {
+            // The joins refilled their inputs' tables: put back what the
+            // rules of this step see.
+            for (vi, out) in latest.iter().chain(&joined) {
+                self.sql.set_output(*vi, out.clone()).await;
             }
         }
+        let updated: Vec<usize> = latest.iter().chain(&joined).map(|(vi, _)| *vi).collect();
         let mut alerts = Vec::new();
         if !updated.is_empty() {
             for (ri, rule) in self.sql.rules.iter().enumerate() {
@@ -856,6 +831,13 @@ impl WindowEngine {
         }
         Metrics::add(&self.metrics.alerts, alerts.len() as u64);
         Ok(alerts)
+    }
+
+    /// Counts and logs a failed evaluation of view `vi`.
+    fn view_failed(&self, vi: usize, e: &datafusion::error::DataFusionError) {
+        let view = &self.sql.views[vi];
+        let what = count_failure(&self.metrics, e);
+        tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
     }
 
     /// With allowed lateness, a window may fire more than once: keeps only
@@ -910,12 +892,7 @@ impl WindowEngine {
             if inputs.is_empty() {
                 continue;
             }
-            let Some(ready) = inputs
-                .iter()
-                .map(|&i| self.views[i].closed_until)
-                .collect::<Option<Vec<i64>>>()
-                .and_then(|c| c.into_iter().min())
-            else {
+            let Some(ready) = lowest_all(inputs.iter().map(|&i| self.views[i].closed_until)) else {
                 continue;
             };
             let lo = self.views[d].closed_until;
@@ -938,11 +915,7 @@ impl WindowEngine {
             match self.sql.run_view_over_views(d, batches).await {
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => done.push((d, out)),
-                Err(e) => {
-                    let view = &self.sql.views[d];
-                    let what = count_failure(&self.metrics, &e);
-                    tracing::error!(view = %view.name, file = %view.file.display(), error = %e.strip_backtrace(), "feature view {what}; its windows are skipped");
-                }
+                Err(e) => self.view_failed(d, &e),
             }
         }
         // Windows every reader has run over are no longer needed.
@@ -950,11 +923,11 @@ impl WindowEngine {
             if self.consumers[i].is_empty() {
                 continue;
             }
-            let seen = self.consumers[i]
-                .iter()
-                .map(|&d| self.views[d].closed_until)
-                .collect::<Option<Vec<i64>>>()
-                .and_then(|c| c.into_iter().min());
+            let seen = lowest_all(
+                self.consumers[i]
+                    .iter()
+                    .map(|&d| self.views[d].closed_until),
+            );
             if let Some(seen) = seen {
                 let r = &mut self.views[i].retained;
                 *r = r.split_off(&(seen + 1));
@@ -1108,10 +1081,7 @@ impl WindowEngine {
                 }
                 let v = &mut self.views[vi];
                 let states = window_kinds::window_states(&v.panes, &v.blocks, cols, grid, ends)?;
-                // Panes and blocks no window after `hi` needs.
-                v.panes = v.panes.split_off(&(hi - size + slide));
-                v.blocks = v.blocks.split_off(&(hi - size + slide));
-                v.closed_until = Some(hi);
+                v.emitted_through(hi, size, slide);
                 match states {
                     None => return Ok(Closed::Empty),
                     Some(states) => self.sql.run_view_windows(vi, vec![states]).await,
@@ -1171,13 +1141,10 @@ impl WindowEngine {
         pane_hi: i64,
         e: datafusion::error::DataFusionError,
     ) -> Result<Closed, EngineError> {
+        let window = &self.sql.views[vi].window;
         let v = &mut self.views[vi];
         v.panes_until = Some(pane_hi);
-        v.closed_until = Some(hi);
-        let size = self.sql.views[vi].window.size_ms;
-        let slide = self.sql.views[vi].window.step_ms();
-        v.panes = v.panes.split_off(&(hi - size + slide));
-        v.blocks = v.blocks.split_off(&(hi - size + slide));
+        v.emitted_through(hi, window.size_ms, window.step_ms());
         v.blocks_until = None;
         Ok(Closed::Ran(Err(e)))
     }
@@ -1234,17 +1201,8 @@ impl WindowEngine {
         };
         let state = &mut self.sources[source];
         state.seen.retain(|_, t| *t >= floor);
-        let idx = state.ts_index;
-        retain_rows(&mut state.buffer, |b| {
-            // Most batches lie wholly above or below the floor.
-            match window_kinds::time_bounds(b, idx) {
-                Some((min, _)) if min >= floor => return Keep::All,
-                Some((_, max)) if max < floor => return Keep::Nothing,
-                _ => {}
-            }
-            let ts = b.column(idx).as_primitive::<TimestampMillisecondType>();
-            Keep::Rows(ts.values().iter().map(|&t| Some(t >= floor)).collect())
-        })
+        state.buffer = window_kinds::rows_in(&state.buffer, state.ts_index, Some(floor), i64::MAX)?;
+        Ok(())
     }
 }
 
@@ -1260,42 +1218,6 @@ fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &
     }
 }
 
-/// Which rows of a batch to keep.
-enum Keep {
-    All,
-    Nothing,
-    Rows(BooleanArray),
-}
-
-/// Keeps the rows of `buffer` that `keep` selects, batch by batch: a batch
-/// kept whole is not copied, one kept in part is filtered, an empty one is
-/// dropped.
-fn retain_rows(
-    buffer: &mut Vec<RecordBatch>,
-    keep: impl Fn(&RecordBatch) -> Keep,
-) -> Result<(), EngineError> {
-    let mut kept = Vec::with_capacity(buffer.len());
-    for b in buffer.drain(..) {
-        let mask = match keep(&b) {
-            Keep::All => {
-                kept.push(b);
-                continue;
-            }
-            Keep::Nothing => continue,
-            Keep::Rows(mask) => mask,
-        };
-        match mask.true_count() {
-            0 => {}
-            n if n == b.num_rows() => kept.push(b),
-            _ => kept.push(
-                filter_record_batch(&b, &mask).map_err(|e| EngineError::Internal(e.to_string()))?,
-            ),
-        }
-    }
-    *buffer = kept;
-    Ok(())
-}
-
 fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
     let e = partitions.entry(p).or_default();
     e.max_ts = Some(e.max_ts.map_or(t, |m| m.max(t)));
@@ -1303,22 +1225,47 @@ fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
 }
 
 fn max_ts(state: &SourceState) -> Option<i64> {
-    buffered_times(state)
-        .filter_map(|t| t.iter().max().copied())
-        .max()
+    buffered_bounds(state).map(|(_, max)| max).max()
 }
 
 fn min_ts(state: &SourceState) -> Option<i64> {
-    buffered_times(state)
-        .filter_map(|t| t.iter().min().copied())
-        .min()
+    buffered_bounds(state).map(|(min, _)| min).min()
 }
 
-fn buffered_times(state: &SourceState) -> impl Iterator<Item = &[i64]> {
-    state.buffer.iter().map(|b| {
-        b.column(state.ts_index)
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .as_ref()
-    })
+fn buffered_bounds(state: &SourceState) -> impl Iterator<Item = (i64, i64)> {
+    state
+        .buffer
+        .iter()
+        .filter_map(|b| window_kinds::time_bounds(b, state.ts_index))
+}
+
+/// The lowest of `values`; `None` when there are none or any is `None`.
+fn lowest_all(values: impl Iterator<Item = Option<i64>>) -> Option<i64> {
+    let mut lowest: Option<i64> = None;
+    for v in values {
+        let v = v?;
+        lowest = Some(lowest.map_or(v, |l| l.min(v)));
+    }
+    lowest
+}
+
+/// The views that window source `i`.
+fn views_of_source(sql: &SqlSet, i: usize) -> Vec<usize> {
+    sql.views
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.source == Some(i))
+        .map(|(vi, _)| vi)
+        .collect()
+}
+
+/// Per view: the views over views that read it.
+fn readers(sql: &SqlSet) -> Vec<Vec<usize>> {
+    (0..sql.views.len())
+        .map(|i| {
+            (0..sql.views.len())
+                .filter(|&d| sql.views[d].inputs.contains(&i))
+                .collect()
+        })
+        .collect()
 }

@@ -101,15 +101,6 @@ impl SqlOptions {
     }
 }
 
-impl Default for SqlOptions {
-    fn default() -> Self {
-        SqlOptions {
-            query_memory_limit: 256 << 20,
-            tables: Vec::new(),
-        }
-    }
-}
-
 /// Every view and rule of a SQL folder, planned and ready to run.
 pub struct SqlSet {
     ctx: SessionContext,
@@ -180,14 +171,8 @@ impl SqlSet {
         i: usize,
         input: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let Some(plan) = &self.views[i].panes else {
-            return Err(DataFusionError::Internal(format!(
-                "view `{}` does not split into panes",
-                self.views[i].name
-            )));
-        };
-        let out = panes::run_partial(&self.ctx, plan, input).await?;
-        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+        let plan = self.pane_plan(i)?;
+        Ok(non_empty(panes::run_partial(&self.ctx, plan, input).await?))
     }
 
     /// Final phase of a pane-split HOP view: merges `states` (bounds set to
@@ -198,20 +183,19 @@ impl SqlSet {
         i: usize,
         states: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let view = &self.views[i];
-        let Some(plan) = &view.panes else {
-            return Err(DataFusionError::Internal(format!(
-                "view `{}` does not split into panes",
-                view.name
-            )));
-        };
-        let out: Vec<RecordBatch> = panes::run_final(&self.ctx, plan, states)
-            .await?
-            .into_iter()
-            .filter(|b| b.num_rows() > 0)
-            .collect();
-        self.fill(&view.name, out.clone()).await;
+        let plan = self.pane_plan(i)?;
+        let out = non_empty(panes::run_final(&self.ctx, plan, states).await?);
+        self.fill(&self.views[i].name, out.clone()).await;
         Ok(out)
+    }
+
+    fn pane_plan(&self, i: usize) -> Result<&PanePlan, DataFusionError> {
+        self.views[i].panes.as_deref().ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "view `{}` does not split into panes",
+                self.views[i].name
+            ))
+        })
     }
 
     /// Runs view-over-views `i` with its input views holding `inputs` (the
@@ -249,8 +233,7 @@ impl SqlSet {
 
     async fn execute(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, DataFusionError> {
         let df = self.ctx.execute_logical_plan(plan.clone()).await?;
-        let batches = df.collect().await?;
-        Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+        Ok(non_empty(df.collect().await?))
     }
 
     async fn fill(&self, table: &str, batches: Vec<RecordBatch>) {
@@ -258,6 +241,11 @@ impl SqlSet {
             *slot.write().await = batches;
         }
     }
+}
+
+/// Drops empty batches from a query's output.
+fn non_empty(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    batches.into_iter().filter(|b| b.num_rows() > 0).collect()
 }
 
 /// Whether a view's or rule's failure was its memory limit.

@@ -230,7 +230,7 @@ async fn plan_view(
         return None;
     }
     let keys = group_by_names(&stmt);
-    let stmt_copy = stmt.clone();
+    let group_count = group_by_count(&stmt);
     let start = start_of(&stmt);
     let (plan, output_schema) = plan_view_query(
         ctx,
@@ -251,7 +251,7 @@ async fn plan_view(
         .cloned()
         .collect();
     let mut session_keys = Vec::new();
-    if window.kind == WindowKind::Session && group_by_count(&stmt_copy) != group_keys.len() + 2 {
+    if window.kind == WindowKind::Session && group_count != group_keys.len() + 2 {
         diags.push(Diagnostic::new(&file.path, at.0, at.1,
             "SESSION windows are kept per key: GROUP BY plain source columns (e.g. host) and window_start, window_end, nothing else"));
         return None;

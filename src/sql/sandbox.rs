@@ -72,7 +72,6 @@ const WHY: &str =
 pub fn check(stmt: &Statement) -> Result<(), Refusal> {
     let mut v = Sandbox {
         depth: 0,
-        ctes: Vec::new(),
         refusal: None,
     };
     let _ = stmt.visit(&mut v);
@@ -93,8 +92,6 @@ pub fn statement_kind(text: &str) -> String {
 struct Sandbox {
     /// Statements entered so far (the file's own is 1).
     depth: usize,
-    /// Names the query's `WITH` clauses define.
-    ctes: Vec<String>,
     refusal: Option<Refusal>,
 }
 
@@ -149,18 +146,13 @@ impl Visitor for Sandbox {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if let Some(with) = &query.with {
-            if with.recursive {
-                return self.refuse(
-                    with.with_token.0.span,
-                    "`WITH RECURSIVE` is not allowed: a recursive query can run without end".into(),
-                );
-            }
-            for cte in &with.cte_tables {
-                self.ctes.push(cte.alias.name.value.to_ascii_lowercase());
-            }
+        match &query.with {
+            Some(with) if with.recursive => self.refuse(
+                with.with_token.0.span,
+                "`WITH RECURSIVE` is not allowed: a recursive query can run without end".into(),
+            ),
+            _ => ControlFlow::Continue(()),
         }
-        ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
