@@ -330,8 +330,9 @@ async fn session_windows_survive_a_restart() {
 }
 
 #[tokio::test]
-async fn hopping_windows_with_blocks_survive_a_restart() {
-    // 60 panes per window: states are merged from blocks of 8 panes.
+async fn hopping_windows_of_many_panes_survive_a_restart() {
+    // 60 panes per window: each window merges a suffix and a prefix of
+    // window-long blocks, which a restart builds again from the rows.
     let records = telemetry(0, 300, SATURATED);
     restart_keeps_every_window_once(
         "HOP(telemetry, ts, INTERVAL '1 second', INTERVAL '1 minute')",
@@ -342,7 +343,7 @@ async fn hopping_windows_with_blocks_survive_a_restart() {
 
 #[tokio::test]
 async fn shared_panes_give_what_recomputing_every_window_gives() {
-    // The same view twice: as is (pane and block states merged), and with
+    // The same view twice: as is (pane states merged), and with
     // an order-sensitive aggregate added, which makes the engine recompute
     // every window from its rows. Their common columns must agree.
     let records = telemetry(0, 300, SATURATED);
@@ -357,6 +358,38 @@ async fn shared_panes_give_what_recomputing_every_window_gives() {
     }
     assert!(results[0].len() > 1000, "{} windows", results[0].len());
     assert_eq!(results[0], results[1]);
+}
+
+#[tokio::test]
+async fn hopping_windows_with_allowed_lateness_survive_a_restart() {
+    // Panes of windows still open to stragglers are rebuilt from the rows
+    // the checkpoint's `keep` brings back.
+    let sql = every_window_sql("HOP(telemetry, ts, INTERVAL '10 seconds', INTERVAL '1 minute')");
+    let records = telemetry(0, 400, SATURATED);
+    let options = "allowed_lateness = \"20s\"";
+    let mut whole = Harness::with(options, sql.path()).await;
+    let mut expected = whole.feed(&records, 64).await;
+    expected.extend(whole.engine.finish().await.unwrap());
+    for stop_at in [records.len() / 3, records.len() / 2] {
+        let mut first = Harness::with(options, sql.path()).await;
+        let mut got = first.feed(&records[..stop_at], 64).await;
+        let (_, committed, checkpoint) = first.engine.commit_positions(0)[0].clone();
+        let closed = checkpoint.closed["w"];
+        assert!(
+            checkpoint.keep["w"] < closed - 60_000 + 10_000,
+            "rows of panes open to stragglers are kept: {checkpoint:?}"
+        );
+        let mut second = Harness::with(options, sql.path()).await;
+        second.engine.restore(0, 0, Some(&checkpoint));
+        second.offset = committed;
+        got.extend(second.feed(&records[committed as usize..], 64).await);
+        got.extend(second.engine.finish().await.unwrap());
+        assert_eq!(
+            windows_of(&got),
+            windows_of(&expected),
+            "stopped at {stop_at}"
+        );
+    }
 }
 
 #[tokio::test]

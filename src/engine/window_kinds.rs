@@ -4,10 +4,10 @@
 //!
 //! - TUMBLE and HOP panes: rows in `[lo, hi)` of event time, bounds from a
 //!   grid aligned to the epoch (the window size, or the HOP slide).
-//! - HOP windows: the panes' partial states with their bounds rewritten to
-//!   each window's ([`window_states`]), or — for a view whose aggregate does
-//!   not split — the rows copied into every window they fall in
-//!   ([`hop_rows`]).
+//! - HOP windows: the panes' rows with their pane bounds ([`grid_rows`];
+//!   their partial states are merged per window by `sql/sliding.rs`), or —
+//!   for a view whose aggregate does not split — the rows copied into every
+//!   window they fall in ([`hop_rows`]).
 //! - SESSION: rows grouped per key and cut wherever two consecutive event
 //!   times are a gap or more apart ([`sessions`]).
 
@@ -22,7 +22,6 @@ use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 
 use super::windows::EngineError;
-use crate::sql::PaneColumns;
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
@@ -39,10 +38,22 @@ pub fn time_bounds(b: &RecordBatch, ts_index: usize) -> Option<(i64, i64)> {
     let ts = b
         .column(ts_index)
         .as_primitive::<TimestampMillisecondType>();
-    Some((
-        datafusion::arrow::compute::min(ts)?,
-        datafusion::arrow::compute::max(ts)?,
-    ))
+    if datafusion::arrow::array::Array::null_count(ts) > 0 {
+        return Some((
+            datafusion::arrow::compute::min(ts)?,
+            datafusion::arrow::compute::max(ts)?,
+        ));
+    }
+    // Event times are never NULL in the buffer: a plain loop the compiler
+    // vectorises (this runs over every buffered batch at every close).
+    let v = ts.values();
+    if v.is_empty() {
+        return None;
+    }
+    Some(
+        v.iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t))),
+    )
 }
 
 /// The buffered rows with `lo <= ts < hi` (no lower bound with `None`).
@@ -66,10 +77,22 @@ pub fn rows_in(
             out.push(b.clone());
             continue;
         }
-        let keep: BooleanArray = times(b, ts_index)
-            .iter()
-            .map(|&t| Some(lo.is_none_or(|lo| t >= lo) && t < hi))
-            .collect();
+        let t = times(b, ts_index);
+        if t.is_sorted() {
+            // Rows in event-time order (the usual case within a
+            // partition): the range is one slice, no copy.
+            let from = lo.map_or(0, |lo| t.partition_point(|&x| x < lo));
+            let to = t.partition_point(|&x| x < hi);
+            if to > from {
+                out.push(b.slice(from, to - from));
+            }
+            continue;
+        }
+        let keep = BooleanArray::from(
+            t.iter()
+                .map(|&t| lo.is_none_or(|lo| t >= lo) && t < hi)
+                .collect::<Vec<bool>>(),
+        );
         out.extend(filter_rows(b, keep)?);
     }
     Ok(out)
@@ -150,14 +173,6 @@ pub fn hop_rows(
     Ok(out)
 }
 
-/// Splits partial states by pane (their `window_start`).
-pub fn split_panes(
-    states: &[RecordBatch],
-    cols: PaneColumns,
-) -> Result<BTreeMap<i64, Vec<RecordBatch>>, EngineError> {
-    split_by_time(states, cols.window_start)
-}
-
 /// Splits batches by the value of timestamp column `col`.
 pub fn split_by_time(
     batches: &[RecordBatch],
@@ -185,79 +200,6 @@ pub fn split_by_time(
         }
     }
     Ok(out)
-}
-
-/// How a HOP view's windows are assembled from partial states: panes of
-/// one slide, and blocks of `block / slide` panes aggregated straight from
-/// the rows, so a window merges about 2·√(size/slide) states instead of
-/// size/slide.
-#[derive(Debug, Clone, Copy)]
-pub struct HopGrid {
-    pub size: i64,
-    pub slide: i64,
-    /// Block length (a multiple of the slide), or `None` when windows are
-    /// too few panes long for blocks to pay.
-    pub block: Option<i64>,
-}
-
-/// Blocks are built only while the panes just closed hold fewer raw rows
-/// than this per partial state (key and pane); see `close_hop`.
-pub const ROWS_PER_STATE_FOR_BLOCKS: usize = 8;
-
-impl HopGrid {
-    pub fn new(size: i64, slide: i64) -> HopGrid {
-        let panes = size / slide;
-        let per_block = (panes as f64).sqrt().round() as i64;
-        HopGrid {
-            size,
-            slide,
-            block: (per_block >= 3).then_some(per_block * slide),
-        }
-    }
-}
-
-/// The states of every window ending in `ends`, in one batch: for each
-/// window the states of the blocks and panes that tile it, with their
-/// bounds set to the window's. `None` when no window holds any state.
-pub fn window_states(
-    panes: &BTreeMap<i64, Vec<RecordBatch>>,
-    blocks: &BTreeMap<i64, Vec<RecordBatch>>,
-    cols: PaneColumns,
-    grid: HopGrid,
-    ends: impl Iterator<Item = i64>,
-) -> Result<Option<RecordBatch>, EngineError> {
-    let mut pieces: Vec<&RecordBatch> = Vec::new();
-    let (mut starts, mut window_ends) = (Vec::new(), Vec::new());
-    for end in ends {
-        let start = end - grid.size;
-        let mut p = start;
-        while p < end {
-            let whole_block = grid
-                .block
-                .filter(|b| p.rem_euclid(*b) == 0 && p + b <= end)
-                .and_then(|b| blocks.get(&p).map(|states| (b, states)));
-            let (len, states) = match whole_block {
-                Some((b, states)) => (b, Some(states)),
-                None => (grid.slide, panes.get(&p)),
-            };
-            for b in states.into_iter().flatten() {
-                pieces.push(b);
-                starts.extend(std::iter::repeat_n(start, b.num_rows()));
-                window_ends.extend(std::iter::repeat_n(end, b.num_rows()));
-            }
-            p += len;
-        }
-    }
-    let Some(first) = pieces.first() else {
-        return Ok(None);
-    };
-    let all = concat_batches(&first.schema(), pieces).map_err(internal)?;
-    let mut columns = all.columns().to_vec();
-    columns[cols.window_start] = Arc::new(TimestampMillisecondArray::from(starts));
-    columns[cols.window_end] = Arc::new(TimestampMillisecondArray::from(window_ends));
-    Ok(Some(
-        RecordBatch::try_new(all.schema(), columns).map_err(internal)?,
-    ))
 }
 
 /// What cutting the buffer into sessions found.

@@ -22,7 +22,7 @@
 //!   so the committed offset never passes them.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use super::window_kinds;
 use crate::alert::{Alert, alerts_from_batches};
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
-use crate::sql::{SqlSet, WindowKind};
+use crate::sql::{Sliding, SqlSet, WindowKind};
 
 /// An error of the engine itself (not of one view or rule, which are logged
 /// and counted and do not stop the stream).
@@ -143,40 +143,27 @@ struct ViewState {
     /// window, which is also the end of the last closed pane); SESSION: the
     /// watermark at the last close.
     closed_until: Option<i64>,
-    /// HOP with pane sharing: partial states by pane start, for the windows
-    /// not emitted yet.
-    panes: BTreeMap<i64, Vec<RecordBatch>>,
+    /// HOP with pane sharing: partial states by pane, for the windows not
+    /// emitted yet, and what is built from them.
+    sliding: Option<Sliding>,
     /// HOP with pane sharing: end of the panes computed so far.
     panes_until: Option<i64>,
-    /// HOP with pane sharing: partial states of whole blocks of panes.
-    blocks: BTreeMap<i64, Vec<RecordBatch>>,
-    /// HOP with pane sharing: end of the blocks computed so far.
-    blocks_until: Option<i64>,
     /// SESSION: earliest start of a session still open.
     open_from: Option<i64>,
     /// SESSION: no session can close before the watermark reaches this.
     due: Option<i64>,
-    /// TUMBLE with allowed lateness: starts of closed windows that took
-    /// records since, to evaluate again.
+    /// With allowed lateness: starts of closed windows (HOP: panes) that
+    /// took records since, to evaluate again.
     dirty: std::collections::BTreeSet<i64>,
     /// From the checkpoint: rows from here on are rebuilt (TUMBLE with
-    /// allowed lateness), until the source has a watermark again.
+    /// allowed lateness, HOP), until the source has a watermark again.
     restored_keep: Option<i64>,
     /// A view other views join: its output by window end, until every
     /// view reading it has run over that window.
     retained: BTreeMap<i64, Vec<RecordBatch>>,
 }
 
-impl ViewState {
-    /// HOP: every window ending at or before `hi` is emitted (or skipped);
-    /// forgets the panes and blocks no later window needs.
-    fn emitted_through(&mut self, hi: i64, size: i64, slide: i64) {
-        let first_needed = hi - size + slide;
-        self.panes = self.panes.split_off(&first_needed);
-        self.blocks = self.blocks.split_off(&first_needed);
-        self.closed_until = Some(hi);
-    }
-}
+impl ViewState {}
 
 /// Windows a joined view's output is kept for at most while a view over
 /// it waits for its other inputs (e.g. a source that has delivered
@@ -303,10 +290,8 @@ impl WindowEngine {
                         if before.plan != v.plan {
                             // Partial states of the old SQL do not merge
                             // with the new: rebuild them from the rows.
-                            state.panes.clear();
-                            state.blocks.clear();
+                            state.sliding = None;
                             state.panes_until = None;
-                            state.blocks_until = None;
                         }
                         state
                     })
@@ -364,10 +349,9 @@ impl WindowEngine {
                     WindowKind::Session => {
                         view.open_from = Some(view.open_from.map_or(keep, |x| x.min(keep)));
                     }
-                    WindowKind::Tumble => {
+                    WindowKind::Tumble | WindowKind::Hop { .. } => {
                         view.restored_keep = Some(view.restored_keep.map_or(keep, |x| x.min(keep)));
                     }
-                    WindowKind::Hop { .. } => {}
                 }
             }
         }
@@ -518,24 +502,26 @@ impl WindowEngine {
             .collect()
     }
 
-    /// Rows of view `vi` below this are late for it: its windows (SESSION:
-    /// the sessions they could join) are closed.
+    /// Rows of view `vi` below this are late for it: its windows (HOP: its
+    /// panes; SESSION: the sessions they could join) are closed.
     fn late_before(&self, vi: usize) -> Option<i64> {
         let closed = self.views[vi].closed_until?;
+        let w = &self.sql.views[vi].window;
         Some(match self.lateness_of(vi) {
-            // The earliest window whose end plus the lateness the
-            // watermark has not reached yet.
-            Some((lateness, wm)) => closed.min(self.sql.views[vi].window.start_of(wm - lateness)),
+            // The first pane of the earliest window whose end plus the
+            // lateness the watermark has not reached yet (TUMBLE: that
+            // window's start).
+            Some((lateness, wm)) => closed.min(w.start_of(wm - lateness - w.size_ms) + w.step_ms()),
             None => closed,
         })
     }
 
-    /// For a TUMBLE view of a source with allowed lateness that has a
-    /// watermark: (lateness, watermark).
+    /// For a TUMBLE or HOP view of a source with allowed lateness that has
+    /// a watermark: (lateness, watermark).
     fn lateness_of(&self, vi: usize) -> Option<(i64, i64)> {
         let view = &self.sql.views[vi];
         let source = &self.sources[view.source?];
-        if view.window.kind != WindowKind::Tumble || source.lateness_ms == 0 {
+        if view.window.kind == WindowKind::Session || source.lateness_ms == 0 {
             return None;
         }
         Some((source.lateness_ms, source.watermark?))
@@ -549,21 +535,21 @@ impl WindowEngine {
         let w = &self.sql.views[vi].window;
         let closed = self.held_back(vi).map_or(closed, |h| h.min(closed));
         Some(match w.kind {
-            // Closed windows still open to stragglers keep their rows.
-            WindowKind::Tumble => {
+            // Closed windows still open to stragglers keep their rows; a
+            // HOP window also reaches back over the panes before its last.
+            WindowKind::Tumble | WindowKind::Hop { .. } => {
                 let late = self.late_before(vi).map_or(closed, |l| l.min(closed));
+                let from = late - (w.size_ms - w.step_ms());
                 let source_has_watermark = self.sql.views[vi]
                     .source
                     .is_some_and(|s| self.sources[s].watermark.is_some());
                 match view.restored_keep {
                     // Rows re-read after a restart, until the watermark is
                     // known again.
-                    Some(k) if !source_has_watermark => k.min(late),
-                    _ => late,
+                    Some(k) if !source_has_watermark => k.min(from),
+                    _ => from,
                 }
             }
-            // Panes of the windows not yet emitted.
-            WindowKind::Hop { slide_ms } => closed - w.size_ms + slide_ms,
             WindowKind::Session => view.open_from.map_or(closed, |o| o.min(closed)),
         })
     }
@@ -699,8 +685,8 @@ impl WindowEngine {
                 lateness_ms,
             });
         }
-        // Records within the allowed lateness of closed TUMBLE windows
-        // make those windows fire again.
+        // Records within the allowed lateness of closed windows make those
+        // windows (HOP: every emitted window over their pane) fire again.
         let mut dirty: Vec<(usize, i64)> = Vec::new();
         if state.lateness_ms > 0 {
             for &vi in &state.views {
@@ -708,7 +694,7 @@ impl WindowEngine {
                 let Some(closed) = self.views[vi].closed_until else {
                     continue;
                 };
-                if view.window.kind != WindowKind::Tumble {
+                if view.window.kind == WindowKind::Session {
                     continue;
                 }
                 for (i, kept) in keep.iter().enumerate() {
@@ -1020,7 +1006,19 @@ impl WindowEngine {
             let p = view.window.start_of(wm);
             (p, p)
         };
-        if lo.is_some_and(|lo| hi <= lo) {
+        // Late firings: emitted windows over panes that took records within
+        // the allowed lateness, unless the watermark has passed their end
+        // plus the lateness.
+        let dirty = std::mem::take(&mut self.views[vi].dirty);
+        let lateness = state.lateness_ms;
+        let expired = |end: i64| state.watermark.is_some_and(|w| end + lateness <= w);
+        let late_ends: BTreeSet<i64> = dirty
+            .iter()
+            .flat_map(|p| (p + slide..=p + size).step_by(slide as usize))
+            .filter(|&end| lo.is_some_and(|lo| end <= lo) && !expired(end))
+            .collect();
+        let fresh = lo.is_none_or(|lo| hi > lo);
+        if !fresh && late_ends.is_empty() {
             return Ok(Closed::Nothing);
         }
         // The first window to emit ends one slide after the last emitted
@@ -1033,58 +1031,46 @@ impl WindowEngine {
             return Ok(Closed::Empty);
         };
         let first_end = lo.map_or(first_start + slide, |l| l + slide);
-        let ends = (first_end..=hi).step_by(slide as usize);
-        let result = match view.panes.as_ref().map(|p| p.cols) {
-            Some(cols) => {
-                let grid = window_kinds::HopGrid::new(size, slide);
-                let needed = lo.map(|l| l - size + slide);
-                let pane_lo = self.views[vi].panes_until.or(needed);
-                let panes = self
-                    .partial_states(source, vi, pane_lo, pane_hi, slide)
-                    .await;
-                let (panes, rows) = match panes {
+        let hi = hi.max(lo.unwrap_or(hi));
+        let fired = late_ends.len();
+        let ends = late_ends
+            .into_iter()
+            .chain((first_end..=hi).step_by(slide as usize));
+        let result = match view.panes.clone() {
+            Some(plan) => {
+                // After a restart, panes from what the checkpoint kept.
+                let pane_lo = self.views[vi].panes_until.or_else(|| self.keep_from(vi));
+                let mut panes = match self.partial_states(source, vi, pane_lo, pane_hi).await {
                     Ok(p) => p,
-                    Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
+                    Err(e) => return self.skip_hop(vi, hi, e),
                 };
-                // Blocks pay when a pane holds few rows per key (each
-                // state then stands for little work); with many, the extra
-                // pass over the rows costs more than the merges it saves.
-                let states: usize = panes.iter().map(RecordBatch::num_rows).sum();
-                let use_blocks = states * window_kinds::ROWS_PER_STATE_FOR_BLOCKS >= rows;
-                for (p, b) in window_kinds::split_panes(&panes, cols)? {
-                    self.views[vi].panes.entry(p).or_default().extend(b);
-                }
-                self.views[vi].panes_until = Some(pane_hi);
-                if let Some(block) = grid.block.filter(|_| use_blocks) {
-                    // Whole blocks only: one reaching below the rows still
-                    // buffered would be incomplete.
-                    let first_whole = needed.map(|n| n + (block - n.rem_euclid(block)) % block);
-                    let block_lo = match (self.views[vi].blocks_until, first_whole) {
-                        (Some(u), Some(f)) => Some(u.max(f)),
-                        (u, f) => u.or(f),
-                    };
-                    let block_hi = pane_hi - pane_hi.rem_euclid(block);
-                    if block_lo.is_none_or(|l| l < block_hi) {
-                        match self
-                            .partial_states(source, vi, block_lo, block_hi, block)
-                            .await
-                        {
-                            Ok((b, _)) => {
-                                for (p, b) in window_kinds::split_panes(&b, cols)? {
-                                    self.views[vi].blocks.entry(p).or_default().extend(b);
-                                }
-                                self.views[vi].blocks_until = Some(block_hi);
-                            }
-                            Err(e) => return self.skip_hop(vi, hi, pane_hi, e),
-                        }
+                // Panes that took late records, again from their rows.
+                for &p in dirty.range(..pane_lo.unwrap_or(i64::MIN)) {
+                    match self.partial_states(source, vi, Some(p), p + slide).await {
+                        Ok(states) => panes.extend(states),
+                        Err(e) => return self.skip_hop(vi, hi, e),
                     }
                 }
+                let mut sliding = match self.views[vi].sliding.take() {
+                    Some(s) => s,
+                    None => match Sliding::new(plan, size, slide) {
+                        Ok(s) => s,
+                        Err(e) => return self.skip_hop(vi, hi, e),
+                    },
+                };
+                let merged = match sliding.advance(&panes, ends) {
+                    Ok(m) => m,
+                    Err(e) => return self.skip_hop(vi, hi, e),
+                };
                 let v = &mut self.views[vi];
-                let states = window_kinds::window_states(&v.panes, &v.blocks, cols, grid, ends)?;
-                v.emitted_through(hi, size, slide);
-                match states {
+                v.sliding = Some(sliding);
+                v.panes_until = Some(pane_hi.max(v.panes_until.unwrap_or(pane_hi)));
+                v.closed_until = Some(hi);
+                self.forget_panes(vi);
+                Metrics::add(&self.metrics.late_firings, fired as u64);
+                match merged {
                     None => return Ok(Closed::Empty),
-                    Some(states) => self.sql.run_view_windows(vi, vec![states]).await,
+                    Some(merged) => self.sql.run_view_windows(vi, merged).await,
                 }
             }
             None => {
@@ -1096,6 +1082,7 @@ impl WindowEngine {
                     &view.input_schema,
                 )?;
                 self.views[vi].closed_until = Some(hi);
+                Metrics::add(&self.metrics.late_firings, fired as u64);
                 if input.is_empty() {
                     return Ok(Closed::Empty);
                 }
@@ -1105,47 +1092,52 @@ impl WindowEngine {
         Ok(Closed::Ran(result))
     }
 
+    /// HOP: forgets the pane states that no window can (re)fire from.
+    fn forget_panes(&mut self, vi: usize) {
+        let from = self.keep_from(vi);
+        if let (Some(from), Some(sliding)) = (from, self.views[vi].sliding.as_mut()) {
+            sliding.forget_before(from);
+        }
+    }
+
     /// Partial states of HOP view `vi` over the rows in `[lo, hi)`, grouped
-    /// by cells of a `cell`-long grid (panes or blocks).
+    /// by pane.
     async fn partial_states(
         &self,
         source: usize,
         vi: usize,
         lo: Option<i64>,
         hi: i64,
-        cell: i64,
-    ) -> Result<(Vec<RecordBatch>, usize), datafusion::error::DataFusionError> {
+    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
         let state = &self.sources[source];
         let rows = window_kinds::grid_rows(
             &state.buffer,
             state.ts_index,
             lo,
             hi,
-            cell,
+            self.sql.views[vi].window.step_ms(),
             &self.sql.views[vi].input_schema,
         )
         .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
-        let n = rows.iter().map(RecordBatch::num_rows).sum();
-        if n == 0 {
-            return Ok((Vec::new(), 0));
+        if rows.iter().all(|b| b.num_rows() == 0) {
+            return Ok(Vec::new());
         }
-        Ok((self.sql.run_view_panes(vi, rows).await?, n))
+        self.sql.run_view_panes(vi, rows).await
     }
 
-    /// A HOP view whose partial phase failed: its windows up to `hi` are
-    /// skipped (and counted by the caller), like a failed TUMBLE window.
+    /// A HOP view whose windows up to `hi` failed: they are skipped (and
+    /// counted by the caller), like a failed TUMBLE window, and its pane
+    /// states are rebuilt from the buffered rows at the next close.
     fn skip_hop(
         &mut self,
         vi: usize,
         hi: i64,
-        pane_hi: i64,
         e: datafusion::error::DataFusionError,
     ) -> Result<Closed, EngineError> {
-        let window = &self.sql.views[vi].window;
         let v = &mut self.views[vi];
-        v.panes_until = Some(pane_hi);
-        v.emitted_through(hi, window.size_ms, window.step_ms());
-        v.blocks_until = None;
+        v.sliding = None;
+        v.panes_until = None;
+        v.closed_until = Some(hi);
         Ok(Closed::Ran(Err(e)))
     }
 

@@ -18,6 +18,7 @@ mod files;
 mod panes;
 mod planner;
 pub mod sandbox;
+mod sliding;
 mod window;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use datafusion::prelude::SessionContext;
 
 pub use files::{Kind, Severity, SqlFile, read_dir};
 pub use panes::{PaneColumns, PanePlan};
+pub use sliding::Sliding;
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
 
 use crate::config::SourceDef;
@@ -164,27 +166,27 @@ impl SqlSet {
         Ok(out)
     }
 
-    /// Partial phase of a pane-split HOP view over `input` (rows with their
-    /// pane's bounds as window bounds): accumulator states per key and pane.
+    /// What a pane-split HOP view's aggregate reads from `input` (rows
+    /// with their pane's bounds as window bounds), for [`Sliding::advance`].
     pub async fn run_view_panes(
         &self,
         i: usize,
         input: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
-        Ok(non_empty(panes::run_partial(&self.ctx, plan, input).await?))
+        Ok(non_empty(panes::run_input(&self.ctx, plan, input).await?))
     }
 
-    /// Final phase of a pane-split HOP view: merges `states` (bounds set to
-    /// their windows') and keeps the output for the rules, like
+    /// The rest of a pane-split HOP view over its aggregate's output
+    /// `merged` (see [`Sliding`]); keeps the output for the rules, like
     /// [`SqlSet::run_view`].
     pub async fn run_view_windows(
         &self,
         i: usize,
-        states: Vec<RecordBatch>,
+        merged: RecordBatch,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
-        let out = non_empty(panes::run_final(&self.ctx, plan, states).await?);
+        let out = non_empty(panes::run_upper(&self.ctx, plan, merged).await?);
         self.fill(&self.views[i].name, out.clone()).await;
         Ok(out)
     }

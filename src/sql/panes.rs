@@ -6,11 +6,14 @@
 //! many times a tumbling window. Instead the view's aggregate is split in
 //! DataFusion's two phases:
 //! - **partial**, once per pane (a slide-long slice of event time): the
-//!   aggregate's accumulator states per key, grouped with the pane's bounds
-//!   as `window_start` / `window_end`;
-//! - **final**, once per window: the states of its panes, their bounds
-//!   rewritten to the window's, merged by the aggregate's own merge, then
-//!   the rest of the view (HAVING, projections) as planned.
+//!   aggregate's accumulator states per key and pane, computed by
+//!   `sliding.rs` from what the aggregate reads (the rows with their pane's
+//!   bounds as `window_start` / `window_end`, through the view's filters
+//!   and projections);
+//! - **merge**, per window: the states of its panes merged by the
+//!   aggregate's own accumulators (see `sliding.rs`, two merges per key and
+//!   window), then the rest of the view (HAVING, projections) as planned,
+//!   over the aggregate's output.
 //!
 //! Only a view whose one aggregate reads the window rows through filters
 //! and projections, groups by plain columns including both window bounds,
@@ -27,11 +30,13 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 
+use super::sliding::Aggregates;
 use super::window::{WINDOW_END, WINDOW_START};
 
 /// Where the window bounds sit among the partial states' columns.
@@ -49,7 +54,6 @@ struct Aggregate {
     aggr_expr: Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>,
     filter_expr: Vec<Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>>,
     input: Arc<dyn ExecutionPlan>,
-    input_schema: SchemaRef,
 }
 
 /// Operators that keep rows independent: a pane's rows may pass through
@@ -64,15 +68,38 @@ const ROW_WISE: &[&str] = &[
 ];
 
 /// A HOP view's aggregate split in two, as physical plans made once: the
-/// partial phase over the window rows, and the whole view with its
-/// aggregate replaced by a final phase over a placeholder for the states.
-/// Each evaluation swaps in its own input (see [`rebind`]).
+/// partial phase over the window rows, and the rest of the view above the
+/// aggregate, over a placeholder for the aggregate's output. Each
+/// evaluation swaps in its own input (see [`rebind`]).
 #[derive(Debug)]
 pub struct PanePlan {
     pub cols: PaneColumns,
-    partial: Arc<dyn ExecutionPlan>,
-    whole: Arc<dyn ExecutionPlan>,
+    /// What the aggregate reads: the window rows through filters and
+    /// projections.
+    input: Arc<dyn ExecutionPlan>,
+    upper: Arc<dyn ExecutionPlan>,
     placeholder: Arc<dyn ExecutionPlan>,
+    aggregates: Aggregates,
+    /// The GROUP BY expressions, over the aggregate's input.
+    group_by: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl PanePlan {
+    /// The GROUP BY expressions (window bounds at `cols`), over the
+    /// aggregate's input.
+    pub fn group_by(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.group_by
+    }
+
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
+    }
+
+    /// Schema of the aggregate's output: GROUP BY columns, then one column
+    /// per aggregate.
+    pub fn aggregate_schema(&self) -> SchemaRef {
+        self.placeholder.schema()
+    }
 }
 
 /// Whether `plan` splits into panes: its two phases, or why not.
@@ -85,35 +112,13 @@ pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PanePla
     let agg = find_aggregate(&physical)?;
     let cols = pane_columns(&agg)?;
     let df = |e: DataFusionError| e.strip_backtrace();
-    let partial: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Partial,
-            agg.group_by.clone(),
-            agg.aggr_expr.clone(),
-            agg.filter_expr.clone(),
-            Arc::clone(&agg.input),
-            Arc::clone(&agg.input_schema),
-        )
-        .map_err(df)?,
-    );
-    let placeholder: Arc<dyn ExecutionPlan> =
-        MemorySourceConfig::try_new_exec(&[Vec::new()], partial.schema(), None).map_err(df)?;
-    let merged: Arc<dyn ExecutionPlan> = Arc::new(
-        AggregateExec::try_new(
-            AggregateMode::Final,
-            agg.group_by.as_final(),
-            agg.aggr_expr,
-            agg.filter_expr,
-            Arc::clone(&placeholder),
-            agg.input_schema,
-        )
-        .map_err(df)?,
-    );
     let target = agg.node;
-    let whole = physical
+    let placeholder: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&[Vec::new()], target.schema(), None).map_err(df)?;
+    let upper = physical
         .transform_down(|node| {
             Ok(if Arc::ptr_eq(&node, &target) {
-                Transformed::yes(Arc::clone(&merged))
+                Transformed::yes(Arc::clone(&placeholder))
             } else {
                 Transformed::no(node)
             })
@@ -122,9 +127,16 @@ pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PanePla
         .data;
     Ok(PanePlan {
         cols,
-        partial,
-        whole,
+        input: agg.input,
+        upper,
         placeholder,
+        aggregates: Aggregates::new(agg.aggr_expr, agg.filter_expr).map_err(df)?,
+        group_by: agg
+            .group_by
+            .expr()
+            .iter()
+            .map(|(e, _)| Arc::clone(e))
+            .collect(),
     })
 }
 
@@ -240,30 +252,29 @@ fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Aggregate, String> {
         aggr_expr: phase.aggr_expr().to_vec(),
         filter_expr: phase.filter_expr().to_vec(),
         input: Arc::clone(phase.input()),
-        input_schema: phase.input_schema(),
     })
 }
 
-/// Runs the partial phase over `rows` (window bounds set to each row's
-/// pane or block): accumulator states per key and cell.
-pub async fn run_partial(
+/// What the aggregate reads from `rows` (window bounds set to each row's
+/// pane): the rows through the view's filters and projections.
+pub async fn run_input(
     ctx: &SessionContext,
     plan: &PanePlan,
     rows: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
-    // The partial phase reads only the window rows: its one scan is theirs.
-    let partial = rebind(&plan.partial, |n| n.is::<DataSourceExec>(), rows)?;
-    collect(partial, ctx.task_ctx()).await
+    // Below the aggregate the one scan is the window rows'.
+    let input = rebind(&plan.input, |n| n.is::<DataSourceExec>(), rows)?;
+    collect(input, ctx.task_ctx()).await
 }
 
-/// Merges partial `states` (window bounds already set to their windows')
-/// and runs the rest of the view over the result.
-pub async fn run_final(
+/// Runs the rest of the view over the aggregate's output `merged` (see
+/// `sliding.rs`).
+pub async fn run_upper(
     ctx: &SessionContext,
     plan: &PanePlan,
-    states: Vec<RecordBatch>,
+    merged: RecordBatch,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
     let placeholder = &plan.placeholder;
-    let whole = rebind(&plan.whole, |n| Arc::ptr_eq(n, placeholder), states)?;
-    collect(whole, ctx.task_ctx()).await
+    let upper = rebind(&plan.upper, |n| Arc::ptr_eq(n, placeholder), vec![merged])?;
+    collect(upper, ctx.task_ctx()).await
 }
