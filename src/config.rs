@@ -70,11 +70,11 @@ pub struct SourceConfig {
     /// every window. Default: "10s".
     #[serde(default = "default_idle_timeout", with = "serde_duration")]
     pub idle_timeout: Duration,
-    /// How long after the watermark passes a TUMBLE or HOP window's end the
-    /// window still takes stragglers: such a record is counted, the window
-    /// is evaluated again (a late firing) and raises the alerts it had not
-    /// raised before. Later records go to the late topic. SESSION views do
-    /// not take late firings: a source with them keeps "0s".
+    /// How long after the watermark passes a window's end the window still
+    /// takes stragglers (SESSION: how far behind the watermark a record may
+    /// be): such a record is counted, its window is evaluated again (a late
+    /// firing) and raises the alerts it had not raised before. Later
+    /// records go to the late topic.
     /// Default: "0s".
     #[serde(default, with = "serde_duration")]
     pub allowed_lateness: Duration,

@@ -278,18 +278,27 @@ fn windows_of(alerts: &[Alert]) -> Vec<String> {
 /// committed, and checks the two halves emit exactly the windows of an
 /// uninterrupted run: none lost, none twice.
 async fn restart_keeps_every_window_once(from: &str, records: &[(String, String)]) {
+    restart_keeps_every_window_once_with(from, records, "").await;
+}
+
+/// [`restart_keeps_every_window_once`], with `options` for the source.
+async fn restart_keeps_every_window_once_with(
+    from: &str,
+    records: &[(String, String)],
+    options: &str,
+) {
     let sql = every_window_sql(from);
-    let mut whole = Harness::with("", sql.path()).await;
+    let mut whole = Harness::with(options, sql.path()).await;
     let mut expected = whole.feed(records, 64).await;
     expected.extend(whole.engine.finish().await.unwrap());
     let expected = windows_of(&expected);
     assert!(expected.len() > 20, "{from}: too few windows to test");
     let n = records.len();
     for stop_at in [37, n / 5, n / 3, n / 2, 2 * n / 3, n - 90] {
-        let mut first = Harness::with("", sql.path()).await;
+        let mut first = Harness::with(options, sql.path()).await;
         let mut got = first.feed(&records[..stop_at], 64).await;
         let (_, committed, checkpoint) = first.engine.commit_positions(0)[0].clone();
-        let mut second = Harness::with("", sql.path()).await;
+        let mut second = Harness::with(options, sql.path()).await;
         second.engine.restore(0, 0, Some(&checkpoint));
         second.offset = committed;
         got.extend(second.feed(&records[committed as usize..], 64).await);
@@ -312,11 +321,10 @@ async fn hopping_windows_survive_a_restart() {
     .await;
 }
 
-#[tokio::test]
-async fn session_windows_survive_a_restart() {
-    // Each host pauses for 25 s every 50 s, at its own phase: sessions
-    // with a 20 s gap end at different times per host.
-    let records: Vec<_> = telemetry(0, 400, SATURATED)
+/// Each host pauses for 25 s every 50 s, at its own phase: sessions with
+/// a 20 s gap end at different times per host.
+fn paused_telemetry() -> Vec<(String, String)> {
+    telemetry(0, 400, SATURATED)
         .into_iter()
         .filter(|(host, r)| {
             let i = HOSTS.iter().position(|h| h == host).unwrap() as i64;
@@ -324,9 +332,28 @@ async fn session_windows_survive_a_restart() {
             let s = (ts - T0) / 1000;
             (s + 13 * i) % 50 >= 25
         })
-        .collect();
-    restart_keeps_every_window_once("SESSION(telemetry, ts, INTERVAL '20 seconds')", &records)
-        .await;
+        .collect()
+}
+
+#[tokio::test]
+async fn session_windows_survive_a_restart() {
+    restart_keeps_every_window_once(
+        "SESSION(telemetry, ts, INTERVAL '20 seconds')",
+        &paused_telemetry(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn session_windows_with_allowed_lateness_survive_a_restart() {
+    // Closed sessions still open to stragglers keep their rows, and the
+    // checkpoint's `keep` brings them back.
+    restart_keeps_every_window_once_with(
+        "SESSION(telemetry, ts, INTERVAL '20 seconds')",
+        &paused_telemetry(),
+        "allowed_lateness = \"30s\"",
+    )
+    .await;
 }
 
 #[tokio::test]

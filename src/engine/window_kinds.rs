@@ -214,13 +214,55 @@ pub struct Sessions {
     pub next_end: Option<i64>,
     /// Latest end over the sessions emitted.
     pub max_end: Option<i64>,
+    /// Sessions emitted again because records reached them within the
+    /// allowed lateness (late firings).
+    pub refired: usize,
+}
+
+/// Where a record reached a closed session within the allowed lateness:
+/// its key (in the row format of [`session_keys`]) and event time.
+pub type LateInSession = (Box<[u8]>, i64);
+
+/// The session keys of `rows` of `batch`, in the row format [`sessions`]
+/// compares them in.
+pub fn session_keys(
+    batch: &RecordBatch,
+    keys: &[usize],
+    rows: &[u32],
+) -> Result<Vec<Box<[u8]>>, EngineError> {
+    let picked = UInt32Array::from(rows.to_vec());
+    let columns = keys
+        .iter()
+        .map(|&k| datafusion::arrow::compute::take(batch.column(k), &picked, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)?;
+    let (converter, key_rows) = key_rows(&columns)?;
+    drop(converter);
+    Ok(key_rows.iter().map(|r| r.as_ref().into()).collect())
+}
+
+fn key_rows(
+    columns: &[ArrayRef],
+) -> Result<(RowConverter, datafusion::arrow::row::Rows), EngineError> {
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(internal)?;
+    let rows = converter.convert_columns(columns).map_err(internal)?;
+    Ok((converter, rows))
 }
 
 /// Cuts the buffered rows with event time `>= floor` into sessions per
 /// key: a session is a run of one key's rows less than `gap` apart, from
 /// its first event time to its last plus `gap`. Sessions that end at or
 /// before `watermark` are closed; those that also end after `emitted` (the
-/// watermark of the previous close) are returned for emission.
+/// watermark of the previous close), or that one of `late` (sorted)
+/// reached, are returned for emission. A closed session that ends no more
+/// than `lateness` before the watermark may still take records: its rows
+/// are kept (it counts in `open_from`).
 #[allow(clippy::too_many_arguments)]
 pub fn sessions(
     buffer: &[RecordBatch],
@@ -230,6 +272,7 @@ pub fn sessions(
     gap: i64,
     watermark: i64,
     emitted: Option<i64>,
+    (lateness, late): (i64, &[LateInSession]),
     schema: &SchemaRef,
 ) -> Result<Sessions, EngineError> {
     let parts = rows_in(buffer, ts_index, floor, i64::MAX)?;
@@ -239,14 +282,8 @@ pub fn sessions(
     };
     let all = concat_batches(&first.schema(), &parts).map_err(internal)?;
     let ts = times(&all, ts_index).to_vec();
-    let converter = RowConverter::new(
-        keys.iter()
-            .map(|&k| SortField::new(all.column(k).data_type().clone()))
-            .collect(),
-    )
-    .map_err(internal)?;
     let key_columns: Vec<ArrayRef> = keys.iter().map(|&k| all.column(k).clone()).collect();
-    let key_rows = converter.convert_columns(&key_columns).map_err(internal)?;
+    let (_converter, key_rows) = key_rows(&key_columns)?;
     let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
     order.sort_by(|&a, &b| {
         key_rows
@@ -267,13 +304,25 @@ pub fn sessions(
             j += 1;
         }
         let start = ts[order[i] as usize];
-        let end = ts[order[j - 1] as usize] + gap;
+        let last = ts[order[j - 1] as usize];
+        let end = last + gap;
         if end <= watermark {
-            if emitted.is_none_or(|e| end > e) {
+            let fresh = emitted.is_none_or(|e| end > e);
+            let reached = !fresh && !late.is_empty() && {
+                let key = key_rows.row(order[i] as usize);
+                let at = late.partition_point(|(k, t)| (k.as_ref(), *t) < (key.as_ref(), start));
+                late.get(at)
+                    .is_some_and(|(k, t)| k.as_ref() == key.as_ref() && *t <= last)
+            };
+            if fresh || reached {
                 take.extend_from_slice(&order[i..j]);
                 starts.extend(std::iter::repeat_n(start, j - i));
                 ends.extend(std::iter::repeat_n(end, j - i));
                 out.max_end = Some(out.max_end.map_or(end, |m: i64| m.max(end)));
+                out.refired += usize::from(reached);
+            }
+            if lateness > 0 && end + lateness >= watermark {
+                out.open_from = Some(out.open_from.map_or(start, |o: i64| o.min(start)));
             }
         } else {
             out.open_from = Some(out.open_from.map_or(start, |o: i64| o.min(start)));

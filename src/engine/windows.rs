@@ -155,6 +155,9 @@ struct ViewState {
     /// With allowed lateness: starts of closed windows (HOP: panes) that
     /// took records since, to evaluate again.
     dirty: std::collections::BTreeSet<i64>,
+    /// SESSION with allowed lateness: where records reached closed
+    /// sessions since the last close.
+    late_in_sessions: Vec<window_kinds::LateInSession>,
     /// From the checkpoint: rows from here on are rebuilt (TUMBLE with
     /// allowed lateness, HOP), until the source has a watermark again.
     restored_keep: Option<i64>,
@@ -508,6 +511,8 @@ impl WindowEngine {
         let closed = self.views[vi].closed_until?;
         let w = &self.sql.views[vi].window;
         Some(match self.lateness_of(vi) {
+            // SESSION: a record at most the lateness behind the watermark.
+            Some((lateness, wm)) if w.kind == WindowKind::Session => closed.min(wm - lateness),
             // The first pane of the earliest window whose end plus the
             // lateness the watermark has not reached yet (TUMBLE: that
             // window's start).
@@ -516,12 +521,12 @@ impl WindowEngine {
         })
     }
 
-    /// For a TUMBLE or HOP view of a source with allowed lateness that has
-    /// a watermark: (lateness, watermark).
+    /// For a view of a source with allowed lateness that has a watermark:
+    /// (lateness, watermark).
     fn lateness_of(&self, vi: usize) -> Option<(i64, i64)> {
         let view = &self.sql.views[vi];
         let source = &self.sources[view.source?];
-        if view.window.kind == WindowKind::Session || source.lateness_ms == 0 {
+        if source.lateness_ms == 0 {
             return None;
         }
         Some((source.lateness_ms, source.watermark?))
@@ -686,30 +691,42 @@ impl WindowEngine {
             });
         }
         // Records within the allowed lateness of closed windows make those
-        // windows (HOP: every emitted window over their pane) fire again.
+        // windows (HOP: every emitted window over their pane; SESSION: the
+        // session they join) fire again.
         let mut dirty: Vec<(usize, i64)> = Vec::new();
+        let mut in_sessions: Vec<(usize, Vec<window_kinds::LateInSession>)> = Vec::new();
         if state.lateness_ms > 0 {
             for &vi in &state.views {
                 let view = &self.sql.views[vi];
                 let Some(closed) = self.views[vi].closed_until else {
                     continue;
                 };
-                if view.window.kind == WindowKind::Session {
-                    continue;
-                }
+                let mut reached = Vec::new();
                 for (i, kept) in keep.iter().enumerate() {
                     let t = ts.value(i);
                     let p = parts.value(i);
                     let fresh =
                         offs.value(i) >= state.partitions.get(&p).map_or(0, |s| s.replay_until);
                     if *kept && fresh && t < closed {
-                        dirty.push((vi, view.window.start_of(t)));
+                        if view.window.kind == WindowKind::Session {
+                            reached.push(i as u32);
+                        } else {
+                            dirty.push((vi, view.window.start_of(t)));
+                        }
                     }
+                }
+                if !reached.is_empty() {
+                    let keys = window_kinds::session_keys(&batch, &view.session_keys, &reached)?;
+                    let times = reached.iter().map(|&i| ts.value(i as usize));
+                    in_sessions.push((vi, keys.into_iter().zip(times).collect()));
                 }
             }
         }
         for (vi, start) in dirty {
             self.views[vi].dirty.insert(start);
+        }
+        for (vi, reached) in in_sessions {
+            self.views[vi].late_in_sessions.extend(reached);
         }
         let batch = if late + replayed + duplicates == 0 {
             batch
@@ -1151,9 +1168,12 @@ impl WindowEngine {
     ) -> Result<Closed, EngineError> {
         let v = &self.views[vi];
         let lo = v.closed_until;
-        if !all && (lo.is_some_and(|lo| wm <= lo) || v.due.is_none_or(|d| wm < d)) {
+        let nothing_due = lo.is_some_and(|lo| wm <= lo) || v.due.is_none_or(|d| wm < d);
+        if !all && nothing_due && v.late_in_sessions.is_empty() {
             return Ok(Closed::Nothing);
         }
+        let mut late = std::mem::take(&mut self.views[vi].late_in_sessions);
+        late.sort();
         let floor = self.keep_from(vi);
         let state = &self.sources[source];
         let view = &self.sql.views[vi];
@@ -1165,8 +1185,10 @@ impl WindowEngine {
             view.window.size_ms,
             wm,
             lo,
+            (state.lateness_ms, &late),
             &view.input_schema,
         )?;
+        Metrics::add(&self.metrics.late_firings, found.refired as u64);
         let v = &mut self.views[vi];
         v.open_from = found.open_from;
         v.due = found.next_end;

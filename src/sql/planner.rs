@@ -198,18 +198,6 @@ async fn plan_view(
         ));
         return None;
     }
-    if window.kind == WindowKind::Session && !def.allowed_lateness.is_zero() {
-        diags.push(Diagnostic::new(
-            &file.path,
-            at.0,
-            at.1,
-            format!(
-                "source `{}` sets allowed_lateness, which SESSION views do not support (late firings are for TUMBLE and HOP); use TUMBLE or HOP here or set allowed_lateness = \"0s\"",
-                def.name
-            ),
-        ));
-        return None;
-    }
     let mut fields: Vec<Field> = def
         .schema
         .batch_schema()
