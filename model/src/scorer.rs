@@ -1,0 +1,553 @@
+//! Training, scoring, saving and loading a scorer.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use linfa::prelude::*;
+use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
+
+use crate::nets::{Autoencoder, Centroids, Net, Pca, Sequence};
+use crate::{Calibration, Frame, History, ModelError, Normalizer, Result, Sidecar, TrainingInfo};
+
+/// Which detector, with its sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelKind {
+    /// Reconstruction through a bottleneck (Candle).
+    Autoencoder { hidden: usize, latent: usize },
+    /// Prediction from the key's previous `window` windows (Candle GRU).
+    Sequence { window: usize, hidden: usize },
+    /// Reconstruction from principal components (linfa-reduction).
+    Pca { components: usize },
+    /// Distance to the nearest k-means centroid (linfa-clustering).
+    Kmeans { clusters: usize },
+}
+
+impl ModelKind {
+    /// The kind named `name` with sizes suited to `features` features.
+    pub fn named(name: &str, features: usize) -> Option<ModelKind> {
+        let k = features.max(1);
+        Some(match name {
+            "autoencoder" => ModelKind::Autoencoder {
+                hidden: (2 * k).max(8),
+                latent: (k / 3).max(2).min(k),
+            },
+            "sequence" => ModelKind::Sequence {
+                window: 8,
+                hidden: (2 * k).max(16),
+            },
+            "pca" => ModelKind::Pca {
+                components: (k / 3).max(1).min(k),
+            },
+            "kmeans" => ModelKind::Kmeans { clusters: 8 },
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Autoencoder { .. } => "autoencoder",
+            ModelKind::Sequence { .. } => "sequence",
+            ModelKind::Pca { .. } => "pca",
+            ModelKind::Kmeans { .. } => "kmeans",
+        }
+    }
+}
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Default alert threshold, as a quantile of calibration errors.
+    pub threshold_quantile: f64,
+    /// Share of rows held out to calibrate on (when there are enough).
+    pub holdout: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 40,
+            batch_size: 128,
+            learning_rate: 3e-3,
+            seed: 7,
+            threshold_quantile: 0.999,
+            holdout: 0.15,
+        }
+    }
+}
+
+/// Where training is, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub loss: f32,
+}
+
+/// Scores of a batch of rows.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// Calibrated anomaly score in [0, 1] per row (0 where not `ready`).
+    pub score: Vec<f32>,
+    /// Raw error per row: mean squared miss over the normalised features.
+    pub error: Vec<f32>,
+    /// Each feature's squared miss, per row (rows × features).
+    pub contributions: Frame,
+    /// Whether the row could be scored (a sequence model needs its key's
+    /// previous windows).
+    pub ready: Vec<bool>,
+}
+
+impl Scored {
+    /// The `n` features that missed most in row `i`, worst first.
+    pub fn top(&self, i: usize, n: usize) -> Vec<usize> {
+        let row = self.contributions.row(i);
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        idx.truncate(n);
+        idx
+    }
+}
+
+/// A trained detector with its normalisation and calibration.
+pub struct Scorer {
+    sidecar: Sidecar,
+    net: Box<dyn Net>,
+    varmap: VarMap,
+    device: Device,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("kind", &self.sidecar.kind)
+            .field("features", &self.sidecar.features)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scorer {
+    /// Trains `kind` on `frame` (rows of `features`; `keys[i]` is row i's
+    /// key, rows of a key in time order — the sequence model reads them).
+    pub fn train(
+        kind: ModelKind,
+        features: Vec<String>,
+        frame: &Frame,
+        keys: &[String],
+        options: &TrainOptions,
+        device: &Device,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Scorer> {
+        if features.len() != frame.cols {
+            return Err(ModelError::Invalid(format!(
+                "{} feature names for {} feature columns",
+                features.len(),
+                frame.cols
+            )));
+        }
+        if frame.rows < 2 {
+            return Err(ModelError::Invalid(format!(
+                "training needs at least 2 feature rows, got {}",
+                frame.rows
+            )));
+        }
+        let normalization = Normalizer::fit(frame);
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let k = frame.cols;
+        let context_len = match &kind {
+            ModelKind::Sequence { window, .. } => Some(*window),
+            _ => None,
+        };
+        // Samples: every row, or (sequence) every row with a full history.
+        let (context, usable) = match context_len {
+            Some(len) => {
+                let (ctx, full) = History::new(len, k).contexts(keys, frame);
+                (Some(ctx), full)
+            }
+            None => (None, vec![true; frame.rows]),
+        };
+        let samples: Vec<usize> = (0..frame.rows).filter(|&i| usable[i]).collect();
+        if samples.len() < 2 {
+            return Err(ModelError::Invalid(format!(
+                "training needs at least 2 usable feature rows, got {}",
+                samples.len()
+            )));
+        }
+        // Every n-th sample is held out to calibrate on: errors of rows the
+        // model has not fitted are the honest reference.
+        let every = (1.0 / options.holdout.clamp(0.01, 0.5)).round() as usize;
+        let (mut fit_rows, mut calib_rows) = (Vec::new(), Vec::new());
+        for (j, &i) in samples.iter().enumerate() {
+            if samples.len() >= 200 && j % every == every - 1 {
+                calib_rows.push(i);
+            } else {
+                fit_rows.push(i);
+            }
+        }
+        if calib_rows.is_empty() {
+            calib_rows = fit_rows.clone();
+        }
+        let x = normalization.apply(&frame.to_tensor(device)?, device)?;
+        let ctx = match (&context, context_len) {
+            (Some(c), Some(len)) => Some(normalization.apply(
+                &Tensor::from_slice(c, (frame.rows, len, k), device)?,
+                device,
+            )?),
+            _ => None,
+        };
+        let index = |rows: &[usize]| -> Result<Tensor> {
+            let v: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+            Ok(Tensor::from_vec(v, rows.len(), device)?)
+        };
+        let mut epochs = 0;
+        let mut final_loss = 0f32;
+        let net: Box<dyn Net> = match &kind {
+            ModelKind::Autoencoder { hidden, latent } => {
+                Box::new(Autoencoder::new(vb.pp("autoencoder"), k, *hidden, *latent)?)
+            }
+            ModelKind::Sequence { window, hidden } => {
+                Box::new(Sequence::new(vb.pp("sequence"), k, *hidden, *window)?)
+            }
+            ModelKind::Pca { components } => {
+                let rows = host_rows(&x.index_select(&index(&fit_rows)?, 0)?)?;
+                let pca = linfa_reduction::Pca::params((*components).min(k))
+                    .fit(&DatasetBase::from(rows))
+                    .map_err(|e| ModelError::Invalid(format!("PCA: {e}")))?;
+                let w = tensor_of(&pca.components().t().to_owned(), device)?;
+                let mean = tensor_of(&pca.mean().clone().insert_axis(ndarray::Axis(0)), device)?;
+                insert(&varmap, "pca.components", &w)?;
+                insert(&varmap, "pca.mean", &mean)?;
+                Box::new(Pca {
+                    components: w,
+                    mean,
+                })
+            }
+            ModelKind::Kmeans { clusters } => {
+                let rows = host_rows(&x.index_select(&index(&fit_rows)?, 0)?)?;
+                let n = (*clusters).min(fit_rows.len()).max(1);
+                let model = linfa_clustering::KMeans::params(n)
+                    .max_n_iterations(200)
+                    .fit(&DatasetBase::from(rows))
+                    .map_err(|e| ModelError::Invalid(format!("k-means: {e}")))?;
+                let c = tensor_of(model.centroids(), device)?;
+                insert(&varmap, "kmeans.centroids", &c)?;
+                Box::new(Centroids { centroids: c })
+            }
+        };
+        if matches!(
+            kind,
+            ModelKind::Autoencoder { .. } | ModelKind::Sequence { .. }
+        ) {
+            let mut rng = StdRng::seed_from_u64(options.seed);
+            seeded_init(&varmap, &mut rng)?;
+            // The autoencoder learns to rebuild each feature from the
+            // others (denoising: inputs with features masked out), so a
+            // feature that breaks away stands out in its own error rather
+            // than smearing into the others'.
+            let denoise = matches!(kind, ModelKind::Autoencoder { .. });
+            let mut opt = AdamW::new(
+                varmap.all_vars(),
+                ParamsAdamW {
+                    lr: options.learning_rate,
+                    weight_decay: 1e-4,
+                    ..Default::default()
+                },
+            )?;
+            let mut order = fit_rows.clone();
+            for epoch in 0..options.epochs {
+                order.shuffle(&mut rng);
+                let (mut sum, mut batches) = (0f32, 0usize);
+                for chunk in order.chunks(options.batch_size.max(1)) {
+                    let idx = index(chunk)?;
+                    let xb = x.index_select(&idx, 0)?;
+                    let cb = match &ctx {
+                        Some(c) => Some(c.index_select(&idx, 0)?),
+                        None => None,
+                    };
+                    let input = if denoise {
+                        let keep: Vec<f32> = (0..chunk.len() * k)
+                            .map(|_| {
+                                if rng.random::<f32>() < MASKED {
+                                    0.0
+                                } else {
+                                    1.0
+                                }
+                            })
+                            .collect();
+                        (&xb * Tensor::from_vec(keep, (chunk.len(), k), device)?)?
+                    } else {
+                        xb.clone()
+                    };
+                    let pred = net.predict(&input, cb.as_ref())?;
+                    let loss = candle_nn::loss::mse(&pred, &xb)?;
+                    opt.backward_step(&loss)?;
+                    sum += loss.to_scalar::<f32>()?;
+                    batches += 1;
+                }
+                final_loss = sum / batches.max(1) as f32;
+                epochs = epoch + 1;
+                progress(Progress {
+                    epoch: epochs,
+                    epochs: options.epochs,
+                    loss: final_loss,
+                });
+            }
+        }
+        let mut scorer = Scorer {
+            sidecar: Sidecar {
+                format: Sidecar::FORMAT.to_string(),
+                kind,
+                features,
+                normalization,
+                calibration: Calibration::fit(&[], options.threshold_quantile),
+                training: TrainingInfo {
+                    rows: fit_rows.len(),
+                    calibration_rows: calib_rows.len(),
+                    data_hash: frame.content_hash(),
+                    epochs,
+                    final_loss,
+                },
+                weights: String::new(),
+            },
+            net,
+            varmap,
+            device: device.clone(),
+        };
+        let calib = frame.select(&calib_rows);
+        let calib_ctx =
+            context.map(|c| select_contexts(&c, &calib_rows, context_len.unwrap_or(0) * k));
+        let (errors, _) = scorer.errors(&calib, calib_ctx.as_deref())?;
+        scorer.sidecar.calibration = Calibration::fit(&errors, options.threshold_quantile);
+        Ok(scorer)
+    }
+
+    pub fn sidecar(&self) -> &Sidecar {
+        &self.sidecar
+    }
+
+    pub fn features(&self) -> &[String] {
+        &self.sidecar.features
+    }
+
+    /// How many previous windows of its key a row needs (sequence model).
+    pub fn context_len(&self) -> Option<usize> {
+        self.net.context_len()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Raw error per row and per feature, in one pass on the device.
+    fn errors(&self, frame: &Frame, context: Option<&[f32]>) -> Result<(Vec<f32>, Vec<f32>)> {
+        if frame.rows == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let norm = &self.sidecar.normalization;
+        let x = norm.apply(&frame.to_tensor(&self.device)?, &self.device)?;
+        let ctx = match (context, self.net.context_len()) {
+            (Some(c), Some(len)) => Some(norm.apply(
+                &Tensor::from_slice(c, (frame.rows, len, frame.cols), &self.device)?,
+                &self.device,
+            )?),
+            (None, Some(_)) => {
+                return Err(ModelError::Invalid(
+                    "the sequence model scores rows with their previous windows".into(),
+                ));
+            }
+            _ => None,
+        };
+        let miss = (self.net.predict(&x, ctx.as_ref())? - &x)?.sqr()?;
+        let per_row = miss.mean(1)?;
+        Ok((
+            per_row.to_vec1::<f32>()?,
+            miss.flatten_all()?.to_vec1::<f32>()?,
+        ))
+    }
+
+    /// Scores `frame` (raw feature values, columns in [`Scorer::features`]
+    /// order); `context` (sequence model) comes from a [`History`], with
+    /// `ready` saying which rows had a full one.
+    pub fn score(&self, frame: &Frame, context: Option<(&[f32], &[bool])>) -> Result<Scored> {
+        if frame.cols != self.sidecar.features.len() {
+            return Err(ModelError::Invalid(format!(
+                "the model reads {} features, the batch has {}",
+                self.sidecar.features.len(),
+                frame.cols
+            )));
+        }
+        let (error, miss) = self.errors(frame, context.map(|c| c.0))?;
+        let ready: Vec<bool> = match context {
+            Some((_, full)) => full.to_vec(),
+            None => vec![true; frame.rows],
+        };
+        let score = error
+            .iter()
+            .zip(&ready)
+            .map(|(&e, &r)| {
+                if r {
+                    self.sidecar.calibration.score(e as f64) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Scored {
+            score,
+            error,
+            contributions: Frame::new(frame.rows, frame.cols, miss)?,
+            ready,
+        })
+    }
+
+    /// Writes `PATH` (the JSON sidecar) and the weights beside it, with the
+    /// same name and the extension `.safetensors`.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        let weights = path.with_extension("safetensors");
+        let file = |e: &dyn std::fmt::Display, p: &Path| ModelError::File {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        };
+        self.varmap.save(&weights).map_err(|e| file(&e, &weights))?;
+        self.sidecar.weights = weights
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = serde_json::to_string_pretty(&self.sidecar).map_err(|e| file(&e, path))?;
+        std::fs::write(path, text).map_err(|e| file(&e, path))
+    }
+
+    /// Reads a checkpoint written by [`Scorer::save`] onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Scorer> {
+        let file = |message: String| ModelError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        let sidecar: Sidecar = serde_json::from_str(&text)
+            .map_err(|e| file(format!("not a telemine model sidecar: {e}")))?;
+        if sidecar.format != Sidecar::FORMAT {
+            return Err(file(format!(
+                "format `{}`, this telemine reads `{}`",
+                sidecar.format,
+                Sidecar::FORMAT
+            )));
+        }
+        let weights: PathBuf = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(&sidecar.weights);
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let k = sidecar.features.len();
+        // Variables made with their shapes, then filled from the file.
+        let net: Box<dyn Net> = match &sidecar.kind {
+            ModelKind::Autoencoder { hidden, latent } => {
+                Box::new(Autoencoder::new(vb.pp("autoencoder"), k, *hidden, *latent)?)
+            }
+            ModelKind::Sequence { window, hidden } => {
+                Box::new(Sequence::new(vb.pp("sequence"), k, *hidden, *window)?)
+            }
+            ModelKind::Pca { components } => {
+                let c = (*components).min(k);
+                let w = vb.get((k, c), "pca.components")?;
+                let mean = vb.get((1, k), "pca.mean")?;
+                Box::new(Pca {
+                    components: w,
+                    mean,
+                })
+            }
+            ModelKind::Kmeans { .. } => {
+                // The number of centroids k-means found is in the file.
+                let stored = candle_core::safetensors::load(&weights, device)
+                    .map_err(|e| file(format!("weights {}: {e}", weights.display())))?;
+                let c = stored.get("kmeans.centroids").ok_or_else(|| {
+                    file(format!(
+                        "weights {} lack kmeans.centroids",
+                        weights.display()
+                    ))
+                })?;
+                let c = vb.get(c.dims2()?, "kmeans.centroids")?;
+                Box::new(Centroids { centroids: c })
+            }
+        };
+        varmap
+            .load(&weights)
+            .map_err(|e| file(format!("weights {}: {e}", weights.display())))?;
+        Ok(Scorer {
+            sidecar,
+            net,
+            varmap,
+            device: device.clone(),
+        })
+    }
+}
+
+/// Share of features masked out of each training row (denoising).
+const MASKED: f32 = 0.2;
+
+/// Sets every weight from `rng` (uniform in ±1/√fan-in; biases 0), so a
+/// seed gives the same model on any device (Candle's CPU generator cannot
+/// be seeded).
+fn seeded_init(varmap: &VarMap, rng: &mut StdRng) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Invalid("model variables poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = match dims.as_slice() {
+            [_, fan_in] => {
+                let bound = 1.0 / (*fan_in as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            }
+            _ => vec![0.0; n],
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
+}
+
+/// The contexts of `rows` out of a block of `stride` values per row.
+fn select_contexts(all: &[f32], rows: &[usize], stride: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * stride);
+    for &i in rows {
+        out.extend_from_slice(&all[i * stride..(i + 1) * stride]);
+    }
+    out
+}
+
+fn host_rows(t: &Tensor) -> Result<Array2<f64>> {
+    let (n, k) = t.dims2()?;
+    let v: Vec<f64> = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    Array2::from_shape_vec((n, k), v).map_err(|e| ModelError::Invalid(e.to_string()))
+}
+
+fn tensor_of(a: &Array2<f64>, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+    Ok(Tensor::from_vec(v, a.dim(), device)?)
+}
+
+/// Stores `t` in `varmap` under `name`, so it is saved with the weights.
+fn insert(varmap: &VarMap, name: &str, t: &Tensor) -> Result<()> {
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Invalid("model variables poisoned".into()))?;
+    data.insert(name.to_string(), Var::from_tensor(t)?);
+    Ok(())
+}
