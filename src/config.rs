@@ -36,6 +36,71 @@ pub struct Config {
     /// Batching, commits and back-pressure.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Anomaly models scoring feature views; their scores are columns of
+    /// the view that rules can read.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// A model that scores one feature view's rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Unique name. Required.
+    pub name: Spanned<String>,
+    /// The feature view whose rows it scores (one model per view).
+    /// Required.
+    pub view: Spanned<String>,
+    /// Numeric columns of the view the model reads. Required.
+    pub features: Spanned<Vec<String>>,
+    /// Columns that identify a series (the sequence model reads each
+    /// series' previous windows). Default: the view's keys.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// "autoencoder", "sequence" (GRU over the series' last windows),
+    /// "pca" or "kmeans" (linfa baselines). Default: "autoencoder".
+    #[serde(default = "default_model_kind")]
+    pub kind: Spanned<String>,
+    /// A checkpoint written by `telemine train` (the `.json` sidecar; a
+    /// relative path is relative to the config file). Without one the
+    /// model trains online.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Online training: windows of the view to learn from before the first
+    /// scores (rows score NULL until then). Default: 60.
+    #[serde(default = "default_warmup_windows")]
+    pub warmup_windows: usize,
+    /// Online training: train again every this many windows, on the
+    /// latest rows, and swap the new model in (0: never). Default: 360.
+    #[serde(default = "default_retrain_windows")]
+    pub retrain_windows: usize,
+    /// Online training: feature rows kept to train on. Default: 50000.
+    #[serde(default = "default_training_rows")]
+    pub training_rows: usize,
+    /// "cpu", "cuda" or "auto" (CUDA when built with it and a GPU is
+    /// there). Default: "auto".
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_model_kind() -> Spanned<String> {
+    Spanned::new(0..0, "autoencoder".to_string())
+}
+
+fn default_warmup_windows() -> usize {
+    60
+}
+
+fn default_retrain_windows() -> usize {
+    360
+}
+
+fn default_training_rows() -> usize {
+    50_000
+}
+
+fn default_device() -> String {
+    "auto".to_string()
 }
 
 /// One input stream.
@@ -271,6 +336,13 @@ impl Config {
         if self.sql.dir.is_relative() && !self.sql.dir.as_os_str().is_empty() {
             self.sql.dir = base.join(&self.sql.dir);
         }
+        for m in &mut self.models {
+            if let Some(c) = m.checkpoint.as_mut()
+                && c.is_relative()
+            {
+                *c = base.join(&*c);
+            }
+        }
         for t in &mut self.tables {
             if t.path.get_ref().is_relative() {
                 let span = t.path.span();
@@ -311,6 +383,49 @@ impl Config {
                 1,
                 "no [[sources]]: declare at least one input stream",
             ));
+        }
+        let mut model_names = std::collections::HashSet::new();
+        let mut model_views = std::collections::HashSet::new();
+        for m in &config.models {
+            let at = |span: std::ops::Range<usize>, message: String| {
+                Diagnostic::at_offset(path, text, span.start, message)
+            };
+            if !model_names.insert(m.name.get_ref().clone()) {
+                diags.push(at(
+                    m.name.span(),
+                    format!("model name `{}` is used twice", m.name.get_ref()),
+                ));
+            }
+            if !model_views.insert(m.view.get_ref().clone()) {
+                diags.push(at(
+                    m.view.span(),
+                    format!(
+                        "view `{}` is scored by two models: one model per view (its scores are the view's anomaly_score column)",
+                        m.view.get_ref()
+                    ),
+                ));
+            }
+            if m.features.get_ref().is_empty() {
+                diags.push(at(
+                    m.features.span(),
+                    format!("model `{}` reads no features", m.name.get_ref()),
+                ));
+            }
+            if !["autoencoder", "sequence", "pca", "kmeans"].contains(&m.kind.get_ref().as_str()) {
+                diags.push(at(
+                    m.kind.span(),
+                    format!(
+                        "unknown model kind `{}`: use autoencoder, sequence, pca or kmeans",
+                        m.kind.get_ref()
+                    ),
+                ));
+            }
+            if let Err(e) = m.device.parse::<telemine_model::DeviceChoice>() {
+                diags.push(at(
+                    m.name.span(),
+                    format!("model `{}`: {e}", m.name.get_ref()),
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for t in &config.tables {

@@ -4,6 +4,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod metrics;
+pub mod models;
 pub mod recorded;
 pub mod ruletest;
 pub mod scoring;

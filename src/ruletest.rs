@@ -296,6 +296,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                     dir: PathBuf::new(),
                 },
                 engine: file.engine.clone(),
+                models: Vec::new(),
             };
             let diags = config.validate(path, text);
             if !diags.is_empty() {
@@ -344,6 +345,8 @@ async fn run_case(
         (Err(d), None) => return Err(format!("the SQL was refused:\n{d}")),
         (Ok(sql), None) => sql,
     };
+    let mut sql = sql;
+    crate::models::attach(&mut sql, &config.models, false)?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
     let mut current = files.files;

@@ -38,6 +38,8 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
     };
     let recorded = telemine::recorded::read(&opts.input, &defs[source])?;
     let metrics = Arc::new(Metrics::default());
+    let mut sql = sql;
+    telemine::models::attach(&mut sql, &cfg.models, false).map_err(anyhow::Error::msg)?;
     let mut run = LocalRun::new(sql, &defs, metrics.clone())?;
     let mut rows = 0usize;
     for batch in recorded.batches {

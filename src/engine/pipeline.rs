@@ -89,6 +89,8 @@ pub async fn run_pipeline(
 ) -> Result<RunSummary, PipelineError> {
     let defs = config.source_defs().map_err(PipelineError::Config)?;
     let metrics = options.metrics.clone().unwrap_or_default();
+    let mut sql = sql;
+    crate::models::attach(&mut sql, &config.models, true).map_err(PipelineError::Config)?;
     let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
     let specs = source_specs(config, &defs)?;
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));

@@ -261,7 +261,13 @@ impl WindowEngine {
     /// from rows when its SQL changed). A new view, or one whose window
     /// changed, starts at its next window boundary after the watermark; a
     /// new view over views with the next window its inputs close.
-    pub fn replace_sql(&mut self, sql: SqlSet) -> Result<(), EngineError> {
+    pub fn replace_sql(&mut self, mut sql: SqlSet) -> Result<(), EngineError> {
+        // Models keep scoring (and learning) across reloads.
+        for v in &self.sql.views {
+            if let Some(s) = self.sql.scorer(&v.name) {
+                sql.attach_scorer(&v.name, s);
+            }
+        }
         let mut old: HashMap<String, (usize, ViewState)> = self
             .sql
             .views

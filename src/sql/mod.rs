@@ -67,6 +67,46 @@ pub struct View {
     /// where the window bounds sit in the partial states. `None`: each
     /// window is recomputed.
     pub panes: Option<Arc<PanePlan>>,
+    /// The model that scores this view, if any: `output_schema` then ends
+    /// with [`ANOMALY_SCORE`] and [`ANOMALY_FEATURES`].
+    pub model: Option<ModelBinding>,
+}
+
+/// The column of a scored view with each row's anomaly score in [0, 1]
+/// (NULL while its model is still warming up).
+pub const ANOMALY_SCORE: &str = "anomaly_score";
+/// The column of a scored view naming the features that contributed most
+/// to the row's score, worst first, comma-separated.
+pub const ANOMALY_FEATURES: &str = "anomaly_features";
+
+/// Which columns of a view its model reads (indices into the view's SQL
+/// output, before the score columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelBinding {
+    pub name: String,
+    pub features: Vec<usize>,
+    pub keys: Vec<usize>,
+}
+
+/// What the SQL needs to know of a configured model.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub view: String,
+    pub features: Vec<String>,
+    /// Empty: the view's keys.
+    pub keys: Vec<String>,
+    /// Where it is configured, for messages.
+    pub config: PathBuf,
+}
+
+/// Scores a view's output rows: the batches with the score columns added.
+pub trait ViewScorer: Send + Sync {
+    fn score(
+        &self,
+        view: &View,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError>;
 }
 
 /// An alert rule: SQL over feature views; each returned row is an alert.
@@ -91,6 +131,8 @@ pub struct SqlOptions {
     pub query_memory_limit: usize,
     /// Static tables loaded from CSV, joinable by name.
     pub tables: Vec<crate::config::TableConfig>,
+    /// Models scoring views: their score columns are part of the view.
+    pub models: Vec<ModelSpec>,
 }
 
 impl SqlOptions {
@@ -99,6 +141,17 @@ impl SqlOptions {
             query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
                 .unwrap_or(usize::MAX),
             tables: config.tables.clone(),
+            models: config
+                .models
+                .iter()
+                .map(|m| ModelSpec {
+                    name: m.name.get_ref().clone(),
+                    view: m.view.get_ref().clone(),
+                    features: m.features.get_ref().clone(),
+                    keys: m.keys.clone(),
+                    config: PathBuf::from("[[models]]"),
+                })
+                .collect(),
         }
     }
 }
@@ -109,6 +162,8 @@ pub struct SqlSet {
     pub views: Vec<View>,
     pub rules: Vec<Rule>,
     slots: HashMap<String, PartitionData>,
+    /// Scorers of the views models score, by view name.
+    scorers: HashMap<String, Arc<dyn ViewScorer>>,
 }
 
 impl std::fmt::Debug for SqlSet {
@@ -161,9 +216,46 @@ impl SqlSet {
         self.fill(&view.input_table, input).await;
         let result = self.execute(&view.plan).await;
         self.fill(&view.input_table, Vec::new()).await;
-        let out = result?;
+        let out = self.scored(i, result?)?;
         self.fill(&view.name, out.clone()).await;
         Ok(out)
+    }
+
+    /// Lets `scorer` score view `view`'s rows (a view a model scores).
+    pub fn attach_scorer(&mut self, view: &str, scorer: Arc<dyn ViewScorer>) {
+        self.scorers.insert(view.to_string(), scorer);
+    }
+
+    /// The scorer attached to view `view`, if any.
+    pub fn scorer(&self, view: &str) -> Option<Arc<dyn ViewScorer>> {
+        self.scorers.get(view).cloned()
+    }
+
+    /// View `i`'s output with its model's score columns (NULL when no
+    /// scorer is attached, as under `telemine check`).
+    fn scored(&self, i: usize, out: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let view = &self.views[i];
+        if view.model.is_none() || out.is_empty() {
+            return Ok(out);
+        }
+        match self.scorers.get(&view.name) {
+            Some(s) => s.score(view, out),
+            None => out
+                .into_iter()
+                .map(|b| {
+                    let mut columns = b.columns().to_vec();
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        &datafusion::arrow::datatypes::DataType::Float64,
+                        b.num_rows(),
+                    ));
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                        b.num_rows(),
+                    ));
+                    Ok(RecordBatch::try_new(view.output_schema.clone(), columns)?)
+                })
+                .collect(),
+        }
     }
 
     /// What a pane-split HOP view's aggregate reads from `input` (rows
@@ -187,6 +279,7 @@ impl SqlSet {
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
         let out = non_empty(panes::run_upper(&self.ctx, plan, merged).await?);
+        let out = self.scored(i, out)?;
         self.fill(&self.views[i].name, out.clone()).await;
         Ok(out)
     }
@@ -213,7 +306,7 @@ impl SqlSet {
         }
         let out = self.execute(&self.views[i].plan).await;
         self.clear_views().await;
-        out
+        self.scored(i, out?)
     }
 
     /// Sets what view `i`'s table holds for the rules.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
@@ -28,6 +28,7 @@ use super::window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec, rewrite_wi
 use super::{Rule, SqlOptions, SqlSet, View, register_slot};
 use crate::config::SourceDef;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use datafusion::datasource::memory::PartitionData;
 
 /// A session for analysts' SQL: one partition (windows are small and the
 /// other core decodes), spans collected for diagnostics, and the sandbox's
@@ -92,16 +93,34 @@ pub(super) async fn plan_all(
     let mut joins = Vec::new();
     for f in files.iter().filter(|f| f.kind == Kind::View) {
         match plan_view(&ctx, &mut slots, f, sources, &mut diags).await {
-            Some(Planned::View(v)) => views.push(*v),
+            Some(Planned::View(mut v)) => {
+                bind_model(&ctx, &mut slots, &mut v, options, &mut diags);
+                views.push(*v);
+            }
             Some(Planned::OverViews(stmt)) => joins.push((f, stmt)),
             None => {}
         }
     }
     // Views over views, once every windowed view is known.
     for (f, stmt) in joins {
-        if let Some(v) = plan_view_over_views(&ctx, &mut slots, f, *stmt, &views, &mut diags).await
+        if let Some(mut v) =
+            plan_view_over_views(&ctx, &mut slots, f, *stmt, &views, &mut diags).await
         {
+            bind_model(&ctx, &mut slots, &mut v, options, &mut diags);
             views.push(v);
+        }
+    }
+    for m in &options.models {
+        if !views.iter().any(|v| v.name == m.view) {
+            diags.push(Diagnostic::new(
+                &m.config,
+                1,
+                1,
+                format!(
+                    "model `{}` scores view `{}`, but no features/*.sql defines it",
+                    m.name, m.view
+                ),
+            ));
         }
     }
     let mut rules = Vec::new();
@@ -131,6 +150,7 @@ pub(super) async fn plan_all(
             views,
             rules,
             slots,
+            scorers: HashMap::new(),
         })
     } else {
         Err(Diagnostics(diags))
@@ -290,6 +310,7 @@ async fn plan_view(
         keys,
         session_keys,
         panes,
+        model: None,
     })))
 }
 
@@ -430,7 +451,93 @@ async fn plan_view_over_views(
         keys,
         session_keys: Vec::new(),
         panes: None,
+        model: None,
     })
+}
+
+/// When a model scores view `v`: checks its feature and key columns, and
+/// adds the score columns to what the view's readers see.
+fn bind_model(
+    ctx: &SessionContext,
+    slots: &mut HashMap<String, PartitionData>,
+    v: &mut View,
+    options: &SqlOptions,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(spec) = options.models.iter().find(|m| m.view == v.name) else {
+        return;
+    };
+    let schema = &v.output_schema;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut problems = Vec::new();
+    let mut features = Vec::new();
+    for f in &spec.features {
+        match schema.index_of(f) {
+            Ok(i) if schema.field(i).data_type().is_numeric() => features.push(i),
+            Ok(i) => problems.push(format!(
+                "feature `{f}` is {}, not a number",
+                schema.field(i).data_type()
+            )),
+            Err(_) => problems.push(format!("the view has no column `{f}`")),
+        }
+    }
+    let key_names = if spec.keys.is_empty() {
+        v.keys.clone()
+    } else {
+        spec.keys.clone()
+    };
+    let mut keys = Vec::new();
+    for k in &key_names {
+        match schema.index_of(k) {
+            Ok(i) => keys.push(i),
+            Err(_) => problems.push(format!("the view has no key column `{k}`")),
+        }
+    }
+    for taken in [super::ANOMALY_SCORE, super::ANOMALY_FEATURES] {
+        if schema.index_of(taken).is_ok() {
+            problems.push(format!(
+                "the view already has a column `{taken}`, which the model's scores take"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        diags.push(Diagnostic::new(
+            &v.file,
+            1,
+            1,
+            format!(
+                "model `{}` (in the config) cannot score view `{}`: {} (its columns: {})",
+                spec.name,
+                v.name,
+                problems.join("; "),
+                columns.join(", ")
+            ),
+        ));
+        return;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(super::ANOMALY_SCORE, DataType::Float64, true));
+    fields.push(Field::new(super::ANOMALY_FEATURES, DataType::Utf8, true));
+    let scored = Arc::new(Schema::new(fields));
+    let _ = ctx.deregister_table(v.name.as_str());
+    if let Err(e) = register_slot(ctx, slots, &v.name, scored.clone()) {
+        diags.push(Diagnostic::new(
+            &v.file,
+            1,
+            1,
+            format!(
+                "view `{}` cannot be registered with its scores: {e}",
+                v.name
+            ),
+        ));
+        return;
+    }
+    v.model = Some(super::ModelBinding {
+        name: spec.name.clone(),
+        features,
+        keys,
+    });
+    v.output_schema = scored;
 }
 
 async fn plan_rule(

@@ -1,0 +1,171 @@
+//! A model scores a feature view and rules read its scores: online training
+//! after a warm-up, then `anomaly_score` and `anomaly_features` on every
+//! row, through `telemine dry-run` (no broker).
+
+use std::path::Path;
+use std::process::Command;
+
+/// 2026-11-27T00:00:00Z.
+const T0: i64 = 1_795_737_600_000;
+
+/// 8 hosts, one record a second for 50 minutes. Network traffic follows
+/// CPU (×2) and memory follows it by half; host h3's network drops to
+/// nothing for one minute from 00:40 while its CPU carries on.
+fn records() -> String {
+    let mut out = String::new();
+    let mut state = 11u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 40) as f64 / (1u64 << 24) as f64) - 0.5
+    };
+    for s in 0..3000i64 {
+        for h in 0..8 {
+            let cpu = 50.0 + 30.0 * ((s as f64) / 97.0 + h as f64).sin() + 2.0 * noise();
+            let mem = 20.0 + 0.5 * cpu + noise();
+            let mut net = 2.0 * cpu + 2.0 * noise();
+            if h == 3 && (2400..2460).contains(&s) {
+                net = 1.0;
+            }
+            let ts = chrono::DateTime::from_timestamp_millis(T0 + s * 1000)
+                .unwrap()
+                .to_rfc3339();
+            out.push_str(&format!(
+                "{{\"ts\":\"{ts}\",\"host\":\"h{h}\",\"cpu\":{cpu:.3},\"mem\":{mem:.3},\"net\":{net:.3}}}\n"
+            ));
+        }
+    }
+    out
+}
+
+fn write(dir: &Path, kind: &str) {
+    std::fs::create_dir_all(dir.join("sql/features")).unwrap();
+    std::fs::create_dir_all(dir.join("sql/rules")).unwrap();
+    std::fs::write(
+        dir.join("telemine.toml"),
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "none"
+
+[[sources]]
+name = "telemetry"
+topic = "telemetry"
+columns = ["ts timestamp", "host string", "cpu double", "mem double", "net double"]
+event_time = "ts"
+max_out_of_orderness = "0s"
+
+[sql]
+dir = "sql"
+
+[[models]]
+name = "host_behaviour"
+view = "host_10s"
+features = ["cpu_avg", "mem_avg", "net_avg"]
+kind = "{kind}"
+warmup_windows = 150
+retrain_windows = 0
+device = "cpu"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sql/features/host_10s.sql"),
+        "SELECT host, window_start, window_end, avg(cpu) AS cpu_avg, avg(mem) AS mem_avg, avg(net) AS net_avg\n\
+         FROM TUMBLE(telemetry, ts, INTERVAL '10 seconds')\n\
+         GROUP BY host, window_start, window_end\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sql/rules/unusual_host.sql"),
+        "-- @severity: warning\n\
+         SELECT host, window_start, window_end, anomaly_score, anomaly_features\n\
+         FROM host_10s WHERE anomaly_score > 0.999\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("records.jsonl"), records()).unwrap();
+}
+
+fn alerts(kind: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), kind);
+    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["dry-run", "--config"])
+        .arg(dir.path().join("telemine.toml"))
+        .arg("--input")
+        .arg(dir.path().join("records.jsonl"))
+        .output()
+        .expect("run telemine");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+        .collect()
+}
+
+fn check(kind: &str) {
+    let alerts = alerts(kind);
+    let broken: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| {
+            a["labels"]["host"] == "h3"
+                && a["window_start"].as_str().unwrap_or("") >= "2026-11-27T00:40:00"
+                && a["window_start"].as_str().unwrap_or("") < "2026-11-27T00:41:00"
+        })
+        .collect();
+    assert!(
+        broken.len() >= 5,
+        "{kind}: {} of the 6 broken windows alerted: {alerts:#?}",
+        broken.len()
+    );
+    for a in &broken {
+        let features = a["values"]["anomaly_features"].as_str().unwrap_or("");
+        assert!(
+            features.starts_with("net_avg"),
+            "{kind}: explained by {features}"
+        );
+    }
+    let false_alarms = alerts.len() - broken.len();
+    assert!(
+        false_alarms <= 3,
+        "{kind}: {false_alarms} alerts outside the broken minute: {alerts:#?}"
+    );
+}
+
+#[test]
+fn an_autoencoder_trained_online_flags_the_broken_host() {
+    check("autoencoder");
+}
+
+#[test]
+fn a_pca_baseline_flags_it_too() {
+    check("pca");
+}
+
+#[test]
+fn check_refuses_a_model_whose_features_the_view_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "autoencoder");
+    let config = dir.path().join("telemine.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"net_avg\"]", "\"net_p99\"]");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run telemine");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("model `host_behaviour`") && stderr.contains("no column `net_p99`"),
+        "{stderr}"
+    );
+}
