@@ -88,6 +88,36 @@ pub enum Command {
         #[arg(long)]
         sql: Option<PathBuf>,
     },
+    /// Train the configured models on recorded data (JSONL, CSV or
+    /// Parquet), through the same feature views `run` computes, and write
+    /// their checkpoints (NAME.json + NAME.safetensors).
+    Train {
+        /// The recorded data; the format follows the extension.
+        #[arg(long)]
+        input: PathBuf,
+        /// The source the records belong to (needed when the config
+        /// declares several).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// SQL folder (default: the config's).
+        #[arg(long)]
+        sql: Option<PathBuf>,
+        /// Train only this model (default: every one in the config).
+        #[arg(long)]
+        model: Option<String>,
+        /// Where to write the checkpoint (with one model). Default: the
+        /// model's `checkpoint`, else models/NAME.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Passes over the training rows (networks).
+        #[arg(long, default_value_t = 40)]
+        epochs: usize,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Measure the engine against a bare consumer on a real broker.
     Bench {
         /// Bootstrap servers of the broker to benchmark on.

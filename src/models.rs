@@ -169,12 +169,6 @@ impl ModelScorer {
             DataFusionError::Internal(format!("view `{}` has no model", view.name))
         })?;
         let n = batch.num_rows();
-        // The one copy: every feature column into one row-major block.
-        let mut columns: Vec<Float64Array> = Vec::with_capacity(binding.features.len());
-        for &i in &binding.features {
-            let c = cast(batch.column(i), &DataType::Float64)?;
-            columns.push(c.as_primitive::<Float64Type>().clone());
-        }
         let keys = key_strings(batch, &binding.keys)?;
         let ends = view
             .output_schema
@@ -191,25 +185,11 @@ impl ModelScorer {
         })?;
         self.collect_training(&mut state);
         let scorer = state.scorer.clone();
-        let cols = columns.len();
-        let mut data = vec![0f32; n * cols];
-        let mut complete = vec![true; n];
-        for (j, c) in columns.iter().enumerate() {
-            // A NULL feature scores as its training mean (no contribution).
-            let fill = scorer
-                .as_ref()
-                .map_or(0.0, |s| s.sidecar().normalization.mean[j]);
-            for i in 0..n {
-                data[i * cols + j] = if c.is_null(i) {
-                    complete[i] = false;
-                    fill
-                } else {
-                    c.value(i) as f32
-                };
-            }
-        }
-        let frame =
-            Frame::new(n, cols, data).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // A NULL feature scores as its training mean (no contribution).
+        let fill = scorer
+            .as_ref()
+            .map(|s| s.sidecar().normalization.mean.clone());
+        let (frame, complete) = feature_rows(batch, &binding.features, fill.as_deref())?;
         let context = state.history.as_mut().map(|h| h.contexts(&keys, &frame));
         let mut scores = vec![None; n];
         let mut named = vec![None; n];
@@ -267,14 +247,101 @@ impl ModelScorer {
             self.collect_training(&mut state);
         }
         drop(state);
-        let mut out: Vec<ArrayRef> = batch.columns().to_vec();
-        out.push(std::sync::Arc::new(Float64Array::from(scores)));
-        let mut names = StringBuilder::new();
-        for v in named {
-            names.append_option(v);
+        with_scores(view, batch, scores, named)
+    }
+}
+
+/// `batch` with the score columns appended.
+fn with_scores(
+    view: &View,
+    batch: &RecordBatch,
+    scores: Vec<Option<f64>>,
+    named: Vec<Option<String>>,
+) -> Result<RecordBatch, DataFusionError> {
+    let mut out: Vec<ArrayRef> = batch.columns().to_vec();
+    out.push(Arc::new(Float64Array::from(scores)));
+    let mut names = StringBuilder::new();
+    for v in named {
+        names.append_option(v);
+    }
+    out.push(Arc::new(names.finish()));
+    Ok(RecordBatch::try_new(view.output_schema.clone(), out)?)
+}
+
+/// The one copy: the `features` columns of `batch` into one row-major
+/// block of `f32`, NULLs replaced by `fill` (per feature; 0 without), and
+/// which rows had no NULL.
+fn feature_rows(
+    batch: &RecordBatch,
+    features: &[usize],
+    fill: Option<&[f32]>,
+) -> Result<(Frame, Vec<bool>), DataFusionError> {
+    let (n, cols) = (batch.num_rows(), features.len());
+    let mut data = vec![0f32; n * cols];
+    let mut complete = vec![true; n];
+    for (j, &f) in features.iter().enumerate() {
+        let c = cast(batch.column(f), &DataType::Float64)?;
+        let c = c.as_primitive::<Float64Type>();
+        let fill = fill.and_then(|m| m.get(j)).copied().unwrap_or(0.0);
+        for i in 0..n {
+            data[i * cols + j] = if c.is_null(i) {
+                complete[i] = false;
+                fill
+            } else {
+                c.value(i) as f32
+            };
         }
-        out.push(std::sync::Arc::new(names.finish()));
-        Ok(RecordBatch::try_new(view.output_schema.clone(), out)?)
+    }
+    let frame = Frame::new(n, cols, data).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok((frame, complete))
+}
+
+/// Keeps the feature rows a view emits (without scoring them): what
+/// `telemine train` learns from.
+#[derive(Default)]
+pub struct FeatureRecorder {
+    rows: Mutex<(Vec<String>, Vec<f32>)>,
+}
+
+impl FeatureRecorder {
+    /// The rows recorded (those without NULL features), in the order the
+    /// view emitted them, and their series.
+    pub fn take(&self, cols: usize) -> Result<(Frame, Vec<String>), String> {
+        let mut rows = self
+            .rows
+            .lock()
+            .map_err(|_| "recorder poisoned".to_string())?;
+        let (keys, data) = std::mem::take(&mut *rows);
+        let frame = Frame::new(keys.len(), cols, data).map_err(|e| e.to_string())?;
+        Ok((frame, keys))
+    }
+}
+
+impl ViewScorer for FeatureRecorder {
+    fn score(
+        &self,
+        view: &View,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let binding = view.model.as_ref().ok_or_else(|| {
+            DataFusionError::Internal(format!("view `{}` has no model", view.name))
+        })?;
+        let mut rows = self
+            .rows
+            .lock()
+            .map_err(|_| DataFusionError::Internal("recorder poisoned".into()))?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in &batches {
+            let (frame, complete) = feature_rows(b, &binding.features, None)?;
+            let keys = key_strings(b, &binding.keys)?;
+            for (i, key) in keys.into_iter().enumerate().filter(|(i, _)| complete[*i]) {
+                rows.0.push(key);
+                rows.1.extend_from_slice(frame.row(i));
+            }
+            let n = b.num_rows();
+            out.push(with_scores(view, b, vec![None; n], vec![None; n])?);
+        }
+        Ok(out)
     }
 }
 

@@ -169,3 +169,88 @@ fn check_refuses_a_model_whose_features_the_view_lacks() {
         "{stderr}"
     );
 }
+
+#[test]
+fn train_writes_a_checkpoint_that_scores_from_the_first_row() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "autoencoder");
+    // Train on the first 30 minutes (all normal).
+    let normal: String = records()
+        .lines()
+        .take(30 * 60 * 8)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("normal.jsonl"), normal).unwrap();
+    let config = dir.path().join("telemine.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["train", "--device", "cpu", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(dir.path().join("normal.jsonl"))
+        .arg("--out")
+        .arg(dir.path().join("models/host_behaviour.json"))
+        .output()
+        .expect("run telemine");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("model `host_behaviour` (autoencoder)"),
+        "{stderr}"
+    );
+    let sidecar: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("models/host_behaviour.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        sidecar["features"],
+        serde_json::json!(["cpu_avg", "mem_avg", "net_avg"])
+    );
+    assert_eq!(
+        sidecar["normalization"]["mean"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(sidecar["calibration"]["threshold"].as_f64().is_some());
+    assert_eq!(
+        sidecar["training"]["data_hash"].as_str().map(str::len),
+        Some(32)
+    );
+    assert!(
+        dir.path()
+            .join("models/host_behaviour.safetensors")
+            .exists()
+    );
+    // With the checkpoint there is no warm-up: a config that would
+    // otherwise wait 10,000 windows scores at once.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "warmup_windows = 150",
+        "warmup_windows = 10000\ncheckpoint = \"models/host_behaviour.json\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["dry-run", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(dir.path().join("records.jsonl"))
+        .output()
+        .expect("run telemine");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let broken = alerts
+        .iter()
+        .filter(|a| {
+            a["labels"]["host"] == "h3"
+                && a["window_start"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("2026-11-27T00:40"))
+        })
+        .count();
+    assert!(broken >= 5, "{broken} broken windows alerted: {alerts:#?}");
+    assert!(alerts.len() - broken <= 3, "{alerts:#?}");
+}

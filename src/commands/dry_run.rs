@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use telemine::engine::local::LocalRun;
 use telemine::metrics::Metrics;
 
@@ -21,21 +20,7 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    let source = match &opts.source {
-        Some(name) => defs.iter().position(|d| &d.name == name).with_context(|| {
-            format!(
-                "--source {name}: no such source in {} (declared: {})",
-                opts.config.display(),
-                names(&defs)
-            )
-        })?,
-        None if defs.len() == 1 => 0,
-        None => anyhow::bail!(
-            "{} declares several sources ({}): say which one the input holds with --source",
-            opts.config.display(),
-            names(&defs)
-        ),
-    };
+    let source = super::pick_source(&defs, opts.source.as_deref(), &opts.config)?;
     let recorded = telemine::recorded::read(&opts.input, &defs[source])?;
     let metrics = Arc::new(Metrics::default());
     let mut sql = sql;
@@ -69,11 +54,4 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
         metrics.summary()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn names(defs: &[telemine::config::SourceDef]) -> String {
-    defs.iter()
-        .map(|d| d.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

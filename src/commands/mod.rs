@@ -6,6 +6,7 @@ mod demo;
 mod dry_run;
 mod run;
 mod test;
+mod train;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,28 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await
         }
+        Command::Train {
+            input,
+            source,
+            config,
+            sql,
+            model,
+            out,
+            epochs,
+            device,
+        } => {
+            train::train(train::TrainCommand {
+                input,
+                source,
+                config,
+                sql,
+                model,
+                out,
+                epochs,
+                device,
+            })
+            .await
+        }
         Command::Bench {
             brokers,
             records,
@@ -104,5 +127,34 @@ pub(crate) async fn load(
             eprintln!("{d}");
             Ok(None)
         }
+    }
+}
+
+/// The source recorded data belongs to: the one named, or the only one.
+pub(crate) fn pick_source(
+    defs: &[telemine::config::SourceDef],
+    name: Option<&str>,
+    config: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let names = || {
+        defs.iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(name) => defs.iter().position(|d| d.name == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--source {name}: no such source in {} (declared: {})",
+                config.display(),
+                names()
+            )
+        }),
+        None if defs.len() == 1 => Ok(0),
+        None => anyhow::bail!(
+            "{} declares several sources ({}): say which one the input holds with --source",
+            config.display(),
+            names()
+        ),
     }
 }

@@ -1,0 +1,123 @@
+//! `telemine train --input FILE`: the configured models, trained on the
+//! feature rows their views compute from recorded data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use telemine::engine::local::LocalRun;
+use telemine::metrics::Metrics;
+use telemine::models::FeatureRecorder;
+use telemine_model::{DeviceChoice, ModelKind, Scorer, TrainOptions, pick_device};
+
+pub struct TrainCommand {
+    pub input: PathBuf,
+    pub source: Option<String>,
+    pub config: PathBuf,
+    pub sql: Option<PathBuf>,
+    pub model: Option<String>,
+    pub out: Option<PathBuf>,
+    pub epochs: usize,
+    pub device: String,
+}
+
+pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
+    let Some((cfg, mut sql)) = super::load(&opts.config, opts.sql.as_deref()).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let models: Vec<_> = cfg
+        .models
+        .iter()
+        .filter(|m| opts.model.as_ref().is_none_or(|n| m.name.get_ref() == n))
+        .collect();
+    if models.is_empty() {
+        anyhow::bail!(match &opts.model {
+            Some(n) => format!("--model {n}: no such model in {}", opts.config.display()),
+            None => format!(
+                "{} configures no [[models]]: nothing to train",
+                opts.config.display()
+            ),
+        });
+    }
+    if opts.out.is_some() && models.len() > 1 {
+        anyhow::bail!("--out names one checkpoint: say which model with --model");
+    }
+    let choice: DeviceChoice = opts.device.parse().map_err(anyhow::Error::msg)?;
+    let (device, note) = pick_device(choice);
+    if let Some(note) = note {
+        eprintln!("train: {note}");
+    }
+    let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
+    let source = super::pick_source(&defs, opts.source.as_deref(), &opts.config)?;
+    // The feature views run over the recording; the models' views record
+    // their rows instead of being scored.
+    let recorders: Vec<Arc<FeatureRecorder>> = models
+        .iter()
+        .map(|m| {
+            let r = Arc::new(FeatureRecorder::default());
+            sql.attach_scorer(m.view.get_ref(), r.clone());
+            r
+        })
+        .collect();
+    let recorded = telemine::recorded::read(&opts.input, &defs[source])?;
+    let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
+    let mut run = LocalRun::new(sql, &defs, Arc::new(Metrics::default()))?;
+    for batch in recorded.batches {
+        run.push_batch(source, 0, batch).await?;
+    }
+    run.finish().await?;
+    eprintln!(
+        "train: {rows} records from {} ({} not decoded)",
+        opts.input.display(),
+        recorded.dead.len()
+    );
+    for (m, recorder) in models.iter().zip(&recorders) {
+        let name = m.name.get_ref();
+        let features = m.features.get_ref().clone();
+        let (frame, keys) = recorder.take(features.len()).map_err(anyhow::Error::msg)?;
+        let kind = ModelKind::named(m.kind.get_ref(), features.len())
+            .ok_or_else(|| anyhow::anyhow!("model `{name}`: unknown kind"))?;
+        let bar = ProgressBar::new(opts.epochs as u64).with_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] epoch {pos}/{len} {msg} ({elapsed})",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("train {name}"));
+        let options = TrainOptions {
+            epochs: opts.epochs,
+            ..TrainOptions::default()
+        };
+        let mut scorer =
+            Scorer::train(kind, features, &frame, &keys, &options, &device, &mut |p| {
+                bar.set_position(p.epoch as u64);
+                bar.set_message(format!("loss {:.4}", p.loss));
+            })
+            .map_err(|e| anyhow::anyhow!("model `{name}` on view `{}`: {e}", m.view.get_ref()))?;
+        bar.finish();
+        let path = opts
+            .out
+            .clone()
+            .or_else(|| m.checkpoint.clone())
+            .unwrap_or_else(|| PathBuf::from("models").join(format!("{name}.json")));
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        scorer.save(&path)?;
+        let s = scorer.sidecar();
+        eprintln!(
+            "train: model `{name}` ({}) on {} feature rows of view `{}` ({} held out to calibrate): loss {:.4}, data hash {} -> {}",
+            s.kind.name(),
+            s.training.rows,
+            m.view.get_ref(),
+            s.training.calibration_rows,
+            s.training.final_loss,
+            s.training.data_hash,
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
