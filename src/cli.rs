@@ -118,6 +118,23 @@ pub enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Detection quality on labelled data: NAB's layout (NAB score under
+    /// its three profiles, results CSV per series) or ASD's (point-wise and
+    /// point-adjusted precision, recall, F1, ROC AUC, explanations).
+    Eval {
+        /// The corpus folder, e.g. ../shared/data/nab or ../shared/data/asd.
+        #[arg(long)]
+        data: PathBuf,
+        /// autoencoder, sequence, pca, kmeans or all.
+        #[arg(long, default_value = "all")]
+        detector: String,
+        /// Where NAB results files go (OUT/<detector>/<category>/…).
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Passes over the training rows (networks).
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+    },
     /// Measure the engine against a bare consumer on a real broker.
     Bench {
         /// Bootstrap servers of the broker to benchmark on.

@@ -3,6 +3,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod duration;
 pub mod engine;
+pub mod eval;
 pub mod metrics;
 pub mod models;
 pub mod recorded;

@@ -38,7 +38,9 @@ fn init_logging(format: cli::LogFormat, command: &cli::Command) {
         cli::Command::Demo { .. }
         | cli::Command::Check { .. }
         | cli::Command::Test { .. }
-        | cli::Command::DryRun { .. } => "warn",
+        | cli::Command::DryRun { .. }
+        | cli::Command::Train { .. }
+        | cli::Command::Eval { .. } => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

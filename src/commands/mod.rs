@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod demo;
 mod dry_run;
+mod eval;
 mod run;
 mod test;
 mod train;
@@ -78,6 +79,20 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 out,
                 epochs,
                 device,
+            })
+            .await
+        }
+        Command::Eval {
+            data,
+            detector,
+            out,
+            epochs,
+        } => {
+            eval::eval(eval::EvalCommand {
+                data,
+                detector,
+                out,
+                epochs,
             })
             .await
         }

@@ -1,0 +1,126 @@
+//! `telemine eval` over small corpora in NAB's and ASD's layouts, made
+//! here (the real ones live in ../shared/data and are not needed to test).
+
+use std::path::Path;
+use std::process::Command;
+
+fn eval(data: &Path, detector: &str, out: &Path) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["eval", "--epochs", "5", "--detector", detector, "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run telemine");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+#[test]
+fn nab_layout_gives_a_score_per_profile_and_results_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nab");
+    std::fs::create_dir_all(data.join("labels")).unwrap();
+    std::fs::create_dir_all(data.join("data/demo")).unwrap();
+    // 1,200 records every 5 minutes from 2020-01-01; a spike at record
+    // 1,000, inside the labelled window.
+    let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let at = |i: i64| {
+        (start + chrono::Duration::minutes(5 * i))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..1200 {
+        let v = 10.0 + (i as f64 * 0.2).sin() + if i == 1000 { 15.0 } else { 0.0 };
+        csv.push_str(&format!("{},{v}\n", at(i)));
+    }
+    std::fs::write(data.join("data/demo/spike.csv"), csv).unwrap();
+    std::fs::write(
+        data.join("labels/combined_windows.json"),
+        format!(
+            r#"{{"demo/spike.csv": [["{}.000000", "{}.000000"]]}}"#,
+            at(980),
+            at(1020)
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("results");
+    let stdout = eval(&data, "pca", &out);
+    assert!(
+        stdout.contains("nab pca: 1 series, 1200 records, 1 windows;"),
+        "{stdout}"
+    );
+    for profile in ["standard", "reward_low_FP_rate", "reward_low_FN_rate"] {
+        assert!(stdout.contains(profile), "{stdout}");
+    }
+    let results = std::fs::read_to_string(out.join("pca/demo/pca_spike.csv")).unwrap();
+    let mut lines = results.lines();
+    assert_eq!(lines.next(), Some("timestamp,value,anomaly_score,label"));
+    assert_eq!(results.lines().count(), 1201);
+    let spike = results.lines().nth(1001).unwrap();
+    let score: f64 = spike.split(',').nth(2).unwrap().parse().unwrap();
+    assert!(score > 0.99, "the spike scores {score}: {spike}");
+    assert!(spike.ends_with(",1"), "{spike}");
+}
+
+#[test]
+fn asd_layout_gives_pointwise_figures_and_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("asd");
+    std::fs::create_dir_all(&data).unwrap();
+    // Six metrics driven by one signal; in the anomaly m2 breaks away.
+    let row = |i: usize, broken: bool| {
+        let a = 0.5 + 0.2 * (i as f64 * 0.05).sin();
+        let m2 = if broken { 0.95 } else { 0.8 * a };
+        format!(
+            "{a:.4},{m2:.4},{:.4},{:.4},{:.4},{:.4}",
+            1.0 - a,
+            0.5 * a + 0.2,
+            0.3 + 0.5 * (a - 0.5),
+            a * a
+        )
+    };
+    let mut train = String::from("timestamp,m1,m2,m3,m4,m5,m6\n");
+    for i in 0..600 {
+        train.push_str(&format!("t{i},{}\n", row(i, false)));
+    }
+    let mut test = String::from("timestamp,m1,m2,m3,m4,m5,m6,label\n");
+    for i in 0..300 {
+        let broken = (100..=120).contains(&i);
+        test.push_str(&format!(
+            "t{i},{},{}\n",
+            row(600 + i, broken),
+            u8::from(broken)
+        ));
+    }
+    std::fs::write(data.join("omi-1.train.csv"), train).unwrap();
+    std::fs::write(data.join("omi-1.test.csv"), test).unwrap();
+    std::fs::write(data.join("omi-1.txt"), "100-120:2\n").unwrap();
+    let stdout = eval(&data, "pca", &dir.path().join("results"));
+    assert!(
+        stdout.contains("asd pca: 1 servers, 300 test rows (21 anomalous)"),
+        "{stdout}"
+    );
+    let f1: f64 = stdout
+        .split("point-wise")
+        .nth(1)
+        .and_then(|s| s.split("F1 ").nth(1))
+        .and_then(|s| s.split(';').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("F1 in the output");
+    assert!(f1 > 0.8, "{stdout}");
+    // The explanation names m2 first; three of six at random would hit
+    // half the time.
+    assert!(
+        stdout.contains("rows (100.0%; three features at random: 50.0%)"),
+        "{stdout}"
+    );
+}
