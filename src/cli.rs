@@ -74,36 +74,15 @@ pub enum Command {
     /// Run the SQL over recorded data (JSONL, CSV or Parquet) without a
     /// broker and print the alerts it would have raised, one JSON line each.
     DryRun {
-        /// The recorded data; the format follows the extension (.jsonl,
-        /// .csv, .parquet; anything else is read as one record per line).
-        #[arg(long)]
-        input: PathBuf,
-        /// The source the records belong to (needed when the config
-        /// declares several).
-        #[arg(long)]
-        source: Option<String>,
-        #[arg(long, default_value = "config/telemine.toml")]
-        config: PathBuf,
-        /// SQL folder (default: the config's).
-        #[arg(long)]
-        sql: Option<PathBuf>,
+        #[command(flatten)]
+        recorded: Recorded,
     },
     /// Train the configured models on recorded data (JSONL, CSV or
     /// Parquet), through the same feature views `run` computes, and write
     /// their checkpoints (NAME.json + NAME.safetensors).
     Train {
-        /// The recorded data; the format follows the extension.
-        #[arg(long)]
-        input: PathBuf,
-        /// The source the records belong to (needed when the config
-        /// declares several).
-        #[arg(long)]
-        source: Option<String>,
-        #[arg(long, default_value = "config/telemine.toml")]
-        config: PathBuf,
-        /// SQL folder (default: the config's).
-        #[arg(long)]
-        sql: Option<PathBuf>,
+        #[command(flatten)]
+        recorded: Recorded,
         /// Train only this model (default: every one in the config).
         #[arg(long)]
         model: Option<String>,
@@ -149,4 +128,22 @@ pub enum Command {
         #[arg(long, default_value = "config/telemine.toml")]
         config: PathBuf,
     },
+}
+
+/// Recorded data run through the config's SQL (`dry-run`, `train`).
+#[derive(Debug, clap::Args)]
+pub struct Recorded {
+    /// The recorded data; the format follows the extension (.jsonl, .csv,
+    /// .parquet; anything else is read as one record per line).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The source the records belong to (needed when the config declares
+    /// several).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long, default_value = "config/telemine.toml")]
+    pub config: PathBuf,
+    /// SQL folder (default: the config's).
+    #[arg(long)]
+    pub sql: Option<PathBuf>,
 }

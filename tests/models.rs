@@ -91,11 +91,19 @@ device = "cpu"
 fn alerts(kind: &str) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), kind);
+    dry_run(
+        &dir.path().join("telemine.toml"),
+        &dir.path().join("records.jsonl"),
+    )
+}
+
+/// `telemine dry-run`'s alerts.
+fn dry_run(config: &Path, input: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
         .args(["dry-run", "--config"])
-        .arg(dir.path().join("telemine.toml"))
+        .arg(config)
         .arg("--input")
-        .arg(dir.path().join("records.jsonl"))
+        .arg(input)
         .output()
         .expect("run telemine");
     assert!(
@@ -226,22 +234,7 @@ fn train_writes_a_checkpoint_that_scores_from_the_first_row() {
         "warmup_windows = 10000\ncheckpoint = \"models/host_behaviour.json\"",
     );
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
-        .args(["dry-run", "--config"])
-        .arg(&config)
-        .arg("--input")
-        .arg(dir.path().join("records.jsonl"))
-        .output()
-        .expect("run telemine");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let alerts = dry_run(&config, &dir.path().join("records.jsonl"));
     let broken = alerts
         .iter()
         .filter(|a| {

@@ -1,21 +1,15 @@
 //! `telemine dry-run --input FILE`: run the SQL over recorded data without
 //! a broker and print the alerts it would have raised.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use telemine::engine::local::LocalRun;
 use telemine::metrics::Metrics;
 
-pub struct DryRunOptions {
-    pub input: PathBuf,
-    pub source: Option<String>,
-    pub config: PathBuf,
-    pub sql: Option<PathBuf>,
-}
+use crate::cli::Recorded;
 
-pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
+pub async fn dry_run(opts: Recorded) -> anyhow::Result<ExitCode> {
     let Some((cfg, sql)) = super::load(&opts.config, opts.sql.as_deref()).await? else {
         return Ok(ExitCode::FAILURE);
     };

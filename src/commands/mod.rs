@@ -46,35 +46,16 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             test::test(&path).await
         }
-        Command::DryRun {
-            input,
-            source,
-            config,
-            sql,
-        } => {
-            dry_run::dry_run(dry_run::DryRunOptions {
-                input,
-                source,
-                config,
-                sql,
-            })
-            .await
-        }
+        Command::DryRun { recorded } => dry_run::dry_run(recorded).await,
         Command::Train {
-            input,
-            source,
-            config,
-            sql,
+            recorded,
             model,
             out,
             epochs,
             device,
         } => {
             train::train(train::TrainCommand {
-                input,
-                source,
-                config,
-                sql,
+                recorded,
                 model,
                 out,
                 epochs,

@@ -11,11 +11,10 @@ use telemine::metrics::Metrics;
 use telemine::models::FeatureRecorder;
 use telemine_model::{DeviceChoice, ModelKind, Scorer, TrainOptions, pick_device};
 
+use crate::cli::Recorded;
+
 pub struct TrainCommand {
-    pub input: PathBuf,
-    pub source: Option<String>,
-    pub config: PathBuf,
-    pub sql: Option<PathBuf>,
+    pub recorded: Recorded,
     pub model: Option<String>,
     pub out: Option<PathBuf>,
     pub epochs: usize,
@@ -23,7 +22,8 @@ pub struct TrainCommand {
 }
 
 pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
-    let Some((cfg, mut sql)) = super::load(&opts.config, opts.sql.as_deref()).await? else {
+    let input = &opts.recorded;
+    let Some((cfg, mut sql)) = super::load(&input.config, input.sql.as_deref()).await? else {
         return Ok(ExitCode::FAILURE);
     };
     let models: Vec<_> = cfg
@@ -33,10 +33,10 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         .collect();
     if models.is_empty() {
         anyhow::bail!(match &opts.model {
-            Some(n) => format!("--model {n}: no such model in {}", opts.config.display()),
+            Some(n) => format!("--model {n}: no such model in {}", input.config.display()),
             None => format!(
                 "{} configures no [[models]]: nothing to train",
-                opts.config.display()
+                input.config.display()
             ),
         });
     }
@@ -49,7 +49,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         eprintln!("train: {note}");
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    let source = super::pick_source(&defs, opts.source.as_deref(), &opts.config)?;
+    let source = super::pick_source(&defs, input.source.as_deref(), &input.config)?;
     // The feature views run over the recording; the models' views record
     // their rows instead of being scored.
     let recorders: Vec<Arc<FeatureRecorder>> = models
@@ -60,7 +60,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
             r
         })
         .collect();
-    let recorded = telemine::recorded::read(&opts.input, &defs[source])?;
+    let recorded = telemine::recorded::read(&input.input, &defs[source])?;
     let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
     let mut run = LocalRun::new(sql, &defs, Arc::new(Metrics::default()))?;
     for batch in recorded.batches {
@@ -69,7 +69,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     run.finish().await?;
     eprintln!(
         "train: {rows} records from {} ({} not decoded)",
-        opts.input.display(),
+        input.input.display(),
         recorded.dead.len()
     );
     for (m, recorder) in models.iter().zip(&recorders) {
