@@ -191,12 +191,22 @@ impl ModelScorer {
             .map(|s| s.sidecar().normalization.mean.clone());
         let (frame, complete) = feature_rows(batch, &binding.features, fill.as_deref())?;
         let context = state.history.as_mut().map(|h| h.contexts(&keys, &frame));
+        // Learn from this batch: rows to train on (before the frame goes
+        // to the device).
+        for i in (0..n).filter(|&i| complete[i]) {
+            if state.rows.len() == self.training_rows {
+                state.rows.pop_front();
+            }
+            state
+                .rows
+                .push_back((keys[i].clone(), frame.row(i).to_vec()));
+        }
         let mut scores = vec![None; n];
         let mut named = vec![None; n];
         if let Some(scorer) = &scorer {
             let scored = scorer
-                .score(
-                    &frame,
+                .score_owned(
+                    frame,
                     context.as_ref().map(|(c, f)| (c.as_slice(), f.as_slice())),
                 )
                 .map_err(|e| {
@@ -213,15 +223,6 @@ impl ModelScorer {
                     named[i] = Some(top.join(","));
                 }
             }
-        }
-        // Learn from this batch: rows to train on, windows seen.
-        for i in (0..n).filter(|&i| complete[i]) {
-            if state.rows.len() == self.training_rows {
-                state.rows.pop_front();
-            }
-            state
-                .rows
-                .push_back((keys[i].clone(), frame.row(i).to_vec()));
         }
         if let Some(ends) = ends {
             let mut fresh: Vec<i64> = ends

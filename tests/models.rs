@@ -247,3 +247,86 @@ fn train_writes_a_checkpoint_that_scores_from_the_first_row() {
     assert!(broken >= 5, "{broken} broken windows alerted: {alerts:#?}");
     assert!(alerts.len() - broken <= 3, "{alerts:#?}");
 }
+
+#[test]
+fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    };
+    use datafusion::arrow::datatypes::{Float64Type, Schema};
+    use telemine::models::ModelScorer;
+    use telemine::sql::{SqlOptions, SqlSet, ViewScorer};
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "autoencoder");
+    let path = dir.path().join("telemine.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("warmup_windows = 150", "warmup_windows = 5");
+    std::fs::write(&path, text).unwrap();
+    let config = telemine::config::Config::load(&path).unwrap();
+    let defs = config.source_defs().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sql = runtime
+        .block_on(SqlSet::load(
+            &config.sql.dir,
+            &defs,
+            &SqlOptions::from_config(&config),
+        ))
+        .unwrap();
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    // What the view's SQL outputs: its schema without the score columns.
+    let fields = view.output_schema.fields();
+    let sql_schema = Arc::new(Schema::new(fields[..fields.len() - 2].to_vec()));
+    let window = |w: i64| {
+        let hosts: Vec<String> = (0..8).map(|h| format!("h{h}")).collect();
+        let cpu: Vec<f64> = (0..8)
+            .map(|h| 50.0 + 30.0 * ((w as f64) / 9.7 + h as f64).sin())
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(hosts)),
+            Arc::new(TimestampMillisecondArray::from(vec![T0 + w * 10_000; 8])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                T0 + (w + 1) * 10_000;
+                8
+            ])),
+            Arc::new(Float64Array::from(cpu.clone())),
+            Arc::new(Float64Array::from(
+                cpu.iter().map(|c| 20.0 + 0.5 * c).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                cpu.iter().map(|c| 2.0 * c).collect::<Vec<_>>(),
+            )),
+        ];
+        RecordBatch::try_new(sql_schema.clone(), columns).unwrap()
+    };
+    let scorer = ModelScorer::new(&config.models[0], true).unwrap();
+    let scored = |b: &RecordBatch| {
+        let out = scorer.score(view, vec![b.clone()]).unwrap();
+        let s = out[0]
+            .column(out[0].num_columns() - 2)
+            .as_primitive::<Float64Type>()
+            .clone();
+        s.len() - s.null_count()
+    };
+    for w in 0..5 {
+        assert_eq!(scored(&window(w)), 0, "window {w} is still warm-up");
+    }
+    // The sixth window starts training on a thread of its own; scoring
+    // goes on (NULL) until the model is swapped in.
+    let started = std::time::Instant::now();
+    let mut w = 5;
+    loop {
+        if scored(&window(w)) == 8 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no model after {w} windows"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w += 1;
+    }
+}

@@ -70,6 +70,12 @@ impl Frame {
         )?)
     }
 
+    /// The frame as a tensor: on the CPU its buffer is taken over, not
+    /// copied; on a GPU it is the one transfer to the device.
+    pub fn into_tensor(self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(self.data, (self.rows, self.cols), device)?)
+    }
+
     /// A stable hash of the values and their shape (xxh3-128, hex).
     pub fn content_hash(&self) -> String {
         let mut bytes = Vec::with_capacity(16 + self.data.len() * 4);

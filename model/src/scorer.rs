@@ -326,7 +326,7 @@ impl Scorer {
         let calib = frame.select(&calib_rows);
         let calib_ctx =
             context.map(|c| select_contexts(&c, &calib_rows, context_len.unwrap_or(0) * k));
-        let (errors, _) = scorer.errors(&calib, calib_ctx.as_deref())?;
+        let (errors, _) = scorer.errors(calib, calib_ctx.as_deref())?;
         scorer.sidecar.calibration = Calibration::fit(&errors, options.threshold_quantile);
         Ok(scorer)
     }
@@ -349,15 +349,16 @@ impl Scorer {
     }
 
     /// Raw error per row and per feature, in one pass on the device.
-    fn errors(&self, frame: &Frame, context: Option<&[f32]>) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn errors(&self, frame: Frame, context: Option<&[f32]>) -> Result<(Vec<f32>, Vec<f32>)> {
         if frame.rows == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
         let norm = &self.sidecar.normalization;
-        let x = norm.apply(&frame.to_tensor(&self.device)?, &self.device)?;
+        let (rows, cols) = (frame.rows, frame.cols);
+        let x = norm.apply(&frame.into_tensor(&self.device)?, &self.device)?;
         let ctx = match (context, self.net.context_len()) {
             (Some(c), Some(len)) => Some(norm.apply(
-                &Tensor::from_slice(c, (frame.rows, len, frame.cols), &self.device)?,
+                &Tensor::from_slice(c, (rows, len, cols), &self.device)?,
                 &self.device,
             )?),
             (None, Some(_)) => {
@@ -379,6 +380,12 @@ impl Scorer {
     /// order); `context` (sequence model) comes from a [`History`], with
     /// `ready` saying which rows had a full one.
     pub fn score(&self, frame: &Frame, context: Option<(&[f32], &[bool])>) -> Result<Scored> {
+        self.score_owned(frame.clone(), context)
+    }
+
+    /// [`Scorer::score`], taking the frame over: the batch then goes to
+    /// the device without another copy on the host.
+    pub fn score_owned(&self, frame: Frame, context: Option<(&[f32], &[bool])>) -> Result<Scored> {
         if frame.cols != self.sidecar.features.len() {
             return Err(ModelError::Invalid(format!(
                 "the model reads {} features, the batch has {}",
@@ -386,10 +393,11 @@ impl Scorer {
                 frame.cols
             )));
         }
+        let (rows, cols) = (frame.rows, frame.cols);
         let (error, miss) = self.errors(frame, context.map(|c| c.0))?;
         let ready: Vec<bool> = match context {
             Some((_, full)) => full.to_vec(),
-            None => vec![true; frame.rows],
+            None => vec![true; rows],
         };
         let score = error
             .iter()
@@ -405,7 +413,7 @@ impl Scorer {
         Ok(Scored {
             score,
             error,
-            contributions: Frame::new(frame.rows, frame.cols, miss)?,
+            contributions: Frame::new(rows, cols, miss)?,
             ready,
         })
     }
