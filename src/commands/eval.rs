@@ -65,7 +65,12 @@ fn eval_nab(series: &[NabSeries], detector: &str, opts: &EvalCommand) -> anyhow:
     let mut all_scores = Vec::with_capacity(series.len());
     for s in series {
         progress.set_message(s.name.clone());
-        let mut d = Univariate::new(detector, nab::probation(s.values.len()), opts.epochs);
+        let mut d = Univariate::new(
+            detector,
+            nab::probation(s.values.len()),
+            opts.epochs,
+            records_per_day(&s.timestamps),
+        );
         let mut scores = Vec::with_capacity(s.values.len());
         for &v in &s.values {
             scores.push(d.step(v).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?);
@@ -205,4 +210,39 @@ fn random_hit(k: usize, labelled: usize, picks: usize) -> f64 {
         miss *= k.saturating_sub(labelled + j) as f64 / (k - j) as f64;
     }
     1.0 - miss
+}
+
+/// Records a day, from the median spacing of `timestamps`
+/// (`YYYY-MM-DD HH:MM:SS`); `None` when they do not parse.
+fn records_per_day(timestamps: &[String]) -> Option<usize> {
+    let secs: Vec<i64> = timestamps
+        .iter()
+        .filter_map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+        .map(|t| t.and_utc().timestamp())
+        .collect();
+    let mut gaps: Vec<i64> = secs
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g > 0)
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    usize::try_from(86_400 / median).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_a_day_follow_the_median_spacing() {
+        let every_5_min: Vec<String> = (0..10)
+            .map(|i| format!("2014-02-14 14:{:02}:00", i * 5))
+            .collect();
+        assert_eq!(records_per_day(&every_5_min), Some(288));
+        assert_eq!(records_per_day(&["not a time".to_string()]), None);
+    }
 }

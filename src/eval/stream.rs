@@ -3,7 +3,8 @@
 //!
 //! Each record becomes a small feature vector from the record and the ones
 //! before it only (level, change, distance from and spread of the last few
-//! values); a `telemine_model::Scorer` learns those vectors from the
+//! values, and — for series with several records a day — distance from the
+//! same time a day before); a `telemine_model::Scorer` learns those vectors from the
 //! probation records, then again on everything seen so far each time the
 //! series doubles in length. The detector's raw error is turned into an
 //! anomaly likelihood, as Numenta's detectors do: how unusual the mean
@@ -18,7 +19,7 @@ use telemine_model::{Device, Frame, ModelKind, Scorer, TrainOptions};
 /// Values before a record its features read.
 const WINDOW: usize = 8;
 /// Features per record.
-const FEATURES: usize = 4;
+const FEATURES: usize = 5;
 /// Errors the likelihood compares against, and the recent ones it averages.
 const LONG: usize = 500;
 const SHORT: usize = 4;
@@ -28,6 +29,9 @@ pub struct Univariate {
     values: Vec<f64>,
     rows: Vec<f32>,
     scorer: Option<Scorer>,
+    /// Records per day, when the series has several a day: the features
+    /// compare a record with the same time a day before.
+    season: Option<usize>,
     next_training: usize,
     errors: VecDeque<f64>,
     epochs: usize,
@@ -36,12 +40,13 @@ pub struct Univariate {
 impl Univariate {
     /// A detector of kind `kind` that trains first after `probation`
     /// records.
-    pub fn new(kind: &str, probation: usize, epochs: usize) -> Univariate {
+    pub fn new(kind: &str, probation: usize, epochs: usize, season: Option<usize>) -> Univariate {
         Univariate {
             kind: kind.to_string(),
             values: Vec::new(),
             rows: Vec::new(),
             scorer: None,
+            season: season.filter(|&s| s >= 2),
             next_training: probation.max(WINDOW * 4),
             errors: VecDeque::new(),
             epochs,
@@ -58,7 +63,23 @@ impl Univariate {
             let v = past.iter().map(|p| (p - m).powi(2)).sum::<f64>() / past.len() as f64;
             (m, v.sqrt())
         };
-        [x as f32, (x - prev) as f32, (x - mean) as f32, std as f32]
+        // Against the same time a day before (seasonal naive), averaged
+        // over a few records either side of it.
+        let seasonal = self.season.and_then(|s| {
+            let n = self.values.len();
+            let centre = n.checked_sub(s)?;
+            let lo = centre.saturating_sub(WINDOW / 2);
+            let hi = (centre + WINDOW / 2).min(n);
+            let near = &self.values[lo..hi];
+            (!near.is_empty()).then(|| x - near.iter().sum::<f64>() / near.len() as f64)
+        });
+        [
+            x as f32,
+            (x - prev) as f32,
+            (x - mean) as f32,
+            std as f32,
+            seasonal.unwrap_or(0.0) as f32,
+        ]
     }
 
     fn train(&mut self) -> Result<(), String> {
@@ -67,7 +88,7 @@ impl Univariate {
         let keys = vec![String::new(); n];
         let kind = ModelKind::named(&self.kind, FEATURES)
             .ok_or_else(|| format!("unknown detector `{}`", self.kind))?;
-        let names = ["level", "change", "from_mean", "spread"]
+        let names = ["level", "change", "from_mean", "spread", "from_yesterday"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -188,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_spike_after_a_quiet_stretch_scores_high() {
-        let mut d = Univariate::new("pca", 300, 5);
+        let mut d = Univariate::new("pca", 300, 5, None);
         let mut last = 0.0;
         for i in 0..1000 {
             let x = (i as f64 * 0.1).sin() + if i == 900 { 8.0 } else { 0.0 };
