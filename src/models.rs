@@ -86,10 +86,7 @@ impl ModelScorer {
                 .context_len()
                 .map(|len| History::new(len, features.len()));
             state.scorer = Some(Arc::new(scorer));
-        } else if let Some(len) = match &kind {
-            ModelKind::Sequence { window, .. } => Some(*window),
-            _ => None,
-        } {
+        } else if let Some(len) = kind.context_len() {
             state.history = Some(History::new(len, features.len()));
         }
         Ok(ModelScorer {

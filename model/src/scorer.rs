@@ -48,6 +48,39 @@ impl ModelKind {
         })
     }
 
+    /// How many previous windows of its series a row needs (sequence).
+    pub fn context_len(&self) -> Option<usize> {
+        match self {
+            ModelKind::Sequence { window, .. } => Some(*window),
+            _ => None,
+        }
+    }
+
+    /// The network of a kind trained by gradient descent, its variables
+    /// made in `vb` (the same names whether trained or loaded).
+    fn network(&self, vb: VarBuilder, features: usize) -> Result<Box<dyn Net>> {
+        Ok(match self {
+            ModelKind::Autoencoder { hidden, latent } => Box::new(Autoencoder::new(
+                vb.pp("autoencoder"),
+                features,
+                *hidden,
+                *latent,
+            )?),
+            ModelKind::Sequence { window, hidden } => Box::new(Sequence::new(
+                vb.pp("sequence"),
+                features,
+                *hidden,
+                *window,
+            )?),
+            ModelKind::Pca { .. } | ModelKind::Kmeans { .. } => {
+                return Err(ModelError::Invalid(format!(
+                    "{} is fitted, not a trained network",
+                    self.name()
+                )));
+            }
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ModelKind::Autoencoder { .. } => "autoencoder",
@@ -164,10 +197,7 @@ impl Scorer {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let k = frame.cols;
-        let context_len = match &kind {
-            ModelKind::Sequence { window, .. } => Some(*window),
-            _ => None,
-        };
+        let context_len = kind.context_len();
         // Samples: every row, or (sequence) every row with a full history.
         let (context, usable) = match context_len {
             Some(len) => {
@@ -212,11 +242,8 @@ impl Scorer {
         let mut epochs = 0;
         let mut final_loss = 0f32;
         let net: Box<dyn Net> = match &kind {
-            ModelKind::Autoencoder { hidden, latent } => {
-                Box::new(Autoencoder::new(vb.pp("autoencoder"), k, *hidden, *latent)?)
-            }
-            ModelKind::Sequence { window, hidden } => {
-                Box::new(Sequence::new(vb.pp("sequence"), k, *hidden, *window)?)
+            ModelKind::Autoencoder { .. } | ModelKind::Sequence { .. } => {
+                kind.network(vb.clone(), k)?
             }
             ModelKind::Pca { components } => {
                 let rows = host_rows(&x.index_select(&index(&fit_rows)?, 0)?)?;
@@ -460,11 +487,8 @@ impl Scorer {
         let k = sidecar.features.len();
         // Variables made with their shapes, then filled from the file.
         let net: Box<dyn Net> = match &sidecar.kind {
-            ModelKind::Autoencoder { hidden, latent } => {
-                Box::new(Autoencoder::new(vb.pp("autoencoder"), k, *hidden, *latent)?)
-            }
-            ModelKind::Sequence { window, hidden } => {
-                Box::new(Sequence::new(vb.pp("sequence"), k, *hidden, *window)?)
+            ModelKind::Autoencoder { .. } | ModelKind::Sequence { .. } => {
+                sidecar.kind.network(vb.clone(), k)?
             }
             ModelKind::Pca { components } => {
                 let c = (*components).min(k);

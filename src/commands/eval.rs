@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use telemine::eval::corpus::{self, AsdServer, Layout, NabSeries};
 use telemine::eval::{DETECTORS, asd, nab, stream::Univariate};
 use telemine_model::{Device, Frame, History, ModelKind, Scorer, TrainOptions};
@@ -15,17 +14,6 @@ pub struct EvalCommand {
     pub detector: String,
     pub out: PathBuf,
     pub epochs: usize,
-}
-
-fn bar(len: u64, prefix: String) -> anyhow::Result<ProgressBar> {
-    Ok(ProgressBar::new(len)
-        .with_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-            )?
-            .progress_chars("=> "),
-        )
-        .with_prefix(prefix))
 }
 
 pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
@@ -61,7 +49,7 @@ pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
 /// files, and prints the score under each profile.
 fn eval_nab(series: &[NabSeries], detector: &str, opts: &EvalCommand) -> anyhow::Result<()> {
     let total: usize = series.iter().map(|s| s.values.len()).sum();
-    let progress = bar(total as u64, format!("nab {detector}"))?;
+    let progress = super::progress_bar(total as u64, format!("nab {detector}"), "")?;
     let mut all_scores = Vec::with_capacity(series.len());
     for s in series {
         progress.set_message(s.name.clone());
@@ -128,7 +116,7 @@ fn write_nab_results(
 /// in order, and prints point-wise and adjusted figures, ROC AUC and how
 /// often the explanation names a responsible metric.
 fn eval_asd(servers: &[AsdServer], detector: &str, opts: &EvalCommand) -> anyhow::Result<()> {
-    let progress = bar(servers.len() as u64, format!("asd {detector}"))?;
+    let progress = super::progress_bar(servers.len() as u64, format!("asd {detector}"), "")?;
     let (mut point, mut adjusted) = (asd::Counts::default(), asd::Counts::default());
     let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
     let (mut explained, mut named_right) = (0usize, 0usize);

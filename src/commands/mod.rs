@@ -154,3 +154,19 @@ pub(crate) fn pick_source(
         ),
     }
 }
+
+/// A progress bar on stderr for long work (`train`, `eval`): `prefix`,
+/// the bar, then `unit` before the count (e.g. "epoch ").
+pub(crate) fn progress_bar(
+    len: u64,
+    prefix: String,
+    unit: &str,
+) -> anyhow::Result<indicatif::ProgressBar> {
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{prefix}} [{{bar:30}}] {unit}{{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
+    ))?
+    .progress_chars("=> ");
+    Ok(indicatif::ProgressBar::new(len)
+        .with_style(style)
+        .with_prefix(prefix))
+}

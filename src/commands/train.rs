@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use telemine::engine::local::LocalRun;
 use telemine::metrics::Metrics;
 use telemine::models::FeatureRecorder;
@@ -78,13 +77,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         let (frame, keys) = recorder.take(features.len()).map_err(anyhow::Error::msg)?;
         let kind = ModelKind::named(m.kind.get_ref(), features.len())
             .ok_or_else(|| anyhow::anyhow!("model `{name}`: unknown kind"))?;
-        let bar = ProgressBar::new(opts.epochs as u64).with_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] epoch {pos}/{len} {msg} ({elapsed})",
-            )?
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("train {name}"));
+        let bar = super::progress_bar(opts.epochs as u64, format!("train {name}"), "epoch ")?;
         let options = TrainOptions {
             epochs: opts.epochs,
             ..TrainOptions::default()

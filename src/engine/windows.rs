@@ -166,8 +166,6 @@ struct ViewState {
     retained: BTreeMap<i64, Vec<RecordBatch>>,
 }
 
-impl ViewState {}
-
 /// Windows a joined view's output is kept for at most while a view over
 /// it waits for its other inputs (e.g. a source that has delivered
 /// nothing yet); older ones are dropped with a warning.

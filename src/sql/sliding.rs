@@ -368,17 +368,16 @@ impl Sliding {
         let aggs = self.plan.aggregates();
         let mut accs = aggs.accumulators()?;
         let (mut ids, mut starts, mut window_ends) = (Vec::new(), Vec::new(), Vec::new());
-        let mut groups = Vec::new();
         self.slots.resize(self.key_count, FREE);
         for (start, end, parts) in &windows {
             let base = ids.len();
-            for part in parts.iter().filter(|p| !p.ids.is_empty()) {
-                place(&mut self.slots, &part.ids, &mut ids, base, &mut groups);
-                for (acc, range) in accs.iter_mut().zip(&aggs.ranges) {
-                    acc.merge_batch(&part.states[range.clone()], &groups, ids.len())?;
-                }
-            }
-            release(&mut self.slots, &ids[base..]);
+            merge_into(
+                &mut self.slots,
+                aggs,
+                &mut accs,
+                parts.iter().map(|p| p.as_ref()),
+                &mut ids,
+            )?;
             starts.extend(std::iter::repeat_n(*start, ids.len() - base));
             window_ends.extend(std::iter::repeat_n(*end, ids.len() - base));
         }
@@ -463,21 +462,41 @@ impl Sliding {
         let aggs = self.plan.aggregates();
         let mut accs = aggs.accumulators()?;
         let mut ids = Vec::with_capacity(a.ids.len().max(b.ids.len()));
-        let mut groups = Vec::new();
         self.slots.resize(self.key_count, FREE);
-        for part in [a, b] {
-            place(&mut self.slots, &part.ids, &mut ids, 0, &mut groups);
-            for (acc, range) in accs.iter_mut().zip(&aggs.ranges) {
-                acc.merge_batch(&part.states[range.clone()], &groups, ids.len())?;
-            }
-        }
-        release(&mut self.slots, &ids);
+        merge_into(
+            &mut self.slots,
+            aggs,
+            &mut accs,
+            [a.as_ref(), b.as_ref()],
+            &mut ids,
+        )?;
         let mut states = Vec::new();
         for acc in &mut accs {
             states.extend(acc.state(EmitTo::All)?);
         }
         Ok(Arc::new(StateSet { ids, states }))
     }
+}
+
+/// Merges `parts` into `accs` as one more group per key: the groups from
+/// `ids.len()` on, their keys appended to `ids`.
+fn merge_into<'a>(
+    slots: &mut [u32],
+    aggs: &Aggregates,
+    accs: &mut [Box<dyn GroupsAccumulator>],
+    parts: impl IntoIterator<Item = &'a StateSet>,
+    ids: &mut Vec<u32>,
+) -> Result<()> {
+    let base = ids.len();
+    let mut groups = Vec::new();
+    for part in parts.into_iter().filter(|p| !p.ids.is_empty()) {
+        place(slots, &part.ids, ids, base, &mut groups);
+        for (acc, range) in accs.iter_mut().zip(&aggs.ranges) {
+            acc.merge_batch(&part.states[range.clone()], &groups, ids.len())?;
+        }
+    }
+    release(slots, &ids[base..]);
+    Ok(())
 }
 
 /// Group index of each of `part`'s keys among the groups from `base` on,
