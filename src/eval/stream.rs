@@ -4,13 +4,24 @@
 //! Each record becomes a small feature vector from the record and the ones
 //! before it only (level, change, distance from and spread of the last few
 //! values, and — for series with several records a day — distance from the
-//! same time a day before); a `telemine_model::Scorer` learns those vectors from the
-//! probation records, then again on everything seen so far each time the
-//! series doubles in length. The detector's raw error is turned into an
-//! anomaly likelihood, as Numenta's detectors do: how unusual the mean
-//! error of the last few records is against the errors of the recent past
-//! (a normal tail probability), so a level the model keeps missing stops
-//! alarming once it is the new normal.
+//! same time a day before); a `telemine_model::Scorer` learns those vectors
+//! from the probation records, then again on everything seen so far each
+//! time the series doubles in length. Three steps turn the model's error
+//! into the record's score:
+//!
+//! 1. **Likelihood.** How far the error stands above the errors of the
+//!    last [`HISTORY`] records, in spreads (never less than
+//!    [`MIN_SPREAD`]), read as a normal tail probability `Q` and reported
+//!    as `L/(L + 30)` with `L = −ln Q`: monotone, in [0, 1), and never
+//!    rounding to 1 however extreme, so a threshold can still tell the
+//!    largest surprises apart. A level the model keeps missing stops
+//!    alarming once the recent errors have risen with it.
+//! 2. **Range.** A value more than [`RANGE_MARGIN`] of the range seen so
+//!    far above its maximum or below its minimum scores 1: a new extreme
+//!    needs no model to be surprising.
+//! 3. **Refractory.** A score no higher than one of the [`REFRACTORY`]
+//!    records before it is reported as 0: one alarm per burst, as an
+//!    operator wants, not one per record of it.
 
 use std::collections::VecDeque;
 
@@ -20,9 +31,18 @@ use telemine_model::{Device, Frame, ModelKind, Scorer, TrainOptions};
 const WINDOW: usize = 8;
 /// Features per record.
 const FEATURES: usize = 5;
-/// Errors the likelihood compares against, and the recent ones it averages.
-const LONG: usize = 500;
-const SHORT: usize = 4;
+/// Errors the likelihood compares a record's error against.
+pub const HISTORY: usize = 200;
+/// The least spread of those errors the likelihood divides by, in the
+/// model's units (a squared miss of one training standard deviation is
+/// 1): a model that is nearly always right does not make its smallest
+/// misses look like alarms.
+pub const MIN_SPREAD: f64 = 1.0;
+/// How far past the range seen so far a value must fall, as a share of
+/// that range, to score 1.
+pub const RANGE_MARGIN: f64 = 0.02;
+/// Records before this one whose scores a record must beat to be reported.
+pub const REFRACTORY: usize = 30;
 
 pub struct Univariate {
     kind: String,
@@ -34,6 +54,11 @@ pub struct Univariate {
     season: Option<usize>,
     next_training: usize,
     errors: VecDeque<f64>,
+    /// The least and greatest value seen so far.
+    range: Option<(f64, f64)>,
+    /// Scores of the last [`REFRACTORY`] records, before the refractory
+    /// step.
+    recent: VecDeque<f64>,
     epochs: usize,
 }
 
@@ -49,6 +74,8 @@ impl Univariate {
             season: season.filter(|&s| s >= 2),
             next_training: probation.max(WINDOW * 4),
             errors: VecDeque::new(),
+            range: None,
+            recent: VecDeque::new(),
             epochs,
         }
     }
@@ -113,6 +140,7 @@ impl Univariate {
 
     /// The anomaly score of the next record, in [0, 1].
     pub fn step(&mut self, x: f64) -> Result<f64, String> {
+        let outside = self.outside_range(x);
         let row = self.features(x);
         self.values.push(x);
         if self.values.len() > self.next_training {
@@ -120,11 +148,21 @@ impl Univariate {
             self.next_training *= 2;
         }
         self.rows.extend_from_slice(&row);
-        let Some(scorer) = &self.scorer else {
-            return Ok(0.0);
+        let likelihood = match &self.scorer {
+            Some(scorer) => {
+                let error = self.error(scorer, &row)?;
+                self.likelihood(error)
+            }
+            None => 0.0,
         };
+        let score = if outside { 1.0 } else { likelihood };
+        Ok(self.refractory(score))
+    }
+
+    /// The model's error on the newest record (its row already stored).
+    fn error(&self, scorer: &Scorer, row: &[f32; FEATURES]) -> Result<f64, String> {
         let frame = Frame::new(1, FEATURES, row.to_vec()).map_err(|e| e.to_string())?;
-        let error = match scorer.context_len() {
+        let scored = match scorer.context_len() {
             Some(len) => {
                 // The record's own past rows, oldest first.
                 let n = self.rows.len() / FEATURES;
@@ -137,41 +175,63 @@ impl Univariate {
             }
             None => scorer.score(&frame, None),
         }
-        .map_err(|e| e.to_string())?
-        .error[0] as f64;
-        Ok(self.likelihood(error))
+        .map_err(|e| e.to_string())?;
+        Ok(f64::from(scored.error[0]))
+    }
+
+    /// Whether `x` falls outside the range seen so far (by more than
+    /// [`RANGE_MARGIN`] of it); widens the range to take it in.
+    fn outside_range(&mut self, x: f64) -> bool {
+        let Some((lo, hi)) = self.range else {
+            self.range = Some((x, x));
+            return false;
+        };
+        let margin = RANGE_MARGIN * (hi - lo);
+        self.range = Some((lo.min(x), hi.max(x)));
+        hi > lo && (x > hi + margin || x < lo - margin)
     }
 
     fn likelihood(&mut self, error: f64) -> f64 {
+        let n = self.errors.len();
+        let score = if n < 10 {
+            0.0
+        } else {
+            let mean = self.errors.iter().sum::<f64>() / n as f64;
+            let var = self.errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n as f64;
+            let z = (error - mean) / var.sqrt().max(MIN_SPREAD);
+            let l = neg_ln_tail(z);
+            // Below 1 even where `l` is huge: a new extreme ranks above.
+            (l / (l + 30.0)).min(1.0 - 1e-12)
+        };
         self.errors.push_back(error);
-        if self.errors.len() > LONG + SHORT {
+        if self.errors.len() > HISTORY {
             self.errors.pop_front();
         }
-        let n = self.errors.len();
-        if n < SHORT + 10 {
-            return 0.0;
+        score
+    }
+
+    /// `score`, or 0 where one of the last [`REFRACTORY`] records scored
+    /// at least as high.
+    fn refractory(&mut self, score: f64) -> f64 {
+        let beaten = self.recent.iter().all(|&s| score > s);
+        self.recent.push_back(score);
+        if self.recent.len() > REFRACTORY {
+            self.recent.pop_front();
         }
-        let all: Vec<f64> = self.errors.iter().copied().collect();
-        let (long, short) = all.split_at(n - SHORT);
-        let mean = long.iter().sum::<f64>() / long.len() as f64;
-        let var = long.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / long.len() as f64;
-        let recent = short.iter().sum::<f64>() / short.len() as f64;
-        spread_tail((recent - mean) / var.sqrt().max(1e-9))
+        if beaten { score } else { 0.0 }
     }
 }
 
-/// A score in [0, 1) that grows with `z` without saturating where Φ(z)
-/// rounds to 1: `1 − Q(z)^(1/30)`, with `Q` the normal upper tail (so z = 3
-/// scores 0.20, z = 10 scores 0.83, z = 30 scores 0.9995).
-pub fn spread_tail(z: f64) -> f64 {
-    let ln_q = if z < 5.0 {
-        (1.0 - normal_cdf(z)).max(f64::MIN_POSITIVE).ln()
+/// −ln Q(z), with `Q` the standard normal upper tail: finite and growing
+/// for any `z`, where Q itself underflows past z ≈ 38.
+pub fn neg_ln_tail(z: f64) -> f64 {
+    if z < 5.0 {
+        -(1.0 - normal_cdf(z)).max(f64::MIN_POSITIVE).ln()
     } else {
         // Asymptotic expansion of ln Q(z) for large z.
-        -z * z / 2.0 - z.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
-            + (1.0 - 1.0 / (z * z) + 3.0 / z.powi(4)).ln()
-    };
-    1.0 - (ln_q / 30.0).exp()
+        z * z / 2.0 + z.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln()
+            - (1.0 - 1.0 / (z * z) + 3.0 / z.powi(4)).ln()
+    }
 }
 
 /// Φ(z), the standard normal distribution function (Abramowitz & Stegun
@@ -193,33 +253,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_normal_distribution_function() {
+    fn the_normal_distribution_function_and_its_tail() {
         assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
         assert!((normal_cdf(1.959_964) - 0.975).abs() < 1e-6);
         assert!((normal_cdf(-3.0) - 0.001_349_9).abs() < 1e-6);
-        // The spread tail is continuous at 5 and keeps growing past Φ's 1.
-        assert!((spread_tail(4.999_999) - spread_tail(5.0)).abs() < 1e-4);
-        assert!(spread_tail(12.0) < spread_tail(20.0) && spread_tail(20.0) < 1.0);
+        // −ln Q(3) = −ln 0.0013499 = 6.6077.
         assert!(
-            (spread_tail(3.0) - 0.1976).abs() < 1e-3,
+            (neg_ln_tail(3.0) - 6.6077).abs() < 1e-3,
             "{}",
-            spread_tail(3.0)
+            neg_ln_tail(3.0)
         );
+        // Continuous where the expansion takes over, and still growing
+        // where Q itself underflows.
+        assert!((neg_ln_tail(4.999_999) - neg_ln_tail(5.0)).abs() < 1e-3);
+        assert!(neg_ln_tail(40.0) < neg_ln_tail(41.0) && neg_ln_tail(41.0).is_finite());
+    }
+
+    /// A sine with a little deterministic noise; `bump` added at record 900.
+    fn wave(i: usize, bump: f64) -> f64 {
+        let noise = ((i * 7919) % 101) as f64 / 1000.0;
+        (i as f64 * 0.1).sin() + noise + if i == 900 { bump } else { 0.0 }
     }
 
     #[test]
-    fn a_spike_after_a_quiet_stretch_scores_high() {
+    fn a_new_extreme_scores_one() {
         let mut d = Univariate::new("pca", 300, 5, None);
-        let mut last = 0.0;
         for i in 0..1000 {
-            let x = (i as f64 * 0.1).sin() + if i == 900 { 8.0 } else { 0.0 };
-            let s = d.step(x).unwrap();
+            let s = d.step(wave(i, 8.0)).unwrap();
             if i == 900 {
-                last = s;
+                assert_eq!(s, 1.0);
             } else if (400..890).contains(&i) {
                 assert!(s < 0.5, "record {i}: {s}");
             }
         }
-        assert!(last > 0.5, "{last}");
+    }
+
+    #[test]
+    fn a_break_inside_the_range_is_found_by_the_model() {
+        // A plateau in probation widens the range: the later break stays
+        // inside it, so only the model's error can find it.
+        let mut d = Univariate::new("pca", 300, 5, None);
+        let (mut quiet, mut at) = (0.0_f64, 0.0);
+        for i in 0..1000 {
+            let x = wave(i, 4.0) + if (100..150).contains(&i) { 5.0 } else { 0.0 };
+            let s = d.step(x).unwrap();
+            if i == 900 {
+                at = s;
+            } else if (400..890).contains(&i) {
+                quiet = quiet.max(s);
+            }
+        }
+        assert!(
+            at < 1.0 && at > 0.2 && at > 5.0 * quiet,
+            "break {at}, before it {quiet}"
+        );
+    }
+
+    #[test]
+    fn the_refractory_step_reports_one_alarm_per_burst() {
+        let mut d = Univariate::new("pca", 300, 5, None);
+        let reported: Vec<f64> = [0.1, 0.9, 0.8, 0.95, 0.2]
+            .iter()
+            .map(|&s| d.refractory(s))
+            .collect();
+        assert_eq!(reported, [0.1, 0.9, 0.0, 0.95, 0.0]);
+        for _ in 0..REFRACTORY {
+            d.refractory(0.0);
+        }
+        assert_eq!(d.refractory(0.5), 0.5, "the burst is forgotten");
     }
 }
