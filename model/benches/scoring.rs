@@ -1,6 +1,6 @@
 //! Feature rows scored per second by each detector, on the CPU: one batch
 //! of 65,536 rows × 19 features (ASD's width), copied to the device,
-//! normalised and scored in one pass. `cargo bench -p telemine-model`
+//! normalised and scored in one pass. `cargo bench --workspace --bench scoring`
 //! (GPU figures: scripts/gpu-check.sh).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

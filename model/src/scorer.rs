@@ -193,7 +193,7 @@ impl Scorer {
                 frame.rows
             )));
         }
-        let normalization = Normalizer::fit(frame);
+        let normalization = Normalizer::fit(frame)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let k = frame.cols;

@@ -103,9 +103,49 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> f64 {
     (rank_sum - (positives * (positives + 1)) as f64 / 2.0) / (positives * negatives) as f64
 }
 
+/// The best point-wise F1 any single threshold reaches, and that
+/// threshold (rows scoring at or above it are flagged). The threshold is
+/// fitted to the labels: an upper bound on what a label-free threshold can
+/// score, as papers that report "best F1" use it — not a detector's result.
+pub fn best_f1(scores: &[f64], labels: &[bool]) -> (f64, f64) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positives = labels.iter().filter(|l| **l).count();
+    let (mut tp, mut flagged) = (0usize, 0usize);
+    let mut best = (0.0, f64::INFINITY);
+    let mut i = 0;
+    while i < order.len() {
+        // Rows with equal scores are flagged together.
+        let t = scores[order[i]];
+        while i < order.len() && scores[order[i]] == t {
+            tp += usize::from(labels[order[i]]);
+            flagged += 1;
+            i += 1;
+        }
+        let f1 = 2.0 * tp as f64 / (flagged + positives) as f64;
+        if f1 > best.0 {
+            best = (f1, t);
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_best_threshold_by_hand() {
+        // Flagging down to 0.8: TP 1, FP 1, FN 1 → F1 0.5; down to 0.7:
+        // TP 2, FP 1 → 0.8; down to 0.6: TP 2, FP 2 → 0.667.
+        let scores = [0.9, 0.8, 0.1, 0.7, 0.6, 0.2];
+        let labels = [false, true, false, true, false, false];
+        let (f1, t) = best_f1(&scores, &labels);
+        assert!((f1 - 0.8).abs() < 1e-12, "{f1}");
+        assert_eq!(t, 0.7);
+        // Ties move together: one threshold cannot split them.
+        assert_eq!(best_f1(&[0.5, 0.5], &[true, false]), (2.0 / 3.0, 0.5));
+    }
 
     #[test]
     fn counts_adjustment_and_auc() {
