@@ -29,6 +29,10 @@ pub struct Alert {
     pub fingerprint: String,
     /// `alertname`, `severity` and the rule's key columns.
     pub labels: BTreeMap<String, String>,
+    /// The rule's annotations (summary, description, runbook_url, …),
+    /// rendered with this row's labels and values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Every other column the rule selected.
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Window bounds, RFC 3339 UTC: `[window_start, window_end)`.
@@ -127,6 +131,7 @@ pub fn alerts_from_batches(rule: &Rule, batches: &[RecordBatch]) -> Vec<Alert> {
                 severity: rule.severity.as_str().to_string(),
                 fingerprint: fingerprint(&labels),
                 labels,
+                annotations: BTreeMap::new(),
                 values,
                 window_start: format_ms(start),
                 window_end: format_ms(end),

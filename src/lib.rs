@@ -1,4 +1,5 @@
 pub mod alert;
+pub mod alerting;
 pub mod config;
 pub mod diagnostic;
 pub mod duration;

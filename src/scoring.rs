@@ -80,6 +80,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            annotations: Default::default(),
             values: Default::default(),
             window_start: String::new(),
             window_end: String::new(),
