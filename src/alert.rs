@@ -122,6 +122,14 @@ pub fn alerts_from_batches(rule: &Rule, batches: &[RecordBatch]) -> Vec<Alert> {
                     values.insert(c.name.clone(), c.json(row));
                 }
             }
+            for (k, v) in &rule.extra_labels {
+                labels.insert(k.clone(), v.clone());
+            }
+            let annotations = rule
+                .annotations
+                .iter()
+                .map(|(name, t)| (name.clone(), t.render(&labels, &values)))
+                .collect();
             let start = columns[ws].millis(row).unwrap_or_default();
             let end = columns[we].millis(row).unwrap_or_default();
             out.push(Alert {
@@ -131,7 +139,7 @@ pub fn alerts_from_batches(rule: &Rule, batches: &[RecordBatch]) -> Vec<Alert> {
                 severity: rule.severity.as_str().to_string(),
                 fingerprint: fingerprint(&labels),
                 labels,
-                annotations: BTreeMap::new(),
+                annotations,
                 values,
                 window_start: format_ms(start),
                 window_end: format_ms(end),

@@ -40,6 +40,124 @@ pub struct Config {
     /// the view that rules can read.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub alerting: AlertingConfig,
+}
+
+/// How alerts become notifications, with Alertmanager's meanings and
+/// defaults: grouping, the three intervals, inhibition and silences. Times
+/// are event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Labels alerts are grouped by: one notification covers a group.
+    /// Default: ["alertname"].
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// How long a new group waits before its first notification, so alerts
+    /// that start together arrive together. Default: "30s".
+    #[serde(default = "default_group_wait", with = "serde_duration")]
+    pub group_wait: Duration,
+    /// How often a group that has notified is looked at again for changes.
+    /// Default: "5m".
+    #[serde(default = "default_group_interval", with = "serde_duration")]
+    pub group_interval: Duration,
+    /// After how long an unchanged group that still fires is sent again.
+    /// Default: "4h".
+    #[serde(default = "default_repeat_interval", with = "serde_duration")]
+    pub repeat_interval: Duration,
+    /// The payloads' `receiver`. Default: "telemine".
+    #[serde(default = "default_receiver")]
+    pub receiver: String,
+    /// The payloads' `externalURL`; each alert's `generatorURL` is this
+    /// plus `/rules/<alertname>`. Default: "http://localhost:9898".
+    #[serde(default = "default_external_url")]
+    pub external_url: String,
+    /// Compacted topic holding the silences, keyed by id. Default:
+    /// "telemine.silences".
+    #[serde(default = "default_silences_topic")]
+    pub silences_topic: String,
+    /// A firing alert that `source_matchers` match mutes the alerts
+    /// `target_matchers` match whose `equal` labels have the same values.
+    #[serde(default)]
+    pub inhibit: Vec<InhibitConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitConfig {
+    /// Matchers such as `alertname="DcPowerLoss"`, `severity=~"critical|warning"`.
+    pub source_matchers: Spanned<Vec<String>>,
+    pub target_matchers: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["alertname".into()]
+}
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_group_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_receiver() -> String {
+    "telemine".into()
+}
+fn default_external_url() -> String {
+    "http://localhost:9898".into()
+}
+fn default_silences_topic() -> String {
+    "telemine.silences".into()
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            group_by: default_group_by(),
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
+            receiver: default_receiver(),
+            external_url: default_external_url(),
+            silences_topic: default_silences_topic(),
+            inhibit: Vec::new(),
+        }
+    }
+}
+
+impl AlertingConfig {
+    pub fn route(&self) -> crate::alerting::dispatch::Route {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        crate::alerting::dispatch::Route {
+            group_by: self.group_by.clone(),
+            group_wait_ms: ms(self.group_wait),
+            group_interval_ms: ms(self.group_interval),
+            repeat_interval_ms: ms(self.repeat_interval),
+        }
+    }
+
+    /// The inhibition rules; `validate` has checked their matchers.
+    pub fn inhibit_rules(&self) -> Vec<crate::alerting::dispatch::InhibitRule> {
+        let parse = |m: &Spanned<Vec<String>>| {
+            m.get_ref()
+                .iter()
+                .filter_map(|t| crate::alerting::matcher::Matcher::parse(t).ok())
+                .collect()
+        };
+        self.inhibit
+            .iter()
+            .map(|i| crate::alerting::dispatch::InhibitRule {
+                source: parse(&i.source_matchers),
+                target: parse(&i.target_matchers),
+                equal: i.equal.clone(),
+            })
+            .collect()
+    }
 }
 
 /// A model that scores one feature view's rows.
@@ -177,10 +295,16 @@ fn default_out_of_orderness() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
-    /// Topic alerts are produced to, keyed by fingerprint. Default:
-    /// "telemine.alerts".
+    /// Topic notifications are produced to: Alertmanager webhook payloads
+    /// (version 4), keyed by group key. Default: "telemine.alerts".
     #[serde(default = "default_alerts_topic")]
     pub alerts_topic: String,
+    /// Optional topic that receives every rule row as it is raised, before
+    /// the alert lifecycle: one `telemine.alert/v1` JSON message per alert
+    /// instance and window, keyed by fingerprint — for audits, training
+    /// data, or consumers that want every window. Default: none.
+    #[serde(default)]
+    pub rows_topic: Option<String>,
     /// Topic late records go to: rows older than every open window of their
     /// source, as JSON, with headers telemine.lateness_ms,
     /// telemine.source.topic, telemine.source.partition,
@@ -207,6 +331,7 @@ impl Default for SinksConfig {
     fn default() -> Self {
         SinksConfig {
             alerts_topic: default_alerts_topic(),
+            rows_topic: None,
             late_topic: default_late_topic(),
             dead_letter_topic: default_dead_letter_topic(),
         }
@@ -426,6 +551,27 @@ impl Config {
                     format!("model `{}`: {e}", m.name.get_ref()),
                 ));
             }
+        }
+        for rule in &config.alerting.inhibit {
+            for m in [&rule.source_matchers, &rule.target_matchers] {
+                if m.get_ref().is_empty() {
+                    diags.push(Diagnostic::at_offset(path, text, m.span().start,
+                        "an inhibition rule needs at least one source and one target matcher (an empty list would match every alert)"));
+                }
+                for t in m.get_ref() {
+                    if let Err(e) = crate::alerting::matcher::Matcher::parse(t) {
+                        diags.push(Diagnostic::at_offset(path, text, m.span().start, e));
+                    }
+                }
+            }
+        }
+        if config.alerting.group_interval.is_zero() {
+            diags.push(Diagnostic::new(
+                path,
+                1,
+                1,
+                "[alerting] group_interval must be more than 0s",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for t in &config.tables {

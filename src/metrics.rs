@@ -28,8 +28,10 @@ pub struct Metrics {
     /// TUMBLE windows evaluated again because records arrived within the
     /// source's allowed lateness after they closed.
     pub late_firings: AtomicU64,
-    /// Alert instances produced.
+    /// Rule rows raised (one per alert instance and window).
     pub alerts: AtomicU64,
+    /// Notifications (webhook payloads) produced to the alerts topic.
+    pub notifications: AtomicU64,
     /// View or rule evaluations that failed (the engine keeps going).
     pub sql_errors: AtomicU64,
     /// View or rule evaluations stopped because they exceeded
@@ -55,7 +57,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -64,6 +66,7 @@ impl Metrics {
             Self::get(&self.window_closes),
             Self::get(&self.late_firings),
             Self::get(&self.alerts),
+            Self::get(&self.notifications),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),
             Self::get(&self.sql_reloads),

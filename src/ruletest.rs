@@ -297,6 +297,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                 },
                 engine: file.engine.clone(),
                 models: Vec::new(),
+                alerting: Default::default(),
             };
             let diags = config.validate(path, text);
             if !diags.is_empty() {

@@ -34,6 +34,42 @@ fn matches(alert: &Alert, anomaly: &Anomaly) -> bool {
         && alert.window_end_ms > anomaly.start_ms
 }
 
+/// The alert instances a stream of notifications told about, one per
+/// fingerprint, each spanning from `window_ms` before it started firing
+/// (the window whose close fired it) to its end (or its start, while it
+/// still fires): the unit precision counts.
+pub fn episodes(payloads: &[crate::alerting::payload::Payload], window_ms: i64) -> Vec<Alert> {
+    let ms = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.timestamp_millis())
+            .ok()
+    };
+    let mut by_fp: BTreeMap<String, Alert> = BTreeMap::new();
+    for a in payloads.iter().flat_map(|p| &p.alerts) {
+        let Some(start) = ms(&a.starts_at) else {
+            continue;
+        };
+        let end = ms(&a.ends_at).filter(|e| *e > start).unwrap_or(start);
+        let e = by_fp.entry(a.fingerprint.clone()).or_insert_with(|| Alert {
+            schema: crate::alert::ALERT_SCHEMA.into(),
+            status: "firing".into(),
+            rule: a.labels.get("alertname").cloned().unwrap_or_default(),
+            severity: a.labels.get("severity").cloned().unwrap_or_default(),
+            fingerprint: a.fingerprint.clone(),
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            values: Default::default(),
+            window_start: String::new(),
+            window_end: String::new(),
+            window_start_ms: start - window_ms,
+            window_end_ms: end,
+        });
+        e.window_start_ms = e.window_start_ms.min(start - window_ms);
+        e.window_end_ms = e.window_end_ms.max(end);
+    }
+    by_fp.into_values().collect()
+}
+
 pub fn score(alerts: &[Alert], anomalies: &[Anomaly]) -> Score {
     let true_alerts = alerts
         .iter()

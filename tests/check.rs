@@ -71,6 +71,18 @@ fn each_kind_of_sql_error_is_reported_at_its_position() {
             "rules/bad_meta.sql",
             "-- @sevrity: high\nSELECT host, window_start, window_end FROM host_1m\n",
         ),
+        (
+            "rules/bad_template.sql",
+            "-- @for: 2m\n-- @summary: {{ $labels.host }} at {{ $values.cpu }}%\nSELECT host, window_start, window_end, cpu_avg FROM host_1m\n",
+        ),
+        (
+            "rules/bad_timing.sql",
+            "-- @keep_firing_for: a while\nSELECT host, window_start, window_end FROM host_1m\n",
+        ),
+        (
+            "rules/label_clash.sql",
+            "-- @label.host: all\nSELECT host, window_start, window_end FROM host_1m\n",
+        ),
     ]);
     let sql = dir.path().to_string_lossy().to_string();
     let o = check(&["--sql", &sql]);
@@ -87,6 +99,15 @@ fn each_kind_of_sql_error_is_reported_at_its_position() {
         ("rules/no_key.sql:1:1:", "rule returns no key column"),
         ("rules/ddl.sql:1:1:", "`DROP TABLE …` is not allowed"),
         ("rules/bad_meta.sql:1:4:", "unknown rule metadata @sevrity"),
+        (
+            "rules/bad_template.sql:2:36:",
+            "the rule selects no value column `cpu` (it selects: cpu_avg)",
+        ),
+        ("rules/bad_timing.sql:1:4:", "@keep_firing_for: "),
+        (
+            "rules/label_clash.sql:1:4:",
+            "@label.host: the rule's key column `host` is already a label",
+        ),
     ];
     for (at, msg) in expect {
         assert!(

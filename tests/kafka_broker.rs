@@ -36,6 +36,7 @@ impl Setup {
             (format!("{prefix}.telemetry"), TELEMETRY_PARTITIONS),
             (format!("{prefix}.market"), 1),
             (format!("{prefix}.alerts"), 3),
+            (format!("{prefix}.rows"), 3),
             (format!("{prefix}.dead-letter"), 1),
             (format!("{prefix}.late"), 1),
         ];
@@ -57,8 +58,12 @@ impl Setup {
     }
 
     async fn run_to_end(&self) -> RunSummary {
-        let config = Config::parse(std::path::Path::new("test.toml"), &self.config_text)
-            .expect("test config");
+        self.run_text_to_end(&self.config_text).await
+    }
+
+    async fn run_text_to_end(&self, config_text: &str) -> RunSummary {
+        let config =
+            Config::parse(std::path::Path::new("test.toml"), config_text).expect("test config");
         let sql = SqlSet::load(
             &config.sql.dir,
             &config.source_defs().unwrap(),
@@ -75,10 +80,33 @@ impl Setup {
             .expect("pipeline run")
     }
 
+    /// Reads the alerts topic and checks every message against the
+    /// webhook payload schema; returns how many there were.
+    fn valid_notifications(&self, min: usize) -> usize {
+        let messages = read_topic(
+            &self.brokers,
+            &self.topic("alerts"),
+            3,
+            min,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        );
+        for m in &messages {
+            assert_eq!(
+                payload_schema_errors(&m.payload),
+                Vec::<String>::new(),
+                "{}",
+                String::from_utf8_lossy(&m.payload)
+            );
+        }
+        messages.len()
+    }
+
+    /// The rule rows (one per alert instance and window) on the rows topic.
     fn alerts(&self, expected: usize) -> Vec<Alert> {
         read_topic(
             &self.brokers,
-            &self.topic("alerts"),
+            &self.topic("rows"),
             3,
             expected,
             Duration::from_secs(2),
@@ -126,6 +154,10 @@ async fn known_anomaly_yields_exactly_its_alerts_and_offsets_are_committed() {
     assert_eq!(summary(&alerts), expected());
     assert_eq!(alerts[0].labels["alertname"], "HostCpuSaturated");
     assert_eq!(alerts[0].labels["severity"], "warning");
+    assert_eq!(
+        s.valid_notifications(run.notifications as usize),
+        run.notifications as usize
+    );
 
     let ends = ends(&s.brokers, &s.topic("telemetry"), TELEMETRY_PARTITIONS);
     for (p, offset, metadata) in committed(
@@ -178,6 +210,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
     let run = s.run_to_end().await;
     assert_eq!(run.dead_letters, 3);
     assert_eq!(summary(&s.alerts(2)), expected());
+    assert!(s.valid_notifications(1) >= 1);
 
     let dead = read_topic(
         &s.brokers,
@@ -340,6 +373,10 @@ async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() 
             "duplicate alert {a:?}"
         );
     }
+    // Whatever reached the alerts topic is a valid payload. How many did
+    // is not pinned: the alerter's state is not checkpointed yet, so a
+    // notification still waiting in its group at SIGTERM is lost.
+    s.valid_notifications(0);
 }
 
 /// Waits until the group has committed `n` records of the telemetry topic
@@ -373,14 +410,7 @@ async fn sql_edits_are_reloaded_without_a_restart_and_broken_ones_refused() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let sql = dir.path().join("sql");
-    for sub in ["features", "rules"] {
-        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
-        for f in std::fs::read_dir(repo().join("sql").join(sub)).expect("default SQL") {
-            let f = f.expect("entry").path();
-            std::fs::copy(&f, sql.join(sub).join(f.file_name().expect("name"))).expect("copy");
-        }
-    }
+    let sql = copy_default_sql(dir.path());
     let config = dir.path().join("telemine.toml");
     std::fs::write(&config, config_text(&s.brokers, &s.group, &s.prefix, &sql)).expect("config");
 
@@ -432,4 +462,92 @@ async fn sql_edits_are_reloaded_without_a_restart_and_broken_ones_refused() {
         status.success(),
         "still running and exits cleanly, got {status}"
     );
+    assert!(s.valid_notifications(1) >= 1, "HostBusy was notified");
+}
+
+/// A condition driven through pending → firing → resolved on the real
+/// broker, read back as notifications: `@for` holds an alert pending, an
+/// inhibition rule mutes exactly the alerts it matches, and every message
+/// on the alerts topic is a valid webhook payload, keyed by its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_goes_pending_firing_resolved_and_inhibition_mutes_only_its_targets() {
+    let Some(s) = Setup::new("notify").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sql = copy_default_sql(dir.path());
+    // h2 runs hot for minutes 1–3; h4 matches the rule all along.
+    std::fs::write(
+        sql.join("rules/host_cpu_hot.sql"),
+        "-- @name: HostCpuHot\n-- @for: 1m\n-- @label.team: compute\n-- @summary: {{ $labels.host }} CPU at {{ $values.cpu_avg }}%\n-- @runbook_url: https://runbooks.example/cpu\nSELECT dc, rack, host, window_start, window_end, cpu_avg\nFROM host_1m WHERE cpu_avg > 85 OR host = 'h4'\n",
+    )
+    .expect("rule");
+    let text = format!(
+        "{}\n[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1h\"\n\n[[alerting.inhibit]]\nsource_matchers = [\"alertname=HostCpuSaturated\"]\ntarget_matchers = [\"alertname=HostCpuHot\"]\nequal = [\"host\"]\n",
+        config_text(&s.brokers, &s.group, &s.prefix, &sql)
+    );
+    let hot: Anomalies = &[(1, 95.0, 95.0), (2, 95.0, 95.0), (3, 95.0, 95.0)];
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(0, 300, hot)).await;
+    let run = s.run_text_to_end(&text).await;
+    assert_eq!(run.notifications, 3);
+
+    let messages = read_topic(
+        &s.brokers,
+        &s.topic("alerts"),
+        3,
+        3,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    );
+    let mut by_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for m in &messages {
+        assert_eq!(payload_schema_errors(&m.payload), Vec::<String>::new());
+        let p: serde_json::Value = serde_json::from_slice(&m.payload).expect("payload");
+        assert_eq!(
+            m.key.as_deref(),
+            p["groupKey"].as_str().map(str::as_bytes),
+            "keyed by group"
+        );
+        for a in p["alerts"].as_array().expect("alerts") {
+            by_group
+                .entry(p["groupKey"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(format!(
+                    "{} {} {} {}..{} {}",
+                    p["status"].as_str().unwrap_or_default(),
+                    a["labels"]["host"].as_str().unwrap_or_default(),
+                    a["status"].as_str().unwrap_or_default(),
+                    &a["startsAt"].as_str().unwrap_or_default()[11..16],
+                    &a["endsAt"].as_str().unwrap_or_default()[..4],
+                    a["annotations"]["summary"].as_str().unwrap_or("-"),
+                ));
+            assert_eq!(
+                a["labels"]["alertname"] == "HostCpuHot",
+                a["labels"]["team"] == "compute"
+            );
+        }
+    }
+    let expected: std::collections::BTreeMap<String, Vec<String>> = [
+        (
+            // h4 pending at 00:01, firing at 00:02 (`for: 1m`), still
+            // firing at the end. h2's HostCpuHot fires at 00:03 but is
+            // inhibited while its HostCpuSaturated fires, and resolves
+            // (00:05) without ever having been sent, so it never is.
+            r#"{}:{alertname="HostCpuHot"}"#,
+            vec!["firing h4 firing 00:02..0001 h4 CPU at 32%"],
+        ),
+        (
+            // Fires at the close of minute 1 (00:02), resolves at 00:05:
+            // window [00:04, 00:05) had no row.
+            r#"{}:{alertname="HostCpuSaturated"}"#,
+            vec![
+                "firing h2 firing 00:02..0001 h2 CPU at 95% for a whole minute",
+                "resolved h2 resolved 00:02..2026 h2 CPU at 95% for a whole minute",
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(by_group, expected);
 }

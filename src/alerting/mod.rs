@@ -21,6 +21,113 @@ pub mod payload;
 pub mod silence;
 pub mod template;
 
+use std::collections::BTreeMap;
+
+use crate::alert::Alert;
+use crate::config::AlertingConfig;
+use dispatch::Dispatcher;
+use lifecycle::{Lifecycle, Timing};
+use payload::Payload;
+use silence::Silences;
+
+/// One evaluation of a rule: the window end it ran for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub rule: String,
+    pub timing: Timing,
+    pub at: i64,
+}
+
+/// The whole path from rule rows to notifications.
+pub struct Alerter {
+    lifecycle: Lifecycle,
+    dispatcher: Dispatcher,
+    pub silences: Silences,
+    /// The latest window end each rule was evaluated for.
+    last_at: BTreeMap<String, i64>,
+    clock: i64,
+}
+
+impl Alerter {
+    pub fn new(config: &AlertingConfig) -> Alerter {
+        Alerter {
+            lifecycle: Lifecycle::default(),
+            dispatcher: Dispatcher::new(
+                config.route(),
+                config.inhibit_rules(),
+                config.receiver.clone(),
+                config.external_url.clone(),
+            ),
+            silences: Silences::default(),
+            last_at: BTreeMap::new(),
+            clock: i64::MIN,
+        }
+    }
+
+    /// Takes one engine step: the rule evaluations it ran and the rows
+    /// they returned; `now` is the lowest watermark, the alerting clock.
+    /// Evaluations run in window-end order; one for a window end a rule
+    /// has already passed (a late firing) changes no alert's state.
+    pub fn step(
+        &mut self,
+        mut evaluations: Vec<Evaluation>,
+        rows: Vec<Alert>,
+        now: Option<i64>,
+    ) -> Vec<Payload> {
+        let mut by_eval: BTreeMap<(i64, String), Vec<Alert>> = BTreeMap::new();
+        for a in rows {
+            let key = (a.window_end_ms, a.rule.clone());
+            if !evaluations
+                .iter()
+                .any(|e| (e.at, &e.rule) == (key.0, &key.1))
+            {
+                let timing = evaluations
+                    .iter()
+                    .find(|e| e.rule == key.1)
+                    .map(|e| e.timing)
+                    .unwrap_or_default();
+                evaluations.push(Evaluation {
+                    rule: key.1.clone(),
+                    timing,
+                    at: key.0,
+                });
+            }
+            by_eval.entry(key).or_default().push(a);
+        }
+        evaluations.sort_by(|a, b| (a.at, &a.rule).cmp(&(b.at, &b.rule)));
+        evaluations.dedup_by(|a, b| (a.at, &a.rule) == (b.at, &b.rule));
+        for e in evaluations {
+            let last = self.last_at.entry(e.rule.clone()).or_insert(i64::MIN);
+            if e.at <= *last {
+                continue;
+            }
+            *last = e.at;
+            let rows = by_eval.remove(&(e.at, e.rule.clone())).unwrap_or_default();
+            for u in self.lifecycle.evaluate(&e.rule, e.timing, e.at, rows) {
+                self.dispatcher.insert(u, e.at);
+            }
+            self.clock = self.clock.max(e.at);
+        }
+        if let Some(now) = now {
+            self.clock = self.clock.max(now);
+        }
+        self.dispatcher.flush(self.clock, &self.silences)
+    }
+
+    /// End of input: sends what the groups would send once their wait is
+    /// over (the first notification of new groups, resolutions).
+    pub fn finish(&mut self) -> Vec<Payload> {
+        let later = self.clock.saturating_add(
+            self.dispatcher
+                .route
+                .group_wait_ms
+                .max(self.dispatcher.route.group_interval_ms),
+        );
+        self.clock = later;
+        self.dispatcher.flush(later, &self.silences)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
@@ -32,13 +139,14 @@ pub(crate) mod tests {
     use super::silence::{Silence, Silences};
     use crate::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
-    /// An alert of `rule` with `labels` (plus `alertname`).
+    /// An alert of `rule` with `labels` (plus `alertname` and `severity`).
     pub fn alert(rule: &str, labels: &[(&str, &str)]) -> Alert {
         let mut l: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         l.insert("alertname".into(), rule.into());
+        l.insert("severity".into(), "warning".into());
         Alert {
             schema: ALERT_SCHEMA.into(),
             status: "firing".into(),
@@ -56,6 +164,64 @@ pub(crate) mod tests {
     }
 
     const MIN: i64 = 60_000;
+
+    /// The problems `docs/alertmanager-webhook-v4.schema.json` finds in
+    /// `payload`.
+    pub fn schema_errors(payload: &serde_json::Value) -> Vec<String> {
+        let schema: serde_json::Value = serde_json::from_str(include_str!(
+            "../../docs/alertmanager-webhook-v4.schema.json"
+        ))
+        .expect("the schema is JSON");
+        let validator = jsonschema::validator_for(&schema).expect("the schema is a JSON Schema");
+        validator
+            .iter_errors(payload)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn the_schema_accepts_payloads_and_refuses_what_receivers_could_not_read() {
+        let mut d = Dispatcher::new(
+            Route {
+                group_by: vec!["alertname".into()],
+                group_wait_ms: 0,
+                group_interval_ms: MIN,
+                repeat_interval_ms: 60 * MIN,
+            },
+            vec![],
+            "telemine".into(),
+            "http://telemine:9898".into(),
+        );
+        let mut life = Lifecycle::default();
+        let t = Timing::default();
+        for u in life.evaluate("Hot", t, MIN, vec![alert("Hot", &[("host", "h1")])]) {
+            d.insert(u, MIN);
+        }
+        let firing = d.flush(MIN, &Silences::default());
+        for u in life.evaluate("Hot", t, 2 * MIN, vec![]) {
+            d.insert(u, 2 * MIN);
+        }
+        let resolved = d.flush(2 * MIN, &Silences::default());
+        assert_eq!((firing.len(), resolved.len()), (1, 1));
+        for p in firing.iter().chain(&resolved) {
+            let v = serde_json::to_value(p).expect("payload JSON");
+            assert_eq!(schema_errors(&v), Vec::<String>::new(), "{v}");
+        }
+        let good = serde_json::to_value(&firing[0]).expect("payload JSON");
+        let broken = |path: &str, value: serde_json::Value| {
+            let mut v = good.clone();
+            *v.pointer_mut(path).expect("path") = value;
+            schema_errors(&v)
+        };
+        assert!(!broken("/version", "3".into()).is_empty());
+        assert!(
+            !broken("/alerts/0/endsAt", "2025-11-27T00:05:00Z".into()).is_empty(),
+            "a firing alert has no end"
+        );
+        assert!(!broken("/alerts/0/fingerprint", "xyz".into()).is_empty());
+        assert!(!broken("/alerts/0/startsAt", "yesterday".into()).is_empty());
+        assert!(!broken("/alerts", serde_json::json!([])).is_empty());
+    }
 
     /// One line per notification: group, status, and each alert's
     /// status and host (or alertname).
@@ -156,6 +322,8 @@ pub(crate) mod tests {
             // Looks happen between evaluations too: flush up to just
             // before the next one.
             for p in d.flush(at + MIN - 1, &silences) {
+                let v = serde_json::to_value(&p).expect("payload JSON");
+                assert_eq!(schema_errors(&v), Vec::<String>::new(), "{v}");
                 sent.push(line(&p, at));
             }
         }

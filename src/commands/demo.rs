@@ -4,7 +4,8 @@
 //! telemetry and market data to it faster than real time, while the engine
 //! consumes through the same Kafka source code `run` uses. When the
 //! generator is done the engine drains the topics and closes every window;
-//! a reader consumes the alerts topic and prints each alert as one JSON
+//! a reader consumes the alerts topic and prints each notification (an
+//! Alertmanager webhook payload) as one JSON
 //! line. The mock cluster keeps only the newest part of each partition,
 //! which is why the engine consumes while the generator produces.
 
@@ -21,10 +22,10 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use telemine::alert::Alert;
+use telemine::alerting::payload::Payload;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::metrics::Metrics;
-use telemine::scoring::score;
+use telemine::scoring::{episodes, score};
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_connectors::kafka::KafkaClientConfig;
 
@@ -138,14 +139,15 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
 
     // Let the reader catch up with every alert the engine produced.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while read_count.load(Ordering::SeqCst) < summary.alerts && Instant::now() < deadline {
+    while read_count.load(Ordering::SeqCst) < summary.notifications && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     reader_stop.store(true, Ordering::SeqCst);
-    let alerts = reader
+    let payloads = reader
         .join()
         .map_err(|_| anyhow!("the alert reader panicked"))??;
-
+    // The default views' windows are one minute long.
+    let alerts = episodes(&payloads, 60_000);
     let s = score(&alerts, &anomalies);
     let secs = summary.busy.as_secs_f64().max(1e-9);
     eprintln!(
@@ -156,9 +158,11 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         summary.records as f64 / secs
     );
     eprintln!(
-        "demo: alerts: {} produced, {} read back from {}",
+        "demo: {} rule rows raised {} alerts; {} notifications produced, {} read back from {}",
         summary.alerts,
         alerts.len(),
+        summary.notifications,
+        payloads.len(),
         cfg.sinks.alerts_topic
     );
     let kinds: Vec<String> = s
@@ -224,14 +228,15 @@ fn produce(
     Ok(count)
 }
 
-/// Reads the alerts topic from the beginning, printing each message as one
-/// line on stdout, until told to stop.
+/// Reads the alerts topic from the beginning, printing each notification
+/// (Alertmanager's webhook payload) as one JSON line on stdout, until told
+/// to stop.
 fn read_alerts(
     bootstrap: &str,
     topic: &str,
     stop: &AtomicBool,
     count: &AtomicU64,
-) -> anyhow::Result<Vec<Alert>> {
+) -> anyhow::Result<Vec<Payload>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "telemine-demo-reader")
@@ -251,9 +256,11 @@ fn read_alerts(
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
             let payload = m.payload().unwrap_or_default();
             println!("{}", String::from_utf8_lossy(payload));
-            match Alert::from_json(payload) {
+            match Payload::from_json(payload) {
                 Ok(a) => alerts.push(a),
-                Err(e) => tracing::warn!(error = %e, "an alert message is not valid alert JSON"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a message on the alerts topic is not a webhook payload")
+                }
             }
             count.fetch_add(1, Ordering::SeqCst);
         }

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoint;
 use super::windows::{EngineError, LateRows, WindowEngine};
-use crate::alert::Alert;
+use crate::alerting::Alerter;
+use crate::alerting::payload::Payload;
 use crate::config::{Config, SourceDef};
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
@@ -62,8 +63,8 @@ pub struct RunOptions {
     pub stop_at_end: bool,
     /// Shared counters; a fresh set when `None`.
     pub metrics: Option<Arc<Metrics>>,
-    /// Receives every alert as it is produced (demo, tests).
-    pub alert_tap: Option<mpsc::UnboundedSender<Alert>>,
+    /// Receives every notification as it is produced (tests).
+    pub alert_tap: Option<mpsc::UnboundedSender<Payload>>,
     /// Reload the SQL folder when it changes or on SIGHUP (`run`).
     pub hot_reload: bool,
 }
@@ -74,7 +75,10 @@ pub struct RunSummary {
     pub records: u64,
     pub dead_letters: u64,
     pub late: u64,
+    /// Rule rows raised.
     pub alerts: u64,
+    /// Notifications produced to the alerts topic.
+    pub notifications: u64,
     /// From the first record received to the end of the run.
     pub busy: Duration,
 }
@@ -111,6 +115,7 @@ pub async fn run_pipeline(
         pending: Vec::new(),
         metrics: metrics.clone(),
         tap: options.alert_tap.clone(),
+        alerter: Alerter::new(&config.alerting),
     };
     let mut last_commit: Vec<CommitOffset> = Vec::new();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -160,7 +165,7 @@ pub async fn run_pipeline(
                     engine.note_consumed(s, &consumed);
                     if let Some(batch) = batch {
                         let alerts = engine.ingest(s, batch).await?;
-                        sinks.outputs(&source, alerts, engine.take_late()).await?;
+                        sinks.outputs(&source, &mut engine, alerts).await?;
                     }
                 }
             },
@@ -177,14 +182,16 @@ pub async fn run_pipeline(
             }
             _ = commit_tick.tick() => {
                 let alerts = engine.tick().await?;
-                sinks.outputs(&source, alerts, engine.take_late()).await?;
+                sinks.outputs(&source, &mut engine, alerts).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
         }
     }
     if drain && !stopping {
         let alerts = engine.finish().await?;
-        sinks.alerts(alerts).await?;
+        sinks.outputs(&source, &mut engine, alerts).await?;
+        let last = sinks.alerter.finish();
+        sinks.notify(last).await?;
     }
     commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     sinks.producer.flush(Duration::from_secs(30))?;
@@ -200,6 +207,7 @@ pub async fn run_pipeline(
         dead_letters: Metrics::get(&metrics.dead_letters),
         late: Metrics::get(&metrics.late_records),
         alerts: Metrics::get(&metrics.alerts),
+        notifications: Metrics::get(&metrics.notifications),
         busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
     })
 }
@@ -297,47 +305,70 @@ struct Sinks<'a> {
     producer: KafkaProducer,
     pending: Vec<DeliveryFuture>,
     metrics: Arc<Metrics>,
-    tap: Option<mpsc::UnboundedSender<Alert>>,
+    tap: Option<mpsc::UnboundedSender<Payload>>,
+    /// Rule rows → alert lifecycle → grouped notifications.
+    alerter: Alerter,
 }
 
 impl Sinks<'_> {
-    async fn alerts(&mut self, alerts: Vec<Alert>) -> Result<(), PipelineError> {
-        for a in alerts {
-            let json = a.to_json();
+    /// Produces notifications to the alerts topic, keyed by group key so
+    /// one group's updates stay in order on one partition.
+    async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), PipelineError> {
+        for p in payloads {
+            let json = p.to_json();
             let f = self
                 .producer
                 .send(
                     &self.config.sinks.alerts_topic,
-                    Some(a.fingerprint.as_bytes()),
+                    Some(p.group_key.as_bytes()),
                     json.as_bytes(),
                     &[("content-type", b"application/json")],
                 )
                 .await?;
             self.pending.push(f);
+            Metrics::add(&self.metrics.notifications, 1);
             if let Some(tap) = &self.tap {
-                let _ = tap.send(a);
+                let _ = tap.send(p);
             }
+        }
+        Ok(())
+    }
+
+    /// What the engine produced in one step: its rule rows, through the
+    /// alerter, as notifications; then its late rows (to the late topic,
+    /// with their source topic).
+    async fn outputs(
+        &mut self,
+        source: &KafkaSource,
+        engine: &mut WindowEngine,
+        rows: Vec<crate::alert::Alert>,
+    ) -> Result<(), PipelineError> {
+        if let Some(topic) = self.config.sinks.rows_topic.clone() {
+            for a in &rows {
+                let f = self
+                    .producer
+                    .send(
+                        &topic,
+                        Some(a.fingerprint.as_bytes()),
+                        a.to_json().as_bytes(),
+                        &[("content-type", b"application/json")],
+                    )
+                    .await?;
+                self.pending.push(f);
+            }
+        }
+        let payloads =
+            self.alerter
+                .step(engine.take_evaluations(), rows, engine.lowest_watermark());
+        self.notify(payloads).await?;
+        for l in engine.take_late() {
+            self.late(source.topic(l.source), l).await?;
         }
         Ok(())
     }
 
     /// Produces late rows as JSON, one message each, with their lateness and
     /// origin in headers.
-    /// What the engine produced in one step: its alerts, then its late
-    /// rows (to the late topic, with their source topic).
-    async fn outputs(
-        &mut self,
-        source: &KafkaSource,
-        alerts: Vec<Alert>,
-        late: Vec<LateRows>,
-    ) -> Result<(), PipelineError> {
-        self.alerts(alerts).await?;
-        for l in late {
-            self.late(source.topic(l.source), l).await?;
-        }
-        Ok(())
-    }
-
     async fn late(&mut self, topic: &str, late: LateRows) -> Result<(), PipelineError> {
         let rows = &late.rows;
         let schema = rows.schema();

@@ -194,6 +194,8 @@ pub struct WindowEngine {
     raised: BTreeMap<i64, std::collections::HashSet<(String, String, i64)>>,
     /// The largest allowed lateness over the sources, ms.
     max_lateness_ms: i64,
+    /// The rule evaluations run since the last `take_evaluations`.
+    evaluations: Vec<crate::alerting::Evaluation>,
     metrics: Arc<Metrics>,
     hasher: RandomState,
 }
@@ -246,6 +248,7 @@ impl WindowEngine {
             consumers,
             raised: BTreeMap::new(),
             max_lateness_ms,
+            evaluations: Vec::new(),
             metrics,
             hasher: RandomState::new(),
         }
@@ -409,6 +412,17 @@ impl WindowEngine {
                 e.next_offset = Some(e.next_offset.map_or(next, |x| x.max(next)));
             }
         }
+    }
+
+    /// The rule evaluations (rule, window end) run since the last call,
+    /// including those that returned no rows.
+    pub fn take_evaluations(&mut self) -> Vec<crate::alerting::Evaluation> {
+        std::mem::take(&mut self.evaluations)
+    }
+
+    /// The lowest watermark over the sources that have one.
+    pub fn lowest_watermark(&self) -> Option<i64> {
+        self.sources.iter().filter_map(|s| s.watermark).min()
     }
 
     /// Takes a decoded batch of `source`, then closes every window the
@@ -820,6 +834,25 @@ impl WindowEngine {
                 if !rule.views.iter().any(|v| updated.contains(v)) {
                     continue;
                 }
+                // The window ends this run covers, from its views' output.
+                let mut ends = std::collections::BTreeSet::new();
+                for (vi, out) in latest.iter().chain(&joined) {
+                    if rule.views.contains(vi)
+                        && let Ok(end) = self.sql.views[*vi]
+                            .output_schema
+                            .index_of(crate::sql::WINDOW_END)
+                    {
+                        for (t, _) in window_kinds::split_by_time(out, end)? {
+                            ends.insert(t);
+                        }
+                    }
+                }
+                self.evaluations
+                    .extend(ends.into_iter().map(|at| crate::alerting::Evaluation {
+                        rule: rule.name.clone(),
+                        timing: rule.timing,
+                        at,
+                    }));
                 match self.sql.run_rule(ri).await {
                     Ok(batches) => alerts.extend(alerts_from_batches(rule, &batches)),
                     Err(e) => {

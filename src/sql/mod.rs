@@ -120,6 +120,12 @@ pub struct Rule {
     pub views: Vec<usize>,
     /// Output columns that are view keys: the alert's labels.
     pub label_columns: Vec<String>,
+    /// `@for` and `@keep_firing_for`.
+    pub timing: crate::alerting::lifecycle::Timing,
+    /// `@label.NAME` labels, added to every alert.
+    pub extra_labels: std::collections::BTreeMap<String, String>,
+    /// Annotation templates, by name.
+    pub annotations: Vec<(String, crate::alerting::template::Template)>,
 }
 
 /// What a SQL set may use beyond its files: reference tables and the

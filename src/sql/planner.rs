@@ -171,7 +171,7 @@ async fn plan_view(
     sources: &[SourceDef],
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Planned> {
-    rule_meta(file, diags);
+    let _ = rule_meta(file, diags);
     let name = file.stem.clone();
     if !is_identifier(&name) {
         diags.push(Diagnostic::new(&file.path, 1, 1, format!(
@@ -546,7 +546,7 @@ async fn plan_rule(
     views: &[View],
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Rule> {
-    let (name, severity) = rule_meta(file, diags);
+    let meta = rule_meta(file, diags);
     let mut stmt = parse_one(file).map_err(|d| diags.push(d)).ok()?;
     match rewrite_window(&mut stmt, "__invalid") {
         Ok(None) => {}
@@ -603,14 +603,67 @@ async fn plan_rule(
         )));
         return None;
     }
+    let annotations = rule_annotations(file, &meta, &label_columns, &schema, diags)?;
     Some(Rule {
-        name,
-        severity,
+        name: meta.name,
+        severity: meta.severity,
         file: file.path.clone(),
         plan,
         views: used,
         label_columns,
+        timing: crate::alerting::lifecycle::Timing {
+            for_ms: meta.for_ms,
+            keep_firing_for_ms: meta.keep_firing_for_ms,
+        },
+        extra_labels: meta.labels,
+        annotations,
     })
+}
+
+/// Parses a rule's annotation templates against the labels and values its
+/// alerts will carry; a bad reference is reported at its column.
+fn rule_annotations(
+    file: &SqlFile,
+    meta: &super::files::RuleMeta,
+    label_columns: &[String],
+    schema: &datafusion::arrow::datatypes::Schema,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<(String, crate::alerting::template::Template)>> {
+    for l in meta.labels.keys() {
+        if label_columns.contains(l) {
+            let (line, col) = meta.label_at.get(l).copied().unwrap_or((1, 1));
+            diags.push(Diagnostic::new(&file.path, line, col, format!(
+                "@label.{l}: the rule's key column `{l}` is already a label of every alert; rename one of them"
+            )));
+            return None;
+        }
+    }
+    let mut labels: Vec<String> = ["alertname", "severity"].map(String::from).to_vec();
+    labels.extend(label_columns.iter().cloned());
+    labels.extend(meta.labels.keys().cloned());
+    let values: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != WINDOW_START && n != WINDOW_END && !label_columns.contains(n))
+        .collect();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, text, line, col) in &meta.annotations {
+        match crate::alerting::template::Template::parse(text, &labels, &values) {
+            Ok(t) => out.push((name.clone(), t)),
+            Err(e) => {
+                ok = false;
+                diags.push(Diagnostic::new(
+                    &file.path,
+                    *line,
+                    col + e.offset,
+                    e.message,
+                ));
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Parses a file that must hold exactly one SELECT.

@@ -77,6 +77,7 @@ event_time = "ts"
 
 [sinks]
 alerts_topic = "{prefix}.alerts"
+rows_topic = "{prefix}.rows"
 late_topic = "{prefix}.late"
 dead_letter_topic = "{prefix}.dead-letter"
 
@@ -115,4 +116,35 @@ pub fn summary(alerts: &[Alert]) -> Vec<(String, String, i64)> {
         .collect();
     v.sort();
     v
+}
+
+/// The problems `docs/alertmanager-webhook-v4.schema.json` finds in a
+/// message of the alerts topic.
+pub fn payload_schema_errors(message: &[u8]) -> Vec<String> {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/alertmanager-webhook-v4.schema.json"))
+            .expect("the schema file"),
+    )
+    .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is a JSON Schema");
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return vec!["not JSON".into()];
+    };
+    validator
+        .iter_errors(&value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// A copy of the project's SQL folder under `dir`, to add files to.
+pub fn copy_default_sql(dir: &Path) -> std::path::PathBuf {
+    let sql = dir.join("sql");
+    for sub in ["features", "rules"] {
+        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
+        for f in std::fs::read_dir(repo().join("sql").join(sub)).expect("default SQL") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, sql.join(sub).join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    sql
 }
