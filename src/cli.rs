@@ -114,6 +114,12 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         epochs: usize,
     },
+    /// Silences: label matchers and a time range during which matching
+    /// alerts are not notified, kept in the compacted silences topic.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Measure the engine against a bare consumer on a real broker.
     Bench {
         /// Bootstrap servers of the broker to benchmark on.
@@ -127,6 +133,48 @@ pub enum Command {
         partitions: i32,
         #[arg(long, default_value = "config/telemine.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Create a silence; prints its id.
+    Add {
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// A label matcher: name=value, name!=value, name=~regex or
+        /// name!~regex. Repeat for several (all must match).
+        #[arg(long = "matcher", short = 'm', required = true)]
+        matchers: Vec<String>,
+        /// When it starts (RFC 3339). Default: now.
+        #[arg(long)]
+        start: Option<String>,
+        /// How long it lasts, e.g. 2h.
+        #[arg(long, conflicts_with = "end")]
+        duration: Option<String>,
+        /// When it ends (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+        /// Who asked for it. Default: $USER.
+        #[arg(long)]
+        created_by: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Print the silences not yet ended (with --all, every one).
+    List {
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[arg(long, default_value = "config/telemine.toml")]
+        config: PathBuf,
+        /// Its id, as `add` printed it.
+        id: String,
     },
 }
 

@@ -40,7 +40,8 @@ fn init_logging(format: cli::LogFormat, command: &cli::Command) {
         | cli::Command::Test { .. }
         | cli::Command::DryRun { .. }
         | cli::Command::Train { .. }
-        | cli::Command::Eval { .. } => "warn",
+        | cli::Command::Eval { .. }
+        | cli::Command::Silence { .. } => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

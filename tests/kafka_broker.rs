@@ -465,40 +465,38 @@ async fn sql_edits_are_reloaded_without_a_restart_and_broken_ones_refused() {
     assert!(s.valid_notifications(1) >= 1, "HostBusy was notified");
 }
 
-/// A condition driven through pending → firing → resolved on the real
-/// broker, read back as notifications: `@for` holds an alert pending, an
-/// inhibition rule mutes exactly the alerts it matches, and every message
-/// on the alerts topic is a valid webhook payload, keyed by its group.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_condition_goes_pending_firing_resolved_and_inhibition_mutes_only_its_targets() {
-    let Some(s) = Setup::new("notify").await else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sql = copy_default_sql(dir.path());
-    // h2 runs hot for minutes 1–3; h4 matches the rule all along.
+/// h2 runs hot for minutes 1–3.
+const HOT: Anomalies = &[(1, 95.0, 95.0), (2, 95.0, 95.0), (3, 95.0, 95.0)];
+
+/// The config of the notification tests: the project's SQL plus
+/// `HostCpuHot` (`@for: 1m`; h2 while hot, h4 all along), groups by
+/// alert name looked at every second.
+fn hot_hosts_config(s: &Setup, dir: &std::path::Path) -> String {
+    let sql = copy_default_sql(dir);
     std::fs::write(
         sql.join("rules/host_cpu_hot.sql"),
         "-- @name: HostCpuHot\n-- @for: 1m\n-- @label.team: compute\n-- @summary: {{ $labels.host }} CPU at {{ $values.cpu_avg }}%\n-- @runbook_url: https://runbooks.example/cpu\nSELECT dc, rack, host, window_start, window_end, cpu_avg\nFROM host_1m WHERE cpu_avg > 85 OR host = 'h4'\n",
     )
     .expect("rule");
-    let text = format!(
-        "{}\n[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1h\"\n\n[[alerting.inhibit]]\nsource_matchers = [\"alertname=HostCpuSaturated\"]\ntarget_matchers = [\"alertname=HostCpuHot\"]\nequal = [\"host\"]\n",
-        config_text(&s.brokers, &s.group, &s.prefix, &sql)
-    );
-    let hot: Anomalies = &[(1, 95.0, 95.0), (2, 95.0, 95.0), (3, 95.0, 95.0)];
-    produce(&s.brokers, &s.topic("telemetry"), &telemetry(0, 300, hot)).await;
-    let run = s.run_text_to_end(&text).await;
-    assert_eq!(run.notifications, 3);
+    config_text(&s.brokers, &s.group, &s.prefix, &sql).replace(
+        "[alerting]\n",
+        "[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1h\"\n",
+    )
+}
 
+/// The alerts topic as one line per alert in each notification, by group
+/// (`status host alert-status startsAt..endsAt-year summary`), after
+/// checking each message against the schema and its key.
+fn notifications_by_group(s: &Setup, n: usize) -> std::collections::BTreeMap<String, Vec<String>> {
     let messages = read_topic(
         &s.brokers,
         &s.topic("alerts"),
         3,
-        3,
+        n,
         Duration::from_secs(2),
         Duration::from_secs(60),
     );
+    assert_eq!(messages.len(), n);
     let mut by_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for m in &messages {
         assert_eq!(payload_schema_errors(&m.payload), Vec::<String>::new());
@@ -527,27 +525,125 @@ async fn a_condition_goes_pending_firing_resolved_and_inhibition_mutes_only_its_
             );
         }
     }
-    let expected: std::collections::BTreeMap<String, Vec<String>> = [
+    by_group
+}
+
+fn groups(pairs: &[(&str, &[&str])]) -> std::collections::BTreeMap<String, Vec<String>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.iter().map(|l| l.to_string()).collect()))
+        .collect()
+}
+
+const SATURATED_H2: &[&str] = &[
+    // Fires at the close of minute 1 (00:02), resolves at 00:05: window
+    // [00:04, 00:05) had no row.
+    "firing h2 firing 00:02..0001 h2 CPU at 95% for a whole minute",
+    "resolved h2 resolved 00:02..2026 h2 CPU at 95% for a whole minute",
+];
+
+/// A condition driven through pending → firing → resolved on the real
+/// broker, read back as notifications: `@for` holds an alert pending, an
+/// inhibition rule mutes exactly the alerts it matches, and every message
+/// on the alerts topic is a valid webhook payload, keyed by its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_goes_pending_firing_resolved_and_inhibition_mutes_only_its_targets() {
+    let Some(s) = Setup::new("notify").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{}\n[[alerting.inhibit]]\nsource_matchers = [\"alertname=HostCpuSaturated\"]\ntarget_matchers = [\"alertname=HostCpuHot\"]\nequal = [\"host\"]\n",
+        hot_hosts_config(&s, dir.path())
+    );
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(0, 300, HOT)).await;
+    let run = s.run_text_to_end(&text).await;
+    assert_eq!(run.notifications, 3);
+    let expected = groups(&[
         (
             // h4 pending at 00:01, firing at 00:02 (`for: 1m`), still
             // firing at the end. h2's HostCpuHot fires at 00:03 but is
             // inhibited while its HostCpuSaturated fires, and resolves
             // (00:05) without ever having been sent, so it never is.
             r#"{}:{alertname="HostCpuHot"}"#,
-            vec!["firing h4 firing 00:02..0001 h4 CPU at 32%"],
+            &["firing h4 firing 00:02..0001 h4 CPU at 32%"],
         ),
+        (r#"{}:{alertname="HostCpuSaturated"}"#, SATURATED_H2),
+    ]);
+    assert_eq!(notifications_by_group(&s, 3), expected);
+}
+
+/// Silences made with `telemine silence`, kept in the compacted topic:
+/// one on h4 mutes h4's alert and nothing else; one expired through the
+/// CLI no longer shows as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
+    let Some(s) = Setup::new("silence").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("telemine.toml");
+    std::fs::write(&config, hot_hosts_config(&s, dir.path())).expect("config");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
+            .arg("silence")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("telemine silence");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let start = telemine::alert::format_ms(T0);
+    let h4 = cli(&[
+        "add",
+        "-m",
+        "host=h4",
+        "--start",
+        &start,
+        "--duration",
+        "24h",
+        "--comment",
+        "h4 rebuild",
+    ]);
+    let other = cli(&["add", "-m", "host=~h[23]", "--duration", "1h"]);
+    assert_eq!((h4.len(), other.len()), (32, 32), "ids");
+    let listed = cli(&["list"]);
+    assert!(listed.contains(&h4) && listed.contains(&other), "{listed}");
+    assert!(
+        listed.contains(r#"{host="h4"}"#) && listed.contains("h4 rebuild"),
+        "{listed}"
+    );
+    cli(&["expire", &other]);
+    let listed = cli(&["list"]);
+    assert!(listed.contains(&h4) && !listed.contains(&other), "{listed}");
+    let all = cli(&["list", "--all"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(&other) && l.contains("expired")),
+        "{all}"
+    );
+
+    produce(&s.brokers, &s.topic("telemetry"), &telemetry(0, 300, HOT)).await;
+    let text = std::fs::read_to_string(&config).expect("config");
+    let run = s.run_text_to_end(&text).await;
+    assert_eq!(run.notifications, 4);
+    let expected = groups(&[
         (
-            // Fires at the close of minute 1 (00:02), resolves at 00:05:
-            // window [00:04, 00:05) had no row.
-            r#"{}:{alertname="HostCpuSaturated"}"#,
-            vec![
-                "firing h2 firing 00:02..0001 h2 CPU at 95% for a whole minute",
-                "resolved h2 resolved 00:02..2026 h2 CPU at 95% for a whole minute",
+            // h4 is silenced throughout; h2 (not inhibited in this
+            // config) fires at 00:03 and resolves at 00:05.
+            r#"{}:{alertname="HostCpuHot"}"#,
+            &[
+                "firing h2 firing 00:03..0001 h2 CPU at 95%",
+                "resolved h2 resolved 00:03..2026 h2 CPU at 95%",
             ],
         ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
-    .collect();
-    assert_eq!(by_group, expected);
+        (r#"{}:{alertname="HostCpuSaturated"}"#, SATURATED_H2),
+    ]);
+    assert_eq!(notifications_by_group(&s, 4), expected);
 }

@@ -25,6 +25,9 @@ pub enum ConnectorError {
     /// A recorded-data file could not be read.
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    /// A topic could not be read to its end in time.
+    #[error("kafka: {0}")]
+    Timeout(String),
     /// Arrow refused to build a batch; this is a bug in telemine.
     #[error("internal error (a bug in telemine, please report it): {0}")]
     Internal(String),

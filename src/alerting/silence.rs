@@ -106,8 +106,24 @@ impl Silences {
         }
     }
 
+    /// Applies a message of the silences topic as read: a value that is
+    /// not a silence is logged and skipped.
+    pub fn apply_message(&mut self, key: &str, value: Option<&[u8]>) {
+        match value.map(Silence::from_json) {
+            None => self.apply(key, None),
+            Some(Ok(s)) => self.apply(key, Some(s)),
+            Some(Err(e)) => {
+                tracing::warn!(key, error = %e, "a message on the silences topic is not a silence; skipped")
+            }
+        }
+    }
+
     pub fn mutes(&self, labels: &BTreeMap<String, String>, t: i64) -> bool {
         self.by_id.values().any(|s| s.mutes(labels, t))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Silence> {
+        self.by_id.get(id)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Silence> {

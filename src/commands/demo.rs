@@ -64,6 +64,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         (cfg.sinks.alerts_topic.as_str(), ALERT_PARTITIONS),
         (cfg.sinks.dead_letter_topic.as_str(), 1),
         (cfg.sinks.late_topic.as_str(), 1),
+        (cfg.alerting.silences_topic.as_str(), 1),
     ] {
         cluster
             .create_topic(topic, partitions, 1)

@@ -6,6 +6,7 @@ mod demo;
 mod dry_run;
 mod eval;
 mod run;
+mod silence;
 mod test;
 mod train;
 
@@ -47,6 +48,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             test::test(&path).await
         }
         Command::DryRun { recorded } => dry_run::dry_run(recorded).await,
+        Command::Silence { command } => silence::silence(command).await,
         Command::Train {
             recorded,
             model,

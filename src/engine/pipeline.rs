@@ -20,6 +20,7 @@ use telemine_connectors::ConnectorError;
 use telemine_connectors::decode::{DeadLetter, decoder_for};
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec,
+    TableEntry, TableReader, create_compacted_topic,
 };
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
@@ -109,13 +110,18 @@ pub async fn run_pipeline(
         tx,
     )?;
     let producer = KafkaProducer::new(&config.kafka)?;
+    let mut alerter = Alerter::new(&config.alerting);
+    let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (silence_tx, silence_rx) = mpsc::unbounded_channel();
+    let follower = follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await;
     let mut sinks = Sinks {
         config,
         producer,
         pending: Vec::new(),
         metrics: metrics.clone(),
         tap: options.alert_tap.clone(),
-        alerter: Alerter::new(&config.alerting),
+        alerter,
+        silences: silence_rx,
     };
     let mut last_commit: Vec<CommitOffset> = Vec::new();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -195,6 +201,10 @@ pub async fn run_pipeline(
     }
     commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     sinks.producer.flush(Duration::from_secs(30))?;
+    follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(f) = follower {
+        tokio::task::spawn_blocking(move || f.join()).await.ok();
+    }
     tracing::info!(metrics = %metrics.summary(), "pipeline stopped");
     for (name, c) in engine.source_counts() {
         tracing::info!(source = %name, late = c.late, duplicates = c.duplicates, "per-source counts");
@@ -210,6 +220,48 @@ pub async fn run_pipeline(
         notifications: Metrics::get(&metrics.notifications),
         busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
     })
+}
+
+/// Reads the silences topic to its end into `alerter`, then follows it on
+/// a thread of its own. Without it (no rights to create or read the
+/// topic), alerts are notified unsilenced, and the log says why.
+async fn follow_silences(
+    config: &Config,
+    alerter: &mut Alerter,
+    tx: mpsc::UnboundedSender<TableEntry>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let topic = config.alerting.silences_topic.clone();
+    if let Err(e) = create_compacted_topic(&config.kafka, &topic).await {
+        tracing::warn!(%topic, error = %e, "cannot create the silences topic");
+    }
+    let client = config.kafka.clone();
+    let t = topic.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let reader = TableReader::new(&client, &t)?;
+        let table = reader.load(Duration::from_secs(30))?;
+        Ok::<_, ConnectorError>((reader, table))
+    })
+    .await;
+    match loaded {
+        Ok(Ok((reader, table))) => {
+            for (id, value) in &table {
+                alerter.silences.apply_message(id, value.as_deref());
+            }
+            tracing::info!(%topic, silences = table.len(), "silences loaded");
+            Some(reader.follow(stop, move |entry| {
+                let _ = tx.send(entry);
+            }))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%topic, error = %e, "cannot read the silences topic: alerts are notified unsilenced");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "cannot read the silences topic: alerts are notified unsilenced");
+            None
+        }
+    }
 }
 
 /// Loads the SQL folder again and swaps it in; a folder that does not
@@ -308,6 +360,8 @@ struct Sinks<'a> {
     tap: Option<mpsc::UnboundedSender<Payload>>,
     /// Rule rows → alert lifecycle → grouped notifications.
     alerter: Alerter,
+    /// Changes to the silences topic, applied before each alerting step.
+    silences: mpsc::UnboundedReceiver<TableEntry>,
 }
 
 impl Sinks<'_> {
@@ -356,6 +410,9 @@ impl Sinks<'_> {
                     .await?;
                 self.pending.push(f);
             }
+        }
+        while let Ok((id, value)) = self.silences.try_recv() {
+            self.alerter.silences.apply_message(&id, value.as_deref());
         }
         let payloads =
             self.alerter

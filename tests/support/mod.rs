@@ -81,6 +81,9 @@ rows_topic = "{prefix}.rows"
 late_topic = "{prefix}.late"
 dead_letter_topic = "{prefix}.dead-letter"
 
+[alerting]
+silences_topic = "{prefix}.silences"
+
 [sql]
 dir = "{}"
 

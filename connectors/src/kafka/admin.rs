@@ -15,13 +15,59 @@ pub async fn create_topics(
     client: &KafkaClientConfig,
     topics: &[(&str, i32)],
 ) -> Result<(), ConnectorError> {
+    create_topics_with(client, topics, &[]).await
+}
+
+/// Creates a one-partition compacted topic (a table keyed by message key)
+/// unless it exists.
+pub async fn create_compacted_topic(
+    client: &KafkaClientConfig,
+    topic: &str,
+) -> Result<(), ConnectorError> {
+    let config = client.client_config();
+    let t = topic.to_string();
+    let exists = tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = config.create().ok()?;
+        let metadata = rdkafka::consumer::Consumer::fetch_metadata(
+            &consumer,
+            Some(&t),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        Some(
+            metadata
+                .topics()
+                .iter()
+                .any(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty()),
+        )
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if exists {
+        return Ok(());
+    }
+    create_topics_with(client, &[(topic, 1)], &[("cleanup.policy", "compact")]).await
+}
+
+async fn create_topics_with(
+    client: &KafkaClientConfig,
+    topics: &[(&str, i32)],
+    config: &[(&str, &str)],
+) -> Result<(), ConnectorError> {
     let admin: AdminClient<DefaultClientContext> = client
         .client_config()
         .create()
         .map_err(|e| ConnectorError::kafka("creating the admin client", e))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            config.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

@@ -7,15 +7,17 @@
 mod admin;
 mod producer;
 mod source;
+mod table;
 
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-pub use admin::create_topics;
+pub use admin::{create_compacted_topic, create_topics};
 pub use producer::KafkaProducer;
 pub use source::{CommitOffset, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec};
+pub use table::{TableEntry, TableReader};
 
 /// How to reach the cluster.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,170 @@
+//! `telemine silence add|list|expire`: silences, stored in the compacted
+//! silences topic (`[alerting] silences_topic`) so every instance sees
+//! the same set.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use telemine::alert::format_ms;
+use telemine::alerting::matcher::Matcher;
+use telemine::alerting::silence::{Silence, Silences};
+use telemine::config::Config;
+use telemine_connectors::kafka::{KafkaProducer, TableReader, create_compacted_topic};
+
+use crate::cli::SilenceCommand;
+
+pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SilenceCommand::Add {
+            config,
+            matchers,
+            start,
+            duration,
+            end,
+            created_by,
+            comment,
+        } => {
+            let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
+            let matchers = matchers
+                .iter()
+                .map(|m| Matcher::parse(m).map_err(|e| anyhow!("--matcher {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if matchers.is_empty() {
+                bail!("a silence needs at least one --matcher (it would mute every alert)");
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let start_ms = match start {
+                Some(t) => parse_time(&t).context("--start")?,
+                None => now,
+            };
+            let end_ms = match (end, duration) {
+                (Some(t), None) => parse_time(&t).context("--end")?,
+                (None, Some(d)) => {
+                    let d = telemine::duration::parse_duration(&d)
+                        .map_err(|e| anyhow!("--duration: {e}"))?;
+                    start_ms + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+                }
+                _ => bail!("give the silence an end: --duration 2h or --end 2026-11-27T18:00:00Z"),
+            };
+            if end_ms <= start_ms {
+                bail!(
+                    "the silence would end ({}) before it starts ({})",
+                    format_ms(end_ms),
+                    format_ms(start_ms)
+                );
+            }
+            let id = new_id();
+            let created_by = created_by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "telemine".into());
+            let s = Silence::new(id.clone(), matchers, start_ms, end_ms, created_by, comment);
+            write(&cfg, &s).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::List { config, all } => {
+            let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
+            let now = chrono::Utc::now().timestamp_millis();
+            for s in read(&cfg).await?.all() {
+                let state = if s.active_at(now) {
+                    "active"
+                } else if now < s.starts_at_ms {
+                    "pending"
+                } else {
+                    "expired"
+                };
+                if all || state != "expired" {
+                    let matchers: Vec<String> =
+                        s.matchers.iter().map(ToString::to_string).collect();
+                    println!(
+                        "{}  {state:<7}  {} → {}  {{{}}}  {}: {}",
+                        s.id,
+                        s.starts_at,
+                        s.ends_at,
+                        matchers.join(", "),
+                        s.created_by,
+                        s.comment
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::Expire { config, id } => {
+            let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
+            let silences = read(&cfg).await?;
+            let Some(s) = silences.get(&id) else {
+                bail!(
+                    "no silence `{id}` in {} (`telemine silence list --all` shows them)",
+                    cfg.alerting.silences_topic
+                );
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            if s.ends_at_ms <= now {
+                eprintln!("silence {id} had already ended at {}", s.ends_at);
+                return Ok(ExitCode::SUCCESS);
+            }
+            write(&cfg, &s.expired(now)).await?;
+            eprintln!(
+                "silence {id} expired at {}",
+                format_ms(now.max(s.starts_at_ms))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// 128 random bits as hex, from the standard library's per-process
+/// random hash keys and the clock.
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| anyhow!("`{text}` is not an RFC 3339 time such as 2026-11-27T18:00:00Z: {e}"))
+}
+
+async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
+    let topic = &cfg.alerting.silences_topic;
+    create_compacted_topic(&cfg.kafka, topic).await?;
+    let producer = KafkaProducer::new(&cfg.kafka)?;
+    let delivery = producer
+        .send(
+            topic,
+            Some(s.id.as_bytes()),
+            s.to_json().as_bytes(),
+            &[("content-type", b"application/json")],
+        )
+        .await?;
+    KafkaProducer::acknowledged(vec![delivery], topic).await?;
+    Ok(())
+}
+
+/// The silences topic, read to its end.
+pub async fn read(cfg: &Config) -> anyhow::Result<Silences> {
+    let topic = cfg.alerting.silences_topic.clone();
+    create_compacted_topic(&cfg.kafka, &topic).await?;
+    let client = cfg.kafka.clone();
+    let table = tokio::task::spawn_blocking(move || {
+        TableReader::new(&client, &topic)?.load(Duration::from_secs(30))
+    })
+    .await??;
+    let mut silences = Silences::default();
+    for (key, value) in &table {
+        silences.apply_message(key, value.as_deref());
+    }
+    Ok(silences)
+}
