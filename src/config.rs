@@ -81,6 +81,40 @@ pub struct AlertingConfig {
     /// `target_matchers` match whose `equal` labels have the same values.
     #[serde(default)]
     pub inhibit: Vec<InhibitConfig>,
+    /// Receivers the same payloads are POSTed to (as Alertmanager's webhook
+    /// receiver does), besides the alerts topic.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A webhook receiver: each notification is POSTed as JSON; a failure
+/// (connection error, timeout, 429 or 5xx) is retried with exponential
+/// backoff; other 4xx answers are not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// http:// or https:// URL. Required.
+    pub url: Spanned<String>,
+    /// Tries after the first. Default: 5.
+    #[serde(default = "default_webhook_retries")]
+    pub max_retries: u32,
+    /// The first wait between tries, doubled each time (at most 1 minute).
+    /// Default: "500ms".
+    #[serde(default = "default_webhook_backoff", with = "serde_duration")]
+    pub backoff: Duration,
+    /// Per request. Default: "10s".
+    #[serde(default = "default_webhook_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_retries() -> u32 {
+    5
+}
+fn default_webhook_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +160,7 @@ impl Default for AlertingConfig {
             external_url: default_external_url(),
             silences_topic: default_silences_topic(),
             inhibit: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -563,6 +598,17 @@ impl Config {
                         diags.push(Diagnostic::at_offset(path, text, m.span().start, e));
                     }
                 }
+            }
+        }
+        for w in &config.alerting.webhooks {
+            let url = w.url.get_ref();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    w.url.span().start,
+                    format!("webhook url `{url}` must start with http:// or https://"),
+                ));
             }
         }
         if config.alerting.group_interval.is_zero() {

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub alerts: AtomicU64,
     /// Notifications (webhook payloads) produced to the alerts topic.
     pub notifications: AtomicU64,
+    /// Notifications a webhook receiver accepted.
+    pub webhook_deliveries: AtomicU64,
+    /// Notifications a webhook receiver refused, or whose retries ran out.
+    pub webhook_failures: AtomicU64,
     /// View or rule evaluations that failed (the engine keeps going).
     pub sql_errors: AtomicU64,
     /// View or rule evaluations stopped because they exceeded
@@ -57,7 +61,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -67,6 +71,8 @@ impl Metrics {
             Self::get(&self.late_firings),
             Self::get(&self.alerts),
             Self::get(&self.notifications),
+            Self::get(&self.webhook_deliveries),
+            Self::get(&self.webhook_failures),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),
             Self::get(&self.sql_reloads),

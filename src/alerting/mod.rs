@@ -20,6 +20,7 @@ pub mod matcher;
 pub mod payload;
 pub mod silence;
 pub mod template;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 

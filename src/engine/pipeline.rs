@@ -122,6 +122,10 @@ pub async fn run_pipeline(
         tap: options.alert_tap.clone(),
         alerter,
         silences: silence_rx,
+        webhooks: crate::alerting::webhook::Webhooks::start(
+            &config.alerting.webhooks,
+            metrics.clone(),
+        ),
     };
     let mut last_commit: Vec<CommitOffset> = Vec::new();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -201,6 +205,9 @@ pub async fn run_pipeline(
     }
     commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     sinks.producer.flush(Duration::from_secs(30))?;
+    if let Some(w) = sinks.webhooks.take() {
+        tokio::task::spawn_blocking(move || w.finish()).await.ok();
+    }
     follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(f) = follower {
         tokio::task::spawn_blocking(move || f.join()).await.ok();
@@ -362,6 +369,8 @@ struct Sinks<'a> {
     alerter: Alerter,
     /// Changes to the silences topic, applied before each alerting step.
     silences: mpsc::UnboundedReceiver<TableEntry>,
+    /// `[[alerting.webhooks]]`: the same payloads, POSTed.
+    webhooks: Option<crate::alerting::webhook::Webhooks>,
 }
 
 impl Sinks<'_> {
@@ -381,6 +390,9 @@ impl Sinks<'_> {
                 .await?;
             self.pending.push(f);
             Metrics::add(&self.metrics.notifications, 1);
+            if let Some(w) = &self.webhooks {
+                w.send(json.clone());
+            }
             if let Some(tap) = &self.tap {
                 let _ = tap.send(p);
             }
