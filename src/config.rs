@@ -77,6 +77,12 @@ pub struct AlertingConfig {
     /// "telemine.silences".
     #[serde(default = "default_silences_topic")]
     pub silences_topic: String,
+    /// Compacted topic the alerting state (pending and firing alerts,
+    /// groups and what each last sent) is saved to before each offset
+    /// commit, keyed by the consumer group, and restored from at start.
+    /// Default: "telemine.alert-state".
+    #[serde(default = "default_state_topic")]
+    pub state_topic: String,
     /// A firing alert that `source_matchers` match mutes the alerts
     /// `target_matchers` match whose `equal` labels have the same values.
     #[serde(default)]
@@ -148,6 +154,9 @@ fn default_external_url() -> String {
 fn default_silences_topic() -> String {
     "telemine.silences".into()
 }
+fn default_state_topic() -> String {
+    "telemine.alert-state".into()
+}
 
 impl Default for AlertingConfig {
     fn default() -> Self {
@@ -159,6 +168,7 @@ impl Default for AlertingConfig {
             receiver: default_receiver(),
             external_url: default_external_url(),
             silences_topic: default_silences_topic(),
+            state_topic: default_state_topic(),
             inhibit: Vec::new(),
             webhooks: Vec::new(),
         }

@@ -248,6 +248,18 @@ impl Dispatcher {
         }
     }
 
+    pub(crate) fn groups_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.groups).unwrap_or_default()
+    }
+
+    pub(crate) fn restore_groups(
+        &mut self,
+        groups: serde_json::Value,
+    ) -> Result<(), serde_json::Error> {
+        self.groups = serde_json::from_value(groups)?;
+        Ok(())
+    }
+
     /// Number of groups with alerts.
     pub fn groups(&self) -> usize {
         self.groups.len()

@@ -97,12 +97,17 @@ impl Alerter {
         }
         evaluations.sort_by(|a, b| (a.at, &a.rule).cmp(&(b.at, &b.rule)));
         evaluations.dedup_by(|a, b| (a.at, &a.rule) == (b.at, &b.rule));
+        let mut sent = Vec::new();
         for e in evaluations {
             let last = self.last_at.entry(e.rule.clone()).or_insert(i64::MIN);
             if e.at <= *last {
                 continue;
             }
             *last = e.at;
+            // Looks due before this evaluation see the state before it.
+            if e.at > self.clock {
+                sent.extend(self.dispatcher.flush(e.at - 1, &self.silences));
+            }
             let rows = by_eval.remove(&(e.at, e.rule.clone())).unwrap_or_default();
             for u in self.lifecycle.evaluate(&e.rule, e.timing, e.at, rows) {
                 self.dispatcher.insert(u, e.at);
@@ -112,7 +117,47 @@ impl Alerter {
         if let Some(now) = now {
             self.clock = self.clock.max(now);
         }
-        self.dispatcher.flush(self.clock, &self.silences)
+        sent.extend(self.dispatcher.flush(self.clock, &self.silences));
+        sent
+    }
+
+    /// The lifecycle, groups and clocks as JSON, to restore after a
+    /// restart (silences are not part of it: they live in their topic).
+    pub fn snapshot(&self) -> String {
+        serde_json::json!({
+            "version": 1,
+            "lifecycle": self.lifecycle,
+            "groups": self.dispatcher.groups_json(),
+            "last_at": self.last_at,
+            "clock": self.clock,
+        })
+        .to_string()
+    }
+
+    /// Takes back a [`Alerter::snapshot`].
+    pub fn restore(&mut self, json: &[u8]) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            version: u32,
+            lifecycle: Lifecycle,
+            groups: serde_json::Value,
+            last_at: BTreeMap<String, i64>,
+            clock: i64,
+        }
+        let s: State = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if s.version != 1 {
+            return Err(format!(
+                "alerting state version {} (this build reads 1)",
+                s.version
+            ));
+        }
+        self.dispatcher
+            .restore_groups(s.groups)
+            .map_err(|e| e.to_string())?;
+        self.lifecycle = s.lifecycle;
+        self.last_at = s.last_at;
+        self.clock = s.clock;
+        Ok(())
     }
 
     /// End of input: sends what the groups would send once their wait is
@@ -138,6 +183,7 @@ pub(crate) mod tests {
     use super::matcher::Matcher;
     use super::payload::Payload;
     use super::silence::{Silence, Silences};
+    use super::{Alerter, Evaluation, lifecycle};
     use crate::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
     /// An alert of `rule` with `labels` (plus `alertname` and `severity`).
@@ -222,6 +268,57 @@ pub(crate) mod tests {
         assert!(!broken("/alerts/0/fingerprint", "xyz".into()).is_empty());
         assert!(!broken("/alerts/0/startsAt", "yesterday".into()).is_empty());
         assert!(!broken("/alerts", serde_json::json!([])).is_empty());
+    }
+
+    #[test]
+    fn a_restored_alerter_sends_what_was_waiting_and_looks_before_later_evaluations() {
+        let config = crate::config::AlertingConfig {
+            group_wait: std::time::Duration::from_secs(30),
+            group_interval: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let eval = |at: i64| Evaluation {
+            rule: "Hot".into(),
+            timing: Timing::default(),
+            at,
+        };
+        let row = |at: i64| {
+            let mut a = alert("Hot", &[("host", "h1")]);
+            a.window_end_ms = at;
+            a
+        };
+        // Fires at 2:00; its group waits until 2:30, after the watermark.
+        let mut first = Alerter::new(&config);
+        assert!(
+            first
+                .step(
+                    vec![eval(2 * MIN)],
+                    vec![row(2 * MIN)],
+                    Some(2 * MIN + 5_000)
+                )
+                .is_empty()
+        );
+        let state = first.snapshot();
+
+        // A restart without the state has lost the alert.
+        let mut bare = Alerter::new(&config);
+        assert!(
+            bare.step(vec![eval(3 * MIN)], vec![], Some(3 * MIN + 5_000))
+                .is_empty()
+        );
+
+        // With it, the look at 2:30 comes before the evaluation at 3:00
+        // that resolves the alert: firing is sent, then resolved at 3:30.
+        let mut restored = Alerter::new(&config);
+        restored.restore(state.as_bytes()).expect("restore");
+        let sent = restored.step(vec![eval(3 * MIN)], vec![], Some(3 * MIN + 5_000));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].alerts[0].status, lifecycle::Status::Firing);
+        let sent = restored.step(vec![eval(4 * MIN)], vec![], Some(4 * MIN + 5_000));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].status, lifecycle::Status::Resolved);
+        assert_eq!(sent[0].alerts[0].ends_at, "1970-01-01T00:03:00.000Z");
+        assert!(restored.restore(b"{\"version\":2}").is_err());
     }
 
     /// One line per notification: group, status, and each alert's

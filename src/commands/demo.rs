@@ -65,6 +65,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         (cfg.sinks.dead_letter_topic.as_str(), 1),
         (cfg.sinks.late_topic.as_str(), 1),
         (cfg.alerting.silences_topic.as_str(), 1),
+        (cfg.alerting.state_topic.as_str(), 1),
     ] {
         cluster
             .create_topic(topic, partitions, 1)

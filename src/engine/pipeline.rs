@@ -114,6 +114,7 @@ pub async fn run_pipeline(
     let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (silence_tx, silence_rx) = mpsc::unbounded_channel();
     let follower = follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await;
+    let saved_state = restore_alerting_state(config, &mut alerter).await;
     let mut sinks = Sinks {
         config,
         producer,
@@ -126,6 +127,7 @@ pub async fn run_pipeline(
             &config.alerting.webhooks,
             metrics.clone(),
         ),
+        saved_state,
     };
     let mut last_commit: Vec<CommitOffset> = Vec::new();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -271,6 +273,40 @@ async fn follow_silences(
     }
 }
 
+/// Restores the alerting state this consumer group saved last, if any;
+/// returns the state as it stands after (what is saved until it changes).
+async fn restore_alerting_state(config: &Config, alerter: &mut Alerter) -> String {
+    let topic = config.alerting.state_topic.clone();
+    if let Err(e) = create_compacted_topic(&config.kafka, &topic).await {
+        tracing::warn!(%topic, error = %e, "cannot create the alerting state topic");
+    }
+    let client = config.kafka.clone();
+    let t = topic.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        TableReader::new(&client, &t)?.load(Duration::from_secs(30))
+    })
+    .await;
+    let group = &config.kafka.group_id;
+    match loaded {
+        Ok(Ok(table)) => match table.get(group).and_then(|v| v.as_deref()) {
+            Some(state) => match alerter.restore(state) {
+                Ok(()) => tracing::info!(%topic, %group, "alerting state restored"),
+                Err(e) => {
+                    tracing::warn!(%topic, %group, error = %e, "the saved alerting state cannot be read; starting without it")
+                }
+            },
+            None => tracing::info!(%topic, %group, "no saved alerting state: starting fresh"),
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(%topic, error = %e, "cannot read the alerting state topic; starting without it")
+        }
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "cannot read the alerting state topic; starting without it")
+        }
+    }
+    alerter.snapshot()
+}
+
 /// Loads the SQL folder again and swaps it in; a folder that does not
 /// check is refused with its diagnostics logged, and the running SQL stays.
 async fn reload_sql(
@@ -326,6 +362,7 @@ async fn commit(
     defs: &[SourceDef],
     last: &mut Vec<CommitOffset>,
 ) -> Result<(), PipelineError> {
+    sinks.save_alerting_state().await?;
     KafkaProducer::acknowledged(
         std::mem::take(&mut sinks.pending),
         "alerts and dead letters",
@@ -371,9 +408,32 @@ struct Sinks<'a> {
     silences: mpsc::UnboundedReceiver<TableEntry>,
     /// `[[alerting.webhooks]]`: the same payloads, POSTed.
     webhooks: Option<crate::alerting::webhook::Webhooks>,
+    /// The alerting state last saved to the state topic.
+    saved_state: String,
 }
 
 impl Sinks<'_> {
+    /// Saves the alerting state to the state topic if it changed since the
+    /// last save; the commit that follows waits for it like for alerts.
+    async fn save_alerting_state(&mut self) -> Result<(), PipelineError> {
+        let state = self.alerter.snapshot();
+        if state == self.saved_state {
+            return Ok(());
+        }
+        let f = self
+            .producer
+            .send(
+                &self.config.alerting.state_topic,
+                Some(self.config.kafka.group_id.as_bytes()),
+                state.as_bytes(),
+                &[("content-type", b"application/json")],
+            )
+            .await?;
+        self.pending.push(f);
+        self.saved_state = state;
+        Ok(())
+    }
+
     /// Produces notifications to the alerts topic, keyed by group key so
     /// one group's updates stay in order on one partition.
     async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), PipelineError> {

@@ -83,6 +83,7 @@ dead_letter_topic = "{prefix}.dead-letter"
 
 [alerting]
 silences_topic = "{prefix}.silences"
+state_topic = "{prefix}.alert-state"
 
 [sql]
 dir = "{}"
