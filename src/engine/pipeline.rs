@@ -231,6 +231,33 @@ pub async fn run_pipeline(
     })
 }
 
+/// A compacted topic of ours (created if missing), read to its end: the
+/// reader, to follow it, and every key's latest value.
+async fn open_table(
+    config: &Config,
+    topic: &str,
+) -> Result<
+    (
+        TableReader,
+        std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    ),
+    String,
+> {
+    if let Err(e) = create_compacted_topic(&config.kafka, topic).await {
+        tracing::warn!(%topic, error = %e, "cannot create the topic");
+    }
+    let client = config.kafka.clone();
+    let t = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let reader = TableReader::new(&client, &t)?;
+        let table = reader.load(Duration::from_secs(30))?;
+        Ok::<_, ConnectorError>((reader, table))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
 /// Reads the silences topic to its end into `alerter`, then follows it on
 /// a thread of its own. Without it (no rights to create or read the
 /// topic), alerts are notified unsilenced, and the log says why.
@@ -240,20 +267,9 @@ async fn follow_silences(
     tx: mpsc::UnboundedSender<TableEntry>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let topic = config.alerting.silences_topic.clone();
-    if let Err(e) = create_compacted_topic(&config.kafka, &topic).await {
-        tracing::warn!(%topic, error = %e, "cannot create the silences topic");
-    }
-    let client = config.kafka.clone();
-    let t = topic.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let reader = TableReader::new(&client, &t)?;
-        let table = reader.load(Duration::from_secs(30))?;
-        Ok::<_, ConnectorError>((reader, table))
-    })
-    .await;
-    match loaded {
-        Ok(Ok((reader, table))) => {
+    let topic = &config.alerting.silences_topic;
+    match open_table(config, topic).await {
+        Ok((reader, table)) => {
             for (id, value) in &table {
                 alerter.silences.apply_message(id, value.as_deref());
             }
@@ -261,10 +277,6 @@ async fn follow_silences(
             Some(reader.follow(stop, move |entry| {
                 let _ = tx.send(entry);
             }))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%topic, error = %e, "cannot read the silences topic: alerts are notified unsilenced");
-            None
         }
         Err(e) => {
             tracing::warn!(%topic, error = %e, "cannot read the silences topic: alerts are notified unsilenced");
@@ -276,19 +288,10 @@ async fn follow_silences(
 /// Restores the alerting state this consumer group saved last, if any;
 /// returns the state as it stands after (what is saved until it changes).
 async fn restore_alerting_state(config: &Config, alerter: &mut Alerter) -> String {
-    let topic = config.alerting.state_topic.clone();
-    if let Err(e) = create_compacted_topic(&config.kafka, &topic).await {
-        tracing::warn!(%topic, error = %e, "cannot create the alerting state topic");
-    }
-    let client = config.kafka.clone();
-    let t = topic.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        TableReader::new(&client, &t)?.load(Duration::from_secs(30))
-    })
-    .await;
+    let topic = &config.alerting.state_topic;
     let group = &config.kafka.group_id;
-    match loaded {
-        Ok(Ok(table)) => match table.get(group).and_then(|v| v.as_deref()) {
+    match open_table(config, topic).await {
+        Ok((_, table)) => match table.get(group).and_then(|v| v.as_deref()) {
             Some(state) => match alerter.restore(state) {
                 Ok(()) => tracing::info!(%topic, %group, "alerting state restored"),
                 Err(e) => {
@@ -297,9 +300,6 @@ async fn restore_alerting_state(config: &Config, alerter: &mut Alerter) -> Strin
             },
             None => tracing::info!(%topic, %group, "no saved alerting state: starting fresh"),
         },
-        Ok(Err(e)) => {
-            tracing::warn!(%topic, error = %e, "cannot read the alerting state topic; starting without it")
-        }
         Err(e) => {
             tracing::warn!(%topic, error = %e, "cannot read the alerting state topic; starting without it")
         }
