@@ -133,9 +133,19 @@ pub fn committed(
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let list = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    // A group the broker has just met may answer "not coordinator" for a
+    // moment: ask again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let list = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(list) => break list,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("committed offsets: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
     list.elements()
         .iter()
         .map(|e| {
