@@ -174,6 +174,22 @@ pub fn hop_rows(
 }
 
 /// Splits batches by the value of timestamp column `col`.
+/// The distinct values of timestamp column `col` over `batches`.
+pub fn distinct_times(
+    batches: &[RecordBatch],
+    col: usize,
+) -> Result<std::collections::BTreeSet<i64>, EngineError> {
+    let mut out = std::collections::BTreeSet::new();
+    for b in batches {
+        let times = b
+            .column(col)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| internal("window bounds are not timestamps"))?;
+        out.extend(times.values().iter().copied());
+    }
+    Ok(out)
+}
+
 pub fn split_by_time(
     batches: &[RecordBatch],
     col: usize,

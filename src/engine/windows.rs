@@ -842,9 +842,7 @@ impl WindowEngine {
                             .output_schema
                             .index_of(crate::sql::WINDOW_END)
                     {
-                        for (t, _) in window_kinds::split_by_time(out, end)? {
-                            ends.insert(t);
-                        }
+                        ends.extend(window_kinds::distinct_times(out, end)?);
                     }
                 }
                 self.evaluations
