@@ -52,9 +52,8 @@ impl Alert {
     /// Parses an alert message as subscribers receive it.
     pub fn from_json(bytes: &[u8]) -> Result<Alert, serde_json::Error> {
         let mut a: Alert = serde_json::from_slice(bytes)?;
-        let ms = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|d| d.timestamp_millis());
-        a.window_start_ms = ms(&a.window_start).map_err(serde::de::Error::custom)?;
-        a.window_end_ms = ms(&a.window_end).map_err(serde::de::Error::custom)?;
+        a.window_start_ms = parse_ms(&a.window_start).map_err(serde::de::Error::custom)?;
+        a.window_end_ms = parse_ms(&a.window_end).map_err(serde::de::Error::custom)?;
         Ok(a)
     }
 }
@@ -79,6 +78,11 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
         add(&[0xff]);
     }
     format!("{h:016x}")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub fn parse_ms(text: &str) -> Result<i64, chrono::ParseError> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|d| d.timestamp_millis())
 }
 
 /// RFC 3339 with milliseconds, UTC.

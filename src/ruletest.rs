@@ -603,9 +603,7 @@ fn compare(case: &CaseBody, out: &LocalOutcome, metrics: &Metrics) -> Result<(),
 }
 
 fn time_ms(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.timestamp_millis())
+    crate::alert::parse_ms(s).ok()
 }
 
 fn matches(want: &ExpectedAlert, got: &Alert) -> bool {

@@ -39,11 +39,7 @@ fn matches(alert: &Alert, anomaly: &Anomaly) -> bool {
 /// (the window whose close fired it) to its end (or its start, while it
 /// still fires): the unit precision counts.
 pub fn episodes(payloads: &[crate::alerting::payload::Payload], window_ms: i64) -> Vec<Alert> {
-    let ms = |t: &str| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .map(|d| d.timestamp_millis())
-            .ok()
-    };
+    let ms = |t: &str| crate::alert::parse_ms(t).ok();
     let mut by_fp: BTreeMap<String, Alert> = BTreeMap::new();
     for a in payloads.iter().flat_map(|p| &p.alerts) {
         let Some(start) = ms(&a.starts_at) else {

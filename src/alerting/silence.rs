@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::matcher::{Matcher, all_match};
-use crate::alert::format_ms;
+use crate::alert::{format_ms, parse_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,11 +49,7 @@ impl Silence {
 
     pub fn from_json(bytes: &[u8]) -> Result<Silence, String> {
         let mut s: Silence = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let ms = |t: &str| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| d.timestamp_millis())
-                .map_err(|e| format!("`{t}`: {e}"))
-        };
+        let ms = |t: &str| parse_ms(t).map_err(|e| format!("`{t}`: {e}"));
         s.starts_at_ms = ms(&s.starts_at)?;
         s.ends_at_ms = ms(&s.ends_at)?;
         if s.matchers.is_empty() {

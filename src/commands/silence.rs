@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use telemine::alert::format_ms;
+use telemine::alert::{format_ms, parse_ms};
 use telemine::alerting::matcher::Matcher;
 use telemine::alerting::silence::{Silence, Silences};
 use telemine::config::Config;
@@ -132,8 +132,7 @@ fn new_id() -> String {
 }
 
 fn parse_time(text: &str) -> anyhow::Result<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|d| d.timestamp_millis())
+    parse_ms(text)
         .map_err(|e| anyhow!("`{text}` is not an RFC 3339 time such as 2026-11-27T18:00:00Z: {e}"))
 }
 
