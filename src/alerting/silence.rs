@@ -102,6 +102,15 @@ impl Silences {
         }
     }
 
+    /// The silences a read of the silences topic holds.
+    pub fn from_table(table: &BTreeMap<String, Option<Vec<u8>>>) -> Silences {
+        let mut silences = Silences::default();
+        for (id, value) in table {
+            silences.apply_message(id, value.as_deref());
+        }
+        silences
+    }
+
     /// Applies a message of the silences topic as read: a value that is
     /// not a silence is logged and skipped.
     pub fn apply_message(&mut self, key: &str, value: Option<&[u8]>) {

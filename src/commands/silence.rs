@@ -154,16 +154,8 @@ async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
 
 /// The silences topic, read to its end.
 pub async fn read(cfg: &Config) -> anyhow::Result<Silences> {
-    let topic = cfg.alerting.silences_topic.clone();
-    create_compacted_topic(&cfg.kafka, &topic).await?;
-    let client = cfg.kafka.clone();
-    let table = tokio::task::spawn_blocking(move || {
-        TableReader::new(&client, &topic)?.load(Duration::from_secs(30))
-    })
-    .await??;
-    let mut silences = Silences::default();
-    for (key, value) in &table {
-        silences.apply_message(key, value.as_deref());
-    }
-    Ok(silences)
+    let topic = &cfg.alerting.silences_topic;
+    create_compacted_topic(&cfg.kafka, topic).await?;
+    let (_, table) = TableReader::open(&cfg.kafka, topic, Duration::from_secs(30)).await?;
+    Ok(Silences::from_table(&table))
 }

@@ -19,7 +19,7 @@ use rdkafka::producer::DeliveryFuture;
 use telemine_connectors::ConnectorError;
 use telemine_connectors::decode::{DeadLetter, decoder_for};
 use telemine_connectors::kafka::{
-    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec,
+    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
     TableEntry, TableReader, create_compacted_topic,
 };
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
@@ -30,6 +30,7 @@ use super::checkpoint::Checkpoint;
 use super::windows::{EngineError, LateRows, WindowEngine};
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
+use crate::alerting::silence::Silences;
 use crate::config::{Config, SourceDef};
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
@@ -233,29 +234,11 @@ pub async fn run_pipeline(
 
 /// A compacted topic of ours (created if missing), read to its end: the
 /// reader, to follow it, and every key's latest value.
-async fn open_table(
-    config: &Config,
-    topic: &str,
-) -> Result<
-    (
-        TableReader,
-        std::collections::BTreeMap<String, Option<Vec<u8>>>,
-    ),
-    String,
-> {
+async fn open_table(config: &Config, topic: &str) -> Result<(TableReader, Table), ConnectorError> {
     if let Err(e) = create_compacted_topic(&config.kafka, topic).await {
         tracing::warn!(%topic, error = %e, "cannot create the topic");
     }
-    let client = config.kafka.clone();
-    let t = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let reader = TableReader::new(&client, &t)?;
-        let table = reader.load(Duration::from_secs(30))?;
-        Ok::<_, ConnectorError>((reader, table))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    TableReader::open(&config.kafka, topic, Duration::from_secs(30)).await
 }
 
 /// Reads the silences topic to its end into `alerter`, then follows it on
@@ -270,9 +253,7 @@ async fn follow_silences(
     let topic = &config.alerting.silences_topic;
     match open_table(config, topic).await {
         Ok((reader, table)) => {
-            for (id, value) in &table {
-                alerter.silences.apply_message(id, value.as_deref());
-            }
+            alerter.silences = Silences::from_table(&table);
             tracing::info!(%topic, silences = table.len(), "silences loaded");
             Some(reader.follow(stop, move |entry| {
                 let _ = tx.send(entry);

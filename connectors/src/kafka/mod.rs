@@ -17,7 +17,7 @@ use serde::Deserialize;
 pub use admin::{create_compacted_topic, create_topics};
 pub use producer::KafkaProducer;
 pub use source::{CommitOffset, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec};
-pub use table::{TableEntry, TableReader};
+pub use table::{Table, TableEntry, TableReader};
 
 /// How to reach the cluster.
 #[derive(Debug, Clone, Deserialize)]

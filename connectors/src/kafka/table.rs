@@ -16,6 +16,9 @@ use crate::ConnectorError;
 /// One message of the table's topic: a key and its value (`None`: deleted).
 pub type TableEntry = (String, Option<Vec<u8>>);
 
+/// Every key's latest value (`None`: deleted), in key order.
+pub type Table = BTreeMap<String, Option<Vec<u8>>>;
+
 /// A reader of a compacted topic, assigned (no consumer group) to every
 /// partition from the beginning.
 pub struct TableReader {
@@ -55,12 +58,26 @@ impl TableReader {
         })
     }
 
+    /// Opens `topic` and reads it to its end (see [`TableReader::load`]),
+    /// off the async runtime's threads; the reader can then follow it.
+    pub async fn open(
+        client: &KafkaClientConfig,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<(TableReader, Table), ConnectorError> {
+        let (client, topic) = (client.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || {
+            let reader = TableReader::new(&client, &topic)?;
+            let table = reader.load(timeout)?;
+            Ok((reader, table))
+        })
+        .await
+        .map_err(|e| ConnectorError::Internal(format!("reading a table topic: {e}")))?
+    }
+
     /// Every message up to the end the partitions have now, latest value
     /// per key, in key order.
-    pub fn load(
-        &self,
-        timeout: Duration,
-    ) -> Result<BTreeMap<String, Option<Vec<u8>>>, ConnectorError> {
+    pub fn load(&self, timeout: Duration) -> Result<Table, ConnectorError> {
         let mut ends = BTreeMap::new();
         let assignment = self
             .consumer
