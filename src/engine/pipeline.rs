@@ -394,6 +394,26 @@ struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
+    /// Produces one JSON message; the next commit waits for its delivery.
+    async fn produce_json(
+        &mut self,
+        topic: &str,
+        key: &str,
+        json: &str,
+    ) -> Result<(), PipelineError> {
+        let f = self
+            .producer
+            .send(
+                topic,
+                Some(key.as_bytes()),
+                json.as_bytes(),
+                &[("content-type", b"application/json")],
+            )
+            .await?;
+        self.pending.push(f);
+        Ok(())
+    }
+
     /// Saves the alerting state to the state topic if it changed since the
     /// last save; the commit that follows waits for it like for alerts.
     async fn save_alerting_state(&mut self) -> Result<(), PipelineError> {
@@ -401,16 +421,9 @@ impl Sinks<'_> {
         if state == self.saved_state {
             return Ok(());
         }
-        let f = self
-            .producer
-            .send(
-                &self.config.alerting.state_topic,
-                Some(self.config.kafka.group_id.as_bytes()),
-                state.as_bytes(),
-                &[("content-type", b"application/json")],
-            )
+        let config = self.config;
+        self.produce_json(&config.alerting.state_topic, &config.kafka.group_id, &state)
             .await?;
-        self.pending.push(f);
         self.saved_state = state;
         Ok(())
     }
@@ -420,16 +433,8 @@ impl Sinks<'_> {
     async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), PipelineError> {
         for p in payloads {
             let json = p.to_json();
-            let f = self
-                .producer
-                .send(
-                    &self.config.sinks.alerts_topic,
-                    Some(p.group_key.as_bytes()),
-                    json.as_bytes(),
-                    &[("content-type", b"application/json")],
-                )
+            self.produce_json(&self.config.sinks.alerts_topic, &p.group_key, &json)
                 .await?;
-            self.pending.push(f);
             Metrics::add(&self.metrics.notifications, 1);
             if let Some(w) = &self.webhooks {
                 w.send(json.clone());
@@ -450,18 +455,10 @@ impl Sinks<'_> {
         engine: &mut WindowEngine,
         rows: Vec<crate::alert::Alert>,
     ) -> Result<(), PipelineError> {
-        if let Some(topic) = self.config.sinks.rows_topic.clone() {
+        if let Some(topic) = &self.config.sinks.rows_topic {
             for a in &rows {
-                let f = self
-                    .producer
-                    .send(
-                        &topic,
-                        Some(a.fingerprint.as_bytes()),
-                        a.to_json().as_bytes(),
-                        &[("content-type", b"application/json")],
-                    )
+                self.produce_json(topic, &a.fingerprint, &a.to_json())
                     .await?;
-                self.pending.push(f);
             }
         }
         while let Ok((id, value)) = self.silences.try_recv() {

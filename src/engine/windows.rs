@@ -827,24 +827,32 @@ impl WindowEngine {
                 self.sql.set_output(*vi, out.clone()).await;
             }
         }
-        let updated: Vec<usize> = latest.iter().chain(&joined).map(|(vi, _)| *vi).collect();
+        // The views run in this step, each with the window ends it covered.
+        let mut updated: Vec<(usize, std::collections::BTreeSet<i64>)> = Vec::new();
+        for (vi, out) in latest.iter().chain(&joined) {
+            let ends = match self.sql.views[*vi]
+                .output_schema
+                .index_of(crate::sql::WINDOW_END)
+            {
+                Ok(end) => window_kinds::distinct_times(out, end)?,
+                Err(_) => Default::default(),
+            };
+            updated.push((*vi, ends));
+        }
         let mut alerts = Vec::new();
         if !updated.is_empty() {
             for (ri, rule) in self.sql.rules.iter().enumerate() {
-                if !rule.views.iter().any(|v| updated.contains(v)) {
+                let read: Vec<&std::collections::BTreeSet<i64>> = updated
+                    .iter()
+                    .filter(|(vi, _)| rule.views.contains(vi))
+                    .map(|(_, ends)| ends)
+                    .collect();
+                if read.is_empty() {
                     continue;
                 }
-                // The window ends this run covers, from its views' output.
-                let mut ends = std::collections::BTreeSet::new();
-                for (vi, out) in latest.iter().chain(&joined) {
-                    if rule.views.contains(vi)
-                        && let Ok(end) = self.sql.views[*vi]
-                            .output_schema
-                            .index_of(crate::sql::WINDOW_END)
-                    {
-                        ends.extend(window_kinds::distinct_times(out, end)?);
-                    }
-                }
+                // One evaluation per window end its views covered.
+                let ends: std::collections::BTreeSet<i64> =
+                    read.into_iter().flatten().copied().collect();
                 self.evaluations
                     .extend(ends.into_iter().map(|at| crate::alerting::Evaluation {
                         rule: rule.name.clone(),
