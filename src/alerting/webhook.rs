@@ -39,9 +39,20 @@ impl Webhooks {
         let receivers = receivers.to_vec();
         let (tx, rx) = mpsc::channel::<String>();
         let thread = std::thread::spawn(move || {
+            // One HTTP agent per receiver, kept for its connections.
+            let agents: Vec<ureq::Agent> = receivers
+                .iter()
+                .map(|r| {
+                    ureq::Agent::config_builder()
+                        .timeout_global(Some(r.timeout))
+                        .http_status_as_error(false)
+                        .build()
+                        .into()
+                })
+                .collect();
             for body in rx {
-                for r in &receivers {
-                    deliver(r, &body, &metrics);
+                for (r, agent) in receivers.iter().zip(&agents) {
+                    deliver(r, agent, &body, &metrics);
                 }
             }
         });
@@ -67,13 +78,8 @@ impl Webhooks {
     }
 }
 
-fn deliver(r: &WebhookConfig, body: &str, metrics: &Metrics) {
+fn deliver(r: &WebhookConfig, agent: &ureq::Agent, body: &str, metrics: &Metrics) {
     let url = r.url.get_ref();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(r.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
     let mut wait = r.backoff;
     for attempt in 0..=r.max_retries {
         let outcome = match agent
