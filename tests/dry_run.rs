@@ -1,6 +1,8 @@
 //! `telemine dry-run` over the same records recorded as JSONL, CSV and
 //! Parquet: the same alerts, without a broker.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -15,21 +17,13 @@ fn repo() -> PathBuf {
 }
 
 fn dry_run(input: &std::path::Path) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
-        .current_dir(repo())
-        .args(["dry-run", "--source", "telemetry", "--input"])
-        .arg(input)
-        .output()
-        .expect("run telemine");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_telemine"))
+            .current_dir(repo())
+            .args(["dry-run", "--source", "telemetry", "--input"])
+            .arg(input),
     );
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
     lines.sort();
     lines
 }

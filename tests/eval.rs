@@ -1,23 +1,19 @@
 //! `telemine eval` over small corpora in NAB's and ASD's layouts, made
 //! here (the real ones live in ../shared/data and are not needed to test).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 fn eval(data: &Path, detector: &str, out: &Path) -> String {
-    let run = Command::new(env!("CARGO_BIN_EXE_telemine"))
-        .args(["eval", "--epochs", "5", "--detector", detector, "--data"])
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("run telemine");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
+    support::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_telemine"))
+            .args(["eval", "--epochs", "5", "--detector", detector, "--data"])
+            .arg(data)
+            .arg("--out")
+            .arg(out),
+    )
 }
 
 #[test]

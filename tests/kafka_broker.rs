@@ -584,19 +584,15 @@ async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
     let config = dir.path().join("telemine.toml");
     std::fs::write(&config, hot_hosts_config(&s, dir.path())).expect("config");
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
-            .arg("silence")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("telemine silence");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_telemine"))
+                .arg("silence")
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+        )
+        .trim()
+        .to_string()
     };
     let start = telemine::alert::format_ms(T0);
     let h4 = cli(&[

@@ -2,11 +2,12 @@
 //! after a warm-up, then `anomaly_score` and `anomaly_features` on every
 //! row, through `telemine dry-run` (no broker).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
-/// 2026-11-27T00:00:00Z.
-const T0: i64 = 1_795_737_600_000;
+use support::T0;
 
 /// 8 hosts, one record a second for 50 minutes. Network traffic follows
 /// CPU (×2) and memory follows it by half; host h3's network drops to
@@ -99,22 +100,16 @@ fn alerts(kind: &str) -> Vec<serde_json::Value> {
 
 /// `telemine dry-run`'s alerts.
 fn dry_run(config: &Path, input: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
-        .args(["dry-run", "--config"])
-        .arg(config)
-        .arg("--input")
-        .arg(input)
-        .output()
-        .expect("run telemine");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON"))
-        .collect()
+    support::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_telemine"))
+            .args(["dry-run", "--config"])
+            .arg(config)
+            .arg("--input")
+            .arg(input),
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("alert JSON"))
+    .collect()
 }
 
 fn check(kind: &str) {

@@ -140,6 +140,18 @@ pub fn payload_schema_errors(message: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `command` (the `telemine` binary, as a test set it up), asserts
+/// that it succeeded, showing its stderr if not, and returns its stdout.
+pub fn stdout_of(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("run telemine");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A copy of the project's SQL folder under `dir`, to add files to.
 pub fn copy_default_sql(dir: &Path) -> std::path::PathBuf {
     let sql = dir.join("sql");
