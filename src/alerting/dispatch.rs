@@ -161,39 +161,29 @@ impl Dispatcher {
 
     fn look(&mut self, key: &str, at: i64, silences: &Silences) -> Option<Payload> {
         let group = self.groups.get(key)?;
-        let visible: Vec<&Entry> = group
+        // What a notification would carry: the unmuted alerts that fire,
+        // and the unmuted resolved ones that were sent as firing.
+        let mut carried: Vec<&Entry> = group
             .alerts
             .values()
+            .filter(|e| {
+                e.status == Status::Firing || group.sent_firing.contains(&e.alert.fingerprint)
+            })
             .filter(|e| !self.muted(&e.alert, at, silences))
             .collect();
-        let firing: BTreeSet<String> = visible
+        let firing: BTreeSet<String> = carried
             .iter()
             .filter(|e| e.status == Status::Firing)
             .map(|e| e.alert.fingerprint.clone())
             .collect();
-        let resolved: Vec<&Entry> = visible
-            .iter()
-            .copied()
-            .filter(|e| {
-                e.status == Status::Resolved && group.sent_firing.contains(&e.alert.fingerprint)
-            })
-            .collect();
+        let resolved = carried.iter().any(|e| e.status == Status::Resolved);
         let repeat_due = group
             .last_sent
             .is_none_or(|t| at - t >= self.route.repeat_interval_ms);
-        let send = (!firing.is_empty() || !resolved.is_empty())
-            && (firing != group.sent_firing || !resolved.is_empty() || repeat_due);
+        let send = !carried.is_empty() && (firing != group.sent_firing || resolved || repeat_due);
         let payload = send.then(|| {
-            let mut alerts: Vec<&Entry> = visible
-                .iter()
-                .copied()
-                .filter(|e| {
-                    firing.contains(&e.alert.fingerprint)
-                        || resolved.iter().any(|r| std::ptr::eq(*r, *e))
-                })
-                .collect();
-            alerts.sort_by(|a, b| a.alert.labels.cmp(&b.alert.labels));
-            self.payload(key, &group.labels, &alerts, !firing.is_empty())
+            carried.sort_by(|a, b| a.alert.labels.cmp(&b.alert.labels));
+            self.payload(key, &group.labels, &carried, !firing.is_empty())
         });
         let interval = self.route.group_interval_ms.max(1);
         let group = self.groups.get_mut(key)?;
