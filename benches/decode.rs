@@ -92,8 +92,14 @@ fn bench(c: &mut Criterion) {
         ("json", Format::Json, &json),
         ("influx_line_protocol", Format::Influx, &influx),
     ] {
-        let mut decoder =
-            decoder_for(&format, &InfluxOptions::default(), &schema, 8192).expect("decoder");
+        let mut decoder = decoder_for(
+            &format,
+            &InfluxOptions::default(),
+            &schema,
+            8192,
+            &Default::default(),
+        )
+        .expect("decoder");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut rows = 0;

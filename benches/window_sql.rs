@@ -25,8 +25,14 @@ fn bench(c: &mut Criterion) {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = Config::load(&root.join("config/telemine.toml")).expect("default config");
     let defs = config.source_defs().expect("sources");
-    let mut decoder =
-        decoder_for(&defs[0].format, &defs[0].influx, &defs[0].schema, 8192).expect("decoder");
+    let mut decoder = decoder_for(
+        &defs[0].format,
+        &defs[0].influx,
+        &defs[0].schema,
+        8192,
+        &defs[0].limits,
+    )
+    .expect("decoder");
     let mut generator = Generator::new(GeneratorConfig {
         late_fraction: 0.0,
         ..Default::default()

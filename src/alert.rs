@@ -17,6 +17,26 @@ use crate::sql::{Rule, WINDOW_END, WINDOW_START};
 /// Version tag of the alert JSON; bumped on incompatible changes.
 pub const ALERT_SCHEMA: &str = "telemine.alert/v1";
 
+/// Longest label value an alert carries, in bytes; longer ones are cut
+/// and marked (see [`cut`]), before the fingerprint is taken.
+pub const MAX_LABEL_BYTES: usize = 1024;
+/// Longest string value or rendered annotation, in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with
+/// `…[+N bytes]` (N: what was cut) so nobody mistakes it for the value.
+pub fn cut(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let marker_room = 24;
+    let mut end = max.saturating_sub(marker_room);
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[+{} bytes]", &text[..end], text.len() - end)
+}
+
 /// One alert instance: a rule's row for one series and one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -120,10 +140,16 @@ pub fn alerts_from_batches(rule: &Rule, batches: &[RecordBatch]) -> Vec<Alert> {
                 }
                 if rule.label_columns.iter().any(|l| l == &c.name) {
                     if let Some(v) = c.text(row) {
-                        labels.insert(c.name.clone(), v);
+                        labels.insert(c.name.clone(), cut(v, MAX_LABEL_BYTES));
                     }
                 } else {
-                    values.insert(c.name.clone(), c.json(row));
+                    let v = match c.json(row) {
+                        serde_json::Value::String(s) => {
+                            serde_json::Value::String(cut(s, MAX_TEXT_BYTES))
+                        }
+                        v => v,
+                    };
+                    values.insert(c.name.clone(), v);
                 }
             }
             for (k, v) in &rule.extra_labels {
@@ -132,7 +158,12 @@ pub fn alerts_from_batches(rule: &Rule, batches: &[RecordBatch]) -> Vec<Alert> {
             let annotations = rule
                 .annotations
                 .iter()
-                .map(|(name, t)| (name.clone(), t.render(&labels, &values)))
+                .map(|(name, t)| {
+                    (
+                        name.clone(),
+                        cut(t.render(&labels, &values), MAX_TEXT_BYTES),
+                    )
+                })
                 .collect();
             let start = columns[ws].millis(row).unwrap_or_default();
             let end = columns[we].millis(row).unwrap_or_default();
@@ -254,6 +285,24 @@ mod tests {
         }
         assert_eq!(fingerprint(&labels), format!("{h:016x}"));
         assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_char_boundary_and_marked() {
+        assert_eq!(cut("short".into(), 1024), "short");
+        let long = "é".repeat(100_000);
+        let c = cut(long, MAX_LABEL_BYTES);
+        assert!(c.len() <= MAX_LABEL_BYTES, "{}", c.len());
+        assert!(c.ends_with(" bytes]"), "{c}");
+        let cut_bytes: usize = c
+            .rsplit("…[+")
+            .next()
+            .and_then(|t| t.trim_end_matches(" bytes]").parse().ok())
+            .unwrap();
+        assert_eq!(
+            c.len() - "…[+ bytes]".len() - cut_bytes.to_string().len() + cut_bytes,
+            200_000
+        );
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub enum SilenceCommand {
         /// Why.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        clock: SilenceClock,
     },
     /// Print the silences not yet ended (with --all, every one).
     List {
@@ -168,6 +170,8 @@ pub enum SilenceCommand {
         config: PathBuf,
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        clock: SilenceClock,
     },
     /// End a silence now.
     Expire {
@@ -175,7 +179,20 @@ pub enum SilenceCommand {
         config: PathBuf,
         /// Its id, as `add` printed it.
         id: String,
+        #[command(flatten)]
+        clock: SilenceClock,
     },
+}
+
+/// What `telemine silence` takes as now.
+#[derive(Debug, clap::Args)]
+pub struct SilenceClock {
+    /// The time taken as now (RFC 3339): where a silence added without
+    /// --start begins, what `list` calls active or expired, when `expire`
+    /// ends one. Silences apply on event time, so a replay of recorded
+    /// data (or a test) passes the data's time. Default: the wall clock.
+    #[arg(long)]
+    pub now: Option<String>,
 }
 
 /// Recorded data run through the config's SQL (`dry-run`, `train`).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use telemine_connectors::decode::{Format, InfluxOptions};
+use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, NonFinite, limits};
 use telemine_connectors::kafka::KafkaClientConfig;
 use telemine_connectors::schema::{ColumnSpec, SourceSchema};
 use toml::Spanned;
@@ -42,6 +42,10 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub alerting: AlertingConfig,
+    /// Not a key: the wall clock the decoders compare event times with
+    /// (`max_future_skew`); the system clock except where a test sets it.
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 /// How alerts become notifications, with Alertmanager's meanings and
@@ -83,6 +87,20 @@ pub struct AlertingConfig {
     /// Default: "telemine.alert-state".
     #[serde(default = "default_state_topic")]
     pub state_topic: String,
+    /// Most alerts one notification carries (Alertmanager's webhook
+    /// `max_alerts`), and notifications are also kept under
+    /// `sinks.max_message_bytes`: a larger group is sent in several
+    /// notifications of the same `groupKey`, each whole, with
+    /// `truncatedAlerts` saying how many of the group's alerts it leaves to
+    /// the others. Nothing is dropped. Default: 1000.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
+    /// How long `run` waits at start for the silences and the saved
+    /// alerting state (brokers unreachable, topic not readable), saying so
+    /// every few seconds, before it exits with an error: it never starts
+    /// without them. Default: "5m".
+    #[serde(default = "default_startup_timeout", with = "serde_duration")]
+    pub startup_timeout: Duration,
     /// A firing alert that `source_matchers` match mutes the alerts
     /// `target_matchers` match whose `equal` labels have the same values.
     #[serde(default)]
@@ -151,6 +169,12 @@ fn default_receiver() -> String {
 fn default_external_url() -> String {
     "http://localhost:9898".into()
 }
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_alerts() -> usize {
+    1000
+}
 fn default_silences_topic() -> String {
     "telemine.silences".into()
 }
@@ -169,6 +193,8 @@ impl Default for AlertingConfig {
             external_url: default_external_url(),
             silences_topic: default_silences_topic(),
             state_topic: default_state_topic(),
+            max_alerts: default_max_alerts(),
+            startup_timeout: default_startup_timeout(),
             inhibit: Vec::new(),
             webhooks: Vec::new(),
         }
@@ -312,6 +338,43 @@ pub struct SourceConfig {
     /// Default: none (keep every record).
     #[serde(default)]
     pub dedupe_by: Vec<String>,
+    /// A record whose event time is more than this ahead of the wall clock
+    /// (or of the newest event time its partition has delivered, when that
+    /// is later: a replay running faster than time) goes to the dead-letter
+    /// topic with the reason and never moves a watermark: one producer
+    /// with a broken clock cannot make every later record late.
+    /// Default: "1h".
+    #[serde(default = "default_future_skew", with = "serde_duration")]
+    pub max_future_skew: Duration,
+    /// NaN and ±Infinity in a `double` column (as numbers or strings) are
+    /// never readings: "dead_letter" sends the record to the dead-letter
+    /// topic, "null" keeps it with the value NULL. Default: "dead_letter".
+    #[serde(default)]
+    pub non_finite: NonFinite,
+    /// A larger message is a dead letter (cut to fit the dead-letter
+    /// topic, with its size and digest in headers). Default: "1MiB".
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: bytesize::ByteSize,
+    /// JSON nested deeper than this is a dead letter. Default: 32.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// A string (JSON) or token (line protocol) longer than this is a dead
+    /// letter. Default: "16KiB".
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: bytesize::ByteSize,
+}
+
+fn default_future_skew() -> Duration {
+    limits::DEFAULT_MAX_FUTURE_SKEW
+}
+fn default_max_message_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(limits::DEFAULT_MAX_MESSAGE_BYTES as u64)
+}
+fn default_max_depth() -> usize {
+    limits::DEFAULT_MAX_DEPTH
+}
+fn default_max_field_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(limits::DEFAULT_MAX_FIELD_BYTES as u64)
 }
 
 /// A reference table: a CSV file loaded once, joined by name in SQL.
@@ -360,6 +423,26 @@ pub struct SinksConfig {
     /// headers. Default: "telemine.dead-letter".
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// The largest message telemine produces (Kafka's default limit,
+    /// librdkafka's `message.max.bytes`, is 1000000). Dead letters and late
+    /// records are cut to fit, with `telemine.original_size` and
+    /// `telemine.original_xxh3` headers; notifications are split so each
+    /// fits; the alerting state is written in chunks below it.
+    /// Default: 1000000.
+    #[serde(default = "default_sink_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_sink_message_bytes() -> usize {
+    1_000_000
+}
+
+impl SinksConfig {
+    /// Room for a message's payload once its key and headers are in
+    /// (telemine's headers are bounded: a reason is cut to 1 KiB).
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_sub(16 * 1024).max(1024)
+    }
 }
 
 fn default_alerts_topic() -> String {
@@ -379,6 +462,7 @@ impl Default for SinksConfig {
             rows_topic: None,
             late_topic: default_late_topic(),
             dead_letter_topic: default_dead_letter_topic(),
+            max_message_bytes: default_sink_message_bytes(),
         }
     }
 }
@@ -432,6 +516,16 @@ pub struct EngineConfig {
     /// running. Default: "256MiB".
     #[serde(default = "default_query_memory_limit")]
     pub query_memory_limit: bytesize::ByteSize,
+    /// Longest one evaluation of a view or rule may run. A query that runs
+    /// longer is stopped, fails with an error naming it, is counted in
+    /// `sql_time_exceeded` (and `sql_errors`), and the others keep
+    /// running. Default: "10s".
+    #[serde(default = "default_query_time_limit", with = "serde_duration")]
+    pub query_time_limit: Duration,
+}
+
+fn default_query_time_limit() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_query_memory_limit() -> bytesize::ByteSize {
@@ -464,6 +558,7 @@ impl Default for EngineConfig {
             queue_batches: default_queue(),
             decode_threads: default_decode_threads(),
             query_memory_limit: default_query_memory_limit(),
+            query_time_limit: default_query_time_limit(),
         }
     }
 }
@@ -480,6 +575,9 @@ pub struct SourceDef {
     pub idle_timeout: Duration,
     pub allowed_lateness: Duration,
     pub dedupe_by: Vec<String>,
+    /// What the decoders accept at all (sizes, depth, non-finite values,
+    /// future event times), with the wall clock they compare against.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -552,6 +650,20 @@ impl Config {
                 1,
                 1,
                 "no [[sources]]: declare at least one input stream",
+            ));
+        }
+        for (key, why) in config.kafka.check_properties() {
+            // librdkafka knows nothing of positions: find the key's line
+            // in the file (quoted or bare), else point at the top.
+            let offset = [format!("\"{key}\""), key.clone()]
+                .iter()
+                .find_map(|k| text.find(k.as_str()))
+                .unwrap_or(0);
+            diags.push(Diagnostic::at_offset(
+                path,
+                text,
+                offset,
+                format!("[kafka.properties] `{key}`: librdkafka refuses it: {why}"),
             ));
         }
         let mut model_names = std::collections::HashSet::new();
@@ -700,6 +812,7 @@ impl Config {
                     idle_timeout: s.idle_timeout,
                     allowed_lateness: s.allowed_lateness,
                     dedupe_by: s.dedupe_by.clone(),
+                    limits: s.limits(&self.clock),
                 })
             })
             .collect()
@@ -707,6 +820,19 @@ impl Config {
 }
 
 impl SourceConfig {
+    /// The decoders' bounds, on `clock`.
+    fn limits(&self, clock: &Clock) -> Limits {
+        let bytes = |b: bytesize::ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
+        Limits {
+            max_message_bytes: bytes(self.max_message_bytes),
+            max_depth: self.max_depth,
+            max_field_bytes: bytes(self.max_field_bytes),
+            non_finite: self.non_finite,
+            max_future_skew: self.max_future_skew,
+            clock: clock.clone(),
+        }
+    }
+
     fn schema(&self) -> Result<SourceSchema, String> {
         let schema = SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?;
         for c in &self.dedupe_by {

@@ -41,12 +41,23 @@ pub struct Metrics {
     /// View or rule evaluations stopped because they exceeded
     /// `engine.query_memory_limit` (also counted in `sql_errors`).
     pub sql_memory_exceeded: AtomicU64,
+    /// View or rule evaluations stopped at `engine.query_time_limit`
+    /// (also counted in `sql_errors`).
+    pub sql_time_exceeded: AtomicU64,
     /// SQL folder reloads swapped in.
     pub sql_reloads: AtomicU64,
     /// SQL folder reloads refused (the running SQL kept).
     pub sql_reload_failures: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
+    /// Messages telemine produced that the broker refused for what they
+    /// are (too large, invalid): logged, dropped, and the stream goes on.
+    pub messages_refused: AtomicU64,
+    /// Dead letters and late records cut to fit `sinks.max_message_bytes`.
+    pub messages_cut: AtomicU64,
+    /// Notifications that could not carry every alert of their group
+    /// (`truncatedAlerts` > 0).
+    pub notifications_truncated: AtomicU64,
 }
 
 impl Metrics {
@@ -61,7 +72,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_reloads={} sql_reload_failures={} commits={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -75,9 +86,13 @@ impl Metrics {
             Self::get(&self.webhook_failures),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),
+            Self::get(&self.sql_time_exceeded),
             Self::get(&self.sql_reloads),
             Self::get(&self.sql_reload_failures),
             Self::get(&self.commits),
+            Self::get(&self.messages_refused),
+            Self::get(&self.messages_cut),
+            Self::get(&self.notifications_truncated),
         )
     }
 }

@@ -70,8 +70,14 @@ pub fn read(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> 
 
 fn read_lines(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
-    let mut decoder = decoder_for(&source.format, &source.influx, &source.schema, BATCH_ROWS)
-        .map_err(|e| file_error(path, e))?;
+    let mut decoder = decoder_for(
+        &source.format,
+        &source.influx,
+        &source.schema,
+        BATCH_ROWS,
+        &source.limits,
+    )
+    .map_err(|e| file_error(path, e))?;
     let mut out = Recorded::default();
     let mut pending = 0;
     for (n, line) in BufReader::new(file).lines().enumerate() {

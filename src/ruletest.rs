@@ -59,6 +59,10 @@ struct TestFile {
     /// Sources declared inline, as in a config file (instead of `config`).
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    /// The wall clock the decoders compare event times with (a source's
+    /// `max_future_skew`), RFC 3339. Default: the real one; give it when
+    /// the records are not safely in the past.
+    now: Option<String>,
     /// Reference tables declared inline (paths relative to the test file).
     #[serde(default)]
     tables: Vec<crate::config::TableConfig>,
@@ -154,6 +158,9 @@ struct Expect {
     duplicates: BTreeMap<String, u64>,
     /// Records that did not decode.
     dead_letters: Option<u64>,
+    /// Text each dead letter's reason must contain, in arrival order (as
+    /// many as there are dead letters).
+    dead_letter_reasons: Option<Vec<String>>,
     /// View or rule evaluations that failed (e.g. over their memory limit).
     sql_errors: Option<u64>,
     sql_memory_exceeded: Option<u64>,
@@ -232,10 +239,16 @@ pub async fn run_file(path: &Path) -> Vec<CaseResult> {
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
-    let config = match file_config(path, &text, base, &file) {
+    let mut config = match file_config(path, &text, base, &file) {
         Ok(c) => c,
         Err(e) => return vec![fail(None, e)],
     };
+    if let Some(now) = &file.now {
+        match crate::alert::parse_ms(now) {
+            Ok(ms) => config.clock = telemine_connectors::decode::Clock::fixed(ms),
+            Err(e) => return vec![fail(None, format!("now = `{now}`: {e}"))],
+        }
+    }
     let single;
     let mut cases: Vec<&CaseBody> = Vec::new();
     if file.case.is_empty() {
@@ -288,6 +301,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                     bootstrap_servers: "none (rule test)".into(),
                     group_id: "telemine-test".into(),
                     properties: BTreeMap::new(),
+                    instance_id: String::new(),
                 },
                 sources: file.sources.clone(),
                 tables: file.tables.clone(),
@@ -298,6 +312,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                 engine: file.engine.clone(),
                 models: Vec::new(),
                 alerting: Default::default(),
+                clock: Default::default(),
             };
             let diags = config.validate(path, text);
             if !diags.is_empty() {
@@ -593,6 +608,17 @@ fn compare(case: &CaseBody, out: &LocalOutcome, metrics: &Metrics) -> Result<(),
             && want != got
         {
             let _ = writeln!(report, "{what}: expected {want}, got {got}");
+        }
+    }
+    if let Some(want) = &case.expect.dead_letter_reasons {
+        let got: Vec<&str> = out.dead.iter().map(|(_, d)| d.reason.as_str()).collect();
+        let matches =
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.contains(w.as_str()));
+        if !matches {
+            let _ = writeln!(
+                report,
+                "dead letter reasons: expected ones containing {want:?}, got {got:?}"
+            );
         }
     }
     if report.is_empty() {

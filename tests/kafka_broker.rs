@@ -583,13 +583,17 @@ async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("telemine.toml");
     std::fs::write(&config, hot_hosts_config(&s, dir.path())).expect("config");
+    // The silences' clock is the test's: the CLI takes `--now` (the
+    // data's event time), never today's date.
+    let now = telemine::alert::format_ms(T0 + 1_000);
     let cli = |args: &[&str]| {
         stdout_of(
             Command::new(env!("CARGO_BIN_EXE_telemine"))
                 .arg("silence")
                 .args(args)
                 .arg("--config")
-                .arg(&config),
+                .arg(&config)
+                .args(["--now", now.as_str()]),
         )
         .trim()
         .to_string()
@@ -606,6 +610,8 @@ async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
         "--comment",
         "h4 rebuild",
     ]);
+    // Starts at --now (T0 + 1 s) and is expired at the same instant, so it
+    // never mutes anything.
     let other = cli(&["add", "-m", "host=~h[23]", "--duration", "1h"]);
     assert_eq!((h4.len(), other.len()), (32, 32), "ids");
     let listed = cli(&["list"]);
@@ -693,4 +699,314 @@ async fn a_notification_waiting_at_sigterm_is_sent_after_the_restart() {
         ],
     )]);
     assert_eq!(by_group, expected);
+}
+
+/// A config whose only SQL is one view (max CPU per host and minute) and
+/// one rule (`Hot`: above 90), every alert in one group, notified at once.
+fn storm_config(s: &Setup, dir: &std::path::Path) -> String {
+    let sql = dir.join("sql");
+    std::fs::create_dir_all(sql.join("features")).expect("sql dir");
+    std::fs::create_dir_all(sql.join("rules")).expect("sql dir");
+    std::fs::write(
+        sql.join("features/host_1m.sql"),
+        "SELECT host, window_start, window_end, max(cpu) AS cpu_max\nFROM TUMBLE(telemetry, ts, INTERVAL '1 minute')\nGROUP BY host, window_start, window_end\n",
+    )
+    .expect("view");
+    std::fs::write(
+        sql.join("rules/hot.sql"),
+        "-- @name: Hot\n-- @summary: {{ $labels.host }} CPU at {{ $values.cpu_max }}%\nSELECT host, window_start, window_end, cpu_max FROM host_1m WHERE cpu_max > 90\n",
+    )
+    .expect("rule");
+    config_text(&s.brokers, &s.group, &s.prefix, &sql).replace(
+        "[alerting]\n",
+        "[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\nrepeat_interval = \"1h\"\n",
+    )
+}
+
+/// Every notification on the alerts topic, checked against the schema and
+/// the message limit: (status, fingerprint) of each alert they carry.
+fn storm_notifications(s: &Setup, min: usize) -> Vec<(String, String)> {
+    let messages = read_topic(
+        &s.brokers,
+        &s.topic("alerts"),
+        3,
+        min,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    );
+    let mut out = Vec::new();
+    for m in &messages {
+        assert!(m.payload.len() <= 1_000_000, "{} bytes", m.payload.len());
+        assert_eq!(payload_schema_errors(&m.payload), Vec::<String>::new());
+        let p: serde_json::Value = serde_json::from_slice(&m.payload).expect("payload");
+        let alerts = p["alerts"].as_array().expect("alerts");
+        assert!(
+            alerts.len() <= 1000,
+            "{} alerts in one notification",
+            alerts.len()
+        );
+        for a in alerts {
+            out.push((
+                a["status"].as_str().unwrap_or_default().to_string(),
+                a["fingerprint"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// An incident: 10,000 hosts fire at once in one group. Every one is
+/// notified (in parts of at most `max_alerts`, each under the message
+/// limit), the alerting state (megabytes) is saved in chunks, and a
+/// restart restores it: the 10,000 resolutions are sent after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_hosts_alerting_at_once_are_all_notified_across_a_restart() {
+    let Some(s) = Setup::new("storm").await else {
+        return;
+    };
+    const N: usize = 10_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = storm_config(&s, dir.path());
+    let hosts: Vec<String> = (0..N).map(|i| format!("host-{i:05}")).collect();
+    let minute = |m: i64, cpu: f64| -> Vec<(String, String)> {
+        hosts
+            .iter()
+            .map(|h| (h.clone(), record(T0 + m * 60_000 + 5_000, h, cpu, 0)))
+            .collect()
+    };
+    produce(&s.brokers, &s.topic("telemetry"), &minute(0, 95.0)).await;
+    let first = s.run_text_to_end(&text).await;
+    assert_eq!(first.alerts, N as u64);
+    assert!(first.notifications >= (N / 1000) as u64, "{first:?}");
+    let fired = storm_notifications(&s, first.notifications as usize);
+    let firing: HashSet<&String> = fired
+        .iter()
+        .filter(|(st, _)| st == "firing")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(firing.len(), N, "every host notified as firing");
+    // The state (one entry per alert) is far over one message: chunked.
+    let state = read_topic(
+        &s.brokers,
+        &s.topic("alert-state"),
+        1,
+        2,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    );
+    let chunks = state
+        .iter()
+        .filter(|m| {
+            m.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(format!("{}/", s.group).as_bytes()))
+        })
+        .count();
+    assert!(chunks >= 2, "the state is saved in chunks ({chunks})");
+
+    // After a restart, the same hosts cool down: only a restored state
+    // knows they were firing.
+    produce(&s.brokers, &s.topic("telemetry"), &minute(1, 10.0)).await;
+    let second = s.run_text_to_end(&text).await;
+    assert_eq!(second.alerts, 0);
+    let all = storm_notifications(&s, (first.notifications + second.notifications) as usize);
+    let resolved: HashSet<&String> = all
+        .iter()
+        .filter(|(st, _)| st == "resolved")
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        resolved.len(),
+        N,
+        "every host notified as resolved after the restart"
+    );
+    println!(
+        "storm: {N} alerts; first run {} notifications, second run {}; {} state messages",
+        first.notifications,
+        second.notifications,
+        state.len()
+    );
+}
+
+/// Records that used to crash the engine (or lock it in a crash loop),
+/// on a real broker: each goes to the dead-letter topic with its reason,
+/// an oversized one cut to fit with its size and digest in headers, a
+/// long host name that trips a rule is cut in the alert's labels, and
+/// the well-formed records still alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_pills_go_to_the_dead_letter_topic_and_the_stream_goes_on() {
+    let Some(s) = Setup::new("poison").await else {
+        return;
+    };
+    // An input topic that takes messages up to 4 MB.
+    let raw = s.topic("raw");
+    telemine_connectors::kafka::create_topics_with(
+        &KafkaClientConfig::new(s.brokers.clone()),
+        &[(raw.as_str(), 1)],
+        &[("max.message.bytes", "4000000")],
+    )
+    .await
+    .expect("raw topic");
+    let text = s.config_text.replace(
+        &format!("topic = \"{}\"", s.topic("telemetry")),
+        &format!("topic = \"{raw}\""),
+    );
+    let mut records: Vec<(String, String)> = telemetry(0, 300, SATURATED);
+    let big = format!("{{\"ts\": {T0}, \"blob\": \"{}", "x".repeat(1_500_000));
+    let big_len = big.len().to_string();
+    let deep = format!(
+        "{{\"ts\":{},\"host\":\"h1\",\"x\":{}1{}}}",
+        T0 + 10_000,
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let huge_host = record(T0 + 20_000, &"h".repeat(200_000), 99.0, 0);
+    let nan = record(T0 + 30_000, "h1", 0.0, 0).replace("\"cpu\":0", "\"cpu\":\"NaN\"");
+    let future = record(4_102_444_800_000, "h1", 99.0, 0);
+    // A 10 KB host name within the field limit that saturates its CPU for
+    // minute 1: its alert's host label is cut.
+    let long = "l".repeat(10_000);
+    for sec in 60..120 {
+        records.push((long.clone(), record(T0 + sec * 1000, &long, 95.0, 0)));
+    }
+    for (k, v) in [
+        ("big", big),
+        ("deep", deep),
+        ("huge", huge_host),
+        ("nan", nan),
+        ("future", future),
+    ] {
+        records.push((k.to_string(), v));
+    }
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    for (k, v) in &records {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&raw).key(k).payload(v),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produce");
+    }
+    let run = s.run_text_to_end(&text).await;
+    assert_eq!(run.dead_letters, 5, "{run:?}");
+    let dead = read_topic(
+        &s.brokers,
+        &s.topic("dead-letter"),
+        1,
+        5,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    );
+    assert_eq!(dead.len(), 5);
+    let reason = |needle: &str| {
+        dead.iter()
+            .find(|d| d.headers["telemine.error"].contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no dead letter for `{needle}`: {:?}",
+                    dead.iter().map(|d| &d.headers).collect::<Vec<_>>()
+                )
+            })
+    };
+    let cut = reason("message too large");
+    assert!(cut.payload.len() < 1_000_000, "{}", cut.payload.len());
+    assert_eq!(cut.headers["telemine.original_size"], big_len);
+    assert_eq!(cut.headers["telemine.original_xxh3"].len(), 16);
+    reason("max_depth");
+    reason("max_field_bytes");
+    reason("non-finite value NaN");
+    reason("max_future_skew");
+    let alerts = s.alerts(3);
+    let long_alert = alerts
+        .iter()
+        .find(|a| a.labels["host"].starts_with("lll"))
+        .expect("the long host's alert");
+    assert!(long_alert.labels["host"].len() <= telemine::alert::MAX_LABEL_BYTES);
+    assert!(long_alert.labels["host"].ends_with(" bytes]"));
+    let normal: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.labels["host"] == "h2")
+        .cloned()
+        .collect();
+    assert_eq!(summary(&normal), expected());
+}
+
+/// With 80 feature views a partition's checkpoint no longer fits the
+/// broker's 4 KiB of commit metadata: the commit carries a ref, the
+/// checkpoint itself goes to the state topic first, and a restart with
+/// such metadata goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_too_large_for_commit_metadata_goes_to_the_state_topic() {
+    let Some(s) = Setup::new("manyviews").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sql = copy_default_sql(dir.path());
+    for i in 0..80 {
+        std::fs::write(
+            sql.join(format!("features/host_extra_view_number_{i:03}.sql")),
+            "SELECT host, window_start, window_end, max(cpu) AS cpu_max\nFROM TUMBLE(telemetry, ts, INTERVAL '1 minute')\nGROUP BY host, window_start, window_end\n",
+        )
+        .expect("view");
+    }
+    let text = config_text(&s.brokers, &s.group, &s.prefix, &sql);
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(0, 300, SATURATED),
+    )
+    .await;
+    let first = s.run_text_to_end(&text).await;
+    assert_eq!(first.alerts, 2);
+    let table: std::collections::BTreeMap<String, Option<Vec<u8>>> = read_topic(
+        &s.brokers,
+        &s.topic("alert-state"),
+        1,
+        1,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+    .into_iter()
+    .filter_map(|m| Some((String::from_utf8(m.key?).ok()?, Some(m.payload))))
+    .collect();
+    let mut checked = 0;
+    for (p, offset, metadata) in committed(
+        &s.brokers,
+        &s.group,
+        &s.topic("telemetry"),
+        TELEMETRY_PARTITIONS,
+    ) {
+        if offset.is_none() {
+            continue;
+        }
+        assert!(
+            metadata.len() <= 3072,
+            "{} bytes of metadata",
+            metadata.len()
+        );
+        let pointer = Checkpoint::decode(&metadata).expect("checkpoint metadata");
+        let r = pointer.stored.expect("a ref to the stored checkpoint");
+        let key = format!("{}/checkpoint/{}/{p}", s.group, s.topic("telemetry"));
+        let full = telemine::engine::chunked::join(&table, &key, &r).expect("stored checkpoint");
+        let full =
+            Checkpoint::decode(std::str::from_utf8(&full).expect("utf-8")).expect("checkpoint");
+        assert_eq!(full.closed.len(), 80 + 2, "{:?}", full.closed.keys());
+        assert_eq!(full.closed["host_1m"], T0 + 300_000);
+        checked += 1;
+    }
+    assert_eq!(checked, TELEMETRY_PARTITIONS);
+    // A restart reads the ref back from the commit and goes on.
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(300, 420, &[(6, 95.0, 95.0)]),
+    )
+    .await;
+    let second = s.run_text_to_end(&text).await;
+    assert_eq!(second.alerts, 1, "{second:?}");
 }

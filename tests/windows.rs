@@ -47,8 +47,14 @@ impl Harness {
             .unwrap();
         let metrics = Arc::new(Metrics::default());
         let engine = WindowEngine::new(sql, &defs, metrics.clone());
-        let decoder =
-            decoder_for(&defs[0].format, &defs[0].influx, &defs[0].schema, 100_000).unwrap();
+        let decoder = decoder_for(
+            &defs[0].format,
+            &defs[0].influx,
+            &defs[0].schema,
+            100_000,
+            &defs[0].limits,
+        )
+        .unwrap();
         Harness {
             engine,
             decoder,

@@ -25,6 +25,9 @@ pub enum ConnectorError {
     /// A recorded-data file could not be read.
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    /// Another instance holds what this one needs (its consumer group).
+    #[error("{0}")]
+    Conflict(String),
     /// A topic could not be read to its end in time.
     #[error("kafka: {0}")]
     Timeout(String),
@@ -34,10 +37,36 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// The broker (or librdkafka, before sending) refused this one message
+    /// for what it is — too large, an invalid record — so retrying it can
+    /// never succeed, and the stream must go on without it.
+    pub fn is_message_refused(&self) -> bool {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+        let ConnectorError::Kafka { source, .. } = self else {
+            return false;
+        };
+        let code = match source {
+            KafkaError::MessageProduction(c) => *c,
+            _ => match source.rdkafka_error_code() {
+                Some(c) => c,
+                None => return false,
+            },
+        };
+        matches!(
+            code,
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+                | C::PolicyViolation
+        )
+    }
+
     pub(crate) fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
         ConnectorError::Kafka {
             context: context.into(),
-            source,
+            source: crate::kafka::redact(source),
         }
     }
 }

@@ -65,8 +65,14 @@ mod tests {
             "ts",
         )
         .unwrap();
-        let mut decoder =
-            decoder_for(&Format::Json, &InfluxOptions::default(), &schema, 2).unwrap();
+        let mut decoder = decoder_for(
+            &Format::Json,
+            &InfluxOptions::default(),
+            &schema,
+            2,
+            &Default::default(),
+        )
+        .unwrap();
         let (mut rows, mut dead) = (0, Vec::new());
         read_lines(&path, decoder.as_mut(), 2, |d| {
             rows += d.batch.map_or(0, |b| b.num_rows());

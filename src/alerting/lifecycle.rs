@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::Alert;
 
 /// A rule's timing, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
     pub for_ms: i64,
     pub keep_firing_for_ms: i64,

@@ -47,6 +47,18 @@ pub struct Alerter {
     /// The latest window end each rule was evaluated for.
     last_at: BTreeMap<String, i64>,
     clock: i64,
+    /// Evaluations ahead of the alerting clock (a source read ahead of
+    /// another), by (window end, rule), with their rows: applied in order
+    /// once the clock reaches them, so a fast source cannot fire and
+    /// resolve an alert in one step before any look at its group.
+    pending: BTreeMap<(i64, String), Held>,
+}
+
+/// An evaluation held until the alerting clock reaches it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Held {
+    timing: Timing,
+    rows: Vec<Alert>,
 }
 
 impl Alerter {
@@ -62,57 +74,65 @@ impl Alerter {
             silences: Silences::default(),
             last_at: BTreeMap::new(),
             clock: i64::MIN,
+            pending: BTreeMap::new(),
         }
     }
 
     /// Takes one engine step: the rule evaluations it ran and the rows
-    /// they returned; `now` is the lowest watermark, the alerting clock.
-    /// Evaluations run in window-end order; one for a window end a rule
-    /// has already passed (a late firing) changes no alert's state.
+    /// they returned; `now` is the alerting clock — the lowest watermark
+    /// over every source, `None` while a source that has none yet still
+    /// holds it back. Evaluations are held until the clock reaches them,
+    /// then run in window-end order whatever source they came from, each
+    /// after the looks due before it; one for a window end a rule has
+    /// already passed (a late firing) changes no alert's state.
     pub fn step(
         &mut self,
-        mut evaluations: Vec<Evaluation>,
+        evaluations: Vec<Evaluation>,
         rows: Vec<Alert>,
         now: Option<i64>,
     ) -> Vec<Payload> {
-        let mut by_eval: BTreeMap<(i64, String), Vec<Alert>> = BTreeMap::new();
+        for e in &evaluations {
+            self.pending
+                .entry((e.at, e.rule.clone()))
+                .or_default()
+                .timing = e.timing;
+        }
         for a in rows {
             let key = (a.window_end_ms, a.rule.clone());
-            if !evaluations
+            let timing = evaluations
                 .iter()
-                .any(|e| (e.at, &e.rule) == (key.0, &key.1))
-            {
-                let timing = evaluations
-                    .iter()
-                    .find(|e| e.rule == key.1)
-                    .map(|e| e.timing)
-                    .unwrap_or_default();
-                evaluations.push(Evaluation {
-                    rule: key.1.clone(),
-                    timing,
-                    at: key.0,
-                });
+                .find(|e| e.rule == key.1)
+                .map(|e| e.timing);
+            let held = self.pending.entry(key).or_default();
+            if let Some(t) = timing {
+                held.timing = t;
             }
-            by_eval.entry(key).or_default().push(a);
+            held.rows.push(a);
         }
-        evaluations.sort_by(|a, b| (a.at, &a.rule).cmp(&(b.at, &b.rule)));
-        evaluations.dedup_by(|a, b| (a.at, &a.rule) == (b.at, &b.rule));
+        self.release(now.unwrap_or(i64::MIN), now)
+    }
+
+    /// Applies the held evaluations up to `until`, each after the looks due
+    /// before it, then looks at the groups due by the clock (`now`).
+    fn release(&mut self, until: i64, now: Option<i64>) -> Vec<Payload> {
         let mut sent = Vec::new();
-        for e in evaluations {
-            let last = self.last_at.entry(e.rule.clone()).or_insert(i64::MIN);
-            if e.at <= *last {
+        while let Some(entry) = self.pending.first_entry() {
+            let (at, _) = *entry.key();
+            if at > until {
+                break;
+            }
+            let ((at, rule), held) = entry.remove_entry();
+            let last = self.last_at.entry(rule.clone()).or_insert(i64::MIN);
+            if at <= *last {
                 continue;
             }
-            *last = e.at;
+            *last = at;
             // Looks due before this evaluation see the state before it.
-            if e.at > self.clock {
-                sent.extend(self.dispatcher.flush(e.at - 1, &self.silences));
+            sent.extend(self.dispatcher.flush(at - 1, &self.silences));
+            for u in self.lifecycle.evaluate(&rule, held.timing, at, held.rows) {
+                self.dispatcher.insert(u, at);
             }
-            let rows = by_eval.remove(&(e.at, e.rule.clone())).unwrap_or_default();
-            for u in self.lifecycle.evaluate(&e.rule, e.timing, e.at, rows) {
-                self.dispatcher.insert(u, e.at);
-            }
-            self.clock = self.clock.max(e.at);
+            self.clock = self.clock.max(at);
         }
         if let Some(now) = now {
             self.clock = self.clock.max(now);
@@ -130,6 +150,7 @@ impl Alerter {
             "groups": self.dispatcher.groups_json(),
             "last_at": self.last_at,
             "clock": self.clock,
+            "pending": self.pending.iter().map(|((at, rule), h)| (at, rule, h)).collect::<Vec<_>>(),
         })
         .to_string()
     }
@@ -143,6 +164,8 @@ impl Alerter {
             groups: serde_json::Value,
             last_at: BTreeMap<String, i64>,
             clock: i64,
+            #[serde(default)]
+            pending: Vec<(i64, String, Held)>,
         }
         let s: State = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         if s.version != 1 {
@@ -157,12 +180,24 @@ impl Alerter {
         self.lifecycle = s.lifecycle;
         self.last_at = s.last_at;
         self.clock = s.clock;
+        self.pending = s
+            .pending
+            .into_iter()
+            .map(|(at, rule, mut held)| {
+                for a in &mut held.rows {
+                    a.window_end_ms = at;
+                    a.window_start_ms = crate::alert::parse_ms(&a.window_start).unwrap_or(at);
+                }
+                ((at, rule), held)
+            })
+            .collect();
         Ok(())
     }
 
     /// End of input: sends what the groups would send once their wait is
     /// over (the first notification of new groups, resolutions).
     pub fn finish(&mut self) -> Vec<Payload> {
+        let mut sent = self.release(i64::MAX, None);
         let later = self.clock.saturating_add(
             self.dispatcher
                 .route
@@ -170,7 +205,8 @@ impl Alerter {
                 .max(self.dispatcher.route.group_interval_ms),
         );
         self.clock = later;
-        self.dispatcher.flush(later, &self.silences)
+        sent.extend(self.dispatcher.flush(later, &self.silences));
+        sent
     }
 }
 
@@ -319,6 +355,71 @@ pub(crate) mod tests {
         assert_eq!(sent[0].status, lifecycle::Status::Resolved);
         assert_eq!(sent[0].alerts[0].ends_at, "1970-01-01T00:03:00.000Z");
         assert!(restored.restore(b"{\"version\":2}").is_err());
+    }
+
+    #[test]
+    fn a_source_ahead_of_another_cannot_fire_and_resolve_unseen() {
+        let config = crate::config::AlertingConfig {
+            group_wait: std::time::Duration::from_secs(30),
+            group_interval: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let eval = |at: i64| Evaluation {
+            rule: "Hot".into(),
+            timing: Timing::default(),
+            at,
+        };
+        let row = |at: i64| {
+            let mut a = alert("Hot", &[("host", "h1")]);
+            a.window_end_ms = at;
+            a
+        };
+        // A fast source fires at 1:00 and resolves at 2:00 in one step,
+        // while another source has no watermark yet: the clock is held,
+        // and so are both evaluations.
+        let mut a = Alerter::new(&config);
+        let sent = a.step(vec![eval(MIN), eval(2 * MIN)], vec![row(MIN)], None);
+        assert!(sent.is_empty());
+        // The held evaluations survive a restart with the state.
+        let mut b = Alerter::new(&config);
+        b.restore(a.snapshot().as_bytes()).expect("restore");
+        // The slow source catches up: the look at 1:30 comes before the
+        // resolution at 2:00, so the firing is sent, then the resolution.
+        let sent = b.step(vec![], vec![], Some(3 * MIN));
+        let statuses: Vec<_> = sent.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [lifecycle::Status::Firing, lifecycle::Status::Resolved],
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_jump_of_the_clock_repeats_a_firing_group_once_not_per_interval() {
+        let config = crate::config::AlertingConfig {
+            group_wait: std::time::Duration::from_secs(0),
+            group_interval: std::time::Duration::from_secs(60),
+            repeat_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let mut a = Alerter::new(&config);
+        let mut row = alert("Hot", &[("host", "h1")]);
+        row.window_end_ms = MIN;
+        let first = a.step(
+            vec![Evaluation {
+                rule: "Hot".into(),
+                timing: Timing::default(),
+                at: MIN,
+            }],
+            vec![row],
+            Some(MIN),
+        );
+        assert_eq!(first.len(), 1);
+        // 75 years of event time later (one producer's clock): before,
+        // one repeat per hour of the jump, 657,000 notifications.
+        let later = a.step(vec![], vec![], Some(75 * 365 * 24 * 60 * MIN));
+        assert_eq!(later.len(), 1, "one repeat for the whole jump");
+        assert!(a.step(vec![], vec![], Some(i64::MAX - 1)).len() <= 1);
     }
 
     /// One line per notification: group, status, and each alert's

@@ -12,7 +12,7 @@ use telemine::alerting::silence::{Silence, Silences};
 use telemine::config::Config;
 use telemine_connectors::kafka::{KafkaProducer, TableReader, create_compacted_topic};
 
-use crate::cli::SilenceCommand;
+use crate::cli::{SilenceClock, SilenceCommand};
 
 pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -24,6 +24,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             end,
             created_by,
             comment,
+            clock,
         } => {
             let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
             let matchers = matchers
@@ -33,7 +34,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             if matchers.is_empty() {
                 bail!("a silence needs at least one --matcher (it would mute every alert)");
             }
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = now_of(&clock)?;
             let start_ms = match start {
                 Some(t) => parse_time(&t).context("--start")?,
                 None => now,
@@ -63,9 +64,9 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        SilenceCommand::List { config, all } => {
+        SilenceCommand::List { config, all, clock } => {
             let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = now_of(&clock)?;
             for s in read(&cfg).await?.all() {
                 let state = if s.active_at(now) {
                     "active"
@@ -90,7 +91,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SilenceCommand::Expire { config, id } => {
+        SilenceCommand::Expire { config, id, clock } => {
             let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
             let silences = read(&cfg).await?;
             let Some(s) = silences.get(&id) else {
@@ -99,7 +100,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
                     cfg.alerting.silences_topic
                 );
             };
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = now_of(&clock)?;
             if s.ends_at_ms <= now {
                 eprintln!("silence {id} had already ended at {}", s.ends_at);
                 return Ok(ExitCode::SUCCESS);
@@ -129,6 +130,14 @@ fn new_id() -> String {
         h.finish()
     };
     format!("{:016x}{:016x}", half(), half())
+}
+
+/// `--now`, or the wall clock.
+fn now_of(clock: &SilenceClock) -> anyhow::Result<i64> {
+    match &clock.now {
+        Some(t) => parse_time(t).context("--now"),
+        None => Ok(chrono::Utc::now().timestamp_millis()),
+    }
 }
 
 fn parse_time(text: &str) -> anyhow::Result<i64> {

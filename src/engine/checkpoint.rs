@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::chunked::ChunkRef;
+
 /// Checkpoint of one partition. Serialised as compact JSON (Kafka allows
 /// 4 KiB of commit metadata by default).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,7 +31,16 @@ pub struct Checkpoint {
     /// event time a re-read row must have to be rebuilt into its state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keep: BTreeMap<String, i64>,
+    /// Set instead of `closed` and `keep` when the whole checkpoint would
+    /// not fit the broker's commit-metadata limit: it is stored in the
+    /// alerting state topic, in chunks this finds (see `chunked.rs`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub stored: Option<ChunkRef>,
 }
+
+/// Longest commit metadata telemine writes: the broker's default
+/// `offset.metadata.max.bytes` is 4096, and a larger commit is refused.
+pub const MAX_METADATA_BYTES: usize = 3072;
 
 impl Checkpoint {
     pub const VERSION: u32 = 1;
@@ -57,6 +68,7 @@ mod tests {
             next: 42,
             closed: [("host_1m".to_string(), 60_000)].into(),
             keep: [("host_hop".to_string(), 1_000)].into(),
+            stored: None,
         };
         assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
         assert_eq!(Checkpoint::decode(""), None);

@@ -54,7 +54,7 @@ impl LocalRun {
         let decoders = defs
             .iter()
             .map(|d| {
-                decoder_for(&d.format, &d.influx, &d.schema, MAX_BATCH)
+                decoder_for(&d.format, &d.influx, &d.schema, MAX_BATCH, &d.limits)
                     .map_err(|e| EngineError::Internal(format!("source `{}`: {e}", d.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;

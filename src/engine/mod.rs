@@ -5,10 +5,13 @@
 //!   windows, running views and rules. Knows nothing of Kafka.
 //! - [`checkpoint`]: what is stored with each committed offset so a restart
 //!   neither loses nor repeats a window.
+//! - [`chunked`]: values larger than a Kafka message (the alerting state,
+//!   a large checkpoint) as chunks in a compacted topic.
 //! - [`pipeline`]: Kafka source → [`WindowEngine`] → alert and dead-letter
 //!   producers, with at-least-once commits and clean shutdown.
 
 pub mod checkpoint;
+pub mod chunked;
 pub mod local;
 pub mod pipeline;
 pub mod reload;

@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoint;
+use super::chunked;
 use super::windows::{EngineError, LateRows, WindowEngine};
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
@@ -34,6 +35,9 @@ use crate::alerting::silence::Silences;
 use crate::config::{Config, SourceDef};
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
+
+/// Longest reason header a dead letter carries, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, Error)]
@@ -44,6 +48,9 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
     #[error("config: {0}")]
     Config(String),
+    /// What the engine must not run without could not be read.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// How the caller asks a running pipeline to end.
@@ -72,7 +79,7 @@ pub struct RunOptions {
 }
 
 /// What a finished run did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSummary {
     pub records: u64,
     pub dead_letters: u64,
@@ -99,6 +106,29 @@ pub async fn run_pipeline(
     crate::models::attach(&mut sql, &config.models, true).map_err(PipelineError::Config)?;
     let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
     let specs = source_specs(config, &defs)?;
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let mut alerter = Alerter::new(&config.alerting);
+    let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (silence_tx, silence_rx) = mpsc::unbounded_channel();
+    tokio::pin!(stop);
+    // The silences and the saved alerting state first: telemine never
+    // alerts without them. Waiting for them honours a stop.
+    let startup = async {
+        let follower =
+            follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await?;
+        let restored = restore_alerting_state(config, &mut alerter).await?;
+        Ok::<_, PipelineError>((follower, restored))
+    };
+    let (follower, (saved_state, state_table)) = tokio::select! {
+        biased;
+        _ = &mut stop => {
+            tracing::info!("stopped while starting: nothing was read or committed");
+            follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(RunSummary::default());
+        }
+        r = startup => r?,
+    };
+    let follower = Some(follower);
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
     let source = KafkaSource::start(
         &config.kafka,
@@ -110,12 +140,6 @@ pub async fn run_pipeline(
         specs,
         tx,
     )?;
-    let producer = KafkaProducer::new(&config.kafka)?;
-    let mut alerter = Alerter::new(&config.alerting);
-    let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (silence_tx, silence_rx) = mpsc::unbounded_channel();
-    let follower = follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await;
-    let saved_state = restore_alerting_state(config, &mut alerter).await;
     let mut sinks = Sinks {
         config,
         producer,
@@ -129,11 +153,15 @@ pub async fn run_pipeline(
             metrics.clone(),
         ),
         saved_state,
+        state_chunks: chunked::read_ref(&state_table, &config.kafka.group_id)
+            .map(|r| r.keys(&config.kafka.group_id))
+            .unwrap_or_default(),
+        state_table,
+        stale: Vec::new(),
     };
     let mut last_commit: Vec<CommitOffset> = Vec::new();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
     let mut stop_requested = false;
     let mut stopping = false;
     let mut drain = options.stop_at_end;
@@ -161,12 +189,17 @@ pub async fn run_pipeline(
             }
             event = rx.recv() => match event {
                 None | Some(SourceEvent::End) => break,
+                Some(SourceEvent::Failed(why)) => {
+                    return Err(PipelineError::Unavailable(why));
+                }
                 Some(SourceEvent::Assigned { source: s, partitions }) => {
                     tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
                     engine.assign(s, &partitions)?;
                 }
                 Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
-                    let checkpoint = committed.as_ref().and_then(|(_, m)| Checkpoint::decode(m));
+                    let checkpoint = committed
+                        .as_ref()
+                        .and_then(|(_, m)| sinks.checkpoint(source.topic(s), partition, m));
                     if let Some(c) = &checkpoint {
                         tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
                     }
@@ -241,51 +274,86 @@ async fn open_table(config: &Config, topic: &str) -> Result<(TableReader, Table)
     TableReader::open(&config.kafka, topic, Duration::from_secs(30)).await
 }
 
+/// One of our compacted topics read to its end, asked again until it
+/// answers: telemine never alerts without its silences and saved state.
+/// Each failed try says so; after `alerting.startup_timeout` the run ends
+/// with an error (and a non-zero exit) instead of starting without them.
+async fn open_table_patiently(
+    config: &Config,
+    topic: &str,
+    what: &str,
+) -> Result<(TableReader, Table), PipelineError> {
+    let started = Instant::now();
+    let limit = config.alerting.startup_timeout;
+    loop {
+        match open_table(config, topic).await {
+            Ok(t) => return Ok(t),
+            Err(e) if started.elapsed() < limit => {
+                tracing::warn!(%topic, error = %e, waited_s = started.elapsed().as_secs(),
+                    "cannot read the {what} yet (are the brokers at {} reachable?); telemine waits for it, up to alerting.startup_timeout = {}s",
+                    config.kafka.bootstrap_servers, limit.as_secs());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                return Err(PipelineError::Unavailable(format!(
+                    "cannot read the {what} (topic `{topic}`, brokers {}) after {}s: {e}. telemine does not alert without it; fix the brokers or the topic's access, or raise alerting.startup_timeout",
+                    config.kafka.bootstrap_servers,
+                    started.elapsed().as_secs()
+                )));
+            }
+        }
+    }
+}
+
 /// Reads the silences topic to its end into `alerter`, then follows it on
-/// a thread of its own. Without it (no rights to create or read the
-/// topic), alerts are notified unsilenced, and the log says why.
+/// a thread of its own.
 async fn follow_silences(
     config: &Config,
     alerter: &mut Alerter,
     tx: mpsc::UnboundedSender<TableEntry>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Option<std::thread::JoinHandle<()>> {
+) -> Result<std::thread::JoinHandle<()>, PipelineError> {
     let topic = &config.alerting.silences_topic;
-    match open_table(config, topic).await {
-        Ok((reader, table)) => {
-            alerter.silences = Silences::from_table(&table);
-            tracing::info!(%topic, silences = table.len(), "silences loaded");
-            Some(reader.follow(stop, move |entry| {
-                let _ = tx.send(entry);
-            }))
-        }
-        Err(e) => {
-            tracing::warn!(%topic, error = %e, "cannot read the silences topic: alerts are notified unsilenced");
-            None
-        }
-    }
+    let (reader, table) = open_table_patiently(config, topic, "silences").await?;
+    alerter.silences = Silences::from_table(&table);
+    tracing::info!(%topic, silences = table.len(), "silences loaded");
+    Ok(reader.follow(stop, move |entry| {
+        let _ = tx.send(entry);
+    }))
 }
 
 /// Restores the alerting state this consumer group saved last, if any;
 /// returns the state as it stands after (what is saved until it changes).
-async fn restore_alerting_state(config: &Config, alerter: &mut Alerter) -> String {
+async fn restore_alerting_state(
+    config: &Config,
+    alerter: &mut Alerter,
+) -> Result<(String, Table), PipelineError> {
     let topic = &config.alerting.state_topic;
     let group = &config.kafka.group_id;
-    match open_table(config, topic).await {
-        Ok((_, table)) => match table.get(group).and_then(|v| v.as_deref()) {
-            Some(state) => match alerter.restore(state) {
-                Ok(()) => tracing::info!(%topic, %group, "alerting state restored"),
-                Err(e) => {
-                    tracing::warn!(%topic, %group, error = %e, "the saved alerting state cannot be read; starting without it")
-                }
-            },
-            None => tracing::info!(%topic, %group, "no saved alerting state: starting fresh"),
+    let (_, table) = open_table_patiently(config, topic, "saved alerting state").await?;
+    match chunked::read(&table, group) {
+        Ok(Some(state)) => match alerter.restore(&state) {
+            Ok(()) => {
+                tracing::info!(%topic, %group, bytes = state.len(), "alerting state restored")
+            }
+            Err(e) => {
+                tracing::warn!(%topic, %group, error = %e, "the saved alerting state cannot be read; starting without it")
+            }
         },
+        Ok(None) => {
+            tracing::info!(%topic, %group, "no saved alerting state: starting fresh")
+        }
         Err(e) => {
-            tracing::warn!(%topic, error = %e, "cannot read the alerting state topic; starting without it")
+            tracing::warn!(%topic, %group, error = %e, "the saved alerting state is incomplete; starting without it")
         }
     }
-    alerter.snapshot()
+    // This group's entries: its state's chunks, its checkpoints.
+    let prefix = format!("{group}/");
+    let kept = table
+        .into_iter()
+        .filter(|(k, _)| k == group || k.starts_with(&prefix))
+        .collect();
+    Ok((alerter.snapshot(), kept))
 }
 
 /// Loads the SQL folder again and swaps it in; a folder that does not
@@ -323,6 +391,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
                         &d.influx,
                         &d.schema,
                         config.engine.max_batch_records,
+                        &d.limits,
                     )
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -344,19 +413,18 @@ async fn commit(
     last: &mut Vec<CommitOffset>,
 ) -> Result<(), PipelineError> {
     sinks.save_alerting_state().await?;
-    KafkaProducer::acknowledged(
-        std::mem::take(&mut sinks.pending),
-        "alerts and dead letters",
-    )
-    .await?;
     let mut offsets = Vec::new();
+    let mut stored = Vec::new();
     for s in 0..defs.len() {
         for (partition, offset, checkpoint) in engine.commit_positions(s) {
+            let (metadata, chunks) =
+                sinks.checkpoint_metadata(source.topic(s), partition, &checkpoint);
+            stored.extend(chunks);
             offsets.push(CommitOffset {
                 source: s,
                 partition,
                 offset,
-                metadata: checkpoint.encode(),
+                metadata,
             });
         }
     }
@@ -367,13 +435,44 @@ async fn commit(
                 && a.partition == b.partition
                 && a.source == b.source
         });
+    if !unchanged {
+        // Large checkpoints go to the state topic before the commit that
+        // points at them.
+        for (key, chunk) in stored {
+            sinks.store(key, chunk).await?;
+        }
+    }
+    let refused = KafkaProducer::settled(
+        std::mem::take(&mut sinks.pending),
+        "alerts and dead letters",
+    )
+    .await?;
+    Metrics::add(&sinks.metrics.messages_refused, refused);
     if offsets.is_empty() || unchanged {
         return Ok(());
     }
     source.commit(&offsets)?;
     Metrics::add(&sinks.metrics.commits, 1);
+    // Checkpoint chunks the new commit no longer points at.
+    for old in last.iter() {
+        if let Some(r) = Checkpoint::decode(&old.metadata).and_then(|c| c.stored)
+            && !offsets.iter().any(|o| o.metadata == old.metadata)
+        {
+            let key = checkpoint_key(
+                &sinks.config.kafka.group_id,
+                source.topic(old.source),
+                old.partition,
+            );
+            sinks.stale.extend(r.keys(&key));
+        }
+    }
     *last = offsets;
     Ok(())
+}
+
+/// Where a checkpoint too large for commit metadata is stored.
+fn checkpoint_key(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}/checkpoint/{topic}/{partition}")
 }
 
 /// The alert and dead-letter producers, and the deliveries not yet awaited.
@@ -391,6 +490,14 @@ struct Sinks<'a> {
     webhooks: Option<crate::alerting::webhook::Webhooks>,
     /// The alerting state last saved to the state topic.
     saved_state: String,
+    /// The keys of its chunks.
+    state_chunks: Vec<String>,
+    /// This group's entries of the state topic: as read at start, plus
+    /// what this run wrote (checkpoints are read back from here).
+    state_table: Table,
+    /// Chunks replaced by a value whose ref is now stored: deleted
+    /// (tombstones) at the next save.
+    stale: Vec<String>,
 }
 
 impl Sinks<'_> {
@@ -401,7 +508,7 @@ impl Sinks<'_> {
         key: &str,
         json: &str,
     ) -> Result<(), PipelineError> {
-        let f = self
+        let sent = self
             .producer
             .send(
                 topic,
@@ -409,29 +516,145 @@ impl Sinks<'_> {
                 json.as_bytes(),
                 &[("content-type", b"application/json")],
             )
-            .await?;
-        self.pending.push(f);
-        Ok(())
+            .await;
+        self.pend(topic, sent)
+    }
+
+    /// Keeps a delivery for the next commit to await; a message refused
+    /// for what it is (too large, invalid) is logged and counted, and the
+    /// stream goes on.
+    fn pend(
+        &mut self,
+        topic: &str,
+        sent: Result<DeliveryFuture, ConnectorError>,
+    ) -> Result<(), PipelineError> {
+        match sent {
+            Ok(f) => {
+                self.pending.push(f);
+                Ok(())
+            }
+            Err(e) if e.is_message_refused() => {
+                Metrics::add(&self.metrics.messages_refused, 1);
+                tracing::error!(%topic, error = %e, "a message was refused; it is dropped and counted in messages_refused");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Saves the alerting state to the state topic if it changed since the
-    /// last save; the commit that follows waits for it like for alerts.
+    /// last save — in chunks under the message limit, then the head that
+    /// points at them; the commit that follows waits for all of it like
+    /// for alerts. Chunks of older states are deleted once a newer head
+    /// has been acknowledged.
     async fn save_alerting_state(&mut self) -> Result<(), PipelineError> {
+        for key in std::mem::take(&mut self.stale) {
+            self.state_table.remove(&key);
+            let sent = self
+                .producer
+                .send_tombstone(&self.config.alerting.state_topic, key.as_bytes())
+                .await;
+            self.pend(&self.config.alerting.state_topic, sent)?;
+        }
         let state = self.alerter.snapshot();
         if state == self.saved_state {
             return Ok(());
         }
-        let config = self.config;
-        self.produce_json(&config.alerting.state_topic, &config.kafka.group_id, &state)
-            .await?;
+        let group = self.config.kafka.group_id.clone();
+        let (r, chunks) = chunked::split(
+            &group,
+            state.as_bytes(),
+            self.config.sinks.max_payload_bytes(),
+        );
+        let keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
+        for (key, chunk) in chunks {
+            self.store(key, chunk).await?;
+        }
+        self.store(group, chunked::head(&r)).await?;
+        let old = std::mem::replace(&mut self.state_chunks, keys);
+        self.stale
+            .extend(old.into_iter().filter(|k| !self.state_chunks.contains(k)));
         self.saved_state = state;
         Ok(())
+    }
+
+    /// Produces one entry of the state topic and keeps it in the local
+    /// copy of the table.
+    async fn store(&mut self, key: String, value: Vec<u8>) -> Result<(), PipelineError> {
+        let topic = &self.config.alerting.state_topic;
+        let sent = self
+            .producer
+            .send(topic, Some(key.as_bytes()), &value, &[])
+            .await;
+        self.pend(topic, sent)?;
+        self.state_table.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Commit metadata for a partition's checkpoint: the checkpoint itself
+    /// when it fits the broker's limit, else a ref to chunks (returned, to
+    /// be stored in the state topic before the commit).
+    fn checkpoint_metadata(
+        &self,
+        topic: &str,
+        partition: i32,
+        checkpoint: &Checkpoint,
+    ) -> (String, Vec<(String, Vec<u8>)>) {
+        let full = checkpoint.encode();
+        if full.len() <= super::checkpoint::MAX_METADATA_BYTES {
+            return (full, Vec::new());
+        }
+        let key = checkpoint_key(&self.config.kafka.group_id, topic, partition);
+        let (r, chunks) =
+            chunked::split(&key, full.as_bytes(), self.config.sinks.max_payload_bytes());
+        let pointer = Checkpoint {
+            v: Checkpoint::VERSION,
+            next: checkpoint.next,
+            stored: Some(r),
+            ..Default::default()
+        };
+        (pointer.encode(), chunks)
+    }
+
+    /// The checkpoint committed metadata stands for: itself, or the one
+    /// stored in the state topic that it points at.
+    fn checkpoint(&self, topic: &str, partition: i32, metadata: &str) -> Option<Checkpoint> {
+        let c = Checkpoint::decode(metadata)?;
+        let Some(r) = &c.stored else {
+            return Some(c);
+        };
+        let key = checkpoint_key(&self.config.kafka.group_id, topic, partition);
+        match chunked::join(&self.state_table, &key, r) {
+            Ok(bytes) => {
+                let full = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(Checkpoint::decode);
+                if full.is_none() {
+                    tracing::warn!(%topic, partition, "the stored checkpoint does not parse; starting this partition without one");
+                }
+                full
+            }
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "the stored checkpoint cannot be read; starting this partition without one");
+                None
+            }
+        }
     }
 
     /// Produces notifications to the alerts topic, keyed by group key so
     /// one group's updates stay in order on one partition.
     async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), PipelineError> {
-        for p in payloads {
+        let (max_alerts, max_bytes) = (
+            self.config.alerting.max_alerts,
+            self.config.sinks.max_payload_bytes(),
+        );
+        for p in payloads
+            .into_iter()
+            .flat_map(|p| p.split(max_alerts, max_bytes))
+        {
+            if p.truncated_alerts > 0 {
+                Metrics::add(&self.metrics.notifications_truncated, 1);
+            }
             let json = p.to_json();
             self.produce_json(&self.config.sinks.alerts_topic, &p.group_key, &json)
                 .await?;
@@ -553,14 +776,28 @@ impl Sinks<'_> {
     ) -> Result<(), PipelineError> {
         let partition = partition.to_string();
         let offset = offset.to_string();
-        let headers: [(&str, &[u8]); 4] = [
+        let reason = crate::alert::cut(reason.to_string(), MAX_REASON_BYTES);
+        let mut headers: Vec<(&str, &[u8])> = vec![
             (why, reason.as_bytes()),
             ("telemine.source.topic", topic.as_bytes()),
             ("telemine.source.partition", partition.as_bytes()),
             ("telemine.source.offset", offset.as_bytes()),
         ];
-        let f = self.producer.send(to, None, payload, &headers).await?;
-        self.pending.push(f);
-        Ok(())
+        // A record too large for the topic is cut to fit; its size and
+        // digest say what it was.
+        let cap = self.config.sinks.max_payload_bytes();
+        let (size, digest);
+        let body = if payload.len() > cap {
+            size = payload.len().to_string();
+            digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(payload));
+            headers.push(("telemine.original_size", size.as_bytes()));
+            headers.push(("telemine.original_xxh3", digest.as_bytes()));
+            Metrics::add(&self.metrics.messages_cut, 1);
+            &payload[..cap]
+        } else {
+            payload
+        };
+        let sent = self.producer.send(to, None, body, &headers).await;
+        self.pend(to, sent)
     }
 }

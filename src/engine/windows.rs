@@ -420,9 +420,28 @@ impl WindowEngine {
         std::mem::take(&mut self.evaluations)
     }
 
-    /// The lowest watermark over the sources that have one.
+    /// The alerting clock: the lowest watermark over every source. A
+    /// source with no watermark yet holds it back (`None`) while any of
+    /// its assigned partitions is active; once they are all idle (an empty
+    /// topic), it no longer counts.
     pub fn lowest_watermark(&self) -> Option<i64> {
-        self.sources.iter().filter_map(|s| s.watermark).min()
+        let now = Instant::now();
+        let mut lowest: Option<i64> = None;
+        for s in &self.sources {
+            match s.watermark {
+                Some(w) => lowest = Some(lowest.map_or(w, |l| l.min(w))),
+                None => {
+                    let active = s
+                        .partitions
+                        .values()
+                        .any(|p| now.saturating_duration_since(p.last_activity) < s.idle);
+                    if active {
+                        return None;
+                    }
+                }
+            }
+        }
+        lowest
     }
 
     /// Takes a decoded batch of `source`, then closes every window the
@@ -517,6 +536,7 @@ impl WindowEngine {
                         next,
                         closed: closed.clone(),
                         keep: keep.clone(),
+                        stored: None,
                     },
                 ))
             })
@@ -1270,6 +1290,9 @@ fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &
     if crate::sql::is_memory_exceeded(e) {
         Metrics::add(&metrics.sql_memory_exceeded, 1);
         "exceeded engine.query_memory_limit (raise the limit, or make the query hold less: fewer groups, smaller aggregates)"
+    } else if crate::sql::is_time_exceeded(e) {
+        Metrics::add(&metrics.sql_time_exceeded, 1);
+        "ran past engine.query_time_limit and was stopped (make the query do less per window)"
     } else {
         "failed"
     }

@@ -139,6 +139,9 @@ pub struct SqlOptions {
     pub tables: Vec<crate::config::TableConfig>,
     /// Models scoring views: their score columns are part of the view.
     pub models: Vec<ModelSpec>,
+    /// Longest one evaluation of a view or rule may run; longer fails it
+    /// (and only it).
+    pub query_time_limit: std::time::Duration,
 }
 
 impl SqlOptions {
@@ -147,6 +150,7 @@ impl SqlOptions {
             query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
                 .unwrap_or(usize::MAX),
             tables: config.tables.clone(),
+            query_time_limit: config.engine.query_time_limit,
             models: config
                 .models
                 .iter()
@@ -170,6 +174,63 @@ pub struct SqlSet {
     slots: HashMap<String, PartitionData>,
     /// Scorers of the views models score, by view name.
     scorers: HashMap<String, Arc<dyn ViewScorer>>,
+    /// What one evaluation may take: time, and bytes of output.
+    limits: QueryLimits,
+}
+
+/// The bounds of one evaluation (see [`bounded`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueryLimits {
+    pub time: std::time::Duration,
+    pub output_bytes: usize,
+}
+
+/// Runs one evaluation's plan to the end under `limits`: its output is
+/// collected batch by batch and refused once it holds more than the memory
+/// limit (the pool only sees operators' state, not what the query
+/// returns), and the whole run is stopped at the time limit. DataFusion's
+/// operators yield to the runtime between batches, so the limit is met
+/// within one batch's work; what one expression may build in one call is
+/// bounded by the sandbox.
+pub(crate) async fn bounded(
+    limits: QueryLimits,
+    stream: impl std::future::Future<
+        Output = Result<datafusion::execution::SendableRecordBatchStream, DataFusionError>,
+    >,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    use futures::StreamExt;
+    let run = async {
+        let mut stream = stream.await?;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            bytes += batch.get_array_memory_size();
+            if bytes > limits.output_bytes {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "the query's output passed engine.query_memory_limit ({} bytes)",
+                    limits.output_bytes
+                )));
+            }
+            if batch.num_rows() > 0 {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout(limits.time, run).await {
+        Ok(r) => r,
+        Err(_) => Err(DataFusionError::Execution(format!(
+            "{TIME_LIMIT_MARK} ({:?}); stopped",
+            limits.time
+        ))),
+    }
+}
+
+const TIME_LIMIT_MARK: &str = "ran longer than engine.query_time_limit";
+
+/// Whether a view's or rule's failure was its time limit.
+pub fn is_time_exceeded(e: &DataFusionError) -> bool {
+    e.to_string().contains(TIME_LIMIT_MARK)
 }
 
 impl std::fmt::Debug for SqlSet {
@@ -272,7 +333,7 @@ impl SqlSet {
         input: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
-        Ok(non_empty(panes::run_input(&self.ctx, plan, input).await?))
+        panes::run_input(&self.ctx, plan, input, self.limits).await
     }
 
     /// The rest of a pane-split HOP view over its aggregate's output
@@ -284,7 +345,7 @@ impl SqlSet {
         merged: RecordBatch,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
-        let out = non_empty(panes::run_upper(&self.ctx, plan, merged).await?);
+        let out = panes::run_upper(&self.ctx, plan, merged, self.limits).await?;
         let out = self.scored(i, out)?;
         self.fill(&self.views[i].name, out.clone()).await;
         Ok(out)
@@ -333,8 +394,11 @@ impl SqlSet {
     }
 
     async fn execute(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let df = self.ctx.execute_logical_plan(plan.clone()).await?;
-        Ok(non_empty(df.collect().await?))
+        bounded(self.limits, async {
+            let df = self.ctx.execute_logical_plan(plan.clone()).await?;
+            df.execute_stream().await
+        })
+        .await
     }
 
     async fn fill(&self, table: &str, batches: Vec<RecordBatch>) {
@@ -342,11 +406,6 @@ impl SqlSet {
             *slot.write().await = batches;
         }
     }
-}
-
-/// Drops empty batches from a query's output.
-fn non_empty(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
-    batches.into_iter().filter(|b| b.num_rows() > 0).collect()
 }
 
 /// Whether a view's or rule's failure was its memory limit.

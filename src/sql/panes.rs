@@ -33,7 +33,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 
 use super::sliding::Aggregates;
@@ -261,10 +261,11 @@ pub async fn run_input(
     ctx: &SessionContext,
     plan: &PanePlan,
     rows: Vec<RecordBatch>,
+    limits: super::QueryLimits,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
     // Below the aggregate the one scan is the window rows'.
     let input = rebind(&plan.input, |n| n.is::<DataSourceExec>(), rows)?;
-    collect(input, ctx.task_ctx()).await
+    super::bounded(limits, async { execute_stream(input, ctx.task_ctx()) }).await
 }
 
 /// Runs the rest of the view over the aggregate's output `merged` (see
@@ -273,8 +274,9 @@ pub async fn run_upper(
     ctx: &SessionContext,
     plan: &PanePlan,
     merged: RecordBatch,
+    limits: super::QueryLimits,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
     let placeholder = &plan.placeholder;
     let upper = rebind(&plan.upper, |n| Arc::ptr_eq(n, placeholder), vec![merged])?;
-    collect(upper, ctx.task_ctx()).await
+    super::bounded(limits, async { execute_stream(upper, ctx.task_ctx()) }).await
 }

@@ -149,6 +149,10 @@ pub(super) async fn plan_all(
             ctx,
             views,
             rules,
+            limits: super::QueryLimits {
+                time: options.query_time_limit,
+                output_bytes: options.query_memory_limit,
+            },
             slots,
             scorers: HashMap::new(),
         })

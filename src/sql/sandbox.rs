@@ -15,6 +15,14 @@
 //! - functions that read files or the network (`read_csv`, `read_parquet`,
 //!   …), whether or not they are registered.
 //!
+//! - functions whose output size comes from an argument (`repeat`, `lpad`,
+//!   `rpad`, `array_repeat`, `array_resize`, and the array forms of
+//!   `range` / `generate_series`) unless that size is a literal of at
+//!   most [`MAX_GENERATED`]: one expression could otherwise build
+//!   gigabytes inside a single kernel call, where no memory pool or time
+//!   limit can stop it;
+//! - `CROSS JOIN` (it multiplies rows without a key: join on a key).
+//!
 //! The session itself backs this up: no table functions, no URL tables, no
 //! information schema, a memory pool per session and no spill files (see
 //! `planner::new_context`).
@@ -22,7 +30,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectName, Query, Select, Spanned, Statement, TableFactor, Visit, Visitor,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, JoinOperator, ObjectName,
+    Query, Select, Spanned, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 
@@ -55,6 +64,24 @@ const IO_FUNCTIONS: &[&str] = &[
     "sys_exec",
     "system",
 ];
+
+/// The most elements (characters, array items) one call of a
+/// size-generating function may produce.
+pub const MAX_GENERATED: i64 = 10_000;
+
+/// Size-generating functions, and which argument gives the size.
+const SIZED_BY_ARGUMENT: &[(&str, usize)] = &[
+    ("repeat", 1),
+    ("lpad", 1),
+    ("rpad", 1),
+    ("array_repeat", 1),
+    ("list_repeat", 1),
+    ("array_resize", 1),
+    ("list_resize", 1),
+];
+
+/// Functions building an array of numbers from their bounds.
+const SERIES: &[&str] = &["range", "generate_series"];
 
 /// Why a statement is refused, and where (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +183,21 @@ impl Visitor for Sandbox {
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        for t in &select.from {
+            for j in &t.joins {
+                if matches!(
+                    j.join_operator,
+                    JoinOperator::CrossJoin(_)
+                        | JoinOperator::CrossApply
+                        | JoinOperator::OuterApply
+                ) {
+                    return self.refuse(
+                        j.relation.span(),
+                        "`CROSS JOIN` is not allowed: it multiplies every row by every other; join on a key (`JOIN … ON` or `USING`)".into(),
+                    );
+                }
+            }
+        }
         if let Some(into) = &select.into {
             return self.refuse(
                 into.name.span(),
@@ -234,8 +276,83 @@ impl Visitor for Sandbox {
                     ),
                 );
             }
+            if let Some(why) = unbounded_size(&name, f) {
+                return self.refuse(expr.span(), why);
+            }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Why a call of a size-generating function is refused, if it is.
+fn unbounded_size(name: &str, f: &Function) -> Option<String> {
+    let args = literal_args(f);
+    if let Some(&(_, at)) = SIZED_BY_ARGUMENT.iter().find(|(n, _)| *n == name) {
+        return match args.get(at) {
+            Some(Some(n)) if (0..=MAX_GENERATED).contains(n) => None,
+            Some(Some(n)) => Some(format!(
+                "`{name}(…, {n})` would build {n} elements: at most {MAX_GENERATED} (telemine bounds what one expression may build)"
+            )),
+            _ => Some(format!(
+                "the size argument of `{name}` must be an integer literal of at most {MAX_GENERATED}: a size read from data could build gigabytes in one call"
+            )),
+        };
+    }
+    if SERIES.contains(&name) {
+        let n = match args.as_slice() {
+            [Some(stop)] => Some(*stop),
+            [Some(start), Some(stop)] => stop.checked_sub(*start),
+            [Some(start), Some(stop), Some(step)] if *step != 0 => {
+                stop.checked_sub(*start).map(|d| d / step)
+            }
+            _ => None,
+        };
+        return match n {
+            Some(n) if n <= MAX_GENERATED => None,
+            Some(n) => Some(format!(
+                "`{name}` over {n} steps: at most {MAX_GENERATED} (telemine bounds what one expression may build)"
+            )),
+            None => Some(format!(
+                "the bounds of `{name}` must be integer literals spanning at most {MAX_GENERATED} steps"
+            )),
+        };
+    }
+    None
+}
+
+/// Each argument of `f` as an integer when it is an integer literal
+/// (possibly negative), else `None`.
+fn literal_args(f: &Function) -> Vec<Option<i64>> {
+    let FunctionArguments::List(list) = &f.args else {
+        return Vec::new();
+    };
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => integer(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn integer(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<i64>().ok().or_else(|| {
+                // 1e8 and 100.0 are numbers too; a fractional size is no size.
+                n.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                    .map(|f| f as i64)
+            }),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => integer(expr).and_then(i64::checked_neg),
+        Expr::Nested(inner) => integer(inner),
+        _ => None,
     }
 }
 
@@ -283,5 +400,43 @@ mod tests {
                 .unwrap()
                 .contains("reads files")
         );
+    }
+
+    #[test]
+    fn functions_that_build_what_an_argument_says_are_bounded() {
+        for ok in [
+            "SELECT repeat(host, 3) FROM h",
+            "SELECT array_repeat(1, 10000) FROM h",
+            "SELECT lpad(host, 20, '0') FROM h",
+            "SELECT range(1, 100) FROM h",
+            "SELECT generate_series(0, 100000, 10) FROM h",
+        ] {
+            assert_eq!(refused(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            (
+                "SELECT array_repeat(1, 300000000) FROM h",
+                "would build 300000000",
+            ),
+            ("SELECT repeat(host, 400000000) FROM h", "at most 10000"),
+            (
+                "SELECT repeat(host, n) FROM h",
+                "must be an integer literal",
+            ),
+            ("SELECT rpad(host, 1e9) FROM h", "would build"),
+            (
+                "SELECT x FROM h CROSS JOIN unnest(range(1, 1e8)) AS t(x)",
+                "CROSS JOIN",
+            ),
+            (
+                "SELECT unnest(range(1, 100000000)) FROM h",
+                "99999999 steps",
+            ),
+            ("SELECT generate_series(1, n) FROM h", "integer literals"),
+            ("SELECT a.x FROM a CROSS JOIN b", "CROSS JOIN"),
+        ] {
+            let got = refused(bad).unwrap_or_else(|| panic!("accepted: {bad}"));
+            assert!(got.contains(why), "{bad}: {got}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use arrow::array::{
     TimestampMillisecondBuilder,
 };
 
+use super::limits::{Guard, NonFinite, Syntax};
 use super::{DeadLetter, Decoded, Decoder, InfluxOptions, finish_batch};
 use crate::schema::{ColumnType, SourceSchema};
 
@@ -53,7 +54,8 @@ impl Column {
         match (self, v) {
             (Column::Str(b), Value::Str(s)) => b.append_value(s),
             (Column::Str(b), other) => b.append_value(other.to_string()),
-            (Column::F64(b), v) => b.append_option(v.as_f64()),
+            // Non-finite values reach here only under `non_finite = "null"`.
+            (Column::F64(b), v) => b.append_option(v.as_f64().filter(|x| x.is_finite())),
             (Column::I64(b), v) => b.append_option(v.as_i64()),
             (Column::Bool(b), v) => b.append_option(v.as_bool()),
             (Column::Ts(b), v) => b.append_option(v.as_i64()),
@@ -155,10 +157,11 @@ pub struct InfluxDecoder {
     offsets: Vec<i64>,
     dead: Vec<DeadLetter>,
     pushed: usize,
+    guard: Guard,
 }
 
 impl InfluxDecoder {
-    pub fn new(schema: SourceSchema, opts: &InfluxOptions) -> Result<Self, String> {
+    pub fn new(schema: SourceSchema, opts: &InfluxOptions, guard: Guard) -> Result<Self, String> {
         let by_name: HashMap<String, usize> = schema
             .columns()
             .iter()
@@ -193,7 +196,32 @@ impl InfluxDecoder {
             offsets: Vec::new(),
             dead: Vec::new(),
             pushed: 0,
+            guard,
         })
+    }
+
+    /// The guard's checks on a parsed message (all or nothing, like
+    /// syntax): every event time within `max_future_skew`, and no
+    /// non-finite reading unless the policy makes it NULL.
+    fn review(&self, partition: i32, values: &[(usize, Value<'_>)]) -> Result<(), String> {
+        let ts = self.schema.event_time_index();
+        for (col, v) in values {
+            if *col == ts {
+                if let Some(t) = v.as_i64() {
+                    self.guard.check_time(partition, t)?;
+                }
+            } else if let Some(Column::F64(_)) = self.columns.get(*col)
+                && self.guard.limits().non_finite == NonFinite::DeadLetter
+                && v.as_f64().is_some_and(|x| !x.is_finite())
+            {
+                return Err(format!(
+                    "non-finite value {v} in column `{}`: never taken as a reading \
+                     (the source's non_finite = \"null\" keeps the record with NULL)",
+                    self.schema.columns()[*col].name
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn to_millis(&self, t: i64) -> i64 {
@@ -299,16 +327,19 @@ impl Decoder for InfluxDecoder {
     fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
         self.pushed += 1;
         let mut values: Vec<(usize, Value<'_>)> = Vec::new();
-        let parsed = match std::str::from_utf8(payload) {
-            Ok(text) => self.parse_message(text, &mut values),
-            Err(e) => Err(format!("line protocol: not UTF-8: {e}")),
-        };
+        let parsed = self
+            .guard
+            .screen(payload, Syntax::LineProtocol)
+            .and_then(|()| match std::str::from_utf8(payload) {
+                Ok(text) => self.parse_message(text, &mut values),
+                Err(e) => Err(format!("line protocol: not UTF-8: {e}")),
+            });
         let lines = values.iter().filter(|(c, _)| *c == usize::MAX).count();
         let result = parsed.and_then(|()| {
             if lines == 0 {
                 Err("line protocol: the message holds no point".to_string())
             } else {
-                Ok(())
+                self.review(partition, &values)
             }
         });
         if let Err(reason) = result {
@@ -332,6 +363,11 @@ impl Decoder for InfluxDecoder {
                 self.partitions.push(partition);
                 self.offsets.push(offset);
                 continue;
+            }
+            if *col == self.schema.event_time_index()
+                && let Some(t) = v.as_i64()
+            {
+                self.guard.advance(partition, t);
             }
             // A repeated tag or field keeps its first value.
             if !set[*col] {
@@ -360,6 +396,7 @@ impl Decoder for InfluxDecoder {
         // event time and `payload_of` is never called.
         let batch = finish_batch(
             &self.schema,
+            &mut self.guard,
             columns,
             parts,
             offs,
@@ -471,10 +508,9 @@ fn parse_field_value(v: &str) -> Option<Value<'_>> {
     if let Some(b) = parse_bool(v) {
         return Some(Value::Bool(b));
     }
-    v.parse::<f64>()
-        .ok()
-        .filter(|f| f.is_finite())
-        .map(Value::Float)
+    // NaN and ±inf parse here; the source's non_finite policy decides
+    // what becomes of them (see `InfluxDecoder::review`).
+    v.parse::<f64>().ok().map(Value::Float)
 }
 
 #[cfg(test)]
@@ -483,7 +519,7 @@ mod tests {
     use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 
     use super::*;
-    use crate::decode::test_support::telemetry_schema;
+    use crate::decode::test_support::{guard, telemetry_schema};
 
     fn decoder(measurement: bool) -> InfluxDecoder {
         let mut cols: Vec<_> = telemetry_schema().columns().to_vec();
@@ -493,7 +529,7 @@ mod tests {
             measurement_column: measurement.then(|| "name".to_string()),
             precision: "ns".into(),
         };
-        InfluxDecoder::new(schema, &opts).unwrap()
+        InfluxDecoder::new(schema, &opts, guard()).unwrap()
     }
 
     #[test]
@@ -547,5 +583,55 @@ mod tests {
         assert!(reasons[1].1.contains("missing event time"));
         assert!(reasons[2].1.contains("does not fit"));
         assert!(reasons[3].1.contains("no point"));
+    }
+
+    #[test]
+    fn non_finite_readings_and_future_times_refuse_the_whole_message() {
+        let mut d = decoder(false);
+        // The guard's clock is 2026-11-27T00:00:00Z.
+        d.push(b"cpu,host=a cpu=NaN 1795737600000000000", 0, 1);
+        d.push(b"cpu,host=b cpu=inf 1795737600000000000", 0, 2);
+        d.push(
+            b"cpu,host=c cpu=1 1795737600000000000\ncpu,host=c cpu=2 4102444800000000000",
+            0,
+            3,
+        );
+        d.push(b"cpu,host=d cpu=3 1795737600000000000", 0, 4);
+        let out = d.flush();
+        let reasons: Vec<_> = out
+            .dead
+            .iter()
+            .map(|d| (d.offset, d.reason.clone()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons[0]
+                .1
+                .contains("non-finite value NaN in column `cpu`"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].1.contains("non-finite"), "{reasons:?}");
+        assert!(
+            reasons[2].1.contains("2100-01-01T00:00:00.000Z"),
+            "{reasons:?}"
+        );
+        assert_eq!(out.batch.unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn the_null_policy_keeps_the_record_without_the_value() {
+        let mut cols: Vec<_> = telemetry_schema().columns().to_vec();
+        cols.push("name string".parse().unwrap());
+        let schema = SourceSchema::new(cols, "ts").unwrap();
+        let mut limits = guard().limits().clone();
+        limits.non_finite = NonFinite::Null;
+        let mut d =
+            InfluxDecoder::new(schema, &InfluxOptions::default(), Guard::new(limits)).unwrap();
+        d.push(b"cpu,host=a cpu=-Infinity,n=1i 1795737600000000000", 0, 1);
+        let out = d.flush();
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        assert!(b.column(2).is_null(0));
+        assert_eq!(b.column(3).as_primitive::<Int64Type>().value(0), 1);
     }
 }

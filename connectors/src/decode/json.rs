@@ -4,6 +4,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
 
+use super::limits::{Guard, Syntax};
 use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
 use crate::schema::SourceSchema;
 
@@ -22,10 +23,15 @@ pub struct JsonDecoder {
     spans: Vec<(usize, usize)>,
     partitions: Vec<i32>,
     offsets: Vec<i64>,
+    guard: Guard,
+    /// Records the guard refused before parsing, since the last flush.
+    screened: Vec<DeadLetter>,
+    /// Records pushed since the last flush, screened out ones included.
+    pushed: usize,
 }
 
 impl JsonDecoder {
-    pub fn new(schema: SourceSchema, max_records: usize) -> Result<Self, String> {
+    pub fn new(schema: SourceSchema, max_records: usize, guard: Guard) -> Result<Self, String> {
         let decoder = build(&schema, max_records)?;
         Ok(JsonDecoder {
             schema,
@@ -35,7 +41,28 @@ impl JsonDecoder {
             spans: Vec::new(),
             partitions: Vec::new(),
             offsets: Vec::new(),
+            guard,
+            screened: Vec::new(),
+            pushed: 0,
         })
+    }
+
+    /// The guard's verdict on one payload; a refused one becomes a dead
+    /// letter at once (the dead-letter sink cuts oversized payloads).
+    fn admit(&mut self, payload: &[u8], partition: i32, offset: i64) -> bool {
+        self.pushed += 1;
+        match self.guard.screen(payload, Syntax::Json) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.screened.push(DeadLetter {
+                    payload: payload.to_vec(),
+                    reason,
+                    partition,
+                    offset,
+                });
+                false
+            }
+        }
     }
 
     fn payload(&self, i: usize) -> &[u8] {
@@ -149,6 +176,9 @@ fn decode_one(schema: &SourceSchema, payload: &[u8]) -> Result<RecordBatch, Stri
 
 impl Decoder for JsonDecoder {
     fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        if !self.admit(payload, partition, offset) {
+            return;
+        }
         let start = self.arena.len();
         self.arena.extend_from_slice(payload);
         self.spans.push((start, self.arena.len()));
@@ -157,7 +187,7 @@ impl Decoder for JsonDecoder {
     }
 
     fn buffered(&self) -> usize {
-        self.spans.len()
+        self.pushed
     }
 
     fn decode_chunk(&mut self, chunk: RecordChunk) -> Decoded {
@@ -167,29 +197,51 @@ impl Decoder for JsonDecoder {
             }
             return self.flush();
         }
-        // Nothing buffered: adopt the chunk's buffers instead of copying.
+        // Nothing buffered: adopt the chunk's buffers instead of copying,
+        // leaving out the records the guard refuses.
+        let mut keep = Vec::with_capacity(chunk.len());
+        for i in 0..chunk.len() {
+            keep.push(self.admit(chunk.payload(i), chunk.partitions[i], chunk.offsets[i]));
+        }
         self.arena = chunk.data;
-        self.spans = chunk.spans;
-        self.partitions = chunk.partitions;
-        self.offsets = chunk.offsets;
+        if keep.iter().all(|k| *k) {
+            self.spans = chunk.spans;
+            self.partitions = chunk.partitions;
+            self.offsets = chunk.offsets;
+        } else {
+            for (i, k) in keep.into_iter().enumerate() {
+                if k {
+                    self.spans.push(chunk.spans[i]);
+                    self.partitions.push(chunk.partitions[i]);
+                    self.offsets.push(chunk.offsets[i]);
+                }
+            }
+        }
         self.flush()
     }
 
     fn flush(&mut self) -> Decoded {
-        let mut dead = Vec::new();
+        self.pushed = 0;
+        let mut dead = std::mem::take(&mut self.screened);
         if self.spans.is_empty() {
-            return Decoded::default();
+            self.arena.clear();
+            return Decoded { batch: None, dead };
         }
         let batch = match self.fast_path() {
             Some(columns) => {
                 let parts = std::mem::take(&mut self.partitions);
                 let offs = std::mem::take(&mut self.offsets);
+                let (spans, arena) = (&self.spans, &self.arena);
                 finish_batch(
                     &self.schema,
+                    &mut self.guard,
                     columns,
                     parts,
                     offs,
-                    |i| self.payload(i).to_vec(),
+                    |i| {
+                        let (s, e) = spans[i];
+                        arena[s..e].to_vec()
+                    },
                     &mut dead,
                 )
             }
@@ -200,14 +252,21 @@ impl Decoder for JsonDecoder {
                     Err(e) => tracing::error!("{e}"),
                 }
                 match self.slow_path(&mut dead) {
-                    Some(s) => finish_batch(
-                        &self.schema,
-                        s.columns,
-                        s.partitions,
-                        s.offsets,
-                        |i| self.payload(s.kept[i]).to_vec(),
-                        &mut dead,
-                    ),
+                    Some(s) => {
+                        let (spans, arena) = (&self.spans, &self.arena);
+                        finish_batch(
+                            &self.schema,
+                            &mut self.guard,
+                            s.columns,
+                            s.partitions,
+                            s.offsets,
+                            |i| {
+                                let (a, b) = spans[s.kept[i]];
+                                arena[a..b].to_vec()
+                            },
+                            &mut dead,
+                        )
+                    }
                     None => None,
                 }
             }
@@ -226,10 +285,10 @@ mod tests {
     use arrow::datatypes::{Float64Type, TimestampMillisecondType};
 
     use super::*;
-    use crate::decode::test_support::telemetry_schema;
+    use crate::decode::test_support::{guard, telemetry_schema};
 
     fn decode(records: &[&str]) -> Decoded {
-        let mut d = JsonDecoder::new(telemetry_schema(), 64).unwrap();
+        let mut d = JsonDecoder::new(telemetry_schema(), 64, guard()).unwrap();
         for (i, r) in records.iter().enumerate() {
             d.push(r.as_bytes(), 3, 100 + i as i64);
         }
@@ -308,12 +367,66 @@ mod tests {
 
     #[test]
     fn decoder_is_reusable_after_a_bad_flush() {
-        let mut d = JsonDecoder::new(telemetry_schema(), 8).unwrap();
+        let mut d = JsonDecoder::new(telemetry_schema(), 8, guard()).unwrap();
         d.push(b"{", 0, 1);
         assert_eq!(d.flush().dead.len(), 1);
         d.push(br#"{"ts":5,"host":"x"}"#, 0, 2);
         let out = d.flush();
         assert!(out.dead.is_empty());
         assert_eq!(out.batch.unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn the_guard_refuses_deep_long_non_finite_and_future_records() {
+        let deep = format!(
+            "{{\"ts\":1000,\"x\":{}1{}}}",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        let long_host = format!(r#"{{"ts":1000,"host":"{}"}}"#, "h".repeat(200_000));
+        let out = decode(&[
+            r#"{"ts":1000,"host":"a","cpu":1}"#,
+            &deep,
+            &long_host,
+            r#"{"ts":1001,"host":"b","cpu":"NaN"}"#,
+            r#"{"ts":1002,"host":"c","cpu":1e400}"#,
+            r#"{"ts":"2100-01-01T00:00:00Z","host":"d","cpu":1}"#,
+            r#"{"ts":1e30,"host":"e","cpu":1}"#,
+            r#"{"ts":"9999-12-31T23:59:59Z","host":"f","cpu":1}"#,
+            r#"{"ts":1003,"host":"g","cpu":2}"#,
+        ]);
+        let hosts: Vec<_> = out
+            .batch
+            .unwrap()
+            .column(1)
+            .as_string::<i32>()
+            .iter()
+            .map(|h| h.unwrap().to_string())
+            .collect();
+        assert_eq!(hosts, ["a", "g"]);
+        let mut dead: Vec<_> = out
+            .dead
+            .iter()
+            .map(|d| (d.offset, d.reason.clone()))
+            .collect();
+        dead.sort();
+        let offsets: Vec<i64> = dead.iter().map(|d| d.0).collect();
+        assert_eq!(offsets, [101, 102, 103, 104, 105, 106, 107], "{dead:?}");
+        assert!(dead[0].1.contains("max_depth"), "{dead:?}");
+        assert!(dead[1].1.contains("max_field_bytes"), "{dead:?}");
+        assert!(dead[2].1.contains("non-finite value NaN"), "{dead:?}");
+        assert!(dead[3].1.contains("non-finite value inf"), "{dead:?}");
+        assert!(dead[4].1.contains("max_future_skew"), "{dead:?}");
+        assert!(dead[6].1.contains("max_future_skew"), "{dead:?}");
+        // The dead letter keeps the original bytes.
+        assert_eq!(
+            out.dead
+                .iter()
+                .find(|d| d.offset == 102)
+                .unwrap()
+                .payload
+                .len(),
+            200_021
+        );
     }
 }

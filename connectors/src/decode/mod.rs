@@ -16,7 +16,7 @@
 //!     vec!["ts timestamp".parse().unwrap(), "host string".parse().unwrap(), "cpu double".parse().unwrap()],
 //!     "ts",
 //! ).unwrap();
-//! let mut decoder = decoder_for(&Format::Json, &Default::default(), &schema, 1024).unwrap();
+//! let mut decoder = decoder_for(&Format::Json, &Default::default(), &schema, 1024, &Default::default()).unwrap();
 //! decoder.push(br#"{"ts":"2026-11-27T00:00:00Z","host":"h1","cpu":12.5}"#, 0, 41);
 //! decoder.push(b"{not json", 0, 42);
 //! let out = decoder.flush();
@@ -26,6 +26,7 @@
 
 mod influx;
 mod json;
+pub mod limits;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use serde::Deserialize;
 
 pub use influx::InfluxDecoder;
 pub use json::JsonDecoder;
+pub use limits::{Clock, Guard, Limits, NonFinite};
 
 use crate::schema::SourceSchema;
 
@@ -148,24 +150,29 @@ pub trait Decoder: Send {
 }
 
 /// Builds the decoder for a source. `max_records` bounds how many records a
-/// caller pushes between flushes (used to size buffers).
+/// caller pushes between flushes (used to size buffers); `limits` are the
+/// source's bounds (see [`limits`]).
 pub fn decoder_for(
     format: &Format,
     influx: &InfluxOptions,
     schema: &SourceSchema,
     max_records: usize,
+    limits: &Limits,
 ) -> Result<Box<dyn Decoder>, String> {
+    let guard = Guard::new(limits.clone());
     Ok(match format {
-        Format::Json => Box::new(JsonDecoder::new(schema.clone(), max_records)?),
-        Format::Influx => Box::new(InfluxDecoder::new(schema.clone(), influx)?),
+        Format::Json => Box::new(JsonDecoder::new(schema.clone(), max_records, guard)?),
+        Format::Influx => Box::new(InfluxDecoder::new(schema.clone(), influx, guard)?),
     })
 }
 
 /// Finishes a batch of decoded columns (one row per record, in push order):
-/// rows without an event time become dead letters, and the `_partition` /
-/// `_offset` columns are appended.
+/// rows without an event time, and rows the source's [`Guard`] refuses
+/// (non-finite values, event times beyond `max_future_skew`), become dead
+/// letters; the `_partition` / `_offset` columns are appended.
 pub(crate) fn finish_batch(
     schema: &SourceSchema,
+    guard: &mut Guard,
     columns: Vec<ArrayRef>,
     partitions: Vec<i32>,
     offsets: Vec<i64>,
@@ -176,8 +183,6 @@ pub(crate) fn finish_batch(
     if n == 0 {
         return None;
     }
-    let ts = &columns[schema.event_time_index()];
-    let missing = ts.null_count();
     let mut columns = columns;
     columns.push(Arc::new(Int32Array::from(partitions)));
     columns.push(Arc::new(Int64Array::from(offsets)));
@@ -197,10 +202,20 @@ pub(crate) fn finish_batch(
             return None;
         }
     };
-    if missing == 0 {
-        return Some(batch);
-    }
-    let ts = batch.column(schema.event_time_index());
+    let ts_index = schema.event_time_index();
+    let mut refused: Vec<Option<String>> = {
+        let ts = batch.column(ts_index);
+        (0..n)
+            .map(|i| {
+                ts.is_null(i).then(|| {
+                    format!(
+                        "missing event time: field `{}` is absent or null",
+                        schema.event_time_name()
+                    )
+                })
+            })
+            .collect()
+    };
     let p = batch
         .column(batch.num_columns() - 2)
         .as_any()
@@ -213,21 +228,25 @@ pub(crate) fn finish_batch(
         .downcast_ref::<Int64Array>()
         .map(|a| a.values().to_vec())
         .unwrap_or_default();
-    for i in 0..n {
-        if ts.is_null(i) {
+    let names: Vec<String> = schema.columns().iter().map(|c| c.name.clone()).collect();
+    let partition_of = |i: usize| p.get(i).copied().unwrap_or(-1);
+    let batch = guard.review(batch, ts_index, &names, &partition_of, &mut refused);
+    if refused.iter().all(Option::is_none) {
+        return Some(batch);
+    }
+    let mut keep = Vec::with_capacity(n);
+    for (i, why) in refused.into_iter().enumerate() {
+        keep.push(why.is_none());
+        if let Some(reason) = why {
             dead.push(DeadLetter {
                 payload: payload_of(i),
-                reason: format!(
-                    "missing event time: field `{}` is absent or null",
-                    schema.event_time_name()
-                ),
-                partition: p.get(i).copied().unwrap_or(-1),
+                reason,
+                partition: partition_of(i),
                 offset: o.get(i).copied().unwrap_or(-1),
             });
         }
     }
-    let keep: BooleanArray = (0..n).map(|i| Some(ts.is_valid(i))).collect();
-    match filter_record_batch(&batch, &keep) {
+    match filter_record_batch(&batch, &BooleanArray::from(keep)) {
         Ok(b) if b.num_rows() > 0 => Some(b),
         _ => None,
     }
@@ -236,6 +255,14 @@ pub(crate) fn finish_batch(
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+
+    /// The default limits with the clock at 2026-11-27T00:00:00Z.
+    pub fn guard() -> Guard {
+        Guard::new(Limits {
+            clock: Clock::fixed(1_795_737_600_000),
+            ..Limits::default()
+        })
+    }
 
     pub fn telemetry_schema() -> SourceSchema {
         SourceSchema::new(

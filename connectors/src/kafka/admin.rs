@@ -51,7 +51,9 @@ pub async fn create_compacted_topic(
     create_topics_with(client, &[(topic, 1)], &[("cleanup.policy", "compact")]).await
 }
 
-async fn create_topics_with(
+/// Creates topics like [`create_topics`], each with the given topic
+/// configs (e.g. `("max.message.bytes", "4000000")`).
+pub async fn create_topics_with(
     client: &KafkaClientConfig,
     topics: &[(&str, i32)],
     config: &[(&str, &str)],

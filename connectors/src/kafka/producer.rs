@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::KafkaClientConfig;
+use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
 
 /// An idempotent producer. [`KafkaProducer::send`] enqueues and returns the
@@ -14,7 +14,7 @@ use crate::ConnectorError;
 /// offsets the messages derive from (at-least-once).
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<Quiet>,
 }
 
 impl KafkaProducer {
@@ -26,7 +26,7 @@ impl KafkaProducer {
         if !client.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
         }
-        let producer = c.create().map_err(|e| {
+        let producer = c.create_with_context(Quiet::default()).map_err(|e| {
             ConnectorError::kafka("creating the producer (check [kafka] settings)", e)
         })?;
         Ok(KafkaProducer { producer })
@@ -69,6 +69,30 @@ impl KafkaProducer {
         }
     }
 
+    /// Enqueues a tombstone (a null value) for `key`: the compacted
+    /// topic's way of deleting it.
+    pub async fn send_tombstone(
+        &self,
+        topic: &str,
+        key: &[u8],
+    ) -> Result<DeliveryFuture, ConnectorError> {
+        loop {
+            let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
+            match self.producer.send_result(record) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    return Err(ConnectorError::kafka(
+                        format!("deleting a key of topic `{topic}`"),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
     /// Awaits delivery reports; fails on the first message the broker did
     /// not acknowledge.
     pub async fn acknowledged(
@@ -89,6 +113,35 @@ impl KafkaProducer {
             }
         }
         Ok(())
+    }
+
+    /// Awaits delivery reports like [`KafkaProducer::acknowledged`], but a
+    /// message the broker refuses for what it is (too large, invalid; see
+    /// [`ConnectorError::is_message_refused`]) is logged and counted
+    /// instead of failing the rest: no one message may stop the stream.
+    /// Returns how many were refused.
+    pub async fn settled(futures: Vec<DeliveryFuture>, what: &str) -> Result<u64, ConnectorError> {
+        let mut refused = 0;
+        for f in futures {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, m))) => {
+                    let e = ConnectorError::kafka(format!("delivering {what}"), e);
+                    if !e.is_message_refused() {
+                        return Err(e);
+                    }
+                    refused += 1;
+                    tracing::error!(topic = m.topic(), bytes = m.payload().map_or(0, <[u8]>::len), error = %e,
+                        "the broker refused a message; it is dropped and counted in messages_refused");
+                }
+                Err(_) => {
+                    return Err(ConnectorError::Internal(format!(
+                        "delivery of {what} was cancelled (the producer was dropped)"
+                    )));
+                }
+            }
+        }
+        Ok(refused)
     }
 
     /// Flushes the producer's queue (shutdown).

@@ -25,7 +25,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::KafkaClientConfig;
+use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
 use crate::decode::{DeadLetter, Decoder, RecordChunk};
 
@@ -76,6 +76,9 @@ pub enum SourceEvent {
     /// Every partition has been read to its end (only with `stop_at_end`),
     /// or the source was stopped; no event follows.
     End,
+    /// The consumer cannot go on (e.g. fenced by another instance with the
+    /// same `group.instance.id`); no event follows.
+    Failed(String),
 }
 
 /// An offset to commit, with the engine's checkpoint as commit metadata.
@@ -89,7 +92,7 @@ pub struct CommitOffset {
 
 /// A running Kafka source. See the module docs.
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Quiet>>,
     topics: Vec<String>,
     control: Arc<AtomicU8>,
     threads: Vec<JoinHandle<()>>,
@@ -123,9 +126,15 @@ impl KafkaSource {
         if !client.properties.contains_key("fetch.queue.backoff.ms") {
             c.set("fetch.queue.backoff.ms", "5");
         }
-        let consumer: BaseConsumer = c.create().map_err(|e| {
-            ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
-        })?;
+        let instance = client.group_instance_id();
+        if let Some(id) = &instance {
+            c.set("group.instance.id", id);
+        }
+        let consumer: BaseConsumer<Quiet> =
+            c.create_with_context(Quiet::default()).map_err(|e| {
+                ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
+            })?;
+        alone_in_group(&consumer, &client.group_id, instance.as_deref())?;
         let consumer = Arc::new(consumer);
         let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -184,6 +193,8 @@ impl KafkaSource {
             parts: Vec::new(),
             assigned: Vec::new(),
             assignment_checked: None,
+            errors: ErrorLog::default(),
+            brokers: client.bootstrap_servers.clone(),
 
             oldest: Vec::new(),
             ends,
@@ -250,10 +261,56 @@ impl Drop for KafkaSource {
     }
 }
 
+/// Refuses to join a consumer group that already has a member other than
+/// this telemine's own earlier self (static membership: its member id
+/// starts with our `group.instance.id`): the engine's windows and alerting
+/// state are kept per group, so a second instance would silently split the
+/// group's notifications. A group that cannot be described is let be (the
+/// same `group.instance.id` still fences a twin).
+fn alone_in_group(
+    consumer: &BaseConsumer<Quiet>,
+    group: &str,
+    instance: Option<&str>,
+) -> Result<(), ConnectorError> {
+    let list = match consumer.fetch_group_list(Some(group), METADATA_TIMEOUT) {
+        Ok(list) => list,
+        Err(e) => {
+            // librdkafka's mock cluster (the demo) cannot list groups.
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnsupportedFeature)
+            {
+                tracing::debug!(%group, error = %e, "cannot describe the consumer group");
+            } else {
+                tracing::warn!(%group, error = %e, "cannot describe the consumer group to check that no other instance is in it");
+            }
+            return Ok(());
+        }
+    };
+    let ours = instance.map(|id| format!("{id}-"));
+    for g in list.groups().iter().filter(|g| g.name() == group) {
+        for m in g.members() {
+            let mine = ours.as_deref().is_some_and(|p| m.id().starts_with(p));
+            if !mine {
+                return Err(ConnectorError::Conflict(format!(
+                    "consumer group `{group}` already has a member that is not this telemine \
+                     (member {} of client `{}` on {}): telemine keeps its windows and alerting state \
+                     per consumer group, so a second instance would split the notifications. \
+                     Stop the other instance, or give this one its own [kafka] group_id \
+                     (a member that was killed leaves the group once the broker times it out, \
+                     session.timeout.ms, 45 s by default)",
+                    m.id(),
+                    m.client_id(),
+                    m.client_host()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The high watermark of every partition of `topics` and the group's
 /// committed offset for it, keyed by (source index, partition).
 fn end_offsets(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Quiet>,
     topics: &[String],
 ) -> Result<HashMap<(usize, i32), i64>, ConnectorError> {
     let mut ends = HashMap::new();
@@ -300,7 +357,7 @@ fn end_offsets(
 /// starts, or while the group coordinator moves, the coordinator answers
 /// "loading" or "not coordinator" for a few seconds.
 fn committed_offsets(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Quiet>,
     tpl: &TopicPartitionList,
 ) -> Result<TopicPartitionList, ConnectorError> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -402,7 +459,7 @@ fn next_of(parts: &[Vec<PartState>], source: usize, partition: i32) -> Option<i6
 }
 
 struct PollLoop {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Quiet>>,
     topics: Vec<String>,
     raw: Vec<RecordChunk>,
     options: KafkaSourceOptions,
@@ -419,6 +476,41 @@ struct PollLoop {
     /// Per source: the assignment last announced.
     assigned: Vec<Vec<i32>>,
     assignment_checked: Option<Instant>,
+    /// Consumer errors, logged at most once per interval.
+    errors: ErrorLog,
+    /// The bootstrap servers, for messages.
+    brokers: String,
+}
+
+/// Consumer errors as the log shows them: the first at once, then at most
+/// one line per [`ErrorLog::EVERY`] with how many were suppressed — a
+/// stopped broker must not flood the log — and, when the brokers cannot be
+/// reached at all, a line that says exactly that.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn report(&mut self, e: &rdkafka::error::KafkaError, brokers: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        self.last = Some(Instant::now());
+        match e.rdkafka_error_code() {
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
+                tracing::error!(error = %e, suppressed,
+                    "cannot reach the Kafka brokers at {brokers}; retrying (check that they run and that [kafka] bootstrap_servers is right)")
+            }
+            _ => tracing::warn!(error = %e, suppressed, "kafka consumer error; continuing"),
+        }
+    }
 }
 
 impl PollLoop {
@@ -499,7 +591,19 @@ impl PollLoop {
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error; continuing");
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        let why = if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
+                            format!(
+                                "another telemine joined consumer group with this instance's group.instance.id and took over ({reason}); this instance stops. Run one instance per group, or give each its own [kafka] group_id"
+                            )
+                        } else {
+                            format!("the Kafka consumer failed for good: {code:?}: {reason}")
+                        };
+                        tracing::error!("{why}");
+                        let _ = self.send(Stage::Event(SourceEvent::Failed(why)));
+                        return;
+                    }
+                    self.errors.report(&e, &self.brokers)
                 }
             }
             for s in 0..sources {

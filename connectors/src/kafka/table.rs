@@ -10,7 +10,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::KafkaClientConfig;
+use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
 
 /// One message of the table's topic: a key and its value (`None`: deleted).
@@ -22,7 +22,7 @@ pub type Table = BTreeMap<String, Option<Vec<u8>>>;
 /// A reader of a compacted topic, assigned (no consumer group) to every
 /// partition from the beginning.
 pub struct TableReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Quiet>,
     topic: String,
 }
 
@@ -32,8 +32,8 @@ impl TableReader {
         config
             .set("enable.auto.commit", "false")
             .set("group.id", format!("telemine-table-{topic}"));
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: BaseConsumer<Quiet> = config
+            .create_with_context(Quiet::default())
             .map_err(|e| ConnectorError::kafka(format!("reading `{topic}`"), e))?;
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))

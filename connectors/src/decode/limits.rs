@@ -1,0 +1,405 @@
+//! What a source accepts at all: the bounds every decoder applies before
+//! and after parsing, so that no single record can crash, stall or
+//! mislead the engine.
+//!
+//! - Before parsing ([`Guard::screen`]): a message larger than
+//!   `max_message_bytes`, JSON nested deeper than `max_depth`, or a string
+//!   (JSON) or value (line protocol) longer than `max_field_bytes` is a
+//!   dead letter. The scan is one pass over the bytes without recursion, so
+//!   no nesting depth can exhaust the stack.
+//! - After parsing ([`Guard::finish`]): NaN and ±Infinity in a `double`
+//!   column (as numbers or strings) are never taken as readings: the
+//!   source's [`NonFinite`] policy sends the record to the dead letters or
+//!   makes the value NULL. An event time more than `max_future_skew` ahead
+//!   of the wall clock — or of the newest event time its partition has
+//!   already delivered, when that is later — is a dead letter too, so a
+//!   broken producer clock can never move a watermark.
+//!
+//! The wall clock is a [`Clock`], so tests and rule tests set it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::nullif;
+use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
+use serde::Deserialize;
+
+/// The wall clock as the decoders see it: milliseconds since the epoch.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn wall() -> Clock {
+        Clock(Arc::new(|| chrono::Utc::now().timestamp_millis()))
+    }
+
+    /// A clock that always reads `ms` (tests, rule tests).
+    pub fn fixed(ms: i64) -> Clock {
+        Clock(Arc::new(move || ms))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_ms())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::wall()
+    }
+}
+
+/// What a source does with NaN and ±Infinity in a `double` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinite {
+    /// The record goes to the dead-letter topic with the column named.
+    #[default]
+    DeadLetter,
+    /// The value becomes NULL (SQL decides how to fill it); the record is
+    /// kept.
+    Null,
+}
+
+/// A source's bounds (see the module docs). `Default` gives the documented
+/// defaults and the system clock.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_depth: usize,
+    pub max_field_bytes: usize,
+    pub non_finite: NonFinite,
+    pub max_future_skew: Duration,
+    pub clock: Clock,
+}
+
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(3600);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            non_finite: NonFinite::default(),
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+            clock: Clock::wall(),
+        }
+    }
+}
+
+/// How [`Guard::screen`] reads a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    Json,
+    LineProtocol,
+}
+
+/// A decoder's copy of its source's [`Limits`], and per partition the
+/// newest event time it has accepted.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    limits: Limits,
+    skew_ms: i64,
+    newest: HashMap<i32, i64>,
+}
+
+impl Guard {
+    pub fn new(limits: Limits) -> Guard {
+        let skew_ms = i64::try_from(limits.max_future_skew.as_millis()).unwrap_or(i64::MAX / 4);
+        Guard {
+            limits,
+            skew_ms,
+            newest: HashMap::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Size, depth and field-length checks on the raw bytes, before any
+    /// parser sees them.
+    pub(crate) fn screen(&self, payload: &[u8], syntax: Syntax) -> Result<(), String> {
+        let l = &self.limits;
+        if payload.len() > l.max_message_bytes {
+            return Err(format!(
+                "message too large: {} bytes, the source's max_message_bytes is {}",
+                payload.len(),
+                l.max_message_bytes
+            ));
+        }
+        match syntax {
+            Syntax::Json => scan_json(payload, l.max_depth, l.max_field_bytes),
+            Syntax::LineProtocol => scan_line_protocol(payload, l.max_field_bytes),
+        }
+    }
+
+    /// The latest event time `partition` may carry now.
+    pub(crate) fn time_limit(&self, partition: i32) -> i64 {
+        let now = self.limits.clock.now_ms();
+        let base = self.newest.get(&partition).map_or(now, |&n| n.max(now));
+        base.saturating_add(self.skew_ms)
+    }
+
+    /// Why event time `t` of `partition` is refused, if it is.
+    pub(crate) fn check_time(&self, partition: i32, t: i64) -> Result<(), String> {
+        let limit = self.time_limit(partition);
+        if t <= limit {
+            return Ok(());
+        }
+        Err(format!(
+            "event time {} is more than max_future_skew ({}) ahead of the wall clock \
+             and of what partition {partition} has delivered: a producer clock is wrong",
+            describe_ms(t),
+            humantime_ms(self.skew_ms),
+        ))
+    }
+
+    /// `partition` delivered an accepted record with event time `t`.
+    pub(crate) fn advance(&mut self, partition: i32, t: i64) {
+        let e = self.newest.entry(partition).or_insert(t);
+        *e = (*e).max(t);
+    }
+
+    /// Applies the non-finite policy and the future-skew bound to a decoded
+    /// batch: returns the batch with non-finite values made NULL (policy
+    /// `null`), and marks in `refused` the rows that must become dead
+    /// letters, with the reason. Accepted rows advance their partition
+    /// (`partition_of(i)`). Rows already marked are left alone.
+    pub(crate) fn review(
+        &mut self,
+        batch: RecordBatch,
+        ts_index: usize,
+        names: &[String],
+        partition_of: &dyn Fn(usize) -> i32,
+        refused: &mut [Option<String>],
+    ) -> RecordBatch {
+        let n = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut nulled = false;
+        for (c, col) in batch.columns().iter().enumerate() {
+            if col.data_type() != &DataType::Float64 || col.null_count() == col.len() {
+                continue;
+            }
+            let values = col.as_primitive::<Float64Type>();
+            if values.iter().all(|v| v.is_none_or(f64::is_finite)) {
+                continue;
+            }
+            let bad: BooleanArray = values
+                .iter()
+                .map(|v| Some(v.is_some_and(|x| !x.is_finite())))
+                .collect();
+            match self.limits.non_finite {
+                NonFinite::Null => {
+                    if let Ok(a) = nullif(col, &bad) {
+                        columns[c] = a;
+                        nulled = true;
+                    }
+                }
+                NonFinite::DeadLetter => {
+                    let name = names.get(c).map_or("?", String::as_str);
+                    for (i, b) in bad.iter().enumerate() {
+                        if b == Some(true) && refused[i].is_none() {
+                            refused[i] = Some(format!(
+                                "non-finite value {} in column `{name}`: never taken as a reading \
+                                 (the source's non_finite = \"null\" keeps the record with NULL)",
+                                values.value(i)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let batch = if nulled {
+            RecordBatch::try_new(batch.schema(), columns).unwrap_or(batch)
+        } else {
+            batch
+        };
+        let times = batch
+            .column(ts_index)
+            .as_primitive::<TimestampMillisecondType>();
+        for (i, why) in refused.iter_mut().enumerate().take(n) {
+            if why.is_some() || times.is_null(i) {
+                continue;
+            }
+            let p = partition_of(i);
+            match self.check_time(p, times.value(i)) {
+                Ok(()) => self.advance(p, times.value(i)),
+                Err(reason) => *why = Some(reason),
+            }
+        }
+        batch
+    }
+}
+
+/// One pass over a JSON text: nesting depth and string lengths. Syntax is
+/// left to the parser; this only refuses what could hurt it.
+fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut string_start = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if i - string_start > max_field {
+                    return Err(field_too_long(i - string_start, max_field));
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "JSON nested deeper than the source's max_depth ({max_depth})"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if in_string && bytes.len() - string_start > max_field {
+        return Err(field_too_long(bytes.len() - string_start, max_field));
+    }
+    Ok(())
+}
+
+/// Line protocol: no token (measurement, key, value, quoted string) longer
+/// than `max_field`. Tokens end at `,`, `=`, space or newline outside
+/// quotes; escapes are skipped.
+fn scan_line_protocol(bytes: &[u8], max_field: usize) -> Result<(), String> {
+    let (mut start, mut in_quotes, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b',' | b'=' | b' ' | b'\n' if !in_quotes => {
+                if i - start > max_field {
+                    return Err(field_too_long(i - start, max_field));
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if bytes.len() - start > max_field {
+        return Err(field_too_long(bytes.len() - start, max_field));
+    }
+    Ok(())
+}
+
+fn field_too_long(len: usize, max: usize) -> String {
+    format!("a value of {len} bytes is longer than the source's max_field_bytes ({max})")
+}
+
+/// An event time for a message: RFC 3339 when it is one, the number else.
+fn describe_ms(t: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(t) {
+        Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => format!("{t} ms"),
+    }
+}
+
+fn humantime_ms(ms: i64) -> String {
+    match ms {
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        Guard::new(Limits {
+            max_message_bytes: 100,
+            max_depth: 3,
+            max_field_bytes: 8,
+            clock: Clock::fixed(1_000_000),
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn screens_size_depth_and_field_length_without_recursion() {
+        let g = guard();
+        assert!(g.screen(br#"{"a":{"b":[1]}}"#, Syntax::Json).is_ok());
+        let deep = g.screen(br#"{"a":{"b":[[1]]}}"#, Syntax::Json).unwrap_err();
+        assert!(deep.contains("max_depth (3)"), "{deep}");
+        // Brackets inside strings do not count.
+        assert!(g.screen(br#"{"a":"[[[["}"#, Syntax::Json).is_ok());
+        let long = g.screen(br#"{"a":"123456789"}"#, Syntax::Json).unwrap_err();
+        assert!(long.contains("9 bytes"), "{long}");
+        // An escaped quote does not end the string.
+        assert!(g.screen(br#"{"a":"1234\"56789"}"#, Syntax::Json).is_err());
+        let big = vec![b' '; 101];
+        assert!(
+            g.screen(&big, Syntax::Json)
+                .unwrap_err()
+                .contains("101 bytes")
+        );
+        // 50,000 levels: refused at once, no stack used.
+        let deepest = "[".repeat(50_000);
+        let g = Guard::new(Limits::default());
+        assert!(g.screen(deepest.as_bytes(), Syntax::Json).is_err());
+        assert!(
+            guard()
+                .screen(b"cpu,host=h1 v=1 1000", Syntax::LineProtocol)
+                .is_ok()
+        );
+        assert!(
+            guard()
+                .screen(b"cpu,host=h123456789 v=1 1000", Syntax::LineProtocol)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn future_times_are_measured_against_clock_and_partition_progress() {
+        let mut g = guard();
+        let hour = 3_600_000;
+        assert!(g.check_time(0, 1_000_000 + hour).is_ok());
+        let err = g.check_time(0, 1_000_000 + hour + 1).unwrap_err();
+        assert!(err.contains("max_future_skew (1h)"), "{err}");
+        // A partition already ahead of the clock (a replay running faster
+        // than time) may move on by up to the skew from where it is.
+        g.advance(1, 1_000_000 + 5 * hour);
+        assert!(g.check_time(1, 1_000_000 + 6 * hour).is_ok());
+        assert!(g.check_time(1, 1_000_000 + 7 * hour).is_err());
+        assert!(g.check_time(0, 1_000_000 + 6 * hour).is_err());
+        // Absurd times are described, never overflow.
+        assert!(g.check_time(0, i64::MAX).unwrap_err().contains("ms"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The librdkafka client context every client of ours uses: librdkafka's
+//! own log lines and global errors reach `tracing`, rate-limited per kind,
+//! so a stopped broker says so once every few seconds (with how many lines
+//! were held back) instead of dozens of times a second.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+
+/// How often one kind of librdkafka line is logged at most.
+const EVERY: Duration = Duration::from_secs(10);
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Quiet {
+    /// Per kind of line: when it was last logged, and how many since.
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Quiet {
+    /// Whether a line of `kind` may be logged now; if so, how many were
+    /// held back since the last one.
+    fn admit(&self, kind: &str) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get_mut(kind) {
+            Some((last, held)) if last.elapsed() < EVERY => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                *last = Instant::now();
+                Some(std::mem::take(held))
+            }
+            None => {
+                if seen.len() > 1024 {
+                    seen.clear();
+                }
+                seen.insert(kind.to_string(), (Instant::now(), 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if matches!(level, RDKafkaLogLevel::Debug | RDKafkaLogLevel::Info) {
+            tracing::debug!(target: "librdkafka", "{fac} {message}");
+            return;
+        }
+        let Some(held) = self.admit(fac) else {
+            return;
+        };
+        match level {
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                tracing::warn!(target: "librdkafka", held_back = held, "{fac} {message}")
+            }
+            _ => tracing::error!(target: "librdkafka", held_back = held, "{fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        let Some(held) = self.admit(&kind) else {
+            return;
+        };
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
+                tracing::error!(target: "librdkafka", held_back = held, %error, reason,
+                    "cannot reach the Kafka brokers; retrying (check that they run and that [kafka] bootstrap_servers is right)")
+            }
+            _ => {
+                tracing::error!(target: "librdkafka", held_back = held, %error, reason, "librdkafka error")
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_kind_per_interval() {
+        let q = Quiet::default();
+        assert_eq!(q.admit("FAIL"), Some(0));
+        for _ in 0..50 {
+            assert_eq!(q.admit("FAIL"), None);
+        }
+        assert_eq!(q.admit("CONNECT"), Some(0));
+        // Pretend the interval passed.
+        q.seen.lock().unwrap().get_mut("FAIL").unwrap().0 -= EVERY;
+        assert_eq!(q.admit("FAIL"), Some(50));
+    }
+}
