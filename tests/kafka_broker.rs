@@ -1010,3 +1010,149 @@ async fn a_checkpoint_too_large_for_commit_metadata_goes_to_the_state_topic() {
     let second = s.run_text_to_end(&text).await;
     assert_eq!(second.alerts, 1, "{second:?}");
 }
+
+/// Three sources read from the beginning by a new group — the JSON
+/// telemetry, an empty one (market) and a line-protocol one — notify
+/// exactly what the telemetry alone notifies: the alerting clock waits for
+/// the slowest source (and for an empty one until it is idle), so no alert
+/// fires and resolves unseen because one source was read ahead. (Which
+/// source the consumer reads first is the broker's choice, so this run
+/// does not force the race; `alerting::tests::a_source_ahead_of_another_…`
+/// does, deterministically.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sources_notify_what_one_source_notifies() {
+    let (Some(alone), Some(three)) = (
+        Setup::new("onesource").await,
+        Setup::new("threesources").await,
+    ) else {
+        return;
+    };
+    let data = telemetry(0, 300, HOT);
+    // One source: the telemetry only.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = hot_hosts_config(&alone, dir.path());
+    let market = text
+        .find("[[sources]]\nname = \"market\"")
+        .expect("market source");
+    let sinks = text.find("[sinks]").expect("sinks");
+    let text = format!("{}{}", &text[..market], &text[sinks..]);
+    for f in ["features/market_1m.sql", "rules/price_jump.sql"] {
+        std::fs::remove_file(dir.path().join("sql").join(f)).expect("market SQL");
+    }
+    produce(&alone.brokers, &alone.topic("telemetry"), &data).await;
+    let one = alone.run_text_to_end(&text).await;
+
+    // Three: plus the empty market source and a line-protocol source.
+    let lines_topic = three.topic("lines");
+    create_topics(
+        &KafkaClientConfig::new(three.brokers.clone()),
+        &[(lines_topic.as_str(), 1)],
+    )
+    .await
+    .expect("lines topic");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = hot_hosts_config(&three, dir.path()).replace(
+        "[sinks]",
+        &format!(
+            "[[sources]]\nname = \"lines\"\ntopic = \"{lines_topic}\"\nformat = \"influx\"\ncolumns = [\"ts timestamp\", \"host string\", \"temp double\"]\nevent_time = \"ts\"\nidle_timeout = \"2s\"\n\n[sinks]"
+        ),
+    );
+    let lines: Vec<(String, String)> = (0..300)
+        .flat_map(|s| {
+            HOSTS.iter().map(move |h| {
+                (
+                    h.to_string(),
+                    format!("env,host={h} temp=25.5 {}", (T0 + s * 1000) * 1_000_000),
+                )
+            })
+        })
+        .collect();
+    produce(&three.brokers, &lines_topic, &lines).await;
+    produce(&three.brokers, &three.topic("telemetry"), &data).await;
+    let run = three.run_text_to_end(&text).await;
+    assert_eq!(run.dead_letters, 0);
+    assert_eq!(run.records, (data.len() + lines.len()) as u64);
+    assert_eq!(run.notifications, one.notifications, "{run:?} vs {one:?}");
+    let n = one.notifications as usize;
+    assert_eq!(
+        notifications_by_group(&three, n),
+        notifications_by_group(&alone, n)
+    );
+}
+
+/// A second instance in the same consumer group is refused at start, with
+/// the member it found, instead of silently splitting the notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_in_the_group_is_refused() {
+    let Some(s) = Setup::new("twice").await else {
+        return;
+    };
+    let with_instance = |id: &str| {
+        s.config_text.replace(
+            &format!("group_id = \"{}\"", s.group),
+            &format!("group_id = \"{}\"\ninstance_id = \"{id}\"", s.group),
+        )
+    };
+    let load = |text: String| async move {
+        let config = Config::parse(std::path::Path::new("test.toml"), &text).expect("config");
+        let sql = SqlSet::load(
+            &config.sql.dir,
+            &config.source_defs().unwrap(),
+            &SqlOptions::from_config(&config),
+        )
+        .await
+        .expect("SQL");
+        (config, sql)
+    };
+    let (first_config, first_sql) = load(with_instance("first")).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(async move {
+        run_pipeline(
+            &first_config,
+            first_sql,
+            RunOptions::default(),
+            async move {
+                let _ = stop_rx.await;
+                Stop::Now
+            },
+        )
+        .await
+    });
+    // Wait until the first has joined the group.
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .expect("probe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let members = rdkafka::consumer::Consumer::fetch_group_list(
+            &probe,
+            Some(&s.group),
+            Duration::from_secs(5),
+        )
+        .map(|l| l.groups().iter().map(|g| g.members().len()).sum::<usize>())
+        .unwrap_or(0);
+        if members > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first instance never joined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (second_config, second_sql) = load(with_instance("second")).await;
+    let refused = run_pipeline(
+        &second_config,
+        second_sql,
+        RunOptions::default(),
+        std::future::pending::<Stop>(),
+    )
+    .await
+    .expect_err("the second instance must be refused");
+    let why = refused.to_string();
+    assert!(why.contains("already has a member"), "{why}");
+    assert!(why.contains("first-"), "names the member it found: {why}");
+    let _ = stop_tx.send(());
+    first
+        .await
+        .expect("first instance task")
+        .expect("the first instance runs on and stops cleanly");
+}

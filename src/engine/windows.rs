@@ -93,6 +93,8 @@ struct SourceState {
     late: Vec<LateRows>,
     /// This source's share of the late and duplicate counters.
     counts: SourceCounts,
+    /// Per partition revoked from this run: the offset it had been read to.
+    read_before: BTreeMap<i32, i64>,
 }
 
 /// Per-source counts of rows that did not reach a window.
@@ -230,6 +232,7 @@ impl WindowEngine {
                     seen: HashMap::new(),
                     late: Vec::new(),
                     counts: SourceCounts::default(),
+                    read_before: BTreeMap::new(),
                     views: views_of_source(&sql, i),
                 }
             })
@@ -346,6 +349,9 @@ impl WindowEngine {
             return;
         };
         let p = state.partitions.entry(partition).or_default();
+        if let Some(&read) = state.read_before.get(&partition) {
+            p.replay_until = p.replay_until.max(read);
+        }
         let Some(c) = checkpoint else { return };
         p.replay_until = p.replay_until.max(c.next);
         for &vi in &state.views {
@@ -370,10 +376,22 @@ impl WindowEngine {
     /// The consumer now owns exactly `partitions` of `source`. New ones hold
     /// the watermark back until they deliver or go idle; rows of revoked ones
     /// are dropped (their new owner re-reads them from the committed offset).
+    /// How far a revoked partition had been read is remembered: if it comes
+    /// back (a broker stall that outlived the session, a rebalance), the
+    /// records re-read below that point whose windows have closed are
+    /// replays, skipped and counted as such — never sent to the late topic.
     pub fn assign(&mut self, source: usize, partitions: &[i32]) -> Result<(), EngineError> {
         let Some(state) = self.sources.get_mut(source) else {
             return Ok(());
         };
+        for (p, ps) in &state.partitions {
+            if !partitions.contains(p)
+                && let Some(next) = ps.next_offset
+            {
+                let read = state.read_before.entry(*p).or_insert(next);
+                *read = (*read).max(next);
+            }
+        }
         state.partitions.retain(|p, _| partitions.contains(p));
         for p in partitions {
             state.partitions.entry(*p).or_default();
