@@ -169,6 +169,9 @@ pub async fn run_pipeline(
     let mut reload = options
         .hot_reload
         .then(|| super::reload::ReloadTriggers::start(&config.sql.dir));
+    let (reload_done_tx, mut reload_done_rx) = mpsc::channel(1);
+    let mut reload_generation = 0u64;
+    let mut abandoned = false;
     loop {
         tokio::select! {
             biased;
@@ -210,7 +213,20 @@ pub async fn run_pipeline(
                     sinks.dead_letters(source.topic(s), dead).await?;
                     engine.note_consumed(s, &consumed);
                     if let Some(batch) = batch {
-                        let alerts = engine.ingest(s, batch).await?;
+                        // A stop during the evaluations abandons them (see
+                        // `abandoned`); after a stop they run to the end.
+                        let alerts = if stop_requested {
+                            engine.ingest(s, batch).await?
+                        } else {
+                            tokio::select! {
+                                biased;
+                                _ = &mut stop => {
+                                    abandoned = true;
+                                    break;
+                                }
+                                r = engine.ingest(s, batch) => r?,
+                            }
+                        };
                         sinks.outputs(&source, &mut engine, alerts).await?;
                     }
                 }
@@ -224,14 +240,63 @@ pub async fn run_pipeline(
                 if let Some(r) = reload.as_mut() {
                     r.settle().await;
                 }
-                reload_sql(config, &defs, &mut engine, &metrics, cause).await?;
+                // Planned on a task of its own: the stream goes on meanwhile.
+                reload_generation += 1;
+                let (generation, done) = (reload_generation, reload_done_tx.clone());
+                let (dir, defs, options) = (
+                    config.sql.dir.clone(),
+                    defs.clone(),
+                    crate::sql::SqlOptions::from_config(config),
+                );
+                tokio::spawn(async move {
+                    let loaded = SqlSet::load(&dir, &defs, &options).await;
+                    let _ = done.send((generation, cause, loaded)).await;
+                });
+            }
+            Some((generation, cause, loaded)) = reload_done_rx.recv() => {
+                if generation == reload_generation {
+                    swap_sql(config, &mut engine, &metrics, cause, loaded)?;
+                }
             }
             _ = commit_tick.tick() => {
-                let alerts = engine.tick().await?;
+                let alerts = if stop_requested {
+                    engine.tick().await?
+                } else {
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => {
+                            abandoned = true;
+                            break;
+                        }
+                        r = engine.tick() => r?,
+                    }
+                };
                 sinks.outputs(&source, &mut engine, alerts).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
         }
+    }
+    if abandoned {
+        // A stop arrived while views or rules were running: their work is
+        // dropped, nothing more is committed, and a restart re-reads the
+        // windows since the last commit (at-least-once).
+        tracing::info!(
+            "stopped during an evaluation: it was abandoned; the windows since the last commit are re-read at restart"
+        );
+        source.stop();
+        sinks.producer.flush(Duration::from_secs(30))?;
+        follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || source.join())
+            .await
+            .ok();
+        return Ok(RunSummary {
+            records: Metrics::get(&metrics.records_decoded),
+            dead_letters: Metrics::get(&metrics.dead_letters),
+            late: Metrics::get(&metrics.late_records),
+            alerts: Metrics::get(&metrics.alerts),
+            notifications: Metrics::get(&metrics.notifications),
+            busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
+        });
     }
     if drain && !stopping {
         let alerts = engine.finish().await?;
@@ -356,17 +421,18 @@ async fn restore_alerting_state(
     Ok((alerter.snapshot(), kept))
 }
 
-/// Loads the SQL folder again and swaps it in; a folder that does not
-/// check is refused with its diagnostics logged, and the running SQL stays.
-async fn reload_sql(
+/// Swaps in the SQL folder loaded again (off the pipeline's path); a
+/// folder that does not check is refused with its diagnostics logged, and
+/// the running SQL stays.
+fn swap_sql(
     config: &Config,
-    defs: &[SourceDef],
     engine: &mut WindowEngine,
     metrics: &Metrics,
     cause: super::reload::ReloadCause,
+    loaded: Result<SqlSet, crate::diagnostic::Diagnostics>,
 ) -> Result<(), PipelineError> {
     let dir = &config.sql.dir;
-    match SqlSet::load(dir, defs, &crate::sql::SqlOptions::from_config(config)).await {
+    match loaded {
         Ok(set) => {
             let (views, rules) = (set.views.len(), set.rules.len());
             engine.replace_sql(set)?;

@@ -33,7 +33,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-pub use files::{Kind, Severity, SqlFile, read_dir};
+pub use files::{Kind, RuleMeta, Severity, SqlFile, read_dir, rule_meta};
 pub use panes::{PaneColumns, PanePlan};
 pub use sliding::Sliding;
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};

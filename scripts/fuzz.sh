@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of everything that reads
+# outside bytes: the JSON and line-protocol decoders, rule-file metadata,
+# the config loader, and the silence and alerting-state readers.
+#
+#   scripts/fuzz.sh [--time SECONDS | --runs N] [--decoders] [TARGET...]
+#
+# Each target runs for SECONDS (default 30) or N inputs, starting from its
+# corpus in fuzz/corpus/TARGET (new finds are kept in a scratch copy, not
+# in the repo; `--keep` writes them back). A crash, a hang (>10 s for one
+# input) or a blow-up (>2 GiB) fails the script; libFuzzer leaves the
+# input in fuzz/artifacts/TARGET/ — turn it into a regression test.
+# `--decoders` runs only the two decoder targets (they build without the
+# engine crate, so much faster). CI runs `--time 20`; RELIABILITY.md
+# records the long runs.
+#
+# Needs cargo-fuzz (installed from crates.io when missing) and a C++
+# compiler. Builds on the stable toolchain (RUSTC_BOOTSTRAP=1: cargo-fuzz
+# passes -Z flags), without a sanitizer: the code is safe Rust, and what
+# we look for — panics, stack overflows, hangs, memory blow-ups — libFuzzer
+# catches by itself.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+limit=(-max_total_time=30)
+keep=0
+features=()
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --time) limit=(-max_total_time="$2"); shift 2 ;;
+    --runs) limit=(-runs="$2"); shift 2 ;;
+    --keep) keep=1; shift ;;
+    --decoders) features=(--no-default-features); targets=(json_decoder influx_decoder); shift ;;
+    *) targets+=("$1"); shift ;;
+  esac
+done
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(json_decoder influx_decoder rule_metadata config_loader silence_reader alerting_state_reader)
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz.sh: installing cargo-fuzz" >&2
+  cargo install --locked cargo-fuzz >/dev/null
+fi
+export RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR="${TELEMINE_FUZZ_TARGET_DIR:-$HOME/.cache/telemine-fuzz-target}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+for t in "${targets[@]}"; do
+  rm -rf "fuzz/artifacts/$t"
+  mkdir -p "$scratch/$t"
+  cp -r "fuzz/corpus/$t/." "$scratch/$t/" 2>/dev/null || true
+  echo "== fuzz $t (${limit[*]})"
+  cargo fuzz run --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" -- \
+    "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
+    2>&1 | grep -E "^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|thread .* panicked|Test unit written)" || true
+  # libFuzzer's exit status is lost in the pipe: a finding leaves an artifact.
+  if ls "fuzz/artifacts/$t"/* >/dev/null 2>&1; then
+    echo "fuzz.sh: $t found a failing input: fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+  if [ "$keep" = 1 ]; then
+    cargo fuzz cmin --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" >/dev/null 2>&1 || true
+    mkdir -p "fuzz/corpus/$t"
+    cp -r "$scratch/$t/." "fuzz/corpus/$t/"
+  fi
+done
+echo "fuzz.sh: no crash, hang or blow-up in ${targets[*]}"
