@@ -20,7 +20,7 @@ use telemine_connectors::ConnectorError;
 use telemine_connectors::decode::{DeadLetter, decoder_for};
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
-    TableEntry, TableReader, create_compacted_topic,
+    TableEntry, TableReader, create_compacted_topic, reachable,
 };
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
@@ -351,7 +351,11 @@ async fn open_table_patiently(
     let started = Instant::now();
     let limit = config.alerting.startup_timeout;
     loop {
-        match open_table(config, topic).await {
+        let opened = match reachable(&config.kafka, Duration::from_secs(5)).await {
+            Ok(()) => open_table(config, topic).await,
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(t) => return Ok(t),
             Err(e) if started.elapsed() < limit => {
                 tracing::warn!(%topic, error = %e, waited_s = started.elapsed().as_secs(),

@@ -18,6 +18,26 @@ pub async fn create_topics(
     create_topics_with(client, topics, &[]).await
 }
 
+/// Whether the brokers answer a metadata request within `timeout`: a
+/// quick probe before slower admin calls, so a broker that is down is
+/// reported in seconds.
+pub async fn reachable(
+    client: &KafkaClientConfig,
+    timeout: Duration,
+) -> Result<(), ConnectorError> {
+    let config = client.client_config();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer<super::Quiet> = config
+            .create_with_context(super::Quiet::default())
+            .map_err(|e| ConnectorError::kafka("creating a client", e))?;
+        rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, timeout)
+            .map(|_| ())
+            .map_err(|e| ConnectorError::kafka("asking the brokers for metadata", e))
+    })
+    .await
+    .map_err(|e| ConnectorError::Internal(format!("metadata probe: {e}")))?
+}
+
 /// Creates a one-partition compacted topic (a table keyed by message key)
 /// unless it exists.
 pub async fn create_compacted_topic(

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-pub use admin::{create_compacted_topic, create_topics, create_topics_with};
+pub use admin::{create_compacted_topic, create_topics, create_topics_with, reachable};
 pub use context::Quiet;
 pub use producer::KafkaProducer;
 pub use source::{CommitOffset, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec};

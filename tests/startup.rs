@@ -1,0 +1,72 @@
+//! Start-up without a reachable broker (no broker needed): `run` never
+//! alerts without its silences and saved alerting state. It waits for
+//! them, saying why, and ends with an error after
+//! `alerting.startup_timeout`; a stop while it waits ends it at once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use telemine::config::Config;
+use telemine::engine::{RunOptions, Stop, run_pipeline};
+use telemine::sql::{SqlOptions, SqlSet};
+
+/// A config whose brokers are a port where nothing listens.
+async fn unreachable(startup_timeout: &str) -> (Config, SqlSet) {
+    let text = config_text("127.0.0.1:9", "g", "t", &repo().join("sql")).replace(
+        "[alerting]\n",
+        &format!("[alerting]\nstartup_timeout = \"{startup_timeout}\"\n"),
+    );
+    let config = Config::parse(std::path::Path::new("test.toml"), &text).expect("config");
+    let sql = SqlSet::load(
+        &config.sql.dir,
+        &config.source_defs().unwrap(),
+        &SqlOptions::from_config(&config),
+    )
+    .await
+    .expect("SQL");
+    (config, sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_silences_and_state_run_ends_with_an_error_not_a_silent_start() {
+    let (config, sql) = unreachable("1s").await;
+    let ended = tokio::time::timeout(
+        Duration::from_secs(300),
+        run_pipeline(
+            &config,
+            sql,
+            RunOptions::default(),
+            std::future::pending::<Stop>(),
+        ),
+    )
+    .await
+    .expect("it ends");
+    let why = ended
+        .expect_err("no start without the silences")
+        .to_string();
+    assert!(why.contains("cannot read the silences"), "{why}");
+    assert!(why.contains("127.0.0.1:9"), "names the brokers: {why}");
+    assert!(
+        why.contains("startup_timeout"),
+        "says what to change: {why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_it_waits_for_the_brokers_ends_the_run() {
+    let (config, sql) = unreachable("1h").await;
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Stop::Now
+    };
+    let ended = tokio::time::timeout(
+        Duration::from_secs(300),
+        run_pipeline(&config, sql, RunOptions::default(), stop),
+    )
+    .await
+    .expect("the stop is honoured while it waits");
+    let summary = ended.expect("a clean stop");
+    assert_eq!(summary.records, 0);
+}
