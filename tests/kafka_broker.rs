@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use support::broker::*;
 use support::*;
 use telemine::alert::Alert;
-use telemine::config::Config;
 use telemine::engine::{Checkpoint, RunOptions, RunSummary, Stop, run_pipeline};
-use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 
 const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
@@ -62,15 +60,7 @@ impl Setup {
     }
 
     async fn run_text_to_end(&self, config_text: &str) -> RunSummary {
-        let config =
-            Config::parse(std::path::Path::new("test.toml"), config_text).expect("test config");
-        let sql = SqlSet::load(
-            &config.sql.dir,
-            &config.source_defs().unwrap(),
-            &SqlOptions::from_config(&config),
-        )
-        .await
-        .expect("default SQL");
+        let (config, sql) = load_config(config_text).await;
         let options = RunOptions {
             stop_at_end: true,
             ..Default::default()
@@ -1093,18 +1083,7 @@ async fn a_second_instance_in_the_group_is_refused() {
             &format!("group_id = \"{}\"\ninstance_id = \"{id}\"", s.group),
         )
     };
-    let load = |text: String| async move {
-        let config = Config::parse(std::path::Path::new("test.toml"), &text).expect("config");
-        let sql = SqlSet::load(
-            &config.sql.dir,
-            &config.source_defs().unwrap(),
-            &SqlOptions::from_config(&config),
-        )
-        .await
-        .expect("SQL");
-        (config, sql)
-    };
-    let (first_config, first_sql) = load(with_instance("first")).await;
+    let (first_config, first_sql) = load_config(&with_instance("first")).await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let first = tokio::spawn(async move {
         run_pipeline(
@@ -1138,7 +1117,7 @@ async fn a_second_instance_in_the_group_is_refused() {
         assert!(Instant::now() < deadline, "the first instance never joined");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (second_config, second_sql) = load(with_instance("second")).await;
+    let (second_config, second_sql) = load_config(&with_instance("second")).await;
     let refused = run_pipeline(
         &second_config,
         second_sql,

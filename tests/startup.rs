@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::*;
 use telemine::config::Config;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 
 /// A config whose brokers are a port where nothing listens.
 async fn unreachable(startup_timeout: &str) -> (Config, SqlSet) {
@@ -18,15 +18,7 @@ async fn unreachable(startup_timeout: &str) -> (Config, SqlSet) {
         "[alerting]\n",
         &format!("[alerting]\nstartup_timeout = \"{startup_timeout}\"\n"),
     );
-    let config = Config::parse(std::path::Path::new("test.toml"), &text).expect("config");
-    let sql = SqlSet::load(
-        &config.sql.dir,
-        &config.source_defs().unwrap(),
-        &SqlOptions::from_config(&config),
-    )
-    .await
-    .expect("SQL");
-    (config, sql)
+    load_config(&text).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,22 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
-use telemine_connectors::schema::SourceSchema;
+use telemine_connectors::decode::{Format, InfluxOptions, decoder_for};
 
 fuzz_target!(|data: &[u8]| {
-    let schema = SourceSchema::new(
-        ["ts timestamp", "host string", "cpu double", "n bigint", "up boolean", "m string"]
-            .iter()
-            .map(|c| c.parse().expect("column"))
-            .collect(),
-        "ts",
-    )
-    .expect("schema");
-    let limits = Limits {
-        clock: Clock::fixed(1_795_737_600_000),
-        ..Limits::default()
-    };
+    let (schema, limits) = (
+        telemine_fuzz::schema(&["m string"]),
+        telemine_fuzz::limits(),
+    );
     let options = InfluxOptions {
         measurement_column: Some("m".into()),
         precision: "ns".into(),
@@ -32,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let out = d.flush();
     for dead in &out.dead {
-        assert_eq!(dead.payload, messages[dead.offset as usize], "dead letters keep their bytes");
+        assert_eq!(
+            dead.payload, messages[dead.offset as usize],
+            "dead letters keep their bytes"
+        );
     }
     if let Some(b) = &out.batch {
         let offsets = b
@@ -49,4 +43,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-

@@ -4,32 +4,33 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
-use telemine_connectors::schema::SourceSchema;
+use telemine_connectors::decode::{Format, InfluxOptions, decoder_for};
 
 fuzz_target!(|data: &[u8]| {
-    let schema = SourceSchema::new(
-        ["ts timestamp", "host string", "cpu double", "n bigint", "up boolean"]
-            .iter()
-            .map(|c| c.parse().expect("column"))
-            .collect(),
-        "ts",
+    let (schema, limits) = (telemine_fuzz::schema(&[]), telemine_fuzz::limits());
+    let mut d = decoder_for(
+        &Format::Json,
+        &InfluxOptions::default(),
+        &schema,
+        64,
+        &limits,
     )
-    .expect("schema");
-    let limits = Limits {
-        clock: Clock::fixed(1_795_737_600_000),
-        ..Limits::default()
-    };
-    let mut d = decoder_for(&Format::Json, &InfluxOptions::default(), &schema, 64, &limits)
-        .expect("decoder");
+    .expect("decoder");
     let messages: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     for (i, m) in messages.iter().enumerate() {
         d.push(m, 0, i as i64);
     }
     let out = d.flush();
     let rows = out.batch.as_ref().map_or(0, |b| b.num_rows());
-    assert_eq!(rows + out.dead.len(), messages.len(), "one row or one dead letter per message");
+    assert_eq!(
+        rows + out.dead.len(),
+        messages.len(),
+        "one row or one dead letter per message"
+    );
     for dead in &out.dead {
-        assert_eq!(dead.payload, messages[dead.offset as usize], "dead letters keep their bytes");
+        assert_eq!(
+            dead.payload, messages[dead.offset as usize],
+            "dead letters keep their bytes"
+        );
     }
 });

@@ -306,23 +306,34 @@ pub(crate) mod tests {
         assert!(!broken("/alerts", serde_json::json!([])).is_empty());
     }
 
-    #[test]
-    fn a_restored_alerter_sends_what_was_waiting_and_looks_before_later_evaluations() {
-        let config = crate::config::AlertingConfig {
+    /// Groups wait 30 s, then are looked at every minute.
+    fn waiting_config() -> crate::config::AlertingConfig {
+        crate::config::AlertingConfig {
             group_wait: std::time::Duration::from_secs(30),
             group_interval: std::time::Duration::from_secs(60),
             ..Default::default()
-        };
-        let eval = |at: i64| Evaluation {
+        }
+    }
+
+    /// An evaluation of rule `Hot` at `at`.
+    fn eval(at: i64) -> Evaluation {
+        Evaluation {
             rule: "Hot".into(),
             timing: Timing::default(),
             at,
-        };
-        let row = |at: i64| {
-            let mut a = alert("Hot", &[("host", "h1")]);
-            a.window_end_ms = at;
-            a
-        };
+        }
+    }
+
+    /// `Hot`'s row for host h1 in the window ending at `at`.
+    fn row(at: i64) -> Alert {
+        let mut a = alert("Hot", &[("host", "h1")]);
+        a.window_end_ms = at;
+        a
+    }
+
+    #[test]
+    fn a_restored_alerter_sends_what_was_waiting_and_looks_before_later_evaluations() {
+        let config = waiting_config();
         // Fires at 2:00; its group waits until 2:30, after the watermark.
         let mut first = Alerter::new(&config);
         assert!(
@@ -359,21 +370,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_source_ahead_of_another_cannot_fire_and_resolve_unseen() {
-        let config = crate::config::AlertingConfig {
-            group_wait: std::time::Duration::from_secs(30),
-            group_interval: std::time::Duration::from_secs(60),
-            ..Default::default()
-        };
-        let eval = |at: i64| Evaluation {
-            rule: "Hot".into(),
-            timing: Timing::default(),
-            at,
-        };
-        let row = |at: i64| {
-            let mut a = alert("Hot", &[("host", "h1")]);
-            a.window_end_ms = at;
-            a
-        };
+        let config = waiting_config();
         // A fast source fires at 1:00 and resolves at 2:00 in one step,
         // while another source has no watermark yet: the clock is held,
         // and so are both evaluations.
@@ -403,17 +400,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let mut a = Alerter::new(&config);
-        let mut row = alert("Hot", &[("host", "h1")]);
-        row.window_end_ms = MIN;
-        let first = a.step(
-            vec![Evaluation {
-                rule: "Hot".into(),
-                timing: Timing::default(),
-                at: MIN,
-            }],
-            vec![row],
-            Some(MIN),
-        );
+        let first = a.step(vec![eval(MIN)], vec![row(MIN)], Some(MIN));
         assert_eq!(first.len(), 1);
         // 75 years of event time later (one producer's clock): before,
         // one repeat per hour of the jump, 657,000 notifications.

@@ -215,18 +215,13 @@ pub async fn run_pipeline(
                     if let Some(batch) = batch {
                         // A stop during the evaluations abandons them (see
                         // `abandoned`); after a stop they run to the end.
-                        let alerts = if stop_requested {
-                            engine.ingest(s, batch).await?
-                        } else {
-                            tokio::select! {
-                                biased;
-                                _ = &mut stop => {
-                                    abandoned = true;
-                                    break;
-                                }
-                                r = engine.ingest(s, batch) => r?,
-                            }
+                        let work = engine.ingest(s, batch);
+                        let Some(alerts) = unless_stopped(stop.as_mut(), stop_requested, work).await
+                        else {
+                            abandoned = true;
+                            break;
                         };
+                        let alerts = alerts?;
                         sinks.outputs(&source, &mut engine, alerts).await?;
                     }
                 }
@@ -259,18 +254,12 @@ pub async fn run_pipeline(
                 }
             }
             _ = commit_tick.tick() => {
-                let alerts = if stop_requested {
-                    engine.tick().await?
-                } else {
-                    tokio::select! {
-                        biased;
-                        _ = &mut stop => {
-                            abandoned = true;
-                            break;
-                        }
-                        r = engine.tick() => r?,
-                    }
+                let Some(alerts) = unless_stopped(stop.as_mut(), stop_requested, engine.tick()).await
+                else {
+                    abandoned = true;
+                    break;
                 };
+                let alerts = alerts?;
                 sinks.outputs(&source, &mut engine, alerts).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
             }
@@ -328,6 +317,24 @@ pub async fn run_pipeline(
         notifications: Metrics::get(&metrics.notifications),
         busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
     })
+}
+
+/// Runs engine work (views and rules) unless a stop arrives first: then
+/// the work is dropped (`None`) and the caller abandons the run. Once a
+/// stop was requested, the work runs to its end.
+async fn unless_stopped<T, S: Future<Output = Stop>>(
+    stop: std::pin::Pin<&mut S>,
+    stop_requested: bool,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    if stop_requested {
+        return Some(work.await);
+    }
+    tokio::select! {
+        biased;
+        _ = stop => None,
+        r = work => Some(r),
+    }
 }
 
 /// A compacted topic of ours (created if missing), read to its end: the

@@ -96,6 +96,20 @@ commit_interval = "200ms"
     )
 }
 
+/// A config from its text, with its SQL folder loaded.
+pub async fn load_config(text: &str) -> (telemine::config::Config, telemine::sql::SqlSet) {
+    let config =
+        telemine::config::Config::parse(Path::new("test.toml"), text).expect("test config");
+    let sql = telemine::sql::SqlSet::load(
+        &config.sql.dir,
+        &config.source_defs().expect("sources"),
+        &telemine::sql::SqlOptions::from_config(&config),
+    )
+    .await
+    .expect("the test's SQL");
+    (config, sql)
+}
+
 /// A name unique to this test run.
 pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -295,6 +295,20 @@ mod tests {
         d.flush()
     }
 
+    /// The host column of the decoded rows.
+    fn hosts(out: &Decoded) -> Vec<String> {
+        out.batch
+            .as_ref()
+            .map(|b| {
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|h| h.unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
     fn decodes_objects_with_meta_columns() {
         let out = decode(&[
@@ -338,14 +352,7 @@ mod tests {
             r#"{"ts":1003,"host":"e"} {"ts":1004,"host":"f"}"#,
             r#"{"ts":1005,"host":"g","cpu":3}"#,
         ]);
-        let b = out.batch.unwrap();
-        let hosts: Vec<_> = b
-            .column(1)
-            .as_string::<i32>()
-            .iter()
-            .map(|h| h.unwrap().to_string())
-            .collect();
-        assert_eq!(hosts, ["a", "g"]);
+        assert_eq!(hosts(&out), ["a", "g"]);
         let mut dead: Vec<_> = out
             .dead
             .iter()
@@ -395,15 +402,7 @@ mod tests {
             r#"{"ts":"9999-12-31T23:59:59Z","host":"f","cpu":1}"#,
             r#"{"ts":1003,"host":"g","cpu":2}"#,
         ]);
-        let hosts: Vec<_> = out
-            .batch
-            .unwrap()
-            .column(1)
-            .as_string::<i32>()
-            .iter()
-            .map(|h| h.unwrap().to_string())
-            .collect();
-        assert_eq!(hosts, ["a", "g"]);
+        assert_eq!(hosts(&out), ["a", "g"]);
         let mut dead: Vec<_> = out
             .dead
             .iter()
