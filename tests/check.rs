@@ -148,3 +148,36 @@ fn an_unknown_config_key_is_reported_with_its_position() {
         "{err}"
     );
 }
+
+/// librdkafka itself checks every `[kafka.properties]` entry: a misspelt
+/// name or a value it cannot parse is an error at its line, and no value
+/// that could be a secret is ever printed — a misspelt `sasl.pasword`
+/// included.
+#[test]
+fn kafka_properties_are_checked_and_secrets_never_printed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repo().join("config/telemine.toml"))
+        .expect("default config")
+        .replace(
+            "[kafka.properties]\n",
+            "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-secret\"\n\"linger.ms\" = \"soon\"\n",
+        )
+        .replace(
+            "dir = \"../sql\"",
+            &format!("dir = {:?}", repo().join("sql")),
+        );
+    let config = dir.path().join("telemine.toml");
+    std::fs::write(&config, &text).expect("config");
+    let o = check(&["--config", config.to_str().expect("path")]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`sasl.pasword`"), "{err}");
+    assert!(err.contains("`linger.ms`"), "{err}");
+    assert!(!err.contains("hunter2"), "a password was printed: {err}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("sasl.pasword"))
+        .expect("line")
+        + 1;
+    assert!(err.contains(&format!("telemine.toml:{line}:")), "{err}");
+}
