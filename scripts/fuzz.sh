@@ -9,7 +9,9 @@
 # corpus in fuzz/corpus/TARGET (new finds are kept in a scratch copy, not
 # in the repo; `--keep` writes them back). A crash, a hang (>10 s for one
 # input) or a blow-up (>2 GiB) fails the script; libFuzzer leaves the
-# input in fuzz/artifacts/TARGET/ — turn it into a regression test.
+# input in fuzz/artifacts/TARGET/: fix the bug, then copy the input to
+# fuzz/regressions/TARGET/, where tests/fuzz_corpus.rs replays it in every
+# test run (as it replays the whole corpus).
 # `--decoders` runs only the two decoder targets (they build without the
 # engine crate, so much faster). CI runs `--time 20`; RELIABILITY.md
 # records the long runs.
@@ -53,12 +55,14 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t"
   cp -r "fuzz/corpus/$t/." "$scratch/$t/" 2>/dev/null || true
   echo "== fuzz $t (${limit[*]})"
+  status=0
   cargo fuzz run --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" -- \
     "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
-    2>&1 | grep -E "^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|thread .* panicked|Test unit written)" || true
-  # libFuzzer's exit status is lost in the pipe: a finding leaves an artifact.
-  if ls "fuzz/artifacts/$t"/* >/dev/null 2>&1; then
-    echo "fuzz.sh: $t found a failing input: fuzz/artifacts/$t/" >&2
+    >"$scratch/$t.log" 2>&1 || status=$?
+  grep -E "^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|thread .* panicked|Test unit written)" "$scratch/$t.log" || true
+  if [ "$status" != 0 ] || ls "fuzz/artifacts/$t"/* >/dev/null 2>&1; then
+    tail -40 "$scratch/$t.log" >&2
+    echo "fuzz.sh: $t failed (exit $status); a failing input is in fuzz/artifacts/$t/ if one was found" >&2
     exit 1
   fi
   if [ "$keep" = 1 ]; then

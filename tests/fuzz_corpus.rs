@@ -1,0 +1,62 @@
+//! Every input in the fuzz corpus (`fuzz/corpus/TARGET/`) and every input a
+//! fuzzer ever found failing (`fuzz/regressions/TARGET/`), through the same
+//! function its cargo-fuzz target calls: what fuzzing found stays fixed in
+//! every test run, without a fuzzer. `scripts/fuzz.sh` does the fuzzing.
+
+#[path = "../fuzz/src/decoders.rs"]
+mod decoders;
+#[path = "../fuzz/src/engine.rs"]
+mod engine;
+
+use std::path::Path;
+
+fn replay(target: &str, body: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.expect("corpus entry").path();
+            let data = std::fs::read(&path).expect("corpus file");
+            let ok = std::panic::catch_unwind(|| body(&data));
+            assert!(ok.is_ok(), "{target} fails on {}", path.display());
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn the_fuzz_corpus_passes_every_target() {
+    let counts = [
+        (
+            "json_decoder",
+            replay("json_decoder", decoders::json_decoder),
+        ),
+        (
+            "influx_decoder",
+            replay("influx_decoder", decoders::influx_decoder),
+        ),
+        (
+            "rule_metadata",
+            replay("rule_metadata", engine::rule_metadata),
+        ),
+        (
+            "config_loader",
+            replay("config_loader", engine::config_loader),
+        ),
+        (
+            "silence_reader",
+            replay("silence_reader", engine::silence_reader),
+        ),
+        (
+            "alerting_state_reader",
+            replay("alerting_state_reader", engine::alerting_state_reader),
+        ),
+    ];
+    for (target, n) in counts {
+        assert!(n > 0, "no corpus for {target}");
+    }
+}
