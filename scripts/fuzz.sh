@@ -48,7 +48,20 @@ fi
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${TELEMINE_FUZZ_TARGET_DIR:-$HOME/.cache/telemine-fuzz-target}"
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
+# With --keep, what was found is written back even when a run is stopped
+# (Ctrl-C) or fails, so a long run's corpus is never lost.
+keep_corpus() {
+  if [ "$keep" = 1 ]; then
+    for t in "${targets[@]}"; do
+      if [ -d "$scratch/$t" ]; then
+        mkdir -p "fuzz/corpus/$t"
+        cp -r "$scratch/$t/." "fuzz/corpus/$t/"
+      fi
+    done
+  fi
+  rm -rf "$scratch"
+}
+trap keep_corpus EXIT
 
 for t in "${targets[@]}"; do
   rm -rf "fuzz/artifacts/$t"
@@ -67,8 +80,6 @@ for t in "${targets[@]}"; do
   fi
   if [ "$keep" = 1 ]; then
     cargo fuzz cmin --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" >/dev/null 2>&1 || true
-    mkdir -p "fuzz/corpus/$t"
-    cp -r "$scratch/$t/." "fuzz/corpus/$t/"
   fi
 done
 echo "fuzz.sh: no crash, hang or blow-up in ${targets[*]}"
