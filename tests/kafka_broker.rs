@@ -51,6 +51,14 @@ impl Setup {
         })
     }
 
+    /// The setup's config written to `dir/telemine.toml`, for `telemine
+    /// run` child processes.
+    fn config_file(&self, dir: &std::path::Path) -> PathBuf {
+        let config = dir.join("telemine.toml");
+        std::fs::write(&config, &self.config_text).expect("write config");
+        config
+    }
+
     fn topic(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
@@ -313,8 +321,7 @@ async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() 
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("telemine.toml");
-    std::fs::write(&config, &s.config_text).expect("write config");
+    let config = s.config_file(dir.path());
 
     // First half: up to 3:30 of event time; minute 3's anomaly needs both
     // halves of the minute to fire (95% then 84%).
@@ -1148,8 +1155,7 @@ async fn after_kill_9_a_restart_takes_the_partitions_back_at_once() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("telemine.toml");
-    std::fs::write(&config, &s.config_text).expect("write config");
+    let config = s.config_file(dir.path());
     produce(
         &s.brokers,
         &s.topic("telemetry"),

@@ -173,13 +173,18 @@ impl Dispatcher {
     /// cost time and memory in proportion to its size.
     pub fn flush(&mut self, now: i64, silences: &Silences) -> Vec<Payload> {
         let mut out = Vec::new();
-        let inhibited = Inhibited::index(&self.inhibit, &self.groups);
         let mut due: BTreeSet<(i64, String)> = self
             .groups
             .iter()
             .filter(|(_, g)| g.next_look <= now)
             .map(|(k, g)| (g.next_look, k.clone()))
             .collect();
+        if due.is_empty() {
+            // The common case (a flush before every evaluation): no pass
+            // over the alerts to index inhibition sources.
+            return out;
+        }
+        let inhibited = Inhibited::index(&self.inhibit, &self.groups);
         let mut skipped: BTreeSet<String> = BTreeSet::new();
         while let Some((at, key)) = due.pop_first() {
             if let Some(p) = self.look(&key, at, silences, &inhibited) {

@@ -273,27 +273,15 @@ pub async fn run_pipeline(
             "stopped during an evaluation: it was abandoned; the windows since the last commit are re-read at restart"
         );
         source.stop();
-        sinks.producer.flush(Duration::from_secs(30))?;
-        follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || source.join())
-            .await
-            .ok();
-        return Ok(RunSummary {
-            records: Metrics::get(&metrics.records_decoded),
-            dead_letters: Metrics::get(&metrics.dead_letters),
-            late: Metrics::get(&metrics.late_records),
-            alerts: Metrics::get(&metrics.alerts),
-            notifications: Metrics::get(&metrics.notifications),
-            busy: first_record.map(|t| t.elapsed()).unwrap_or_default(),
-        });
+    } else {
+        if drain && !stopping {
+            let alerts = engine.finish().await?;
+            sinks.outputs(&source, &mut engine, alerts).await?;
+            let last = sinks.alerter.finish();
+            sinks.notify(last).await?;
+        }
+        commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     }
-    if drain && !stopping {
-        let alerts = engine.finish().await?;
-        sinks.outputs(&source, &mut engine, alerts).await?;
-        let last = sinks.alerter.finish();
-        sinks.notify(last).await?;
-    }
-    commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
     sinks.producer.flush(Duration::from_secs(30))?;
     if let Some(w) = sinks.webhooks.take() {
         tokio::task::spawn_blocking(move || w.finish()).await.ok();

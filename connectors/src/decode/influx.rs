@@ -205,10 +205,11 @@ impl InfluxDecoder {
     /// non-finite reading unless the policy makes it NULL.
     fn review(&self, partition: i32, values: &[(usize, Value<'_>)]) -> Result<(), String> {
         let ts = self.schema.event_time_index();
+        let now = self.guard.now_ms();
         for (col, v) in values {
             if *col == ts {
                 if let Some(t) = v.as_i64() {
-                    self.guard.check_time(partition, t)?;
+                    self.guard.check_time(partition, t, now)?;
                 }
             } else if let Some(Column::F64(_)) = self.columns.get(*col)
                 && self.guard.limits().non_finite == NonFinite::DeadLetter

@@ -21,10 +21,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
 use arrow::compute::nullif;
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use serde::Deserialize;
+
+use crate::schema::SourceSchema;
 
 /// The wall clock as the decoders see it: milliseconds since the epoch.
 #[derive(Clone)]
@@ -147,16 +149,17 @@ impl Guard {
         }
     }
 
-    /// The latest event time `partition` may carry now.
-    pub(crate) fn time_limit(&self, partition: i32) -> i64 {
-        let now = self.limits.clock.now_ms();
-        let base = self.newest.get(&partition).map_or(now, |&n| n.max(now));
-        base.saturating_add(self.skew_ms)
+    /// The wall clock, read once per batch or message by the callers.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.limits.clock.now_ms()
     }
 
-    /// Why event time `t` of `partition` is refused, if it is.
-    pub(crate) fn check_time(&self, partition: i32, t: i64) -> Result<(), String> {
-        let limit = self.time_limit(partition);
+    /// Why event time `t` of `partition` is refused at wall-clock time
+    /// `now`, if it is: later than both `now` and the partition's newest
+    /// accepted time, by more than the skew.
+    pub(crate) fn check_time(&self, partition: i32, t: i64, now: i64) -> Result<(), String> {
+        let base = self.newest.get(&partition).map_or(now, |&n| n.max(now));
+        let limit = base.saturating_add(self.skew_ms);
         if t <= limit {
             return Ok(());
         }
@@ -182,9 +185,8 @@ impl Guard {
     pub(crate) fn review(
         &mut self,
         batch: RecordBatch,
-        ts_index: usize,
-        names: &[String],
-        partition_of: &dyn Fn(usize) -> i32,
+        schema: &SourceSchema,
+        partitions: &Int32Array,
         refused: &mut [Option<String>],
     ) -> RecordBatch {
         let n = batch.num_rows();
@@ -210,7 +212,7 @@ impl Guard {
                     }
                 }
                 NonFinite::DeadLetter => {
-                    let name = names.get(c).map_or("?", String::as_str);
+                    let name = schema.columns().get(c).map_or("?", |col| col.name.as_str());
                     for (i, b) in bad.iter().enumerate() {
                         if b == Some(true) && refused[i].is_none() {
                             refused[i] = Some(format!(
@@ -229,14 +231,15 @@ impl Guard {
             batch
         };
         let times = batch
-            .column(ts_index)
+            .column(schema.event_time_index())
             .as_primitive::<TimestampMillisecondType>();
+        let now = self.now_ms();
         for (i, why) in refused.iter_mut().enumerate().take(n) {
             if why.is_some() || times.is_null(i) {
                 continue;
             }
-            let p = partition_of(i);
-            match self.check_time(p, times.value(i)) {
+            let p = partitions.value(i);
+            match self.check_time(p, times.value(i), now) {
                 Ok(()) => self.advance(p, times.value(i)),
                 Err(reason) => *why = Some(reason),
             }
@@ -386,20 +389,26 @@ mod tests {
         );
     }
 
+    impl Guard {
+        fn check_time_now(&self, partition: i32, t: i64) -> Result<(), String> {
+            self.check_time(partition, t, self.now_ms())
+        }
+    }
+
     #[test]
     fn future_times_are_measured_against_clock_and_partition_progress() {
         let mut g = guard();
         let hour = 3_600_000;
-        assert!(g.check_time(0, 1_000_000 + hour).is_ok());
-        let err = g.check_time(0, 1_000_000 + hour + 1).unwrap_err();
+        assert!(g.check_time_now(0, 1_000_000 + hour).is_ok());
+        let err = g.check_time_now(0, 1_000_000 + hour + 1).unwrap_err();
         assert!(err.contains("max_future_skew (1h)"), "{err}");
         // A partition already ahead of the clock (a replay running faster
         // than time) may move on by up to the skew from where it is.
         g.advance(1, 1_000_000 + 5 * hour);
-        assert!(g.check_time(1, 1_000_000 + 6 * hour).is_ok());
-        assert!(g.check_time(1, 1_000_000 + 7 * hour).is_err());
-        assert!(g.check_time(0, 1_000_000 + 6 * hour).is_err());
+        assert!(g.check_time_now(1, 1_000_000 + 6 * hour).is_ok());
+        assert!(g.check_time_now(1, 1_000_000 + 7 * hour).is_err());
+        assert!(g.check_time_now(0, 1_000_000 + 6 * hour).is_err());
         // Absurd times are described, never overflow.
-        assert!(g.check_time(0, i64::MAX).unwrap_err().contains("ms"));
+        assert!(g.check_time_now(0, i64::MAX).unwrap_err().contains("ms"));
     }
 }

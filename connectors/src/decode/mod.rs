@@ -183,9 +183,11 @@ pub(crate) fn finish_batch(
     if n == 0 {
         return None;
     }
+    let partitions = Arc::new(Int32Array::from(partitions));
+    let offsets = Arc::new(Int64Array::from(offsets));
     let mut columns = columns;
-    columns.push(Arc::new(Int32Array::from(partitions)));
-    columns.push(Arc::new(Int64Array::from(offsets)));
+    columns.push(partitions.clone());
+    columns.push(offsets.clone());
     let batch = match RecordBatch::try_new(schema.batch_schema().clone(), columns) {
         Ok(b) => b,
         Err(e) => {
@@ -216,21 +218,7 @@ pub(crate) fn finish_batch(
             })
             .collect()
     };
-    let p = batch
-        .column(batch.num_columns() - 2)
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .map(|a| a.values().to_vec())
-        .unwrap_or_default();
-    let o = batch
-        .column(batch.num_columns() - 1)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .map(|a| a.values().to_vec())
-        .unwrap_or_default();
-    let names: Vec<String> = schema.columns().iter().map(|c| c.name.clone()).collect();
-    let partition_of = |i: usize| p.get(i).copied().unwrap_or(-1);
-    let batch = guard.review(batch, ts_index, &names, &partition_of, &mut refused);
+    let batch = guard.review(batch, schema, &partitions, &mut refused);
     if refused.iter().all(Option::is_none) {
         return Some(batch);
     }
@@ -241,8 +229,8 @@ pub(crate) fn finish_batch(
             dead.push(DeadLetter {
                 payload: payload_of(i),
                 reason,
-                partition: partition_of(i),
-                offset: o.get(i).copied().unwrap_or(-1),
+                partition: partitions.value(i),
+                offset: offsets.value(i),
             });
         }
     }

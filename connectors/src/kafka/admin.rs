@@ -26,9 +26,10 @@ pub async fn reachable(
     timeout: Duration,
 ) -> Result<(), ConnectorError> {
     let config = client.client_config();
+    let context = super::Quiet::new(client);
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer<super::Quiet> = config
-            .create_with_context(super::Quiet::default())
+            .create_with_context(context)
             .map_err(|e| ConnectorError::kafka("creating a client", e))?;
         rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, timeout)
             .map(|_| ())

@@ -20,9 +20,40 @@ const EVERY: Duration = Duration::from_secs(10);
 pub struct Quiet {
     /// Per kind of line: when it was last logged, and how many since.
     seen: Mutex<HashMap<String, (Instant, u64)>>,
+    /// The bootstrap servers, for "cannot reach" messages.
+    brokers: String,
 }
 
 impl Quiet {
+    /// The context of a client of `client`'s cluster.
+    pub fn new(client: &super::KafkaClientConfig) -> Quiet {
+        Quiet {
+            seen: Mutex::default(),
+            brokers: client.bootstrap_servers.clone(),
+        }
+    }
+
+    /// Logs a client error, at most once per kind and interval: librdkafka's
+    /// global errors (through [`ClientContext::error`]) and the errors a
+    /// consumer's poll returns share one limit.
+    pub fn report(&self, error: &KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        let Some(held) = self.admit(&kind) else {
+            return;
+        };
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let brokers = &self.brokers;
+        match error.rdkafka_error_code() {
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
+                tracing::error!(target: "librdkafka", held_back = held, %error, reason,
+                    "cannot reach the Kafka brokers at {brokers}; retrying (check that they run and that [kafka] bootstrap_servers is right)")
+            }
+            _ => {
+                tracing::warn!(target: "librdkafka", held_back = held, %error, reason, "kafka client error; continuing")
+            }
+        }
+    }
+
     /// Whether a line of `kind` may be logged now; if so, how many were
     /// held back since the last one.
     fn admit(&self, kind: &str) -> Option<u64> {
@@ -65,20 +96,7 @@ impl ClientContext for Quiet {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = format!("{:?}", error.rdkafka_error_code());
-        let Some(held) = self.admit(&kind) else {
-            return;
-        };
-        use rdkafka::types::RDKafkaErrorCode as C;
-        match error.rdkafka_error_code() {
-            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
-                tracing::error!(target: "librdkafka", held_back = held, %error, reason,
-                    "cannot reach the Kafka brokers; retrying (check that they run and that [kafka] bootstrap_servers is right)")
-            }
-            _ => {
-                tracing::error!(target: "librdkafka", held_back = held, %error, reason, "librdkafka error")
-            }
-        }
+        self.report(&error, reason);
     }
 }
 

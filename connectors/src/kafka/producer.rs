@@ -26,7 +26,7 @@ impl KafkaProducer {
         if !client.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
         }
-        let producer = c.create_with_context(Quiet::default()).map_err(|e| {
+        let producer = c.create_with_context(Quiet::new(client)).map_err(|e| {
             ConnectorError::kafka("creating the producer (check [kafka] settings)", e)
         })?;
         Ok(KafkaProducer { producer })

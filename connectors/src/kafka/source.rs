@@ -131,7 +131,7 @@ impl KafkaSource {
             c.set("group.instance.id", id);
         }
         let consumer: BaseConsumer<Quiet> =
-            c.create_with_context(Quiet::default()).map_err(|e| {
+            c.create_with_context(Quiet::new(client)).map_err(|e| {
                 ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
             })?;
         alone_in_group(&consumer, &client.group_id, instance.as_deref())?;
@@ -193,8 +193,6 @@ impl KafkaSource {
             parts: Vec::new(),
             assigned: Vec::new(),
             assignment_checked: None,
-            errors: ErrorLog::default(),
-            brokers: client.bootstrap_servers.clone(),
 
             oldest: Vec::new(),
             ends,
@@ -476,41 +474,6 @@ struct PollLoop {
     /// Per source: the assignment last announced.
     assigned: Vec<Vec<i32>>,
     assignment_checked: Option<Instant>,
-    /// Consumer errors, logged at most once per interval.
-    errors: ErrorLog,
-    /// The bootstrap servers, for messages.
-    brokers: String,
-}
-
-/// Consumer errors as the log shows them: the first at once, then at most
-/// one line per [`ErrorLog::EVERY`] with how many were suppressed — a
-/// stopped broker must not flood the log — and, when the brokers cannot be
-/// reached at all, a line that says exactly that.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn report(&mut self, e: &rdkafka::error::KafkaError, brokers: &str) {
-        use rdkafka::types::RDKafkaErrorCode as C;
-        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut self.suppressed);
-        self.last = Some(Instant::now());
-        match e.rdkafka_error_code() {
-            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) => {
-                tracing::error!(error = %e, suppressed,
-                    "cannot reach the Kafka brokers at {brokers}; retrying (check that they run and that [kafka] bootstrap_servers is right)")
-            }
-            _ => tracing::warn!(error = %e, suppressed, "kafka consumer error; continuing"),
-        }
-    }
 }
 
 impl PollLoop {
@@ -603,7 +566,7 @@ impl PollLoop {
                         let _ = self.send(Stage::Event(SourceEvent::Failed(why)));
                         return;
                     }
-                    self.errors.report(&e, &self.brokers)
+                    consumer.context().report(&e, "polling the consumer")
                 }
             }
             for s in 0..sources {

@@ -33,7 +33,7 @@ impl TableReader {
             .set("enable.auto.commit", "false")
             .set("group.id", format!("telemine-table-{topic}"));
         let consumer: BaseConsumer<Quiet> = config
-            .create_with_context(Quiet::default())
+            .create_with_context(Quiet::new(client))
             .map_err(|e| ConnectorError::kafka(format!("reading `{topic}`"), e))?;
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
