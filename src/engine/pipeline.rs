@@ -184,8 +184,7 @@ pub async fn run_pipeline(
                         stopping = true;
                     }
                     Stop::Drain => {
-                        tracing::info!("draining: reading every partition to its current end");
-                        source.drain();
+                        start_draining(&source);
                         drain = true;
                     }
                 }
@@ -216,11 +215,16 @@ pub async fn run_pipeline(
                         // A stop during the evaluations abandons them (see
                         // `abandoned`); after a stop they run to the end.
                         let work = engine.ingest(s, batch);
-                        let Some(alerts) = unless_stopped(stop.as_mut(), stop_requested, work).await
+                        let Some((alerts, drain_now)) =
+                            unless_stopped(stop.as_mut(), stop_requested, work).await
                         else {
                             abandoned = true;
                             break;
                         };
+                        if drain_now {
+                            (stop_requested, drain) = (true, true);
+                            start_draining(&source);
+                        }
                         let alerts = alerts?;
                         sinks.outputs(&source, &mut engine, alerts).await?;
                     }
@@ -254,11 +258,16 @@ pub async fn run_pipeline(
                 }
             }
             _ = commit_tick.tick() => {
-                let Some(alerts) = unless_stopped(stop.as_mut(), stop_requested, engine.tick()).await
+                let Some((alerts, drain_now)) =
+                    unless_stopped(stop.as_mut(), stop_requested, engine.tick()).await
                 else {
                     abandoned = true;
                     break;
                 };
+                if drain_now {
+                    (stop_requested, drain) = (true, true);
+                    start_draining(&source);
+                }
                 let alerts = alerts?;
                 sinks.outputs(&source, &mut engine, alerts).await?;
                 commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
@@ -307,22 +316,34 @@ pub async fn run_pipeline(
     })
 }
 
-/// Runs engine work (views and rules) unless a stop arrives first: then
-/// the work is dropped (`None`) and the caller abandons the run. Once a
-/// stop was requested, the work runs to its end.
+/// Runs engine work (views and rules) unless a `Stop::Now` arrives first:
+/// then the work is dropped (`None`) and the caller abandons the run. A
+/// `Stop::Drain` arriving meanwhile lets the work finish and is returned
+/// with it (`true`: start draining). Once a stop was requested, the work
+/// runs to its end.
 async fn unless_stopped<T, S: Future<Output = Stop>>(
     stop: std::pin::Pin<&mut S>,
     stop_requested: bool,
     work: impl Future<Output = T>,
-) -> Option<T> {
+) -> Option<(T, bool)> {
     if stop_requested {
-        return Some(work.await);
+        return Some((work.await, false));
     }
+    tokio::pin!(work);
     tokio::select! {
         biased;
-        _ = stop => None,
-        r = work => Some(r),
+        how = stop => match how {
+            Stop::Now => None,
+            Stop::Drain => Some((work.await, true)),
+        },
+        r = &mut work => Some((r, false)),
     }
+}
+
+/// Asks the source to read every partition to its current end, then stop.
+fn start_draining(source: &KafkaSource) {
+    tracing::info!("draining: reading every partition to its current end");
+    source.drain();
 }
 
 /// A compacted topic of ours (created if missing), read to its end: the
