@@ -12,8 +12,9 @@
 # input in fuzz/artifacts/TARGET/: fix the bug, then copy the input to
 # fuzz/regressions/TARGET/, where tests/fuzz_corpus.rs replays it in every
 # test run (as it replays the whole corpus).
-# `--decoders` runs only the two decoder targets (they build without the
-# engine crate, so much faster). CI runs `--time 20`; RELIABILITY.md
+# `--decoders` builds without the engine crate (much faster) and runs the
+# two decoder targets, or those of the TARGETs named. CI runs
+# `--decoders --time 15`; RELIABILITY.md
 # records the long runs.
 #
 # Needs cargo-fuzz (installed from crates.io when missing) and a C++
@@ -26,6 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 limit=(-max_total_time=30)
 keep=0
+decoders=0
 features=()
 targets=()
 while [ $# -gt 0 ]; do
@@ -33,11 +35,13 @@ while [ $# -gt 0 ]; do
     --time) limit=(-max_total_time="$2"); shift 2 ;;
     --runs) limit=(-runs="$2"); shift 2 ;;
     --keep) keep=1; shift ;;
-    --decoders) features=(--no-default-features); targets=(json_decoder influx_decoder); shift ;;
+    --decoders) features=(--no-default-features); decoders=1; shift ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-if [ ${#targets[@]} -eq 0 ]; then
+if [ ${#targets[@]} -eq 0 ] && [ "$decoders" = 1 ]; then
+  targets=(json_decoder influx_decoder)
+elif [ ${#targets[@]} -eq 0 ]; then
   targets=(json_decoder influx_decoder rule_metadata config_loader silence_reader alerting_state_reader)
 fi
 

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub sql_reloads: AtomicU64,
     /// SQL folder reloads refused (the running SQL kept).
     pub sql_reload_failures: AtomicU64,
+    /// Input partitions assigned to this instance now, over every source
+    /// (a gauge).
+    pub partitions_assigned: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
     /// Messages telemine produced that the broker refused for what they

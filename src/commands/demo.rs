@@ -38,6 +38,11 @@ pub struct DemoOptions {
 }
 
 const ALERT_PARTITIONS: i32 = 3;
+const TELEMETRY_PARTITIONS: i32 = 6;
+const MARKET_PARTITIONS: i32 = 2;
+/// How long the generator waits for the engine to be assigned its
+/// partitions (a consumer joining the mock cluster's group took ~9 s).
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let Some((mut cfg, sql)) = super::load(&o.config, o.sql.as_deref()).await? else {
@@ -59,8 +64,8 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
 
     let cluster = MockCluster::new(1).context("starting the embedded Kafka mock cluster")?;
     for (topic, partitions) in [
-        (telemetry.as_str(), 6),
-        (market.as_str(), 2),
+        (telemetry.as_str(), TELEMETRY_PARTITIONS),
+        (market.as_str(), MARKET_PARTITIONS),
         (cfg.sinks.alerts_topic.as_str(), ALERT_PARTITIONS),
         (cfg.sinks.dead_letter_topic.as_str(), 1),
         (cfg.sinks.late_topic.as_str(), 1),
@@ -121,6 +126,25 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         );
         std::thread::spawn(move || read_alerts(&bootstrap, &topic, &stop, &count))
     };
+
+    // The mock cluster keeps only the newest part of each partition: the
+    // generator starts once the engine reads, so that no record is gone
+    // before it is read.
+    let wanted = (TELEMETRY_PARTITIONS + MARKET_PARTITIONS) as u64;
+    let deadline = Instant::now() + ASSIGNMENT_WAIT;
+    while metrics.partitions_assigned.load(Ordering::Relaxed) < wanted {
+        if engine.is_finished() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "demo: the engine was not assigned its partitions within {} s; generating anyway (the oldest records may be gone before they are read)",
+                ASSIGNMENT_WAIT.as_secs()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The generator, paced to `speed` event seconds per wall second.
     let (t_topic, m_topic, gen_bootstrap) = (telemetry.clone(), market.clone(), bootstrap.clone());

@@ -172,6 +172,8 @@ pub async fn run_pipeline(
     let (reload_done_tx, mut reload_done_rx) = mpsc::channel(1);
     let mut reload_generation = 0u64;
     let mut abandoned = false;
+    // Partitions assigned, per source.
+    let mut assigned = vec![0u64; defs.len()];
     loop {
         tokio::select! {
             biased;
@@ -197,6 +199,12 @@ pub async fn run_pipeline(
                 Some(SourceEvent::Assigned { source: s, partitions }) => {
                     tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
                     engine.assign(s, &partitions)?;
+                    if let Some(n) = assigned.get_mut(s) {
+                        *n = partitions.len() as u64;
+                    }
+                    metrics
+                        .partitions_assigned
+                        .store(assigned.iter().sum(), std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
                     let checkpoint = committed
