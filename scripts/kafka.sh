@@ -7,6 +7,9 @@
 #   scripts/kafka.sh start     install if needed, format storage, start, wait until ready
 #   scripts/kafka.sh stop      stop the broker started by `start`
 #   scripts/kafka.sh status    exit 0 if the broker answers
+#   scripts/kafka.sh pause S   freeze the broker (SIGSTOP) for S seconds, then
+#                              let it go on: a stall, for tests (exit 3: no
+#                              broker of this script's on that port)
 #
 # Environment:
 #   TELEMINE_KAFKA_HOME  cache and data folder (default: ~/.cache/telemine-kafka)
@@ -111,10 +114,22 @@ stop() {
   fi
 }
 
+pause() {
+  paused_pid="$(cat "$pidfile" 2>/dev/null)" || { log "no broker started by this script on port $port"; exit 3; }
+  kill -0 "$paused_pid" 2>/dev/null || { log "the broker (pid $paused_pid) is not running"; exit 3; }
+  trap 'kill -CONT "$paused_pid" 2>/dev/null || true' EXIT
+  log "freezing the broker (pid $paused_pid) for $1 s"
+  kill -STOP "$paused_pid"
+  sleep "$1"
+  kill -CONT "$paused_pid"
+  log "the broker goes on"
+}
+
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
   status) ready ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  pause) pause "${2:?pause needs a number of seconds}" ;;
+  *) echo "usage: $0 install|start|stop|status|pause SECONDS" >&2; exit 2 ;;
 esac

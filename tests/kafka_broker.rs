@@ -4,132 +4,14 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::broker::*;
+use support::setup::*;
 use support::*;
-use telemine::alert::Alert;
-use telemine::engine::{Checkpoint, RunOptions, RunSummary, Stop, run_pipeline};
+use telemine::engine::{Checkpoint, RunOptions, Stop, run_pipeline};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
-
-const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
-const TELEMETRY_PARTITIONS: i32 = 3;
-
-struct Setup {
-    brokers: String,
-    prefix: String,
-    group: String,
-    config_text: String,
-}
-
-impl Setup {
-    async fn new(name: &str) -> Option<Setup> {
-        let brokers = brokers()?;
-        let prefix = unique(name);
-        let group = format!("{prefix}.group");
-        let client = KafkaClientConfig::new(brokers.clone());
-        let topics = [
-            (format!("{prefix}.telemetry"), TELEMETRY_PARTITIONS),
-            (format!("{prefix}.market"), 1),
-            (format!("{prefix}.alerts"), 3),
-            (format!("{prefix}.rows"), 3),
-            (format!("{prefix}.dead-letter"), 1),
-            (format!("{prefix}.late"), 1),
-        ];
-        let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        create_topics(&client, &refs)
-            .await
-            .expect("create test topics");
-        let config_text = config_text(&brokers, &group, &prefix, &repo().join("sql"));
-        Some(Setup {
-            brokers,
-            prefix,
-            group,
-            config_text,
-        })
-    }
-
-    /// The setup's config written to `dir/telemine.toml`, for `telemine
-    /// run` child processes.
-    fn config_file(&self, dir: &std::path::Path) -> PathBuf {
-        let config = dir.join("telemine.toml");
-        std::fs::write(&config, &self.config_text).expect("write config");
-        config
-    }
-
-    fn topic(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.prefix)
-    }
-
-    async fn run_to_end(&self) -> RunSummary {
-        self.run_text_to_end(&self.config_text).await
-    }
-
-    async fn run_text_to_end(&self, config_text: &str) -> RunSummary {
-        let (config, sql) = load_config(config_text).await;
-        let options = RunOptions {
-            stop_at_end: true,
-            ..Default::default()
-        };
-        run_pipeline(&config, sql, options, std::future::pending::<Stop>())
-            .await
-            .expect("pipeline run")
-    }
-
-    /// Reads the alerts topic and checks every message against the
-    /// webhook payload schema; returns how many there were.
-    fn valid_notifications(&self, min: usize) -> usize {
-        let messages = read_topic(
-            &self.brokers,
-            &self.topic("alerts"),
-            3,
-            min,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-        );
-        for m in &messages {
-            assert_eq!(
-                payload_schema_errors(&m.payload),
-                Vec::<String>::new(),
-                "{}",
-                String::from_utf8_lossy(&m.payload)
-            );
-        }
-        messages.len()
-    }
-
-    /// The rule rows (one per alert instance and window) on the rows topic.
-    fn alerts(&self, expected: usize) -> Vec<Alert> {
-        read_topic(
-            &self.brokers,
-            &self.topic("rows"),
-            3,
-            expected,
-            Duration::from_secs(2),
-            Duration::from_secs(60),
-        )
-        .into_iter()
-        .map(|m| {
-            let a = Alert::from_json(&m.payload).expect("alert JSON");
-            assert_eq!(
-                m.key.as_deref(),
-                Some(a.fingerprint.as_bytes()),
-                "alerts are keyed by fingerprint"
-            );
-            a
-        })
-        .collect()
-    }
-}
-
-fn expected() -> Vec<(String, String, i64)> {
-    vec![
-        ("HostCpuSaturated".into(), "h2".into(), 1),
-        ("HostCpuSaturated".into(), "h2".into(), 3),
-    ]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_anomaly_yields_exactly_its_alerts_and_offsets_are_committed() {
@@ -273,48 +155,6 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
     );
 }
 
-/// A `telemine run` child process.
-struct Engine {
-    child: Child,
-}
-
-impl Engine {
-    fn start(config: &PathBuf) -> Engine {
-        let child = Command::new(env!("CARGO_BIN_EXE_telemine"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .spawn()
-            .expect("start telemine run");
-        Engine { child }
-    }
-
-    fn sigterm_and_wait(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "telemine did not stop within 60 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() {
     let Some(s) = Setup::new("restart").await else {
@@ -373,31 +213,6 @@ async fn sigterm_mid_stream_then_restart_loses_no_window_and_doubles_no_alert() 
     // Whatever reached the alerts topic is a valid payload (what it
     // holds across a restart is pinned by the test after next).
     s.valid_notifications(0);
-}
-
-/// Waits until the group has committed `n` records of the telemetry topic
-/// in all (the rows of every window closed so far).
-fn wait_committed(s: &Setup, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let sum: i64 = committed(
-            &s.brokers,
-            &s.group,
-            &s.topic("telemetry"),
-            TELEMETRY_PARTITIONS,
-        )
-        .iter()
-        .filter_map(|(_, o, _)| *o)
-        .sum();
-        if sum >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {sum} of {n} records committed after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,7 +159,7 @@ pub async fn run_pipeline(
         state_table,
         stale: Vec::new(),
     };
-    let mut last_commit: Vec<CommitOffset> = Vec::new();
+    let mut committed = Committed::default();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_requested = false;
@@ -265,7 +265,8 @@ pub async fn run_pipeline(
                     swap_sql(config, &mut engine, &metrics, cause, loaded)?;
                 }
             }
-            _ = commit_tick.tick() => {
+            // After SIGTERM only the last commit is made, with a bound.
+            _ = commit_tick.tick(), if !stopping => {
                 let Some((alerts, drain_now)) =
                     unless_stopped(stop.as_mut(), stop_requested, engine.tick()).await
                 else {
@@ -277,8 +278,23 @@ pub async fn run_pipeline(
                     start_draining(&source);
                 }
                 let alerts = alerts?;
-                sinks.outputs(&source, &mut engine, alerts).await?;
-                commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
+                // Outputs and the commit wait for the broker: a stop while
+                // it stalls abandons them (at-least-once).
+                let io = async {
+                    sinks.outputs(&source, &mut engine, alerts).await?;
+                    commit(&source, &engine, &mut sinks, &defs, &mut committed, false).await
+                };
+                let Some((done, drain_now)) =
+                    unless_stopped(stop.as_mut(), stop_requested, io).await
+                else {
+                    abandoned = true;
+                    break;
+                };
+                if drain_now {
+                    (stop_requested, drain) = (true, true);
+                    start_draining(&source);
+                }
+                done?;
             }
         }
     }
@@ -287,9 +303,12 @@ pub async fn run_pipeline(
         // dropped, nothing more is committed, and a restart re-reads the
         // windows since the last commit (at-least-once).
         tracing::info!(
-            "stopped during an evaluation: it was abandoned; the windows since the last commit are re-read at restart"
+            "stopped during an evaluation or while waiting for the broker: the work was abandoned; the windows since the last commit are re-read at restart"
         );
         source.stop();
+        if let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
+            tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
+        }
     } else {
         if drain && !stopping {
             let alerts = engine.finish().await?;
@@ -297,9 +316,23 @@ pub async fn run_pipeline(
             let last = sinks.alerter.finish();
             sinks.notify(last).await?;
         }
-        commit(&source, &engine, &mut sinks, &defs, &mut last_commit).await?;
+        let last = commit(&source, &engine, &mut sinks, &defs, &mut committed, true);
+        match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
+            Ok(done) => {
+                done?;
+                sinks.producer.flush(SHUTDOWN_WAIT)?;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the broker did not acknowledge the outputs within {} s; stopping without the last commit: a restart re-reads the records since the last confirmed one",
+                    SHUTDOWN_WAIT.as_secs()
+                );
+                if let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
+                    tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
+                }
+            }
+        }
     }
-    sinks.producer.flush(Duration::from_secs(30))?;
     if let Some(w) = sinks.webhooks.take() {
         tokio::task::spawn_blocking(move || w.finish()).await.ok();
     }
@@ -498,13 +531,18 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
         .collect()
 }
 
-/// Waits for every pending delivery, then commits what the engine allows.
+/// Commits what the engine may commit now, with its checkpoints, once the
+/// alerting state and every output it derives from are acknowledged
+/// (at-least-once). The commit itself is not awaited (see
+/// [`KafkaSource::commit`]) unless `last`: the commit before shutdown
+/// waits up to [`LAST_COMMIT_WAIT`] for the broker.
 async fn commit(
     source: &KafkaSource,
     engine: &WindowEngine,
     sinks: &mut Sinks<'_>,
     defs: &[SourceDef],
-    last: &mut Vec<CommitOffset>,
+    committed: &mut Committed,
+    last: bool,
 ) -> Result<(), PipelineError> {
     sinks.save_alerting_state().await?;
     let mut offsets = Vec::new();
@@ -522,13 +560,14 @@ async fn commit(
             });
         }
     }
-    let unchanged = offsets.len() == last.len()
-        && offsets.iter().zip(last.iter()).all(|(a, b)| {
+    let unchanged = offsets.len() == committed.sent.len()
+        && offsets.iter().zip(committed.sent.iter()).all(|(a, b)| {
             a.offset == b.offset
                 && a.metadata == b.metadata
                 && a.partition == b.partition
                 && a.source == b.source
-        });
+        })
+        && !source.take_commit_failed();
     if !unchanged {
         // Large checkpoints go to the state topic before the commit that
         // points at them.
@@ -541,14 +580,32 @@ async fn commit(
         "alerts and dead letters",
     )
     .await?;
+
     Metrics::add(&sinks.metrics.messages_refused, refused);
-    if offsets.is_empty() || unchanged {
+    if offsets.is_empty() || (unchanged && !last) {
         return Ok(());
     }
-    source.commit(&offsets)?;
+    if last {
+        match source.commit_and_wait(&offsets, LAST_COMMIT_WAIT).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the broker did not confirm the last commit within {} s; a restart re-reads the records since the last confirmed one",
+                LAST_COMMIT_WAIT.as_secs()
+            ),
+            Err(e) => tracing::warn!(error = %e,
+                "the last commit failed; a restart re-reads the records since the last confirmed one"),
+        }
+    } else if !source.commit(&offsets) {
+        // Partitions not held now (a rebalance, a lost session): nothing
+        // of them was sent; the next tick sends them again.
+        committed.sent.clear();
+        return Ok(());
+    }
     Metrics::add(&sinks.metrics.commits, 1);
-    // Checkpoint chunks the new commit no longer points at.
-    for old in last.iter() {
+    // Checkpoints stored in the state topic that the new commit no longer
+    // points at: deleted once the broker confirmed a newer commit of their
+    // partition (until then a restart may still need them).
+    for old in committed.sent.iter() {
         if let Some(r) = Checkpoint::decode(&old.metadata).and_then(|c| c.stored)
             && !offsets.iter().any(|o| o.metadata == old.metadata)
         {
@@ -557,11 +614,45 @@ async fn commit(
                 source.topic(old.source),
                 old.partition,
             );
-            sinks.stale.extend(r.keys(&key));
+            committed.retired.push((
+                old.source,
+                old.partition,
+                old.metadata.clone(),
+                r.keys(&key),
+            ));
         }
     }
-    *last = offsets;
+    committed.retired.retain(|(s, p, metadata, keys)| {
+        let superseded = source
+            .confirmed(*s, *p)
+            .is_some_and(|confirmed| confirmed != *metadata);
+        if superseded {
+            sinks.stale.extend(keys.iter().cloned());
+        }
+        !superseded
+    });
+    committed.sent = offsets;
     Ok(())
+}
+
+/// How long shutdown waits for the outputs and the last commit.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an abandoned run waits for undelivered outputs.
+const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
+
+/// How long the commit before shutdown waits for the broker.
+const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The pipeline's commits so far.
+#[derive(Default)]
+struct Committed {
+    /// The offsets last sent.
+    sent: Vec<CommitOffset>,
+    /// Stored checkpoints a newer commit replaced, kept until the broker
+    /// confirms a newer one for their partition: (source, partition, the
+    /// metadata that points at them, their keys).
+    retired: Vec<(usize, i32, String, Vec<String>)>,
 }
 
 /// Where a checkpoint too large for commit metadata is stored.

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 /// How often one kind of librdkafka line is logged at most.
 const EVERY: Duration = Duration::from_secs(10);
@@ -22,6 +24,53 @@ pub struct Quiet {
     seen: Mutex<HashMap<String, (Instant, u64)>>,
     /// The bootstrap servers, for "cannot reach" messages.
     brokers: String,
+    /// What became of a consumer's commits.
+    pub(crate) commits: Commits,
+}
+
+/// What became of a consumer's asynchronous commits (their results arrive
+/// through [`ConsumerContext::commit_callback`] while the consumer polls).
+#[derive(Default)]
+pub(crate) struct Commits {
+    /// Per (topic, partition): the metadata of the newest commit the broker
+    /// confirmed.
+    confirmed: Mutex<HashMap<(String, i32), String>>,
+    /// A commit failed since this was last taken.
+    failed: AtomicBool,
+    /// Commits that failed, in all.
+    failures: AtomicU64,
+}
+
+impl Commits {
+    pub(crate) fn confirm(&self, offsets: &TopicPartitionList) {
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        for el in offsets.elements() {
+            if matches!(el.offset(), Offset::Offset(_)) {
+                confirmed.insert(
+                    (el.topic().to_string(), el.partition()),
+                    el.metadata().to_string(),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn confirmed(&self, topic: &str, partition: i32) -> Option<String> {
+        let confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        confirmed.get(&(topic.to_string(), partition)).cloned()
+    }
+
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_failed(&self) -> bool {
+        self.failed.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
 }
 
 impl Quiet {
@@ -30,6 +79,7 @@ impl Quiet {
         Quiet {
             seen: Mutex::default(),
             brokers: client.bootstrap_servers.clone(),
+            commits: Commits::default(),
         }
     }
 
@@ -51,6 +101,15 @@ impl Quiet {
             _ => {
                 tracing::warn!(target: "librdkafka", held_back = held, %error, reason, "kafka client error; continuing")
             }
+        }
+    }
+
+    /// Logs a failed commit, at most once per interval.
+    pub(crate) fn commit_failed(&self, error: &KafkaError) {
+        self.commits.fail();
+        if let Some(held) = self.admit("commit failed") {
+            tracing::warn!(target: "librdkafka", held_back = held, %error,
+                "committing offsets failed; the next commit retries (until one succeeds, a restart re-reads the records since the last one)");
         }
     }
 
@@ -100,7 +159,14 @@ impl ClientContext for Quiet {
     }
 }
 
-impl ConsumerContext for Quiet {}
+impl ConsumerContext for Quiet {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.commits.confirm(offsets),
+            Err(e) => self.commit_failed(&e),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

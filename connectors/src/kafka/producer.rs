@@ -23,6 +23,12 @@ impl KafkaProducer {
         if !client.properties.contains_key("enable.idempotence") {
             c.set("enable.idempotence", "true");
         }
+        // A broker that stalls or restarts must not fail a delivery (the
+        // engine would stop): retried until it is back. Shutdown bounds
+        // its own wait.
+        if !client.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", "0");
+        }
         if !client.properties.contains_key("linger.ms") {
             c.set("linger.ms", "5");
         }

@@ -206,25 +206,98 @@ impl KafkaSource {
         })
     }
 
-    /// Commits offsets synchronously, with their metadata.
-    pub fn commit(&self, offsets: &[CommitOffset]) -> Result<(), ConnectorError> {
-        if offsets.is_empty() {
-            return Ok(());
+    /// Commits offsets with their metadata, without waiting for the broker:
+    /// the result arrives while the consumer polls (see
+    /// [`KafkaSource::confirmed`], [`KafkaSource::take_commit_failed`]). A
+    /// failure is logged (rate-limited) and counted, never an error: the
+    /// next commit retries, and until one succeeds a restart re-reads more.
+    /// Offsets of partitions this consumer does not hold now, or of an
+    /// assignment it lost (a session timeout in a broker stall), are not
+    /// sent: such a commit carries a stale member id, which the broker
+    /// answers for a static member with a fatal "fenced".
+    /// Returns false when some offsets were left out: the caller sends
+    /// them again next time.
+    pub fn commit(&self, offsets: &[CommitOffset]) -> bool {
+        let Some(tpl) = self.held(offsets) else {
+            return offsets.is_empty();
+        };
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            self.consumer.context().commit_failed(&e);
         }
+        tpl.count() == offsets.len()
+    }
+
+    /// Commits offsets and waits up to `timeout` for the broker's answer
+    /// (the last commit before shutdown). `Ok(false)`: no answer in time.
+    pub async fn commit_and_wait(
+        &self,
+        offsets: &[CommitOffset],
+        timeout: Duration,
+    ) -> Result<bool, ConnectorError> {
+        let Some(tpl) = self.held(offsets) else {
+            return Ok(true);
+        };
+        let consumer = self.consumer.clone();
+        let commit = tokio::task::spawn_blocking(move || {
+            let r = consumer.commit(&tpl, CommitMode::Sync);
+            if r.is_ok() {
+                consumer.context().commits.confirm(&tpl);
+            }
+            r
+        });
+        match tokio::time::timeout(timeout, commit).await {
+            Ok(Ok(Ok(()))) => Ok(true),
+            Ok(Ok(Err(e))) => Err(ConnectorError::kafka("committing offsets", e)),
+            Ok(Err(e)) => Err(ConnectorError::Internal(format!(
+                "the commit task failed: {e}"
+            ))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The offsets of `offsets` on partitions this consumer holds now, as a
+    /// list to commit; `None` if there is nothing to send.
+    fn held(&self, offsets: &[CommitOffset]) -> Option<TopicPartitionList> {
+        if offsets.is_empty() || self.consumer.assignment_lost() {
+            return None;
+        }
+        let assignment = self.consumer.assignment().ok()?;
         let mut tpl = TopicPartitionList::new();
         for o in offsets {
             let topic = &self.topics[o.source];
-            tpl.add_partition_offset(topic, o.partition, Offset::Offset(o.offset))
-                .map_err(|e| {
-                    ConnectorError::kafka(format!("committing {topic}/{}", o.partition), e)
-                })?;
+            if assignment.find_partition(topic, o.partition).is_none() {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(topic, o.partition, Offset::Offset(o.offset))
+                .is_err()
+            {
+                continue;
+            }
             if let Some(mut el) = tpl.find_partition(topic, o.partition) {
                 el.set_metadata(o.metadata.clone());
             }
         }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// The metadata of the newest commit the broker confirmed for
+    /// `source`'s `partition`.
+    pub fn confirmed(&self, source: usize, partition: i32) -> Option<String> {
         self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| ConnectorError::kafka("committing offsets", e))
+            .context()
+            .commits
+            .confirmed(&self.topics[source], partition)
+    }
+
+    /// Whether a commit failed since the last call.
+    pub fn take_commit_failed(&self) -> bool {
+        self.consumer.context().commits.take_failed()
+    }
+
+    /// Commits that failed since the start.
+    pub fn commit_failures(&self) -> u64 {
+        self.consumer.context().commits.failures()
     }
 
     /// Asks the poll thread to flush what it has decoded and stop.
