@@ -1028,3 +1028,83 @@ async fn after_kill_9_a_restart_takes_the_partitions_back_at_once() {
         alerts.len() - distinct.len()
     );
 }
+
+/// A running engine with the first half of the fixture read, after
+/// another consumer took its `group.instance.id` ("telemine").
+async fn fenced_engine(
+    s: &Setup,
+) -> (
+    tokio::task::JoinHandle<Result<telemine::engine::RunSummary, telemine::engine::PipelineError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &telemetry(0, 210, SATURATED),
+    )
+    .await;
+    let (config, sql) = load_config(&s.config_text).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(async move {
+        run_pipeline(&config, sql, RunOptions::default(), async move {
+            let _ = stop_rx.await;
+            Stop::Now
+        })
+        .await
+    });
+    wait_committed(s, 400);
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .expect("probe");
+    let members = rdkafka::consumer::Consumer::fetch_group_list(
+        &probe,
+        Some(&s.group),
+        Duration::from_secs(5),
+    )
+    .expect("group list");
+    let member = members
+        .groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .next()
+        .expect("the engine is a member");
+    assert!(member.id().starts_with("telemine-"), "{}", member.id());
+    let other: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.group)
+        .set("group.instance.id", "telemine")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("the other consumer");
+    rdkafka::consumer::Consumer::subscribe(&other, &[s.topic("telemetry").as_str()])
+        .expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && !engine.is_finished()
+        && rdkafka::consumer::Consumer::assignment(&other).map_or(0, |a| a.count()) == 0
+    {
+        let _ = other.poll(Duration::from_millis(100));
+    }
+    (engine, stop_tx)
+}
+
+/// A fence by another process that uses this instance's
+/// `group.instance.id` stops the engine with a clear error: it never
+/// fights the other for the partitions. (A fence by the engine's own
+/// rejoin after a session lost in a broker stall starts a new consumer
+/// instead: `tests/kafka_stall.rs`, when librdkafka produces one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_by_another_process_with_its_instance_id_stops_it() {
+    let Some(s) = Setup::new("otherfence").await else {
+        return;
+    };
+    let (engine, _stop) = fenced_engine(&s).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), engine)
+        .await
+        .expect("the engine stops")
+        .expect("engine task");
+    let why = ended.expect_err("fenced by another process").to_string();
+    assert!(why.contains("took over"), "{why}");
+    assert!(why.contains(&s.group), "names the group: {why}");
+}

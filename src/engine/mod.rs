@@ -19,5 +19,5 @@ mod window_kinds;
 pub mod windows;
 
 pub use checkpoint::Checkpoint;
-pub use pipeline::{RunOptions, RunSummary, Stop, run_pipeline};
+pub use pipeline::{PipelineError, RunOptions, RunSummary, Stop, run_pipeline};
 pub use windows::{LateRows, SourceCounts, WindowEngine};

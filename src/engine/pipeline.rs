@@ -199,6 +199,10 @@ pub async fn run_pipeline(
                 Some(SourceEvent::Assigned { source: s, partitions }) => {
                     tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
                     engine.assign(s, &partitions)?;
+                    // A commit sent before the change may have failed
+                    // (its result may never come: a consumer started
+                    // again): the next one sends everything.
+                    committed.sent.clear();
                     if let Some(n) = assigned.get_mut(s) {
                         *n = partitions.len() as u64;
                     }

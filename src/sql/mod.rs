@@ -426,3 +426,58 @@ fn register_slot(
     ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn limits(time_ms: u64, output_bytes: usize) -> QueryLimits {
+        QueryLimits {
+            time: std::time::Duration::from_millis(time_ms),
+            output_bytes,
+        }
+    }
+
+    /// A stream of `n` batches of 1,000 rows, then the end, or no end.
+    fn stream(n: usize, end: bool) -> datafusion::execution::SendableRecordBatchStream {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )
+        .expect("batch");
+        let batches = futures::stream::iter((0..n).map(move |_| Ok(batch.clone())));
+        let tail = if end {
+            futures::stream::empty().boxed()
+        } else {
+            futures::stream::pending().boxed()
+        };
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches.chain(tail)))
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_that_never_ends_is_stopped_at_the_time_limit() {
+        let r = bounded(limits(50, usize::MAX), async { Ok(stream(2, false)) }).await;
+        let e = r.expect_err("stopped");
+        assert!(is_time_exceeded(&e), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_whose_output_passes_the_limit_is_refused() {
+        let r = bounded(limits(60_000, 20_000), async { Ok(stream(10, true)) }).await;
+        let e = r.expect_err("refused");
+        assert!(!is_time_exceeded(&e), "{e}");
+        assert!(e.to_string().contains("query_memory_limit"), "{e}");
+        let ok = bounded(limits(60_000, usize::MAX), async { Ok(stream(10, true)) })
+            .await
+            .expect("within the limits");
+        assert_eq!(ok.iter().map(RecordBatch::num_rows).sum::<usize>(), 10_000);
+    }
+}

@@ -737,11 +737,43 @@ async fn plan_statement(
     stmt: Statement,
 ) -> Result<LogicalPlan, Diagnostic> {
     let state = ctx.state();
+    let (line, column) = start_of(&stmt);
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
         .await
         .map_err(|e| df_diagnostic(file, &e))?;
-    state.optimize(&plan).map_err(|e| df_diagnostic(file, &e))
+    let plan = state.optimize(&plan).map_err(|e| df_diagnostic(file, &e))?;
+    if has_cross_product(&plan) {
+        return Err(Diagnostic::new(
+            &file.path,
+            line,
+            column,
+            "this query joins two inputs with no condition between them (a comma join without a WHERE that relates them, or `JOIN … ON true`): it multiplies every row by every other; join on a key (`JOIN … ON a.k = b.k`)",
+        ));
+    }
+    Ok(plan)
+}
+
+/// Whether `plan` (its subqueries included) has an inner join with neither
+/// join keys nor a filter: a cross product, however it was written. (An
+/// uncorrelated scalar subquery becomes a left join on nothing, which
+/// yields one row per input row, and is allowed.)
+fn has_cross_product(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::JoinType;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Join(j) = node
+            && j.join_type == JoinType::Inner
+            && j.on.is_empty()
+            && j.filter.is_none()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn start_of(stmt: &Statement) -> (usize, usize) {

@@ -21,7 +21,10 @@
 //!   most [`MAX_GENERATED`]: one expression could otherwise build
 //!   gigabytes inside a single kernel call, where no memory pool or time
 //!   limit can stop it;
-//! - `CROSS JOIN` (it multiplies rows without a key: join on a key).
+//! - `CROSS JOIN` (it multiplies rows without a key: join on a key). A
+//!   cross product written otherwise (`JOIN … ON true`, a comma join with
+//!   no condition relating its sides) is refused after planning, by
+//!   `planner::has_cross_product`.
 //!
 //! The session itself backs this up: no table functions, no URL tables, no
 //! information schema, a memory pool per session and no spill files (see

@@ -26,6 +26,8 @@ pub struct Quiet {
     brokers: String,
     /// What became of a consumer's commits.
     pub(crate) commits: Commits,
+    /// When librdkafka last reported the group session lost (SESSTMOUT).
+    session_lost: Mutex<Option<Instant>>,
 }
 
 /// What became of a consumer's asynchronous commits (their results arrive
@@ -80,6 +82,7 @@ impl Quiet {
             seen: Mutex::default(),
             brokers: client.bootstrap_servers.clone(),
             commits: Commits::default(),
+            session_lost: Mutex::default(),
         }
     }
 
@@ -102,6 +105,12 @@ impl Quiet {
                 tracing::warn!(target: "librdkafka", held_back = held, %error, reason, "kafka client error; continuing")
             }
         }
+    }
+
+    /// Whether librdkafka reported the group session lost within `d`.
+    pub(crate) fn session_lost_within(&self, d: Duration) -> bool {
+        let lost = self.session_lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.is_some_and(|t| t.elapsed() < d)
     }
 
     /// Logs a failed commit, at most once per interval.
@@ -139,6 +148,9 @@ impl Quiet {
 
 impl ClientContext for Quiet {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "SESSTMOUT" {
+            *self.session_lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
         if matches!(level, RDKafkaLogLevel::Debug | RDKafkaLogLevel::Info) {
             tracing::debug!(target: "librdkafka", "{fac} {message}");
             return;

@@ -14,12 +14,14 @@
 //! derived from a record is safely produced.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -90,9 +92,13 @@ pub struct CommitOffset {
     pub metadata: String,
 }
 
+/// The source's consumer, shared by the poll thread and the committer;
+/// replaced when the poll thread starts a new one (see [`Rejoin`]).
+type SharedConsumer = Arc<RwLock<Arc<BaseConsumer<Quiet>>>>;
+
 /// A running Kafka source. See the module docs.
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer<Quiet>>,
+    consumer: SharedConsumer,
     topics: Vec<String>,
     control: Arc<AtomicU8>,
     threads: Vec<JoinHandle<()>>,
@@ -130,17 +136,15 @@ impl KafkaSource {
         if let Some(id) = &instance {
             c.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer<Quiet> =
-            c.create_with_context(Quiet::new(client)).map_err(|e| {
-                ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
-            })?;
-        alone_in_group(&consumer, &client.group_id, instance.as_deref())?;
-        let consumer = Arc::new(consumer);
         let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|e| ConnectorError::kafka(format!("subscribing to {names:?}"), e))?;
+        let rejoin = Rejoin {
+            config: c,
+            client: client.clone(),
+            instance,
+            own_ids: VecDeque::new(),
+            recent: VecDeque::new(),
+        };
+        let consumer = rejoin.consumer(&topics, None)?;
         let ends = if options.stop_at_end {
             Some(end_offsets(&consumer, &topics)?)
         } else {
@@ -182,8 +186,11 @@ impl KafkaSource {
             "kafka-merge".into(),
             Box::new(move || merge_loop(out_rxs, tx)),
         )?);
+        let shared: SharedConsumer = Arc::new(RwLock::new(consumer.clone()));
         let mut poll = PollLoop {
-            consumer: consumer.clone(),
+            consumer,
+            shared: shared.clone(),
+            rejoin,
             topics: topics.clone(),
             raw: (0..sources).map(|_| RecordChunk::default()).collect(),
             options,
@@ -199,7 +206,7 @@ impl KafkaSource {
         };
         threads.push(spawn("kafka-source".into(), Box::new(move || poll.run()))?);
         Ok(KafkaSource {
-            consumer,
+            consumer: shared,
             topics,
             control,
             threads,
@@ -221,8 +228,9 @@ impl KafkaSource {
         let Some(tpl) = self.held(offsets) else {
             return offsets.is_empty();
         };
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            self.consumer.context().commit_failed(&e);
+        let consumer = self.current();
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            consumer.context().commit_failed(&e);
         }
         tpl.count() == offsets.len()
     }
@@ -237,7 +245,7 @@ impl KafkaSource {
         let Some(tpl) = self.held(offsets) else {
             return Ok(true);
         };
-        let consumer = self.consumer.clone();
+        let consumer = self.current();
         let commit = tokio::task::spawn_blocking(move || {
             let r = consumer.commit(&tpl, CommitMode::Sync);
             if r.is_ok() {
@@ -258,10 +266,11 @@ impl KafkaSource {
     /// The offsets of `offsets` on partitions this consumer holds now, as a
     /// list to commit; `None` if there is nothing to send.
     fn held(&self, offsets: &[CommitOffset]) -> Option<TopicPartitionList> {
-        if offsets.is_empty() || self.consumer.assignment_lost() {
+        let consumer = self.current();
+        if offsets.is_empty() || consumer.assignment_lost() {
             return None;
         }
-        let assignment = self.consumer.assignment().ok()?;
+        let assignment = consumer.assignment().ok()?;
         let mut tpl = TopicPartitionList::new();
         for o in offsets {
             let topic = &self.topics[o.source];
@@ -281,10 +290,18 @@ impl KafkaSource {
         (tpl.count() > 0).then_some(tpl)
     }
 
+    /// The consumer in use now.
+    fn current(&self) -> Arc<BaseConsumer<Quiet>> {
+        self.consumer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The metadata of the newest commit the broker confirmed for
     /// `source`'s `partition`.
     pub fn confirmed(&self, source: usize, partition: i32) -> Option<String> {
-        self.consumer
+        self.current()
             .context()
             .commits
             .confirmed(&self.topics[source], partition)
@@ -292,12 +309,12 @@ impl KafkaSource {
 
     /// Whether a commit failed since the last call.
     pub fn take_commit_failed(&self) -> bool {
-        self.consumer.context().commits.take_failed()
+        self.current().context().commits.take_failed()
     }
 
     /// Commits that failed since the start.
     pub fn commit_failures(&self) -> u64 {
-        self.consumer.context().commits.failures()
+        self.current().context().commits.failures()
     }
 
     /// Asks the poll thread to flush what it has decoded and stop.
@@ -332,6 +349,123 @@ impl Drop for KafkaSource {
     }
 }
 
+/// What a new consumer of the source is made from, and the bound on how
+/// often the source may start one again after its consumer was fenced.
+struct Rejoin {
+    config: ClientConfig,
+    client: KafkaClientConfig,
+    instance: Option<String>,
+    /// The member ids this source's consumers were given, newest last (a
+    /// member of the group with one of them is this instance).
+    own_ids: VecDeque<String>,
+    /// When this source last started again, within [`REJOIN_WINDOW`].
+    recent: VecDeque<Instant>,
+}
+
+/// At most this many fresh starts after a fence per [`REJOIN_WINDOW`]:
+/// beyond, another instance is taken to hold the instance id.
+const MAX_REJOINS: usize = 3;
+const REJOIN_WINDOW: Duration = Duration::from_secs(600);
+/// A fence this soon after a lost session is the consumer's own rejoin.
+const SESSION_LOST_WINDOW: Duration = Duration::from_secs(120);
+
+impl Rejoin {
+    /// A consumer subscribed to `topics`, once the group is known to hold
+    /// no other instance. `own`: the member ids of this instance's
+    /// consumers (a member with the instance id but another member id is
+    /// another instance); `None` at start, when such a member is taken for
+    /// this instance's previous run (killed, not yet timed out).
+    fn consumer(
+        &self,
+        topics: &[String],
+        own: Option<&VecDeque<String>>,
+    ) -> Result<Arc<BaseConsumer<Quiet>>, ConnectorError> {
+        let consumer: BaseConsumer<Quiet> = self
+            .config
+            .create_with_context(Quiet::new(&self.client))
+            .map_err(|e| {
+                ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
+            })?;
+        alone_in_group(
+            &consumer,
+            &self.client.group_id,
+            self.instance.as_deref(),
+            own,
+        )?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| ConnectorError::kafka(format!("subscribing to {names:?}"), e))?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// Notes the member id `consumer` has now.
+    fn remember(&mut self, consumer: &BaseConsumer<Quiet>) {
+        let Some(id) = member_id(consumer) else {
+            return;
+        };
+        if self.own_ids.back() != Some(&id) {
+            self.own_ids.push_back(id);
+            if self.own_ids.len() > 16 {
+                self.own_ids.pop_front();
+            }
+        }
+    }
+
+    /// A new consumer after the current one was fenced, or why this
+    /// instance stops instead.
+    /// `session_lost`: the fenced consumer lost its session shortly before.
+    fn again(
+        &mut self,
+        topics: &[String],
+        reason: &str,
+        session_lost: bool,
+    ) -> Result<Arc<BaseConsumer<Quiet>>, String> {
+        let group = &self.client.group_id;
+        let taken_over = format!(
+            "another telemine joined consumer group `{group}` with this instance's group.instance.id and took over ({reason}); this instance stops. Run one instance per group, or give each its own [kafka] group_id"
+        );
+        self.recent.retain(|t| t.elapsed() < REJOIN_WINDOW);
+        if self.recent.len() >= MAX_REJOINS {
+            return Err(format!(
+                "{taken_over} (fenced {} times within {} min)",
+                self.recent.len() + 1,
+                REJOIN_WINDOW.as_secs() / 60
+            ));
+        }
+        // A fence soon after the session was lost is taken for the
+        // consumer's own rejoin even when the group's member id was never
+        // seen here (librdkafka may have joined twice meanwhile).
+        let own = (!session_lost).then_some(&self.own_ids);
+        self.recent.push_back(Instant::now());
+        tracing::warn!(%reason,
+            "this instance's consumer was fenced and no other instance is in the group: its session was lost (a broker stall) and its own rejoin fenced it; joining again with a new consumer (the records since the last commit are read again, as replays)");
+        self.consumer(topics, own).map_err(|e| match e {
+            ConnectorError::Conflict(_) => taken_over,
+            other => format!("cannot join consumer group `{group}` again: {other}"),
+        })
+    }
+}
+
+/// The member id the group coordinator gave `consumer` (none before it
+/// joined).
+fn member_id(consumer: &BaseConsumer<Quiet>) -> Option<String> {
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is a live client handle (borrowed from `consumer`).
+    // rd_kafka_memberid returns NULL or a NUL-terminated string that the
+    // caller owns and frees with rd_kafka_mem_free, which is done below
+    // once it is copied.
+    unsafe {
+        let p = rdkafka::bindings::rd_kafka_memberid(rk);
+        if p.is_null() {
+            return None;
+        }
+        let id = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        rdkafka::bindings::rd_kafka_mem_free(rk, p.cast());
+        (!id.is_empty()).then_some(id)
+    }
+}
+
 /// Refuses to join a consumer group that already has a member other than
 /// this telemine's own earlier self (static membership: its member id
 /// starts with our `group.instance.id`): the engine's windows and alerting
@@ -342,6 +476,7 @@ fn alone_in_group(
     consumer: &BaseConsumer<Quiet>,
     group: &str,
     instance: Option<&str>,
+    own_ids: Option<&VecDeque<String>>,
 ) -> Result<(), ConnectorError> {
     let list = match consumer.fetch_group_list(Some(group), METADATA_TIMEOUT) {
         Ok(list) => list,
@@ -359,7 +494,8 @@ fn alone_in_group(
     let ours = instance.map(|id| format!("{id}-"));
     for g in list.groups().iter().filter(|g| g.name() == group) {
         for m in g.members() {
-            let mine = ours.as_deref().is_some_and(|p| m.id().starts_with(p));
+            let mine = ours.as_deref().is_some_and(|p| m.id().starts_with(p))
+                && own_ids.is_none_or(|ids| ids.iter().any(|id| id == m.id()));
             if !mine {
                 return Err(ConnectorError::Conflict(format!(
                     "consumer group `{group}` already has a member that is not this telemine \
@@ -530,7 +666,10 @@ fn next_of(parts: &[Vec<PartState>], source: usize, partition: i32) -> Option<i6
 }
 
 struct PollLoop {
+    /// The consumer in use; also published in `shared`.
     consumer: Arc<BaseConsumer<Quiet>>,
+    shared: SharedConsumer,
+    rejoin: Rejoin,
     topics: Vec<String>,
     raw: Vec<RecordChunk>,
     options: KafkaSourceOptions,
@@ -566,7 +705,7 @@ impl PollLoop {
             .options
             .linger
             .clamp(Duration::from_millis(1), Duration::from_millis(100));
-        let consumer = self.consumer.clone();
+        let mut consumer = self.consumer.clone();
         loop {
             match self.control.load(Ordering::SeqCst) {
                 STOP => break,
@@ -628,10 +767,16 @@ impl PollLoop {
                 }
                 Some(Err(e)) => {
                     if let Some((code, reason)) = consumer.client().fatal_error() {
-                        let why = if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
-                            format!(
-                                "another telemine joined consumer group with this instance's group.instance.id and took over ({reason}); this instance stops. Run one instance per group, or give each its own [kafka] group_id"
-                            )
+                        let fenced = code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId;
+                        let why = if fenced {
+                            match self.start_again(&reason) {
+                                Ok(true) => {
+                                    consumer = self.consumer.clone();
+                                    continue;
+                                }
+                                Ok(false) => return,
+                                Err(why) => why,
+                            }
                         } else {
                             format!("the Kafka consumer failed for good: {code:?}: {reason}")
                         };
@@ -658,6 +803,39 @@ impl PollLoop {
         let _ = self.send(Stage::Event(SourceEvent::End));
     }
 
+    /// After this instance's consumer was fenced: if the fence came from
+    /// its own rejoin after a session lost in a broker stall (cf.
+    /// librdkafka #3437 and #5585) — the group's member for the instance
+    /// id has a member id this source's consumers were given, or the
+    /// session was lost within [`SESSION_LOST_WINDOW`] — gives up every
+    /// partition (`Assigned` with none: the engine treats it as a revoke)
+    /// and joins again with a new consumer.
+    /// `Ok(false)`: the engine is gone; `Err`: why this instance stops.
+    fn start_again(&mut self, reason: &str) -> Result<bool, String> {
+        self.rejoin.remember(&self.consumer);
+        let session_lost = self
+            .consumer
+            .context()
+            .session_lost_within(SESSION_LOST_WINDOW);
+        let consumer = self.rejoin.again(&self.topics, reason, session_lost)?;
+        for source in 0..self.raw.len() {
+            if !self.flush(source) {
+                return Ok(false);
+            }
+            for p in std::mem::take(&mut self.assigned[source]) {
+                part(&mut self.parts, source, p).started = false;
+            }
+            let partitions = Vec::new();
+            if !self.send(Stage::Event(SourceEvent::Assigned { source, partitions })) {
+                return Ok(false);
+            }
+        }
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = consumer.clone();
+        self.consumer = consumer;
+        self.assignment_checked = None;
+        Ok(true)
+    }
+
     /// Announces assignment changes, at most every 200 ms.
     fn check_assignment(&mut self) -> bool {
         if self
@@ -671,6 +849,7 @@ impl PollLoop {
 
     fn check_assignment_now(&mut self) -> bool {
         self.assignment_checked = Some(Instant::now());
+        self.rejoin.remember(&self.consumer);
         let Ok(list) = self.consumer.assignment() else {
             return true;
         };
