@@ -990,3 +990,48 @@ impl Sinks<'_> {
         self.pend(to, sent)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work that never ends: an evaluation stuck in a runaway query.
+    fn endless() -> impl Future<Output = u32> {
+        std::future::pending()
+    }
+
+    #[tokio::test]
+    async fn sigterm_abandons_an_evaluation_that_runs() {
+        let stop = std::future::ready(Stop::Now);
+        tokio::pin!(stop);
+        assert!(
+            unless_stopped(stop.as_mut(), false, endless())
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_of_input_lets_the_evaluation_finish_then_drains() {
+        let stop = std::future::ready(Stop::Drain);
+        tokio::pin!(stop);
+        let work = async {
+            tokio::task::yield_now().await;
+            7
+        };
+        assert_eq!(
+            unless_stopped(stop.as_mut(), false, work).await,
+            Some((7, true))
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_stop_was_requested_the_work_runs_to_its_end() {
+        let stop = std::future::pending::<Stop>();
+        tokio::pin!(stop);
+        assert_eq!(
+            unless_stopped(stop.as_mut(), true, async { 3 }).await,
+            Some((3, false))
+        );
+    }
+}
