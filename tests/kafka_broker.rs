@@ -471,12 +471,12 @@ async fn a_notification_waiting_at_sigterm_is_sent_after_the_restart() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("telemine.toml");
-    let text = s.config_text.replace(
-        "[alerting]\n",
-        "[alerting]\ngroup_wait = \"30s\"\ngroup_interval = \"1s\"\n",
-    );
-    std::fs::write(&config, text).expect("write config");
+    let config = s.config_file_edited(dir.path(), |text| {
+        text.replace(
+            "[alerting]\n",
+            "[alerting]\ngroup_wait = \"30s\"\ngroup_interval = \"1s\"\n",
+        )
+    });
 
     // Up to 2:20: minute 1 closes and h2's alert fires at 2:00; its group
     // waits until 2:30, which the watermark (2:14) has not reached.
@@ -1016,11 +1016,7 @@ async fn after_kill_9_a_restart_takes_the_partitions_back_at_once() {
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
 
     let alerts = s.alerts(2);
-    let mut distinct = alerts.clone();
-    distinct
-        .sort_by(|a, b| (&a.fingerprint, &a.window_start).cmp(&(&b.fingerprint, &b.window_start)));
-    distinct
-        .dedup_by(|a, b| (&a.fingerprint, &a.window_start) == (&b.fingerprint, &b.window_start));
+    let distinct = distinct(&alerts);
     assert_eq!(summary(&distinct), expected());
     println!(
         "kill -9: the restart committed the new records {:.1} s after it started; {} repeated rule rows (at-least-once)",

@@ -27,15 +27,15 @@ async fn a_broker_stall_sends_nothing_already_processed_to_the_late_topic() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("telemine.toml");
     // The broker's smallest session timeout, so that a short stall loses
     // the partitions as a long one does with the defaults.
-    let text = s.config_text.replacen(
-        "\n[[sources]]",
-        "\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n[[sources]]",
-        1,
-    );
-    std::fs::write(&config, text).expect("write config");
+    let config = s.config_file_edited(dir.path(), |text| {
+        text.replacen(
+            "\n[[sources]]",
+            "\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n[[sources]]",
+            1,
+        )
+    });
 
     produce(
         &s.brokers,
@@ -91,11 +91,7 @@ async fn a_broker_stall_sends_nothing_already_processed_to_the_late_topic() {
         "records read again after the stall are replays, not late"
     );
     let alerts = s.alerts(2);
-    let mut distinct = alerts.clone();
-    distinct
-        .sort_by(|a, b| (&a.fingerprint, &a.window_start).cmp(&(&b.fingerprint, &b.window_start)));
-    distinct
-        .dedup_by(|a, b| (&a.fingerprint, &a.window_start) == (&b.fingerprint, &b.window_start));
+    let distinct = distinct(&alerts);
     assert_eq!(summary(&distinct), expected());
     println!(
         "broker frozen {STALL_S} s: every record committed {:.1} s after it went on; 0 late; {} repeated rule rows (at-least-once)",

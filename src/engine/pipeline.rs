@@ -226,19 +226,18 @@ pub async fn run_pipeline(
                     if let Some(batch) = batch {
                         // A stop during the evaluations abandons them (see
                         // `abandoned`); after a stop they run to the end.
-                        let work = engine.ingest(s, batch);
-                        let Some((alerts, drain_now)) =
+                        let work = async {
+                            let alerts = engine.ingest(s, batch).await?;
+                            sinks.outputs(&source, &mut engine, alerts).await
+                        };
+                        let Some((done, drain_now)) =
                             unless_stopped(stop.as_mut(), stop_requested, work).await
                         else {
                             abandoned = true;
                             break;
                         };
-                        if drain_now {
-                            (stop_requested, drain) = (true, true);
-                            start_draining(&source);
-                        }
-                        let alerts = alerts?;
-                        sinks.outputs(&source, &mut engine, alerts).await?;
+                        drain |= begin_drain(&source, drain_now, &mut stop_requested);
+                        done?;
                     }
                 }
             },
@@ -271,33 +270,21 @@ pub async fn run_pipeline(
             }
             // After SIGTERM only the last commit is made, with a bound.
             _ = commit_tick.tick(), if !stopping => {
-                let Some((alerts, drain_now)) =
-                    unless_stopped(stop.as_mut(), stop_requested, engine.tick()).await
-                else {
-                    abandoned = true;
-                    break;
-                };
-                if drain_now {
-                    (stop_requested, drain) = (true, true);
-                    start_draining(&source);
-                }
-                let alerts = alerts?;
-                // Outputs and the commit wait for the broker: a stop while
-                // it stalls abandons them (at-least-once).
-                let io = async {
+                // The evaluations, the outputs and the commit (which waits
+                // for the broker): a stop meanwhile abandons them
+                // (at-least-once).
+                let work = async {
+                    let alerts = engine.tick().await?;
                     sinks.outputs(&source, &mut engine, alerts).await?;
                     commit(&source, &engine, &mut sinks, &defs, &mut committed, false).await
                 };
                 let Some((done, drain_now)) =
-                    unless_stopped(stop.as_mut(), stop_requested, io).await
+                    unless_stopped(stop.as_mut(), stop_requested, work).await
                 else {
                     abandoned = true;
                     break;
                 };
-                if drain_now {
-                    (stop_requested, drain) = (true, true);
-                    start_draining(&source);
-                }
+                drain |= begin_drain(&source, drain_now, &mut stop_requested);
                 done?;
             }
         }
@@ -383,6 +370,16 @@ async fn unless_stopped<T, S: Future<Output = Stop>>(
         },
         r = &mut work => Some((r, false)),
     }
+}
+
+/// After work raced with a stop: if the end of input arrived meanwhile
+/// (`drain_now`), starts draining and says so.
+fn begin_drain(source: &KafkaSource, drain_now: bool, stop_requested: &mut bool) -> bool {
+    if drain_now {
+        *stop_requested = true;
+        start_draining(source);
+    }
+    drain_now
 }
 
 /// Asks the source to read every partition to its current end, then stop.

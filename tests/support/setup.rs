@@ -51,8 +51,18 @@ impl Setup {
     /// The setup's config written to `dir/telemine.toml`, for `telemine
     /// run` child processes.
     pub fn config_file(&self, dir: &std::path::Path) -> PathBuf {
+        self.config_file_edited(dir, |text| text.to_string())
+    }
+
+    /// The setup's config, changed by `edit`, written to
+    /// `dir/telemine.toml`.
+    pub fn config_file_edited(
+        &self,
+        dir: &std::path::Path,
+        edit: impl Fn(&str) -> String,
+    ) -> PathBuf {
         let config = dir.join("telemine.toml");
-        std::fs::write(&config, &self.config_text).expect("write config");
+        std::fs::write(&config, edit(&self.config_text)).expect("write config");
         config
     }
 
@@ -119,6 +129,17 @@ impl Setup {
         })
         .collect()
     }
+}
+
+/// One alert per (fingerprint, window): what at-least-once delivery
+/// leaves once its repeats are set aside.
+pub fn distinct(alerts: &[Alert]) -> Vec<Alert> {
+    let mut distinct = alerts.to_vec();
+    distinct
+        .sort_by(|a, b| (&a.fingerprint, &a.window_start).cmp(&(&b.fingerprint, &b.window_start)));
+    distinct
+        .dedup_by(|a, b| (&a.fingerprint, &a.window_start) == (&b.fingerprint, &b.window_start));
+    distinct
 }
 
 pub fn expected() -> Vec<(String, String, i64)> {
