@@ -3,7 +3,7 @@
 # outside bytes: the JSON and line-protocol decoders, rule-file metadata,
 # the config loader, and the silence and alerting-state readers.
 #
-#   scripts/fuzz.sh [--time SECONDS | --runs N] [--decoders] [TARGET...]
+#   scripts/fuzz.sh [--time SECONDS | --runs N] [--decoders] [--dev] [--keep] [TARGET...]
 #
 # Each target runs for SECONDS (default 30) or N inputs, starting from its
 # corpus in fuzz/corpus/TARGET (new finds are kept in a scratch copy, not
@@ -13,9 +13,10 @@
 # fuzz/regressions/TARGET/, where tests/fuzz_corpus.rs replays it in every
 # test run (as it replays the whole corpus).
 # `--decoders` builds without the engine crate (much faster) and runs the
-# two decoder targets, or those of the TARGETs named. CI runs
-# `--decoders --time 15`; RELIABILITY.md
-# records the long runs.
+# two decoder targets, or those of the TARGETs named. `--dev` builds
+# unoptimised (every target in ~14 min on 2 cores instead of ~40; each
+# input runs slower): CI runs `--dev --time 10` over all six targets.
+# RELIABILITY.md records the long runs (optimised builds).
 #
 # Needs cargo-fuzz (installed from crates.io when missing) and a C++
 # compiler. Builds on the stable toolchain (RUSTC_BOOTSTRAP=1: cargo-fuzz
@@ -29,12 +30,14 @@ limit=(-max_total_time=30)
 keep=0
 decoders=0
 features=()
+profile=()
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --time) limit=(-max_total_time="$2"); shift 2 ;;
     --runs) limit=(-runs="$2"); shift 2 ;;
     --keep) keep=1; shift ;;
+    --dev) profile=(--dev); shift ;;
     --decoders) features=(--no-default-features); decoders=1; shift ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -73,7 +76,7 @@ for t in "${targets[@]}"; do
   cp -r "fuzz/corpus/$t/." "$scratch/$t/" 2>/dev/null || true
   echo "== fuzz $t (${limit[*]})"
   status=0
-  cargo fuzz run --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" -- \
+  cargo fuzz run --fuzz-dir fuzz --sanitizer none "${profile[@]}" "${features[@]}" "$t" "$scratch/$t" -- \
     "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
     >"$scratch/$t.log" 2>&1 || status=$?
   grep -E "^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|thread .* panicked|Test unit written)" "$scratch/$t.log" || true
@@ -83,7 +86,7 @@ for t in "${targets[@]}"; do
     exit 1
   fi
   if [ "$keep" = 1 ]; then
-    cargo fuzz cmin --fuzz-dir fuzz --sanitizer none "${features[@]}" "$t" "$scratch/$t" >/dev/null 2>&1 || true
+    cargo fuzz cmin --fuzz-dir fuzz --sanitizer none "${profile[@]}" "${features[@]}" "$t" "$scratch/$t" >/dev/null 2>&1 || true
   fi
 done
 echo "fuzz.sh: no crash, hang or blow-up in ${targets[*]}"
