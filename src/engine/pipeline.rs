@@ -297,9 +297,6 @@ pub async fn run_pipeline(
             "stopped during an evaluation or while waiting for the broker: the work was abandoned; the windows since the last commit are re-read at restart"
         );
         source.stop();
-        if let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
-            tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
-        }
     } else {
         if drain && !stopping {
             let alerts = engine.finish().await?;
@@ -318,11 +315,12 @@ pub async fn run_pipeline(
                     "the broker did not acknowledge the outputs within {} s; stopping without the last commit: a restart re-reads the records since the last confirmed one",
                     SHUTDOWN_WAIT.as_secs()
                 );
-                if let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
-                    tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
-                }
+                abandoned = true;
             }
         }
+    }
+    if abandoned && let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
+        tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
     }
     if let Some(w) = sinks.webhooks.take() {
         tokio::task::spawn_blocking(move || w.finish()).await.ok();
@@ -581,7 +579,6 @@ async fn commit(
         "alerts and dead letters",
     )
     .await?;
-
     Metrics::add(&sinks.metrics.messages_refused, refused);
     if offsets.is_empty() || (unchanged && !last) {
         return Ok(());

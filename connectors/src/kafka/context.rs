@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -39,8 +39,6 @@ pub(crate) struct Commits {
     confirmed: Mutex<HashMap<(String, i32), String>>,
     /// A commit failed since this was last taken.
     failed: AtomicBool,
-    /// Commits that failed, in all.
-    failures: AtomicU64,
 }
 
 impl Commits {
@@ -63,15 +61,10 @@ impl Commits {
 
     pub(crate) fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
-        self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn take_failed(&self) -> bool {
         self.failed.swap(false, Ordering::SeqCst)
-    }
-
-    pub(crate) fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
     }
 }
 

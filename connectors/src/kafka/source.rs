@@ -216,7 +216,7 @@ impl KafkaSource {
     /// Commits offsets with their metadata, without waiting for the broker:
     /// the result arrives while the consumer polls (see
     /// [`KafkaSource::confirmed`], [`KafkaSource::take_commit_failed`]). A
-    /// failure is logged (rate-limited) and counted, never an error: the
+    /// failure is logged (rate-limited), never an error: the
     /// next commit retries, and until one succeeds a restart re-reads more.
     /// Offsets of partitions this consumer does not hold now, or of an
     /// assignment it lost (a session timeout in a broker stall), are not
@@ -225,10 +225,10 @@ impl KafkaSource {
     /// Returns false when some offsets were left out: the caller sends
     /// them again next time.
     pub fn commit(&self, offsets: &[CommitOffset]) -> bool {
-        let Some(tpl) = self.held(offsets) else {
+        let consumer = self.current();
+        let Some(tpl) = self.held(&consumer, offsets) else {
             return offsets.is_empty();
         };
-        let consumer = self.current();
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             consumer.context().commit_failed(&e);
         }
@@ -242,10 +242,10 @@ impl KafkaSource {
         offsets: &[CommitOffset],
         timeout: Duration,
     ) -> Result<bool, ConnectorError> {
-        let Some(tpl) = self.held(offsets) else {
+        let consumer = self.current();
+        let Some(tpl) = self.held(&consumer, offsets) else {
             return Ok(true);
         };
-        let consumer = self.current();
         let commit = tokio::task::spawn_blocking(move || {
             let r = consumer.commit(&tpl, CommitMode::Sync);
             if r.is_ok() {
@@ -263,10 +263,13 @@ impl KafkaSource {
         }
     }
 
-    /// The offsets of `offsets` on partitions this consumer holds now, as a
+    /// The offsets of `offsets` on partitions `consumer` holds now, as a
     /// list to commit; `None` if there is nothing to send.
-    fn held(&self, offsets: &[CommitOffset]) -> Option<TopicPartitionList> {
-        let consumer = self.current();
+    fn held(
+        &self,
+        consumer: &BaseConsumer<Quiet>,
+        offsets: &[CommitOffset],
+    ) -> Option<TopicPartitionList> {
         if offsets.is_empty() || consumer.assignment_lost() {
             return None;
         }
@@ -310,11 +313,6 @@ impl KafkaSource {
     /// Whether a commit failed since the last call.
     pub fn take_commit_failed(&self) -> bool {
         self.current().context().commits.take_failed()
-    }
-
-    /// Commits that failed since the start.
-    pub fn commit_failures(&self) -> u64 {
-        self.current().context().commits.failures()
     }
 
     /// Asks the poll thread to flush what it has decoded and stop.
@@ -819,14 +817,7 @@ impl PollLoop {
             .session_lost_within(SESSION_LOST_WINDOW);
         let consumer = self.rejoin.again(&self.topics, reason, session_lost)?;
         for source in 0..self.raw.len() {
-            if !self.flush(source) {
-                return Ok(false);
-            }
-            for p in std::mem::take(&mut self.assigned[source]) {
-                part(&mut self.parts, source, p).started = false;
-            }
-            let partitions = Vec::new();
-            if !self.send(Stage::Event(SourceEvent::Assigned { source, partitions })) {
+            if !self.announce(source, Vec::new()) {
                 return Ok(false);
             }
         }
@@ -861,23 +852,27 @@ impl PollLoop {
         }
         for (source, mut partitions) in now.into_iter().enumerate() {
             partitions.sort_unstable();
-            if partitions != self.assigned[source] {
-                // Rows already decoded belong to the old assignment.
-                if !self.flush(source) {
-                    return false;
-                }
-                for p in &self.assigned[source] {
-                    if !partitions.contains(p) {
-                        part(&mut self.parts, source, *p).started = false;
-                    }
-                }
-                self.assigned[source] = partitions.clone();
-                if !self.send(Stage::Event(SourceEvent::Assigned { source, partitions })) {
-                    return false;
-                }
+            if partitions != self.assigned[source] && !self.announce(source, partitions) {
+                return false;
             }
         }
         true
+    }
+
+    /// Announces `source`'s new assignment: rows already decoded belong to
+    /// the old one and go first; partitions no longer held start afresh
+    /// when they come back. False if the engine is gone.
+    fn announce(&mut self, source: usize, partitions: Vec<i32>) -> bool {
+        if !self.flush(source) {
+            return false;
+        }
+        for p in std::mem::take(&mut self.assigned[source]) {
+            if !partitions.contains(&p) {
+                part(&mut self.parts, source, p).started = false;
+            }
+        }
+        self.assigned[source] = partitions.clone();
+        self.send(Stage::Event(SourceEvent::Assigned { source, partitions }))
     }
 
     /// Announces a partition's first record, with its committed checkpoint.
