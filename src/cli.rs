@@ -75,7 +75,7 @@ pub enum Command {
     /// broker and print the alerts it would have raised, one JSON line each.
     DryRun {
         #[command(flatten)]
-        recorded: Recorded,
+        options: DryRunOptions,
     },
     /// Train the configured models on recorded data (JSONL, CSV or
     /// Parquet), through the same feature views `run` computes, and write
@@ -193,6 +193,17 @@ pub struct SilenceClock {
     /// data (or a test) passes the data's time. Default: the wall clock.
     #[arg(long)]
     pub now: Option<String>,
+}
+
+/// `dry-run`: recorded data through the config's SQL and models.
+#[derive(Debug, clap::Args)]
+pub struct DryRunOptions {
+    #[command(flatten)]
+    pub recorded: Recorded,
+    /// Also write every row the models scored to this CSV
+    /// (view,key,window_start,window_end,anomaly_score,anomaly_features).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 /// Recorded data run through the config's SQL (`dry-run`, `train`).

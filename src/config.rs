@@ -270,6 +270,74 @@ pub struct ModelConfig {
     /// there). Default: "auto".
     #[serde(default = "default_device")]
     pub device: String,
+    /// Passes over the training rows when training online (networks).
+    /// Default: 40.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Online retraining: "every" (every `retrain_windows` windows) or
+    /// "doubling" (each time the windows seen have doubled since the last
+    /// training, on every row kept). Default: "every".
+    #[serde(default)]
+    pub retrain: crate::detector::Retrain,
+    /// Past-only features: with N > 0 the model reads, for each feature,
+    /// its value, its change since the series' previous window, its
+    /// distance from the mean of the series' N previous windows and their
+    /// spread. 0: the features as the view emits them. At most 1000.
+    /// Default: 0.
+    #[serde(default)]
+    pub past_windows: usize,
+    /// Windows in a season (1440 for a day of one-minute windows): the
+    /// model also reads each feature's distance from the series' mean
+    /// around the same window one season before. 0: none. At most 20000.
+    /// Default: 0.
+    #[serde(default)]
+    pub season_windows: usize,
+    /// How the model's error becomes `anomaly_score`: "likelihood" (how
+    /// far the error stands above the series' recent errors) or
+    /// "calibrated" (the share of training rows with a lower error).
+    /// Default: "likelihood".
+    #[serde(default)]
+    pub score: crate::detector::ScoreMode,
+    /// "likelihood": how many of the series' recent errors a row's error
+    /// is compared with. Default: 200.
+    #[serde(default = "default_error_history")]
+    pub error_history: usize,
+    /// "likelihood": the least spread of those errors, in the model's
+    /// units (1 = a squared miss of one training deviation), so that the
+    /// smallest misses of a model that is nearly always right do not read
+    /// as alarms. Default: 1.0.
+    #[serde(default = "default_spread_floor")]
+    pub spread_floor: f64,
+    /// Range check: a feature further past the range the series has shown
+    /// than this share of that range scores 1, whatever the model says.
+    /// Unset: no range check. Default: unset.
+    #[serde(default)]
+    pub range_margin: Option<f64>,
+    /// One alarm per burst: a score that does not beat the series' scores
+    /// of this many previous windows is reported as 0. 0: off. Default: 0.
+    #[serde(default)]
+    pub refractory_windows: usize,
+    /// Series the detector keeps state for (past windows, recent errors,
+    /// range, recent scores); past it the series seen least recently is
+    /// forgotten and counted. Default: 100000.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+fn default_epochs() -> usize {
+    40
+}
+
+fn default_error_history() -> usize {
+    200
+}
+
+fn default_spread_floor() -> f64 {
+    1.0
+}
+
+fn default_max_series() -> usize {
+    100_000
 }
 
 fn default_model_kind() -> Spanned<String> {
@@ -706,6 +774,12 @@ impl Config {
                 diags.push(at(
                     m.name.span(),
                     format!("model `{}`: {e}", m.name.get_ref()),
+                ));
+            }
+            for problem in crate::detector::Settings::problems(m) {
+                diags.push(at(
+                    m.name.span(),
+                    format!("model `{}`: {problem}", m.name.get_ref()),
                 ));
             }
         }

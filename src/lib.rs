@@ -1,12 +1,12 @@
 pub mod alert;
 pub mod alerting;
 pub mod config;
+pub mod detector;
 pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
-pub mod models;
 pub mod recorded;
 pub mod ruletest;
 pub mod scoring;

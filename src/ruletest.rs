@@ -362,7 +362,7 @@ async fn run_case(
         (Ok(sql), None) => sql,
     };
     let mut sql = sql;
-    crate::models::attach(&mut sql, &config.models, false)?;
+    crate::detector::attach(&mut sql, &config.models, false, None)?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
     let mut current = files.files;

@@ -43,7 +43,7 @@ fn stderr_lines(o: &Output) -> Vec<String> {
 fn the_default_config_and_sql_are_valid() {
     let o = check(&["--config", "config/telemine.toml"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("3 feature views and 5 rules"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 feature views and 6 rules"));
 }
 
 #[test]

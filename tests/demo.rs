@@ -1,7 +1,9 @@
 //! The README's first command, `telemine demo`, end to end on the embedded
 //! mock cluster: every generated record is processed (the mock cluster
 //! drops the oldest records of a partition, so the generator must not run
-//! ahead of the engine's assignment), and the injected anomaly is found.
+//! ahead of the engine's assignment), the injected anomalies are found,
+//! and the anomaly model of the default config finds the relational ones
+//! that no threshold rule can.
 
 use std::process::Command;
 
@@ -11,10 +13,26 @@ fn number_after(line: &str, word: &str) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// The row of `kind` in the demo's table: (injected, rules, model, any).
+fn kind_row(stderr: &str, kind: &str) -> Option<(u64, u64, u64, u64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(kind))?;
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .skip(2)
+        .take(4)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Some((n[0], n[1], n[2], n[3]))
+}
+
 #[test]
-fn the_demo_processes_every_record_it_generates_and_finds_the_anomaly() {
+fn the_demo_processes_every_record_and_its_model_catches_what_no_threshold_rule_can() {
+    // 30 min of event time: every kind, the relational ones after the
+    // model's warm-up.
     let out = Command::new(env!("CARGO_BIN_EXE_telemine"))
-        .args(["demo", "--seconds", "10"])
+        .args(["demo", "--seconds", "30"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("telemine demo runs");
@@ -28,8 +46,25 @@ fn the_demo_processes_every_record_it_generates_and_finds_the_anomaly() {
     let processed = number_after(line, "processed").expect("processed count");
     assert!(produced > 0, "{line}");
     assert_eq!(processed, produced, "every record is processed: {line}");
+    for kind in ["power_decoupled", "latency_drift", "cooling_drift"] {
+        let (injected, rules, model, _) =
+            kind_row(&stderr, kind).unwrap_or_else(|| panic!("no {kind} row in:\n{stderr}"));
+        assert!(injected >= 1, "{kind} injected:\n{stderr}");
+        assert_eq!(rules, 0, "a threshold rule caught {kind}:\n{stderr}");
+        assert_eq!(model, injected, "the model missed {kind}:\n{stderr}");
+    }
     assert!(
-        stderr.contains("recall 1.00"),
-        "the injected anomaly is detected:\n{stderr}"
+        stderr.contains("recall 1.00 (9 of 9 anomalies detected)"),
+        "every anomaly is found by one path or the other:\n{stderr}"
     );
+    let model = stderr
+        .lines()
+        .find(|l| l.starts_with("demo: model path: precision"))
+        .unwrap_or_else(|| panic!("no model path line in:\n{stderr}"));
+    let precision: f64 = model
+        .split_whitespace()
+        .nth(4)
+        .and_then(|p| p.parse().ok())
+        .expect("model precision");
+    assert!(precision >= 0.8, "{model}");
 }

@@ -67,6 +67,7 @@ features = ["cpu_avg", "mem_avg", "net_avg"]
 kind = "{kind}"
 warmup_windows = 150
 retrain_windows = 0
+score = "calibrated"
 device = "cpu"
 "#
         ),
@@ -251,7 +252,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
         Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     };
     use datafusion::arrow::datatypes::{Float64Type, Schema};
-    use telemine::models::ModelScorer;
+    use telemine::detector::Detector;
     use telemine::sql::{SqlOptions, SqlSet, ViewScorer};
 
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +298,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
         ];
         RecordBatch::try_new(sql_schema.clone(), columns).unwrap()
     };
-    let scorer = ModelScorer::new(&config.models[0], true).unwrap();
+    let scorer = Detector::new(&config.models[0], true).unwrap();
     let scored = |b: &RecordBatch| {
         let out = scorer.score(view, vec![b.clone()]).unwrap();
         let s = out[0]

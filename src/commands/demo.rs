@@ -191,18 +191,65 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         payloads.len(),
         cfg.sinks.alerts_topic
     );
-    let kinds: Vec<String> = s
-        .by_kind
-        .iter()
-        .map(|(k, (n, d))| format!("{k} {d}/{n}"))
-        .collect();
-    eprintln!("demo: anomalies detected: {}", kinds.join(", "));
+    report_by_path(&alerts, &anomalies);
     eprintln!(
         "demo: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies detected)",
         s.precision, s.true_alerts, s.alerts, s.recall, s.detected, s.anomalies
     );
     drop(cluster);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which detection path raised an alert: the anomaly model's rules carry
+/// `detector="model"` (`@label.detector: model`); the rest are SQL
+/// threshold rules.
+fn path_of(alert: &telemine::alert::Alert) -> &'static str {
+    match alert.labels.get("detector").map(String::as_str) {
+        Some("model") => "model",
+        _ => "rules",
+    }
+}
+
+/// Recall per anomaly kind and precision and recall per detection path.
+fn report_by_path(
+    alerts: &[telemine::alert::Alert],
+    anomalies: &[telemine_connectors::generator::Anomaly],
+) {
+    let of = |path: &str| -> Vec<telemine::alert::Alert> {
+        alerts
+            .iter()
+            .filter(|a| path_of(a) == path)
+            .cloned()
+            .collect()
+    };
+    let (rules, model, all) = (
+        score(&of("rules"), anomalies),
+        score(&of("model"), anomalies),
+        score(alerts, anomalies),
+    );
+    eprintln!(
+        "demo: {:<22} {:>8} {:>6} {:>6} {:>6}",
+        "anomaly kind", "injected", "rules", "model", "any"
+    );
+    for (kind, (n, any)) in &all.by_kind {
+        let found = |s: &telemine::scoring::Score| s.by_kind.get(kind).map_or(0, |k| k.1);
+        let relational = anomalies
+            .iter()
+            .any(|a| a.kind.name() == *kind && a.kind.relational());
+        eprintln!(
+            "demo: {:<22} {n:>8} {:>6} {:>6} {any:>6}{}",
+            kind,
+            found(&rules),
+            found(&model),
+            if relational { "  (relational)" } else { "" }
+        );
+    }
+    for (path, s) in [("rules", &rules), ("model", &model)] {
+        eprintln!(
+            "demo: {path} path: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies)",
+            s.precision, s.true_alerts, s.alerts, s.recall, s.detected, s.anomalies
+        );
+    }
 }
 
 /// Produces generated data for `seconds` of wall time; returns the count.

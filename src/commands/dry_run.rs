@@ -4,35 +4,41 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::engine::local::LocalRun;
+use telemine::detector::{ScoreLog, ScoredRow};
+use telemine::engine::local::replay;
 use telemine::metrics::Metrics;
 
-use crate::cli::Recorded;
+use crate::cli::DryRunOptions;
 
-pub async fn dry_run(opts: Recorded) -> anyhow::Result<ExitCode> {
-    let Some((cfg, sql)) = super::load(&opts.config, opts.sql.as_deref()).await? else {
+pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
+    let Some((cfg, sql)) = super::load(&opts.recorded.config, opts.recorded.sql.as_deref()).await?
+    else {
         return Ok(ExitCode::FAILURE);
     };
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    let source = super::pick_source(&defs, opts.source.as_deref(), &opts.config)?;
-    let recorded = telemine::recorded::read(&opts.input, &defs[source])?;
+    let source = super::pick_source(
+        &defs,
+        opts.recorded.source.as_deref(),
+        &opts.recorded.config,
+    )?;
+    let recorded = telemine::recorded::read(&opts.recorded.input, &defs[source])?;
     let metrics = Arc::new(Metrics::default());
     let mut sql = sql;
-    telemine::models::attach(&mut sql, &cfg.models, false).map_err(anyhow::Error::msg)?;
-    let mut run = LocalRun::new(sql, &defs, metrics.clone())?;
-    let mut rows = 0usize;
-    for batch in recorded.batches {
-        rows += batch.num_rows();
-        run.push_batch(source, 0, batch).await?;
+    let log = opts.scores.as_ref().map(|_| Arc::new(ScoreLog::default()));
+    telemine::detector::attach(&mut sql, &cfg.models, false, log.clone())
+        .map_err(anyhow::Error::msg)?;
+    let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
+    let out = replay(sql, &defs, source, recorded.batches, metrics.clone()).await?;
+    if let (Some(path), Some(log)) = (&opts.scores, &log) {
+        write_scores(path, &log.take())?;
     }
-    let out = run.finish().await?;
     for a in &out.alerts {
         println!("{}", a.to_json());
     }
     for d in &recorded.dead {
         eprintln!(
             "{}:{}: not decoded: {}",
-            opts.input.display(),
+            opts.recorded.input.display(),
             d.offset + 1,
             d.reason
         );
@@ -41,11 +47,53 @@ pub async fn dry_run(opts: Recorded) -> anyhow::Result<ExitCode> {
     eprintln!(
         "dry run of {} over {}: {rows} rows, {} not decoded, {late} late, {} duplicates, {} alerts ({})",
         cfg.sql.dir.display(),
-        opts.input.display(),
+        opts.recorded.input.display(),
         recorded.dead.len(),
         out.counts.iter().map(|(_, c)| c.duplicates).sum::<u64>(),
         out.alerts.len(),
         metrics.summary()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every row the models scored, in the order they took them, as CSV:
+/// `view,key,window_start,window_end,anomaly_score,anomaly_features`
+/// (times in RFC 3339; an empty score is a row scored NULL).
+pub fn write_scores(path: &std::path::Path, rows: &[ScoredRow]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path)
+        .map_err(|e| anyhow::anyhow!("--scores {}: {e}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    writeln!(
+        w,
+        "view,key,window_start,window_end,anomaly_score,anomaly_features"
+    )?;
+    let time = |t: Option<i64>| {
+        t.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .unwrap_or_default()
+    };
+    for r in rows {
+        writeln!(
+            w,
+            "{},{},{},{},{},\"{}\"",
+            r.view,
+            csv_field(&r.key),
+            time(r.window_start),
+            time(r.window_end),
+            r.score.map(|s| s.to_string()).unwrap_or_default(),
+            r.features.as_deref().unwrap_or_default()
+        )?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `s` as one CSV field.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

@@ -47,7 +47,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             test::test(&path).await
         }
-        Command::DryRun { recorded } => dry_run::dry_run(recorded).await,
+        Command::DryRun { options } => dry_run::dry_run(options).await,
         Command::Silence { command } => silence::silence(command).await,
         Command::Train {
             recorded,

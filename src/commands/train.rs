@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use telemine::detector::Detector;
 use telemine::engine::local::LocalRun;
 use telemine::metrics::Metrics;
-use telemine::models::FeatureRecorder;
-use telemine_model::{DeviceChoice, ModelKind, Scorer, TrainOptions, pick_device};
+use telemine_model::{DeviceChoice, Scorer, TrainOptions, pick_device};
 
 use crate::cli::Recorded;
 
@@ -51,14 +51,14 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     let source = super::pick_source(&defs, input.source.as_deref(), &input.config)?;
     // The feature views run over the recording; the models' views record
     // their rows instead of being scored.
-    let recorders: Vec<Arc<FeatureRecorder>> = models
+    let recorders: Vec<Arc<Detector>> = models
         .iter()
         .map(|m| {
-            let r = Arc::new(FeatureRecorder::default());
+            let r = Arc::new(Detector::recorder(m).map_err(anyhow::Error::msg)?);
             sql.attach_scorer(m.view.get_ref(), r.clone());
-            r
+            Ok(r)
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let recorded = telemine::recorded::read(&input.input, &defs[source])?;
     let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
     let mut run = LocalRun::new(sql, &defs, Arc::new(Metrics::default()))?;
@@ -73,10 +73,10 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     );
     for (m, recorder) in models.iter().zip(&recorders) {
         let name = m.name.get_ref();
-        let features = m.features.get_ref().clone();
-        let (frame, keys) = recorder.take(features.len()).map_err(anyhow::Error::msg)?;
-        let kind = ModelKind::named(m.kind.get_ref(), features.len())
-            .ok_or_else(|| anyhow::anyhow!("model `{name}`: unknown kind"))?;
+        let settings = recorder.settings();
+        let features = settings.model_features.clone();
+        let kind = settings.kind.clone();
+        let (frame, keys) = recorder.take_rows().map_err(anyhow::Error::msg)?;
         let bar = super::progress_bar(opts.epochs as u64, format!("train {name}"), "epoch ")?;
         let options = TrainOptions {
             epochs: opts.epochs,

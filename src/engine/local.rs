@@ -177,3 +177,20 @@ impl LocalRun {
         self.out.late.extend(self.engine.take_late());
     }
 }
+
+/// Runs recorded batches of source `source` through `sql` to the end of
+/// input, as `dry-run` and `eval` do: the records as one partition, in
+/// order, then every open window closed.
+pub async fn replay(
+    sql: SqlSet,
+    defs: &[SourceDef],
+    source: usize,
+    batches: Vec<RecordBatch>,
+    metrics: Arc<Metrics>,
+) -> Result<LocalOutcome, EngineError> {
+    let mut run = LocalRun::new(sql, defs, metrics)?;
+    for batch in batches {
+        run.push_batch(source, 0, batch).await?;
+    }
+    run.finish().await
+}

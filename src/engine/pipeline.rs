@@ -103,7 +103,7 @@ pub async fn run_pipeline(
     let defs = config.source_defs().map_err(PipelineError::Config)?;
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut sql = sql;
-    crate::models::attach(&mut sql, &config.models, true).map_err(PipelineError::Config)?;
+    crate::detector::attach(&mut sql, &config.models, true, None).map_err(PipelineError::Config)?;
     let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
     let specs = source_specs(config, &defs)?;
     let producer = KafkaProducer::new(&config.kafka)?;

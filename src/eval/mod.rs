@@ -1,12 +1,12 @@
 //! Detection quality on labelled data (`telemine eval`): the NAB score for
-//! univariate series streamed record by record ([`nab`], [`stream`]), and
+//! univariate series streamed record by record ([`nab`]), and
 //! point-wise figures for multivariate servers ([`asd`]); [`corpus`] reads
 //! both layouts.
 
 pub mod asd;
+pub mod configs;
 pub mod corpus;
 pub mod nab;
-pub mod stream;
 
 /// The detectors `eval` knows, by their config names.
 pub const DETECTORS: [&str; 4] = ["autoencoder", "sequence", "pca", "kmeans"];

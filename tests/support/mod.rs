@@ -94,7 +94,22 @@ batch_linger = "20ms"
 commit_interval = "200ms"
 "#,
         sql.display()
-    )
+    ) + if sql.join("rules/host_behaviour_anomaly.sql").exists() {
+        // The default SQL's model rule reads this model's score. It never
+        // finishes warming up here, so these tests' alerts are the
+        // threshold rules' alone (tests/demo.rs covers the model).
+        r#"
+[[models]]
+name = "host_behaviour"
+view = "host_1m"
+features = ["cpu_avg", "power_avg", "temp_avg", "fan_avg", "lat_avg"]
+kind = "pca"
+warmup_windows = 1000000
+device = "cpu"
+"#
+    } else {
+        ""
+    }
 }
 
 /// A config from its text, with its SQL folder loaded.

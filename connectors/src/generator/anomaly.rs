@@ -21,6 +21,18 @@ pub enum AnomalyKind {
     RackTemperatureRise,
     /// One market symbol's price level jumps by ±15% at one tick.
     PriceJump,
+    /// One host draws the power of 35 CPU points more than it runs, for 5
+    /// min: power stays inside the fleet's range, only its relation to
+    /// CPU breaks.
+    PowerDecoupled,
+    /// One host's latency rises over 1 min to what 50 CPU points more
+    /// load would give, and stays there for 5 min at its normal load:
+    /// inside the fleet's range of latencies.
+    LatencyDrift,
+    /// One host warms by 6 °C (ramp over 1 min) for 5 min while its fans
+    /// keep turning as for its usual temperature: both inside the fleet's
+    /// ranges, the cooling relation broken.
+    CoolingDrift,
 }
 
 impl AnomalyKind {
@@ -31,6 +43,9 @@ impl AnomalyKind {
             AnomalyKind::StuckSensor => "stuck_sensor",
             AnomalyKind::RackTemperatureRise => "rack_temperature_rise",
             AnomalyKind::PriceJump => "price_jump",
+            AnomalyKind::PowerDecoupled => "power_decoupled",
+            AnomalyKind::LatencyDrift => "latency_drift",
+            AnomalyKind::CoolingDrift => "cooling_drift",
         }
     }
 
@@ -41,7 +56,20 @@ impl AnomalyKind {
             AnomalyKind::StuckSensor => 300_000,
             AnomalyKind::RackTemperatureRise => 300_000,
             AnomalyKind::PriceJump => 1_000,
+            AnomalyKind::PowerDecoupled | AnomalyKind::LatencyDrift | AnomalyKind::CoolingDrift => {
+                300_000
+            }
         }
+    }
+
+    /// Whether only a relation between metrics breaks: every metric stays
+    /// inside the fleet's normal range, so no single-metric threshold can
+    /// find it.
+    pub fn relational(self) -> bool {
+        matches!(
+            self,
+            AnomalyKind::PowerDecoupled | AnomalyKind::LatencyDrift | AnomalyKind::CoolingDrift
+        )
     }
 }
 
@@ -62,7 +90,9 @@ impl Anomaly {
 }
 
 /// Plans anomalies for a run: after a 2-minute warm-up, one every 3 minutes
-/// of event time, cycling through the kinds, each on a different target.
+/// of event time, cycling through the kinds (the relational ones from the
+/// fourth on, when a model has had time to learn), each on a different
+/// target.
 pub fn plan_anomalies(
     hosts: &[HostId],
     symbols: &[String],
@@ -70,12 +100,15 @@ pub fn plan_anomalies(
     duration_ms: i64,
     seed: u64,
 ) -> Vec<Anomaly> {
-    const KINDS: [AnomalyKind; 5] = [
+    const KINDS: [AnomalyKind; 8] = [
         AnomalyKind::Spike,
         AnomalyKind::RackTemperatureRise,
         AnomalyKind::PriceJump,
+        AnomalyKind::PowerDecoupled,
         AnomalyKind::LevelShift,
+        AnomalyKind::LatencyDrift,
         AnomalyKind::StuckSensor,
+        AnomalyKind::CoolingDrift,
     ];
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
     let mut host_order: Vec<usize> = (0..hosts.len()).collect();
@@ -96,7 +129,12 @@ pub fn plan_anomalies(
             break;
         }
         let labels: BTreeMap<String, String> = match kind {
-            AnomalyKind::Spike | AnomalyKind::LevelShift | AnomalyKind::StuckSensor => {
+            AnomalyKind::Spike
+            | AnomalyKind::LevelShift
+            | AnomalyKind::StuckSensor
+            | AnomalyKind::PowerDecoupled
+            | AnomalyKind::LatencyDrift
+            | AnomalyKind::CoolingDrift => {
                 if hosts.is_empty() {
                     continue;
                 }
@@ -143,6 +181,12 @@ pub(crate) struct HostEffects {
     pub cpu_level: Option<f64>,
     pub fan_stuck: bool,
     pub temp_rise: f64,
+    /// CPU points whose power the host draws on top of its load.
+    pub power_extra_cpu: f64,
+    /// CPU points of load the host's latency answers to on top of its own.
+    pub latency_extra_cpu: f64,
+    /// °C the host warms by that its fans do not follow.
+    pub uncooled_rise: f64,
 }
 
 pub(crate) fn host_effects(anomalies: &[Anomaly], host: &HostId, t: i64) -> HostEffects {
@@ -153,6 +197,15 @@ pub(crate) fn host_effects(anomalies: &[Anomaly], host: &HostId, t: i64) -> Host
             AnomalyKind::Spike if on_host => fx.spike = true,
             AnomalyKind::LevelShift if on_host => fx.cpu_level = Some(90.0),
             AnomalyKind::StuckSensor if on_host => fx.fan_stuck = true,
+            AnomalyKind::PowerDecoupled if on_host => fx.power_extra_cpu = 35.0,
+            AnomalyKind::LatencyDrift if on_host => {
+                let ramp = ((t - a.start_ms) as f64 / 60_000.0).min(1.0);
+                fx.latency_extra_cpu = 50.0 * ramp;
+            }
+            AnomalyKind::CoolingDrift if on_host => {
+                let ramp = ((t - a.start_ms) as f64 / 60_000.0).min(1.0);
+                fx.uncooled_rise = 6.0 * ramp;
+            }
             AnomalyKind::RackTemperatureRise
                 if a.labels.get("rack") == Some(&host.rack)
                     && a.labels.get("dc") == Some(&host.dc) =>

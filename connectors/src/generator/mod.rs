@@ -10,7 +10,12 @@
 //!
 //! Anomalies are planned up front ([`plan_anomalies`]) so that a run knows
 //! the ground truth it can score its alerts against: a short spike, a level
-//! shift, a stuck sensor, a rack-wide temperature rise and a price jump.
+//! shift, a stuck sensor, a rack-wide temperature rise and a price jump —
+//! which threshold rules find — and three that no single-metric threshold
+//! can find, because every metric stays inside the fleet's normal range
+//! while a relation between metrics breaks: power decoupled from CPU,
+//! latency rising at normal load, and a host warming while its fans turn
+//! as usual.
 
 mod anomaly;
 mod values;
@@ -296,6 +301,9 @@ mod tests {
             AnomalyKind::StuckSensor,
             AnomalyKind::RackTemperatureRise,
             AnomalyKind::PriceJump,
+            AnomalyKind::PowerDecoupled,
+            AnomalyKind::LatencyDrift,
+            AnomalyKind::CoolingDrift,
         ] {
             assert!(
                 g.anomalies().iter().any(|a| a.kind == kind),

@@ -65,21 +65,26 @@ impl HostState {
         }
         let cpu = cpu.clamp(0.0, 100.0);
         let mem = (self.mem_base + normal(rng)).clamp(0.0, 100.0);
-        let temp_c = self.temp_base + 0.08 * (cpu - 40.0) + 0.5 * normal(rng) + fx.temp_rise;
-        let mut power_w = 180.0 + 2.2 * cpu + 5.0 * normal(rng);
+        // The temperature the fans answer to, and the one measured.
+        let cooled = self.temp_base + 0.08 * (cpu - 40.0) + 0.5 * normal(rng) + fx.temp_rise;
+        let temp_c = cooled + fx.uncooled_rise;
+        let mut power_w = 180.0 + 2.2 * (cpu + fx.power_extra_cpu) + 5.0 * normal(rng);
         if fx.cpu_level.is_some() {
             power_w *= 1.35;
         }
         let fan_rpm = if fx.fan_stuck {
             self.fan_last
         } else {
-            let f = 3500.0 + 40.0 * temp_c + 60.0 * normal(rng);
+            let f = 3500.0 + 40.0 * cooled + 60.0 * normal(rng);
             self.fan_last = f.round();
             f
         };
         let net_rx_bps = (self.net_base * (1.0 + 0.2 * wave) * (1.0 + 0.1 * normal(rng))).max(0.0);
         let disk_io = (self.disk_base * (1.0 + 0.15 * normal(rng))).max(0.0);
-        let mut latency_ms = self.lat_base * (1.0 + 0.3 * normal(rng).abs());
+        // Latency grows with load (queueing).
+        let load = ((cpu + fx.latency_extra_cpu) / 100.0).min(1.0);
+        let mut latency_ms =
+            self.lat_base * (1.0 + 0.3 * normal(rng).abs()) * (1.0 + 1.5 * load * load);
         if fx.spike {
             latency_ms *= 40.0;
         }

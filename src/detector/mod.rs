@@ -1,0 +1,775 @@
+//! The streaming detector: the one stage that turns a feature view's rows
+//! into anomaly scores, the same under `run`, `dry-run`, `test`, `train`
+//! and `eval`.
+//!
+//! A configured model (`[[models]]`) scores every row its view emits. Per
+//! row, in window order within each series (the view's model keys):
+//!
+//! 1. [`features`]: what the model reads — the view's features, and with
+//!    `past_windows` / `season_windows` features of the series' previous
+//!    windows (never of later ones);
+//! 2. the model (`telemine_model::Scorer`): an error per row and each
+//!    feature's share of it, the whole batch in one pass on the device;
+//! 3. [`score`]: the error turned into `anomaly_score` against the
+//!    series' recent errors, with the range check and one alarm per burst.
+//!
+//! The view gains two columns: `anomaly_score` (in [0, 1]; NULL while the
+//! model warms up) and `anomaly_features` (the three model features that
+//! missed most, worst first). Rules read them like any other column.
+//!
+//! Without a checkpoint the model trains online, on the rows it has seen:
+//! first after `warmup_windows` windows, then again on the `retrain`
+//! schedule — inline (so `dry-run`, `test` and `eval` do not depend on
+//! timing), or under `run` on a thread of its own, the new model swapped
+//! in between two batches.
+//!
+//! Invariants:
+//! - a row's score reads only that row and its series' earlier windows;
+//! - a series' state changes only with a window newer than the last it
+//!   took: a late firing of an older window is scored against the state
+//!   as it is and leaves it unchanged;
+//! - rows are taken in (window end, series) order, whatever order the
+//!   view's SQL emitted them in, so batching does not change a score;
+//! - state per series is bounded (see [`Settings::values_per_series`]),
+//!   and so is the number of series (`max_series`).
+
+pub mod features;
+pub mod score;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
+use datafusion::error::DataFusionError;
+use serde::Deserialize;
+use telemine_model::{
+    Device, DeviceChoice, Frame, ModelKind, Scored, Scorer, TrainOptions, pick_device,
+};
+
+pub use features::{Past, PastFeatures};
+pub use score::{Recent, ScoreMode, Scoring};
+
+use crate::config::ModelConfig;
+use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
+
+/// How many contributing features `anomaly_features` names.
+pub const TOP_FEATURES: usize = 3;
+
+/// When a model trained online trains again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retrain {
+    /// Every `retrain_windows` windows.
+    #[default]
+    Every,
+    /// Each time the windows seen have doubled since the last training.
+    Doubling,
+}
+
+/// A model's settings, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    /// The view's columns the model reads.
+    pub view_features: Vec<String>,
+    /// What the model reads: the view's features through `past`.
+    pub model_features: Vec<String>,
+    pub kind: ModelKind,
+    pub past: PastFeatures,
+    pub scoring: Scoring,
+    pub warmup_windows: usize,
+    pub retrain: Retrain,
+    pub retrain_windows: usize,
+    pub training_rows: usize,
+    pub epochs: usize,
+    pub max_series: usize,
+}
+
+/// Limits on the per-series settings, so a config cannot ask for
+/// unbounded state.
+const MAX_PAST_WINDOWS: usize = 1000;
+const MAX_SEASON_WINDOWS: usize = 20_000;
+const MAX_ERROR_HISTORY: usize = 10_000;
+const MAX_REFRACTORY: usize = 10_000;
+
+impl Settings {
+    /// What is wrong with a model's settings, as messages naming the key.
+    pub fn problems(m: &ModelConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if m.past_windows > MAX_PAST_WINDOWS {
+            out.push(format!(
+                "past_windows = {}: at most {MAX_PAST_WINDOWS}",
+                m.past_windows
+            ));
+        }
+        if m.season_windows > MAX_SEASON_WINDOWS {
+            out.push(format!(
+                "season_windows = {}: at most {MAX_SEASON_WINDOWS}",
+                m.season_windows
+            ));
+        }
+        if !(10..=MAX_ERROR_HISTORY).contains(&m.error_history) {
+            out.push(format!(
+                "error_history = {}: between 10 and {MAX_ERROR_HISTORY}",
+                m.error_history
+            ));
+        }
+        if !(m.spread_floor.is_finite() && m.spread_floor > 0.0) {
+            out.push(format!(
+                "spread_floor = {}: a positive number",
+                m.spread_floor
+            ));
+        }
+        if let Some(r) = m.range_margin
+            && !(r.is_finite() && r >= 0.0)
+        {
+            out.push(format!("range_margin = {r}: zero or more"));
+        }
+        if m.refractory_windows > MAX_REFRACTORY {
+            out.push(format!(
+                "refractory_windows = {}: at most {MAX_REFRACTORY}",
+                m.refractory_windows
+            ));
+        }
+        if m.max_series == 0 {
+            out.push("max_series = 0: at least 1".to_string());
+        }
+        out
+    }
+
+    pub fn from_config(m: &ModelConfig) -> Result<Settings, String> {
+        let name = m.name.get_ref().clone();
+        if let Some(p) = Self::problems(m).into_iter().next() {
+            return Err(format!("model `{name}`: {p}"));
+        }
+        let past = PastFeatures {
+            window: m.past_windows,
+            season: m.season_windows,
+        };
+        let view_features = m.features.get_ref().clone();
+        let model_features = past.names(&view_features);
+        let kind = ModelKind::named(m.kind.get_ref(), model_features.len())
+            .ok_or_else(|| format!("model `{name}`: unknown kind `{}`", m.kind.get_ref()))?;
+        Ok(Settings {
+            name,
+            view_features,
+            model_features,
+            kind,
+            past,
+            scoring: Scoring {
+                mode: m.score,
+                history: m.error_history,
+                spread_floor: m.spread_floor,
+                range_margin: m.range_margin,
+                refractory: m.refractory_windows,
+            },
+            warmup_windows: m.warmup_windows.max(1),
+            retrain: m.retrain,
+            retrain_windows: m.retrain_windows,
+            training_rows: m.training_rows.max(2),
+            epochs: m.epochs,
+            max_series: m.max_series,
+        })
+    }
+
+    /// Values (8 bytes each, plus a small fixed overhead per window and
+    /// series) one series holds at most: its past windows' view features,
+    /// its recent errors, range and scores, and a sequence model's
+    /// previous model rows.
+    pub fn values_per_series(&self) -> usize {
+        let k = self.view_features.len();
+        let context = self.kind.context_len().unwrap_or(0) * self.model_features.len();
+        self.past.keep() * k + self.scoring.history + 2 * k + self.scoring.refractory + context
+    }
+}
+
+/// A row's score, as the detector logs it when asked to (`dry-run
+/// --scores`, `eval`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredRow {
+    pub view: String,
+    pub key: String,
+    pub window_start: Option<i64>,
+    pub window_end: Option<i64>,
+    pub score: Option<f64>,
+    pub features: Option<String>,
+}
+
+/// Every row a detector scored, in the order it took them.
+#[derive(Debug, Default)]
+pub struct ScoreLog(Mutex<Vec<ScoredRow>>);
+
+impl ScoreLog {
+    pub fn take(&self) -> Vec<ScoredRow> {
+        self.0
+            .lock()
+            .map(|mut rows| std::mem::take(&mut *rows))
+            .unwrap_or_default()
+    }
+}
+
+/// What the detector remembers of one series.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Series {
+    /// The newest window end it took.
+    last_end: Option<i64>,
+    past: Past,
+    recent: Recent,
+    /// A sequence model's input: the model rows of its last windows.
+    context: VecDeque<Vec<f32>>,
+    /// When it last took a window (the detector's window count).
+    touched: usize,
+}
+
+#[derive(Default)]
+struct State {
+    scorer: Option<Arc<Scorer>>,
+    series: HashMap<String, Series>,
+    /// Model rows to (re)train on, oldest first, with their series.
+    rows: VecDeque<(String, Vec<f32>)>,
+    /// Distinct window ends taken, and the newest.
+    windows: usize,
+    last_end: Option<i64>,
+    /// Train when a new window comes with this many taken (`None`: never).
+    next_training: Option<usize>,
+    training: Option<Receiver<Result<Scorer, String>>>,
+    /// Series forgotten to stay within `max_series`.
+    evicted: u64,
+}
+
+/// What the detector does with the rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Score {
+        background: bool,
+    },
+    /// Keep every model row, score nothing (`telemine train`).
+    Record,
+}
+
+/// One model over one view: see the module docs.
+pub struct Detector {
+    settings: Settings,
+    mode: Mode,
+    device: Device,
+    state: Mutex<State>,
+    log: Option<Arc<ScoreLog>>,
+}
+
+/// The rows one model scores in a call: the model, its rows (row-major),
+/// and (sequence models) each row's context and whether it is full.
+type Batch = (Arc<Scorer>, Vec<f32>, Vec<f32>, Vec<bool>);
+
+/// One row of a call, in the order taken.
+struct Taken {
+    batch: usize,
+    row: usize,
+    key: String,
+    /// The view features (`None`: a feature is NULL or not finite).
+    x: Option<Vec<f64>>,
+    /// Whether it is the series' newest window (else a late firing).
+    fresh: bool,
+    /// Index into the call's models, and into that model's batch.
+    model: Option<(usize, usize)>,
+}
+
+impl Detector {
+    /// From its config; loads the checkpoint if one is named.
+    /// `background`: train online on a thread of its own (`run`).
+    pub fn new(config: &ModelConfig, background: bool) -> Result<Detector, String> {
+        let settings = Settings::from_config(config)?;
+        let name = settings.name.clone();
+        let choice: DeviceChoice = config
+            .device
+            .parse()
+            .map_err(|e| format!("model `{name}`: {e}"))?;
+        let (device, note) = pick_device(choice);
+        if let Some(note) = note {
+            tracing::warn!(model = %name, "{note}");
+        }
+        let mut state = State::default();
+        if let Some(path) = &config.checkpoint {
+            let scorer = load_checkpoint(&name, path, &settings.model_features, &device)?;
+            state.scorer = Some(Arc::new(scorer));
+        }
+        let detector = Detector {
+            settings,
+            mode: Mode::Score { background },
+            device,
+            state: Mutex::new(State::default()),
+            log: None,
+        };
+        state.next_training = match (&state.scorer, detector.settings.retrain) {
+            (None, _) => Some(detector.settings.warmup_windows),
+            // A checkpoint is trained on more than the rows seen here:
+            // only a fixed schedule retrains it.
+            (Some(_), Retrain::Every) => detector.next_after_training(0),
+            (Some(_), Retrain::Doubling) => None,
+        };
+        if let Ok(mut s) = detector.state.lock() {
+            *s = state;
+        }
+        Ok(detector)
+    }
+
+    /// A detector that keeps every model row its view emits and scores
+    /// none: what `telemine train` learns from.
+    pub fn recorder(config: &ModelConfig) -> Result<Detector, String> {
+        let settings = Settings::from_config(config)?;
+        Ok(Detector {
+            settings,
+            mode: Mode::Record,
+            device: Device::Cpu,
+            state: Mutex::new(State::default()),
+            log: None,
+        })
+    }
+
+    /// Logs every row scored into `log`.
+    pub fn with_log(mut self, log: Arc<ScoreLog>) -> Detector {
+        self.log = Some(log);
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The rows recorded (see [`Detector::recorder`]), in the order taken,
+    /// and their series.
+    pub fn take_rows(&self) -> Result<(Frame, Vec<String>), String> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "detector state poisoned".to_string())?;
+        let rows = std::mem::take(&mut state.rows);
+        let cols = self.settings.model_features.len();
+        let (keys, values): (Vec<String>, Vec<Vec<f32>>) = rows.into_iter().unzip();
+        let frame = Frame::new(keys.len(), cols, values.concat()).map_err(|e| e.to_string())?;
+        Ok((frame, keys))
+    }
+
+    /// Series held now, and series forgotten to stay within `max_series`.
+    pub fn series(&self) -> (usize, u64) {
+        self.state
+            .lock()
+            .map(|s| (s.series.len(), s.evicted))
+            .unwrap_or_default()
+    }
+
+    fn next_after_training(&self, windows: usize) -> Option<usize> {
+        match self.settings.retrain {
+            Retrain::Every if self.settings.retrain_windows > 0 => {
+                Some(windows + self.settings.retrain_windows)
+            }
+            Retrain::Every => None,
+            Retrain::Doubling => Some(windows.max(1) * 2),
+        }
+    }
+
+    /// Trains on the rows kept: inline, or on a thread of its own.
+    fn start_training(&self, state: &mut State, background: bool) {
+        if state.training.is_some() || state.rows.len() < 2 {
+            return;
+        }
+        let (keys, values): (Vec<String>, Vec<Vec<f32>>) = state.rows.iter().cloned().unzip();
+        let cols = self.settings.model_features.len();
+        let frame = Frame::new(values.len(), cols, values.concat());
+        let (kind, features, device, name, epochs) = (
+            self.settings.kind.clone(),
+            self.settings.model_features.clone(),
+            self.device.clone(),
+            self.settings.name.clone(),
+            self.settings.epochs,
+        );
+        let train = move || -> Result<Scorer, String> {
+            let frame = frame.map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            let options = TrainOptions {
+                epochs,
+                ..TrainOptions::default()
+            };
+            let scorer = Scorer::train(
+                kind,
+                features,
+                &frame,
+                &keys,
+                &options,
+                &device,
+                &mut |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+            tracing::debug!(model = %name, rows = frame.rows, loss = scorer.sidecar().training.final_loss, seconds = started.elapsed().as_secs_f32(), "model trained online");
+            Ok(scorer)
+        };
+        let (tx, rx) = channel();
+        if background {
+            std::thread::spawn(move || {
+                let _ = tx.send(train());
+            });
+        } else {
+            let _ = tx.send(train());
+        }
+        state.training = Some(rx);
+        self.collect_training(state);
+    }
+
+    /// Swaps in a model trained since.
+    fn collect_training(&self, state: &mut State) {
+        let Some(rx) = &state.training else { return };
+        match rx.try_recv() {
+            Ok(Ok(scorer)) => {
+                state.scorer = Some(Arc::new(scorer));
+                state.training = None;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(model = %self.settings.name, "online training failed, keeping the current model: {e}");
+                state.training = None;
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => state.training = None,
+        }
+    }
+
+    /// The series `key`, made room for within `max_series`.
+    fn series_mut<'a>(&self, state: &'a mut State, key: &str) -> &'a mut Series {
+        if !state.series.contains_key(key) && state.series.len() >= self.settings.max_series {
+            let stalest = state
+                .series
+                .iter()
+                .min_by_key(|(_, s)| s.touched)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = stalest {
+                state.series.remove(&k);
+                state.evicted += 1;
+                if state.evicted.is_power_of_two() {
+                    tracing::warn!(model = %self.settings.name, max_series = self.settings.max_series, forgotten = state.evicted, "more series than max_series: the least recently seen are forgotten");
+                }
+            }
+        }
+        state.series.entry(key.to_string()).or_default()
+    }
+
+    fn score_all(
+        &self,
+        view: &View,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let binding = view.model.as_ref().ok_or_else(|| {
+            DataFusionError::Internal(format!("view `{}` has no model", view.name))
+        })?;
+        let mut state = self.state.lock().map_err(|_| {
+            DataFusionError::Internal(format!("model `{}` state poisoned", self.settings.name))
+        })?;
+        self.collect_training(&mut state);
+        // Every row of the call, taken in (window end, series) order.
+        let mut taken = Vec::new();
+        let mut bounds = Vec::with_capacity(batches.len());
+        for (b, batch) in batches.iter().enumerate() {
+            let keys = key_strings(batch, &binding.keys)?;
+            let values = feature_values(batch, &binding.features)?;
+            let starts = time_column(view, batch, WINDOW_START);
+            let ends = time_column(view, batch, WINDOW_END);
+            for (i, (key, x)) in keys.into_iter().zip(values).enumerate() {
+                taken.push(Taken {
+                    batch: b,
+                    row: i,
+                    key,
+                    x,
+                    fresh: false,
+                    model: None,
+                });
+            }
+            bounds.push((starts, ends));
+        }
+        let end_of = |t: &Taken| bounds[t.batch].1.as_ref().map(|e| e[t.row]);
+        taken.sort_by(|a, b| end_of(a).cmp(&end_of(b)).then_with(|| a.key.cmp(&b.key)));
+
+        // Pass 1, in order: the model rows, the series' past, the
+        // training schedule.
+        let keep = self.settings.past.keep();
+        let context_len = state
+            .scorer
+            .as_ref()
+            .and_then(|s| s.context_len())
+            .or(self.settings.kind.context_len());
+        let cols = self.settings.model_features.len();
+        let mut models: Vec<Batch> = Vec::new();
+        for t in taken.iter_mut() {
+            let end = end_of(t);
+            let new_window = match (end, state.last_end) {
+                (Some(e), Some(l)) => e > l,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if new_window {
+                if let Mode::Score { background } = self.mode
+                    && state.next_training.is_some_and(|n| state.windows >= n)
+                {
+                    self.start_training(&mut state, background);
+                    state.next_training = self.next_after_training(state.windows);
+                }
+                state.windows += 1;
+                state.last_end = end;
+            }
+            let Some(x) = &t.x else { continue };
+            let windows = state.windows;
+            let series = self.series_mut(&mut state, &t.key);
+            t.fresh = match (end, series.last_end) {
+                (Some(e), Some(l)) => e > l,
+                _ => true,
+            };
+            let mut row = Vec::with_capacity(cols);
+            self.settings.past.row(&series.past, x, &mut row);
+            let context = context_len.map(|len| {
+                let full = series.context.len() == len;
+                let mut ctx = Vec::with_capacity(len * cols);
+                let fill = series.context.front().unwrap_or(&row).clone();
+                for _ in series.context.len()..len {
+                    ctx.extend_from_slice(&fill);
+                }
+                for r in &series.context {
+                    ctx.extend_from_slice(r);
+                }
+                (ctx, full)
+            });
+            if t.fresh {
+                series.past.push(x, keep);
+                series.last_end = end.or(series.last_end);
+                series.touched = windows;
+                if let Some(len) = context_len {
+                    if series.context.len() == len {
+                        series.context.pop_front();
+                    }
+                    series.context.push_back(row.clone());
+                }
+                let cap = match self.mode {
+                    Mode::Record => usize::MAX,
+                    Mode::Score { .. } => self.settings.training_rows,
+                };
+                if state.rows.len() >= cap {
+                    state.rows.pop_front();
+                }
+                state.rows.push_back((t.key.clone(), row.clone()));
+            }
+            if let Some(scorer) = &state.scorer {
+                let m = match models.iter().position(|(s, ..)| Arc::ptr_eq(s, scorer)) {
+                    Some(m) => m,
+                    None => {
+                        models.push((scorer.clone(), Vec::new(), Vec::new(), Vec::new()));
+                        models.len() - 1
+                    }
+                };
+                let (_, rows, ctx, full) = &mut models[m];
+                t.model = Some((m, rows.len() / cols));
+                rows.extend_from_slice(&row);
+                if let Some((c, f)) = context {
+                    ctx.extend_from_slice(&c);
+                    full.push(f);
+                }
+            }
+        }
+        if self.mode == Mode::Record {
+            drop(state);
+            let n: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+            return batches
+                .iter()
+                .zip(n)
+                .map(|(b, n)| with_scores(view, b, vec![None; n], vec![None; n]))
+                .collect();
+        }
+
+        // Pass 2: each model scores its rows in one pass.
+        let mut scored: Vec<Scored> = Vec::with_capacity(models.len());
+        for (scorer, rows, ctx, full) in models.iter() {
+            let n = rows.len() / cols;
+            let frame = Frame::new(n, cols, rows.clone())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let context = scorer
+                .context_len()
+                .map(|_| (ctx.as_slice(), full.as_slice()));
+            scored.push(scorer.score_owned(frame, context).map_err(|e| {
+                DataFusionError::External(format!("model `{}`: {e}", self.settings.name).into())
+            })?);
+        }
+
+        // Pass 3, in order: the scoring steps, per series.
+        let mut scores: Vec<Vec<Option<f64>>> =
+            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
+        let mut named: Vec<Vec<Option<String>>> =
+            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
+        let scoring = self.settings.scoring;
+        for t in &taken {
+            let Some(x) = &t.x else { continue };
+            let (error, calibrated, top) = match t.model {
+                Some((m, i)) if scored[m].ready[i] => {
+                    let s = &scored[m];
+                    let top: Vec<&str> = s
+                        .top(i, TOP_FEATURES)
+                        .into_iter()
+                        .map(|j| self.settings.model_features[j].as_str())
+                        .collect();
+                    (
+                        Some(f64::from(s.error[i])),
+                        Some(f64::from(s.score[i])),
+                        Some(top.join(",")),
+                    )
+                }
+                _ => (None, None, None),
+            };
+            let series = state.series.entry(t.key.clone()).or_default();
+            let score = if t.fresh {
+                scoring.step(&mut series.recent, x, error, calibrated)
+            } else {
+                scoring.step(&mut series.recent.clone(), x, error, calibrated)
+            };
+            scores[t.batch][t.row] = score;
+            named[t.batch][t.row] = top.filter(|_| score.is_some());
+        }
+        drop(state);
+        if let Some(log) = &self.log
+            && let Ok(mut rows) = log.0.lock()
+        {
+            for t in &taken {
+                let (starts, ends) = &bounds[t.batch];
+                rows.push(ScoredRow {
+                    view: view.name.clone(),
+                    key: t.key.clone(),
+                    window_start: starts.as_ref().map(|s| s[t.row]),
+                    window_end: ends.as_ref().map(|e| e[t.row]),
+                    score: scores[t.batch][t.row],
+                    features: named[t.batch][t.row].clone(),
+                });
+            }
+        }
+        batches
+            .iter()
+            .zip(scores.into_iter().zip(named))
+            .map(|(b, (s, n))| with_scores(view, b, s, n))
+            .collect()
+    }
+}
+
+impl ViewScorer for Detector {
+    fn score(
+        &self,
+        view: &View,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        self.score_all(view, batches)
+    }
+}
+
+/// `batch` with the score columns appended.
+fn with_scores(
+    view: &View,
+    batch: &RecordBatch,
+    scores: Vec<Option<f64>>,
+    named: Vec<Option<String>>,
+) -> Result<RecordBatch, DataFusionError> {
+    let mut out: Vec<ArrayRef> = batch.columns().to_vec();
+    out.push(Arc::new(Float64Array::from(scores)));
+    let mut names = StringBuilder::new();
+    for v in named {
+        names.append_option(v);
+    }
+    out.push(Arc::new(names.finish()));
+    Ok(RecordBatch::try_new(view.output_schema.clone(), out)?)
+}
+
+/// Each row's view features as `f64`; `None` for a row with a NULL or
+/// non-finite one (it is not scored and leaves its series unchanged).
+fn feature_values(
+    batch: &RecordBatch,
+    features: &[usize],
+) -> Result<Vec<Option<Vec<f64>>>, DataFusionError> {
+    let columns = features
+        .iter()
+        .map(|&f| cast(batch.column(f), &DataType::Float64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let columns: Vec<&Float64Array> = columns
+        .iter()
+        .map(|c| c.as_primitive::<Float64Type>())
+        .collect();
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            columns
+                .iter()
+                .map(|c| (!c.is_null(i) && c.value(i).is_finite()).then(|| c.value(i)))
+                .collect()
+        })
+        .collect())
+}
+
+/// A window bound column of the view's output, if it has one.
+fn time_column(view: &View, batch: &RecordBatch, name: &str) -> Option<Vec<i64>> {
+    let i = view.output_schema.index_of(name).ok()?;
+    batch
+        .column(i)
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .map(|a| a.values().to_vec())
+}
+
+/// Each row's series, as one string (key values joined by `/`).
+fn key_strings(batch: &RecordBatch, keys: &[usize]) -> Result<Vec<String>, DataFusionError> {
+    let columns: Vec<StringArray> = keys
+        .iter()
+        .map(|&k| {
+            Ok(cast(batch.column(k), &DataType::Utf8)?
+                .as_string::<i32>()
+                .clone())
+        })
+        .collect::<Result<_, DataFusionError>>()?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            columns
+                .iter()
+                .map(|c| if c.is_null(i) { "" } else { c.value(i) })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect())
+}
+
+fn load_checkpoint(
+    name: &str,
+    path: &Path,
+    features: &[String],
+    device: &Device,
+) -> Result<Scorer, String> {
+    let scorer = Scorer::load(path, device).map_err(|e| format!("model `{name}`: {e}"))?;
+    if scorer.features() != features {
+        return Err(format!(
+            "model `{name}`: checkpoint {} was trained on features [{}], the model reads [{}]",
+            path.display(),
+            scorer.features().join(", "),
+            features.join(", ")
+        ));
+    }
+    Ok(scorer)
+}
+
+/// Attaches a detector for every configured model to `sql` (whose views
+/// the models score); `log`: where they log the rows they score.
+/// `background`: train online on threads of their own.
+pub fn attach(
+    sql: &mut SqlSet,
+    models: &[ModelConfig],
+    background: bool,
+    log: Option<Arc<ScoreLog>>,
+) -> Result<(), String> {
+    for m in models {
+        let mut detector = Detector::new(m, background)?;
+        if let Some(log) = &log {
+            detector = detector.with_log(log.clone());
+        }
+        sql.attach_scorer(m.view.get_ref(), Arc::new(detector));
+    }
+    Ok(())
+}
