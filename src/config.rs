@@ -308,11 +308,28 @@ pub struct ModelConfig {
     /// as alarms. Default: 1.0.
     #[serde(default = "default_spread_floor")]
     pub spread_floor: f64,
+    /// "likelihood": rank each likelihood against the series' last N: it
+    /// is divided by one plus how many of them were at least as high, so a
+    /// surprise the series often shows counts for less than its first.
+    /// 0: off. At most 100000 (memory: 16 bytes per series and value).
+    /// Default: 0.
+    #[serde(default)]
+    pub rank_history: usize,
     /// Range check: a feature further past the range the series has shown
     /// than this share of that range scores 1, whatever the model says.
     /// Unset: no range check. Default: unset.
     #[serde(default)]
     pub range_margin: Option<f64>,
+    /// Range check on the level: the median of each feature over the
+    /// series' last N windows (this one included) further past the range
+    /// of such medians than `median_range_margin` of it scores 1 — a shift
+    /// that single values hide in their noise. 0: off. At most 1000.
+    /// Default: 0.
+    #[serde(default)]
+    pub median_range_windows: usize,
+    /// See `median_range_windows`. Default: 0.05.
+    #[serde(default = "default_median_range_margin")]
+    pub median_range_margin: f64,
     /// One alarm per burst: a score that does not beat the series' scores
     /// of this many previous windows is reported as 0. 0: off. Default: 0.
     #[serde(default)]
@@ -334,6 +351,10 @@ fn default_error_history() -> usize {
 
 fn default_spread_floor() -> f64 {
     1.0
+}
+
+fn default_median_range_margin() -> f64 {
+    0.05
 }
 
 fn default_max_series() -> usize {
@@ -761,11 +782,13 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if !["autoencoder", "sequence", "pca", "kmeans"].contains(&m.kind.get_ref().as_str()) {
+            if !["autoencoder", "sequence", "pca", "kmeans", "nearest"]
+                .contains(&m.kind.get_ref().as_str())
+            {
                 diags.push(at(
                     m.kind.span(),
                     format!(
-                        "unknown model kind `{}`: use autoencoder, sequence, pca or kmeans",
+                        "unknown model kind `{}`: use autoencoder, sequence, pca, kmeans or nearest",
                         m.kind.get_ref()
                     ),
                 ));

@@ -139,22 +139,22 @@ fn dry_run_with_the_example_config_gives_the_scores_eval_writes() {
     let series = "realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv";
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results");
-    // The default epochs, as the example says (k-means ignores them).
+    // The default epochs, as the example says (1-NN ignores them).
     let stdout = support::stdout_of(
         Command::new(env!("CARGO_BIN_EXE_telemine"))
-            .args(["eval", "--detector", "kmeans", "--data"])
+            .args(["eval", "--detector", "nearest", "--data"])
             .arg(&data)
             .arg("--out")
             .arg(&out),
     );
     assert!(
-        stdout.contains("nab kmeans: 1 series, 4032 records"),
+        stdout.contains("nab nearest: 1 series, 4032 records"),
         "{stdout}"
     );
 
     // The config eval wrote is the example, but for where its SQL is.
     let written = std::fs::read_to_string(
-        out.join("configs/kmeans")
+        out.join("configs/nearest")
             .join(series.replace(".csv", ".toml")),
     )
     .unwrap();
@@ -194,7 +194,7 @@ fn dry_run_with_the_example_config_gives_the_scores_eval_writes() {
         })
         .collect();
     let evaluated: Vec<String> = std::fs::read_to_string(
-        out.join("kmeans/realAWSCloudwatch/kmeans_ec2_cpu_utilization_5f5533.csv"),
+        out.join("nearest/realAWSCloudwatch/nearest_ec2_cpu_utilization_5f5533.csv"),
     )
     .unwrap()
     .lines()

@@ -8,7 +8,8 @@
 //! - [`Pca`]: the row projected on the training rows' main components and
 //!   back (components fitted by linfa-reduction).
 //! - [`Centroids`]: the nearest of the training rows' k-means centroids
-//!   (fitted by linfa-clustering).
+//!   (fitted by linfa-clustering);
+//! - [`Nearest`]: the nearest training row itself (1-NN).
 //!
 //! All of them predict with tensor operations only, on the scorer's
 //! device, whole batches at a time.
@@ -126,6 +127,34 @@ impl Net for Centroids {
         let distance = cross.affine(-2.0, 0.0)?.broadcast_add(&norms)?;
         let nearest = distance.argmin(D::Minus1)?;
         Ok(self.centroids.index_select(&nearest, 0)?)
+    }
+}
+
+/// The nearest training row.
+pub struct Nearest {
+    /// training rows × k.
+    pub rows: Tensor,
+}
+
+/// Distances computed at once, at most: a batch is scored in chunks of
+/// rows so that rows × training rows stays under it.
+const NEAREST_CELLS: usize = 1 << 22;
+
+impl Net for Nearest {
+    fn predict(&self, rows: &Tensor, _context: Option<&Tensor>) -> Result<Tensor> {
+        let (n, _) = rows.dims2()?;
+        let (m, _) = self.rows.dims2()?;
+        let norms = self.rows.sqr()?.sum(D::Minus1)?;
+        let chunk = (NEAREST_CELLS / m.max(1)).max(1);
+        let mut out = Vec::with_capacity(n.div_ceil(chunk));
+        for start in (0..n).step_by(chunk) {
+            let part = rows.narrow(0, start, chunk.min(n - start))?;
+            let cross = part.matmul(&self.rows.t()?)?;
+            let distance = cross.affine(-2.0, 0.0)?.broadcast_add(&norms)?;
+            let nearest = distance.argmin(D::Minus1)?;
+            out.push(self.rows.index_select(&nearest, 0)?);
+        }
+        Ok(Tensor::cat(&out, 0)?)
     }
 }
 

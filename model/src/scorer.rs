@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
-use crate::nets::{Autoencoder, Centroids, Net, Pca, Sequence};
+use crate::nets::{Autoencoder, Centroids, Nearest, Net, Pca, Sequence};
 use crate::{Calibration, Frame, History, ModelError, Normalizer, Result, Sidecar, TrainingInfo};
 
 /// Which detector, with its sizes.
@@ -25,6 +25,8 @@ pub enum ModelKind {
     Pca { components: usize },
     /// Distance to the nearest k-means centroid (linfa-clustering).
     Kmeans { clusters: usize },
+    /// Distance to the nearest training row (1-NN): no fitting, no seed.
+    Nearest,
 }
 
 impl ModelKind {
@@ -44,6 +46,7 @@ impl ModelKind {
                 components: (k / 3).max(1).min(k),
             },
             "kmeans" => ModelKind::Kmeans { clusters: 8 },
+            "nearest" => ModelKind::Nearest,
             _ => return None,
         })
     }
@@ -72,7 +75,7 @@ impl ModelKind {
                 *hidden,
                 *window,
             )?),
-            ModelKind::Pca { .. } | ModelKind::Kmeans { .. } => {
+            ModelKind::Pca { .. } | ModelKind::Kmeans { .. } | ModelKind::Nearest => {
                 return Err(ModelError::Invalid(format!(
                     "{} is fitted, not a trained network",
                     self.name()
@@ -87,6 +90,7 @@ impl ModelKind {
             ModelKind::Sequence { .. } => "sequence",
             ModelKind::Pca { .. } => "pca",
             ModelKind::Kmeans { .. } => "kmeans",
+            ModelKind::Nearest => "nearest",
         }
     }
 }
@@ -269,6 +273,11 @@ impl Scorer {
                 let c = tensor_of(model.centroids(), device)?;
                 insert(&varmap, "kmeans.centroids", &c)?;
                 Box::new(Centroids { centroids: c })
+            }
+            ModelKind::Nearest => {
+                let rows = x.index_select(&index(&fit_rows)?, 0)?;
+                insert(&varmap, "nearest.rows", &rows)?;
+                Box::new(Nearest { rows })
             }
         };
         if matches!(
@@ -482,10 +491,51 @@ impl Scorer {
             .parent()
             .unwrap_or_else(|| Path::new("."))
             .join(&sidecar.weights);
-        let mut varmap = VarMap::new();
+        let bytes = std::fs::read(&weights)
+            .map_err(|e| file(format!("weights {}: {e}", weights.display())))?;
+        Scorer::from_parts(sidecar, &bytes, device)
+            .map_err(|e| file(format!("weights {}: {e}", weights.display())))
+    }
+
+    /// The scorer as bytes, for the engine's saved state: the sidecar
+    /// (JSON) and the weights (safetensors).
+    pub fn to_bytes(&self) -> Result<(String, Vec<u8>)> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Invalid("model variables poisoned".into()))?;
+        let tensors: Vec<(String, Tensor)> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let weights = safetensors::serialize(tensors, None)
+            .map_err(|e| ModelError::Invalid(format!("weights: {e}")))?;
+        let sidecar = serde_json::to_string(&self.sidecar)
+            .map_err(|e| ModelError::Invalid(format!("sidecar: {e}")))?;
+        Ok((sidecar, weights))
+    }
+
+    /// A scorer from [`Scorer::to_bytes`], onto `device`.
+    pub fn from_bytes(sidecar: &str, weights: &[u8], device: &Device) -> Result<Scorer> {
+        let sidecar: Sidecar = serde_json::from_str(sidecar)
+            .map_err(|e| ModelError::Invalid(format!("not a telemine model sidecar: {e}")))?;
+        Scorer::from_parts(sidecar, weights, device)
+    }
+
+    fn from_parts(sidecar: Sidecar, weights: &[u8], device: &Device) -> Result<Scorer> {
+        if sidecar.format != Sidecar::FORMAT {
+            return Err(ModelError::Invalid(format!(
+                "format `{}`, this telemine reads `{}`",
+                sidecar.format,
+                Sidecar::FORMAT
+            )));
+        }
+        let stored = candle_core::safetensors::load_buffer(weights, device)?;
+        let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let k = sidecar.features.len();
-        // Variables made with their shapes, then filled from the file.
+        // Variables made with their shapes, then filled from the weights.
         let net: Box<dyn Net> = match &sidecar.kind {
             ModelKind::Autoencoder { .. } | ModelKind::Sequence { .. } => {
                 sidecar.kind.network(vb.clone(), k)?
@@ -500,22 +550,33 @@ impl Scorer {
                 })
             }
             ModelKind::Kmeans { .. } => {
-                // The number of centroids k-means found is in the file.
-                let stored = candle_core::safetensors::load(&weights, device)
-                    .map_err(|e| file(format!("weights {}: {e}", weights.display())))?;
+                // The number of centroids k-means found is in the weights.
                 let c = stored.get("kmeans.centroids").ok_or_else(|| {
-                    file(format!(
-                        "weights {} lack kmeans.centroids",
-                        weights.display()
-                    ))
+                    ModelError::Invalid("the weights lack kmeans.centroids".into())
                 })?;
                 let c = vb.get(c.dims2()?, "kmeans.centroids")?;
                 Box::new(Centroids { centroids: c })
             }
+            ModelKind::Nearest => {
+                let r = stored
+                    .get("nearest.rows")
+                    .ok_or_else(|| ModelError::Invalid("the weights lack nearest.rows".into()))?;
+                let rows = vb.get(r.dims2()?, "nearest.rows")?;
+                Box::new(Nearest { rows })
+            }
         };
-        varmap
-            .load(&weights)
-            .map_err(|e| file(format!("weights {}: {e}", weights.display())))?;
+        {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| ModelError::Invalid("model variables poisoned".into()))?;
+            for (name, var) in data.iter() {
+                let t = stored
+                    .get(name)
+                    .ok_or_else(|| ModelError::Invalid(format!("the weights lack {name}")))?;
+                var.set(t)?;
+            }
+        }
         Ok(Scorer {
             sidecar,
             net,

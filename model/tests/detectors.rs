@@ -139,6 +139,16 @@ fn check(kind: &str) {
         );
     }
     assert_eq!(loaded.sidecar(), scorer.sidecar());
+    // And as bytes (what the engine saves with its state).
+    let (sidecar, weights) = scorer.to_bytes().unwrap();
+    let from_bytes = Scorer::from_bytes(&sidecar, &weights, &device).unwrap();
+    let history = from_bytes.context_len().map(|len| {
+        let mut h = History::new(len, FEATURES);
+        h.contexts(&train_keys, &train);
+        h
+    });
+    let thrice = score(&from_bytes, &broken(&test, 3), &test_keys, history);
+    assert_eq!(thrice.error, again.error, "{kind}: from bytes");
     let trained = matches!(kind, "autoencoder" | "sequence");
     assert_eq!(epochs_seen > 0, trained, "{kind}: progress reported");
 }
@@ -161,4 +171,9 @@ fn pca() {
 #[test]
 fn kmeans() {
     check("kmeans");
+}
+
+#[test]
+fn nearest() {
+    check("nearest");
 }

@@ -168,6 +168,19 @@ async fn eval_nab(
         ));
     }
     println!("{line}");
+    if series.len() >= 2 {
+        let mut line = format!(
+            "nab {detector} two-fold (alternate series; threshold fitted on one half, the other half scored at it, its own best in brackets):"
+        );
+        for p in &nab::PROFILES {
+            let [ab, b_best, ba, a_best] = nab::two_fold(&scored, p, 2000);
+            line.push_str(&format!(
+                " {} A→B {ab:.1} ({b_best:.1}), B→A {ba:.1} ({a_best:.1});",
+                p.name
+            ));
+        }
+        println!("{line}");
+    }
     Ok(())
 }
 

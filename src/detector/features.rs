@@ -152,6 +152,30 @@ impl Past {
             .collect()
     }
 
+    /// Per feature, the median of `x` and the `n - 1` windows before it;
+    /// `None` until the series has had them (or `n` is 0).
+    pub fn medians(&self, x: &[f64], n: usize) -> Option<Vec<f64>> {
+        if n == 0 || self.seen < n - 1 || self.rows.len() < n - 1 {
+            return None;
+        }
+        let recent = self.last(n - 1);
+        Some(
+            (0..x.len())
+                .map(|j| {
+                    let mut v: Vec<f64> = recent.iter().map(|r| r[j]).collect();
+                    v.push(x[j]);
+                    v.sort_by(f64::total_cmp);
+                    let mid = v.len() / 2;
+                    if v.len().is_multiple_of(2) {
+                        (v[mid - 1] + v[mid]) / 2.0
+                    } else {
+                        v[mid]
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Values held.
     pub fn values(&self) -> usize {
         self.rows.iter().map(Vec::len).sum()
@@ -191,6 +215,11 @@ mod tests {
         // Window 4: windows [0, 2) around window 1: mean 2.
         assert_eq!(rows[4], [9.0, 2.0, 3.0, 1.0, 7.0]);
         assert_eq!(past.values(), 4, "at most `keep` windows are held");
+        // Medians of 11 and the last three (3, 5, 7, 9 are kept; 5, 7, 9
+        // the last three): 5, 7, 9, 11 → 8; of 11 and the last two: 9.
+        assert_eq!(past.medians(&[11.0], 4), Some(vec![8.0]));
+        assert_eq!(past.medians(&[11.0], 3), Some(vec![9.0]));
+        assert_eq!(past.medians(&[11.0], 6), None, "only four are kept");
     }
 
     #[test]

@@ -97,6 +97,7 @@ const MAX_PAST_WINDOWS: usize = 1000;
 const MAX_SEASON_WINDOWS: usize = 20_000;
 const MAX_ERROR_HISTORY: usize = 10_000;
 const MAX_REFRACTORY: usize = 10_000;
+const MAX_RANK_HISTORY: usize = 100_000;
 
 impl Settings {
     /// What is wrong with a model's settings, as messages naming the key.
@@ -137,6 +138,24 @@ impl Settings {
                 m.refractory_windows
             ));
         }
+        if m.rank_history > MAX_RANK_HISTORY {
+            out.push(format!(
+                "rank_history = {}: at most {MAX_RANK_HISTORY}",
+                m.rank_history
+            ));
+        }
+        if m.median_range_windows > MAX_PAST_WINDOWS {
+            out.push(format!(
+                "median_range_windows = {}: at most {MAX_PAST_WINDOWS}",
+                m.median_range_windows
+            ));
+        }
+        if !(m.median_range_margin.is_finite() && m.median_range_margin >= 0.0) {
+            out.push(format!(
+                "median_range_margin = {}: zero or more",
+                m.median_range_margin
+            ));
+        }
         if m.max_series == 0 {
             out.push("max_series = 0: at least 1".to_string());
         }
@@ -167,7 +186,10 @@ impl Settings {
                 history: m.error_history,
                 spread_floor: m.spread_floor,
                 range_margin: m.range_margin,
+                median_windows: m.median_range_windows,
+                median_margin: m.median_range_margin,
                 refractory: m.refractory_windows,
+                rank_history: m.rank_history,
             },
             warmup_windows: m.warmup_windows.max(1),
             retrain: m.retrain,
@@ -178,6 +200,14 @@ impl Settings {
         })
     }
 
+    /// Previous windows' view features kept per series: what the past
+    /// features and the median range check read.
+    pub fn keep(&self) -> usize {
+        self.past
+            .keep()
+            .max(self.scoring.median_windows.saturating_sub(1))
+    }
+
     /// Values (8 bytes each, plus a small fixed overhead per window and
     /// series) one series holds at most: its past windows' view features,
     /// its recent errors, range and scores, and a sequence model's
@@ -185,7 +215,12 @@ impl Settings {
     pub fn values_per_series(&self) -> usize {
         let k = self.view_features.len();
         let context = self.kind.context_len().unwrap_or(0) * self.model_features.len();
-        self.past.keep() * k + self.scoring.history + 2 * k + self.scoring.refractory + context
+        self.keep() * k
+            + self.scoring.history
+            + 4 * k
+            + self.scoring.refractory
+            + 2 * self.scoring.rank_history
+            + context
     }
 }
 
@@ -230,6 +265,12 @@ struct Series {
 #[derive(Default)]
 struct State {
     scorer: Option<Arc<Scorer>>,
+    /// Whether `scorer` was trained here (saved with the state) rather
+    /// than loaded from a checkpoint file; bumped with each new model.
+    online_model: u64,
+    /// The model generation and whether anything changed, as last saved.
+    saved_model: u64,
+    dirty: bool,
     series: HashMap<String, Series>,
     /// Model rows to (re)train on, oldest first, with their series.
     rows: VecDeque<(String, Vec<f32>)>,
@@ -273,6 +314,8 @@ struct Taken {
     key: String,
     /// The view features (`None`: a feature is NULL or not finite).
     x: Option<Vec<f64>>,
+    /// Their medians over the series' last windows (median range check).
+    medians: Option<Vec<f64>>,
     /// Whether it is the series' newest window (else a late firing).
     fresh: bool,
     /// Index into the call's models, and into that model's batch.
@@ -427,6 +470,8 @@ impl Detector {
             Ok(Ok(scorer)) => {
                 state.scorer = Some(Arc::new(scorer));
                 state.training = None;
+                state.online_model += 1;
+                state.dirty = true;
             }
             Ok(Err(e)) => {
                 tracing::warn!(model = %self.settings.name, "online training failed, keeping the current model: {e}");
@@ -482,6 +527,7 @@ impl Detector {
                     row: i,
                     key,
                     x,
+                    medians: None,
                     fresh: false,
                     model: None,
                 });
@@ -493,7 +539,7 @@ impl Detector {
 
         // Pass 1, in order: the model rows, the series' past, the
         // training schedule.
-        let keep = self.settings.past.keep();
+        let keep = self.settings.keep();
         let context_len = state
             .scorer
             .as_ref()
@@ -501,6 +547,7 @@ impl Detector {
             .or(self.settings.kind.context_len());
         let cols = self.settings.model_features.len();
         let mut models: Vec<Batch> = Vec::new();
+        let mut state_changed = false;
         for t in taken.iter_mut() {
             let end = end_of(t);
             let new_window = match (end, state.last_end) {
@@ -527,6 +574,7 @@ impl Detector {
             };
             let mut row = Vec::with_capacity(cols);
             self.settings.past.row(&series.past, x, &mut row);
+            t.medians = series.past.medians(x, self.settings.scoring.median_windows);
             let context = context_len.map(|len| {
                 let full = series.context.len() == len;
                 let mut ctx = Vec::with_capacity(len * cols);
@@ -540,6 +588,7 @@ impl Detector {
                 (ctx, full)
             });
             if t.fresh {
+                state_changed = true;
                 series.past.push(x, keep);
                 series.last_end = end.or(series.last_end);
                 series.touched = windows;
@@ -575,6 +624,7 @@ impl Detector {
                 }
             }
         }
+        state.dirty |= state_changed;
         if self.mode == Mode::Record {
             drop(state);
             let n: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
@@ -624,10 +674,11 @@ impl Detector {
                 _ => (None, None, None),
             };
             let series = state.series.entry(t.key.clone()).or_default();
+            let medians = t.medians.as_deref();
             let score = if t.fresh {
-                scoring.step(&mut series.recent, x, error, calibrated)
+                scoring.step(&mut series.recent, x, medians, error, calibrated)
             } else {
-                scoring.step(&mut series.recent.clone(), x, error, calibrated)
+                scoring.step(&mut series.recent.clone(), x, medians, error, calibrated)
             };
             scores[t.batch][t.row] = score;
             named[t.batch][t.row] = top.filter(|_| score.is_some());
@@ -653,6 +704,213 @@ impl Detector {
             .zip(scores.into_iter().zip(named))
             .map(|(b, (s, n))| with_scores(view, b, s, n))
             .collect()
+    }
+}
+
+/// What a detector saves with the engine's checkpoint (see
+/// [`Detector::save`]).
+#[derive(Debug, Default)]
+pub struct Saved {
+    /// The series' state and the training schedule.
+    pub state: Vec<u8>,
+    /// The model trained online, when it changed since the last save.
+    pub model: Option<Vec<u8>>,
+}
+
+/// [`SavedState`] as written, borrowing the series rather than copying
+/// them.
+#[derive(serde::Serialize)]
+struct SavingState<'a> {
+    settings: String,
+    windows: usize,
+    last_end: Option<i64>,
+    next_training: Option<usize>,
+    online_model: bool,
+    series: &'a HashMap<String, Series>,
+    evicted: u64,
+    rows: PackedRows,
+}
+
+/// The series' state and the training schedule, as saved.
+#[derive(serde::Deserialize)]
+struct SavedState {
+    /// The settings it was made under: a restart under others starts
+    /// afresh rather than read state that means something else.
+    settings: String,
+    windows: usize,
+    last_end: Option<i64>,
+    next_training: Option<usize>,
+    /// Whether a model trained online goes with it.
+    online_model: bool,
+    series: HashMap<String, Series>,
+    evicted: u64,
+    /// The rows kept to retrain on, so a retraining after a restart
+    /// learns what it would have without one.
+    rows: PackedRows,
+}
+
+/// Training rows, compact: each row's series as an index into `keys`, the
+/// values as little-endian `f32`, row after row.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct PackedRows {
+    keys: Vec<String>,
+    #[serde(with = "serde_bytes_vec")]
+    key_of_row: Vec<u8>,
+    #[serde(with = "serde_bytes_vec")]
+    values: Vec<u8>,
+}
+
+impl PackedRows {
+    fn pack(rows: &VecDeque<(String, Vec<f32>)>) -> PackedRows {
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        let mut out = PackedRows::default();
+        for (key, values) in rows {
+            let next = index.len() as u32;
+            let i = *index.entry(key.as_str()).or_insert_with(|| {
+                out.keys.push(key.clone());
+                next
+            });
+            out.key_of_row.extend_from_slice(&i.to_le_bytes());
+            for v in values {
+                out.values.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn unpack(&self, cols: usize) -> Result<VecDeque<(String, Vec<f32>)>, String> {
+        let n = self.key_of_row.len() / 4;
+        if self.values.len() != n * cols * 4 {
+            return Err(format!(
+                "{} bytes of values for {n} rows of {cols} features",
+                self.values.len()
+            ));
+        }
+        let mut out = VecDeque::with_capacity(n);
+        for (r, k) in self.key_of_row.chunks_exact(4).enumerate() {
+            let k = u32::from_le_bytes([k[0], k[1], k[2], k[3]]) as usize;
+            let key = self.keys.get(k).ok_or("a row of an unknown series")?;
+            let values = self.values[r * cols * 4..(r + 1) * cols * 4]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.push_back((key.clone(), values));
+        }
+        Ok(out)
+    }
+}
+
+/// A model trained online, as saved: its sidecar and weights.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedModel {
+    sidecar: String,
+    #[serde(with = "serde_bytes_vec")]
+    weights: Vec<u8>,
+}
+
+/// Bytes as one CBOR byte string rather than an array of numbers.
+mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let v = ciborium::Value::deserialize(d)?;
+        v.into_bytes()
+            .map_err(|_| serde::de::Error::custom("expected a byte string"))
+    }
+}
+
+impl Detector {
+    /// The state to save with the engine's checkpoint, if it changed since
+    /// the last save: the series' state (CBOR) and, when it changed, the
+    /// model trained online. A model loaded from a checkpoint file is not
+    /// saved: the config names it.
+    pub fn save(&self) -> Result<Option<Saved>, String> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "detector state poisoned".to_string())?;
+        if !state.dirty {
+            return Ok(None);
+        }
+        let saved = SavingState {
+            settings: format!("{:?}", self.settings),
+            windows: state.windows,
+            last_end: state.last_end,
+            next_training: state.next_training,
+            online_model: state.online_model > 0,
+            series: &state.series,
+            evicted: state.evicted,
+            rows: PackedRows::pack(&state.rows),
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&saved, &mut bytes).map_err(|e| e.to_string())?;
+        let model = match &state.scorer {
+            Some(scorer) if state.online_model > state.saved_model => {
+                let (sidecar, weights) = scorer.to_bytes().map_err(|e| e.to_string())?;
+                let mut m = Vec::new();
+                ciborium::into_writer(&SavedModel { sidecar, weights }, &mut m)
+                    .map_err(|e| e.to_string())?;
+                Some(m)
+            }
+            _ => None,
+        };
+        state.dirty = false;
+        state.saved_model = state.online_model;
+        Ok(Some(Saved {
+            state: bytes,
+            model,
+        }))
+    }
+
+    /// Takes back state [`Detector::save`] wrote (`model`: the last model
+    /// it saved, if any). State saved under other settings is refused: the
+    /// detector then starts afresh.
+    pub fn restore(&self, saved: &[u8], model: Option<&[u8]>) -> Result<(), String> {
+        let saved: SavedState =
+            ciborium::from_reader(saved).map_err(|e| format!("not a detector state: {e}"))?;
+        if saved.settings != format!("{:?}", self.settings) {
+            return Err(format!(
+                "model `{}` was saved under other settings: it starts afresh",
+                self.settings.name
+            ));
+        }
+        let scorer = match (saved.online_model, model) {
+            (true, Some(m)) => {
+                let m: SavedModel =
+                    ciborium::from_reader(m).map_err(|e| format!("not a saved model: {e}"))?;
+                Some(Arc::new(
+                    Scorer::from_bytes(&m.sidecar, &m.weights, &self.device)
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+            (true, None) => return Err("the model trained online is missing".into()),
+            (false, _) => None,
+        };
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "detector state poisoned".to_string())?;
+        if scorer.is_some() {
+            state.scorer = scorer;
+            state.online_model = 1;
+            state.saved_model = 1;
+        }
+        state.rows = saved.rows.unpack(self.settings.model_features.len())?;
+        state.windows = saved.windows;
+        state.last_end = saved.last_end;
+        state.next_training = saved.next_training;
+        state.series = saved.series;
+        state.evicted = saved.evicted;
+        state.dirty = false;
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
     }
 }
 
@@ -763,13 +1021,16 @@ pub fn attach(
     models: &[ModelConfig],
     background: bool,
     log: Option<Arc<ScoreLog>>,
-) -> Result<(), String> {
+) -> Result<Vec<Arc<Detector>>, String> {
+    let mut out = Vec::with_capacity(models.len());
     for m in models {
         let mut detector = Detector::new(m, background)?;
         if let Some(log) = &log {
             detector = detector.with_log(log.clone());
         }
-        sql.attach_scorer(m.view.get_ref(), Arc::new(detector));
+        let detector = Arc::new(detector);
+        sql.attach_scorer(m.view.get_ref(), detector.clone());
+        out.push(detector);
     }
-    Ok(())
+    Ok(out)
 }

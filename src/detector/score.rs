@@ -7,11 +7,17 @@
 //!    reported as `L/(L + 30)` with `L = −ln Q`: monotone, in [0, 1), and
 //!    never rounding to 1 however extreme, so a threshold can still tell
 //!    the largest surprises apart. A level the model keeps missing stops
-//!    alarming once the recent errors have risen with it. Or
+//!    alarming once the recent errors have risen with it. With
+//!    `rank_history = N`, `L` is first divided by one plus the number of
+//!    the series' last N values of `L` at least as high: a surprise the
+//!    series has often shown counts for less than its first. Or
 //!    (`"calibrated"`) the share of training rows with a lower error.
 //! 2. **Range** (`range_margin`): a feature further past the range the
 //!    series has shown than that share of the range scores 1 — a new
-//!    extreme needs no model to be surprising.
+//!    extreme needs no model to be surprising. The same for the median of
+//!    the series' last windows (`median_range_windows`,
+//!    `median_range_margin`): a shift of level that single values hide in
+//!    their noise.
 //! 3. **Refractory** (`refractory_windows`): a score no higher than one of
 //!    the series' previous scores is reported as 0: one alarm per burst.
 
@@ -35,7 +41,13 @@ pub struct Scoring {
     pub history: usize,
     pub spread_floor: f64,
     pub range_margin: Option<f64>,
+    /// Windows the median range check takes the median over (0: off),
+    /// and its margin.
+    pub median_windows: usize,
+    pub median_margin: f64,
     pub refractory: usize,
+    /// Earlier likelihoods a likelihood is ranked against (0: none).
+    pub rank_history: usize,
 }
 
 /// Errors a likelihood needs before it scores above 0.
@@ -48,33 +60,49 @@ pub struct Recent {
     errors: VecDeque<f64>,
     /// Per view feature, the least and greatest value seen.
     range: Vec<(f64, f64)>,
+    /// Per view feature, the least and greatest median of the last windows.
+    median_range: Vec<(f64, f64)>,
     /// The last `refractory` scores, before the refractory step.
     scores: VecDeque<f64>,
+    /// The last `rank_history` likelihoods, in arrival order and sorted.
+    likelihoods: VecDeque<f64>,
+    ranked: Vec<f64>,
 }
 
 impl Recent {
     /// Values held.
     pub fn values(&self) -> usize {
-        self.errors.len() + 2 * self.range.len() + self.scores.len()
+        self.errors.len()
+            + 2 * self.range.len()
+            + 2 * self.median_range.len()
+            + self.scores.len()
+            + self.likelihoods.len()
+            + self.ranked.len()
     }
 }
 
 impl Scoring {
     /// The score of a row of the series `recent` remembers, and remembers
-    /// it: `x` its view features, `error` the model's error (`None` while
-    /// no model is trained), `calibrated` that error as a share of
-    /// training rows. `None` when there is nothing to score with yet.
+    /// it: `x` its view features, `medians` their medians over the last
+    /// windows (when the median range check is on and the series has had
+    /// enough), `error` the model's error (`None` while no model is
+    /// trained), `calibrated` that error as a share of training rows.
+    /// `None` when there is nothing to score with yet.
     pub fn step(
         &self,
         recent: &mut Recent,
         x: &[f64],
+        medians: Option<&[f64]>,
         error: Option<f64>,
         calibrated: Option<f64>,
     ) -> Option<f64> {
-        let outside = match self.range_margin {
+        let mut outside = match self.range_margin {
             Some(margin) => outside_range(&mut recent.range, x, margin),
             None => false,
         };
+        if let Some(m) = medians {
+            outside |= outside_range(&mut recent.median_range, m, self.median_margin);
+        }
         let model = match self.mode {
             ScoreMode::Likelihood => error.map(|e| self.likelihood(recent, e)),
             ScoreMode::Calibrated => calibrated,
@@ -83,7 +111,7 @@ impl Scoring {
             (true, _) => 1.0,
             (false, Some(s)) => s,
             // Before the first model, the range check alone scores.
-            (false, None) if self.range_margin.is_some() => 0.0,
+            (false, None) if self.range_margin.is_some() || self.median_windows > 0 => 0.0,
             (false, None) => return None,
         };
         Some(self.refractory(recent, score))
@@ -94,7 +122,7 @@ impl Scoring {
             // Kept out of the history: it would blind the next scores.
             return 1.0 - 1e-12;
         }
-        let errors = &mut recent.errors;
+        let errors = &recent.errors;
         let n = errors.len();
         let score = if n < MIN_ERRORS {
             0.0
@@ -102,15 +130,35 @@ impl Scoring {
             let mean = errors.iter().sum::<f64>() / n as f64;
             let var = errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / n as f64;
             let z = (error - mean) / var.sqrt().max(self.spread_floor);
-            let l = neg_ln_tail(z);
+            let l = self.ranked(recent, neg_ln_tail(z));
             // Below 1 even where `l` is huge: a new extreme ranks above.
             (l / (l + 30.0)).min(1.0 - 1e-12)
         };
+        let errors = &mut recent.errors;
         errors.push_back(error);
         if errors.len() > self.history {
             errors.pop_front();
         }
         score
+    }
+
+    /// `l` divided by one plus how many of the last `rank_history`
+    /// likelihoods were at least as high; remembers `l`.
+    fn ranked(&self, recent: &mut Recent, l: f64) -> f64 {
+        if self.rank_history == 0 {
+            return l;
+        }
+        let at_least = recent.ranked.len() - recent.ranked.partition_point(|&v| v < l);
+        let at = recent.ranked.partition_point(|&v| v < l);
+        recent.ranked.insert(at, l);
+        recent.likelihoods.push_back(l);
+        if recent.likelihoods.len() > self.rank_history
+            && let Some(old) = recent.likelihoods.pop_front()
+        {
+            let i = recent.ranked.partition_point(|&v| v < old);
+            recent.ranked.remove(i);
+        }
+        l / (1 + at_least) as f64
     }
 
     /// `score`, or 0 where one of the last `refractory` scores was at
@@ -181,7 +229,10 @@ mod tests {
             history: 200,
             spread_floor: 1.0,
             range_margin: Some(0.02),
+            median_windows: 0,
+            median_margin: 0.05,
             refractory: 30,
+            rank_history: 0,
         }
     }
 
@@ -226,16 +277,16 @@ mod tests {
         };
         let mut r = Recent::default();
         for v in [0.0, 10.0, 5.0] {
-            assert_eq!(s.step(&mut r, &[v], None, None), Some(0.0));
+            assert_eq!(s.step(&mut r, &[v], None, None, None), Some(0.0));
         }
         // 2% of the range 0..10 past its top: 10.2 is not past, 10.3 is.
-        assert_eq!(s.step(&mut r, &[10.2], None, None), Some(0.0));
-        assert_eq!(s.step(&mut r, &[10.5], None, None), Some(1.0));
+        assert_eq!(s.step(&mut r, &[10.2], None, None, None), Some(0.0));
+        assert_eq!(s.step(&mut r, &[10.5], None, None, None), Some(1.0));
         let no_range = Scoring {
             range_margin: None,
             ..s
         };
-        assert_eq!(no_range.step(&mut r, &[99.0], None, None), None);
+        assert_eq!(no_range.step(&mut r, &[99.0], None, None, None), None);
     }
 
     #[test]
@@ -248,14 +299,42 @@ mod tests {
         let mut r = Recent::default();
         for i in 0..300 {
             let e = 1.0 + (i % 7) as f64 * 0.1;
-            let score = s.step(&mut r, &[0.0], Some(e), None).unwrap();
+            let score = s.step(&mut r, &[0.0], None, Some(e), None).unwrap();
             assert!(score < 0.2, "{i}: {score}");
         }
         assert_eq!(r.errors.len(), 200);
-        let high = s.step(&mut r, &[0.0], Some(20.0), None).unwrap();
+        let high = s.step(&mut r, &[0.0], None, Some(20.0), None).unwrap();
         assert!(high > 0.8 && high < 1.0, "{high}");
-        let nan = s.step(&mut r, &[0.0], Some(f64::NAN), None).unwrap();
+        let nan = s.step(&mut r, &[0.0], None, Some(f64::NAN), None).unwrap();
         assert!(nan > high, "a non-finite error is the worst: {nan}");
         assert!(r.errors.iter().all(|e| e.is_finite()));
+    }
+}
+
+#[cfg(test)]
+mod rank_tests {
+    use super::*;
+
+    #[test]
+    fn a_likelihood_is_divided_by_one_plus_the_earlier_ones_at_least_as_high() {
+        let s = Scoring {
+            mode: ScoreMode::Likelihood,
+            history: 200,
+            spread_floor: 1.0,
+            range_margin: None,
+            median_windows: 0,
+            median_margin: 0.05,
+            refractory: 0,
+            rank_history: 3,
+        };
+        let mut r = Recent::default();
+        let ranked: Vec<f64> = [4.0, 2.0, 4.0, 1.0, 8.0, 2.0]
+            .iter()
+            .map(|&l| s.ranked(&mut r, l))
+            .collect();
+        // 4: none before; 2: one (4); 4: one (4, a tie counts); 1: three;
+        // 8: none; 2: of the last three (4, 1, 8), two.
+        assert_eq!(ranked, [4.0, 1.0, 2.0, 0.25, 8.0, 2.0 / 3.0]);
+        assert_eq!(r.ranked, [1.0, 2.0, 8.0], "the last three, sorted");
     }
 }

@@ -8,6 +8,7 @@
 //! through, produces their alerts, waits for the acknowledgements and
 //! commits; windows still open are re-read after the restart.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,7 +104,8 @@ pub async fn run_pipeline(
     let defs = config.source_defs().map_err(PipelineError::Config)?;
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut sql = sql;
-    crate::detector::attach(&mut sql, &config.models, true, None).map_err(PipelineError::Config)?;
+    let detectors = crate::detector::attach(&mut sql, &config.models, true, None)
+        .map_err(PipelineError::Config)?;
     let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
     let specs = source_specs(config, &defs)?;
     let producer = KafkaProducer::new(&config.kafka)?;
@@ -129,6 +131,7 @@ pub async fn run_pipeline(
         r = startup => r?,
     };
     let follower = Some(follower);
+    let detector_chunks = restore_detectors(config, &detectors, &state_table);
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
     let source = KafkaSource::start(
         &config.kafka,
@@ -158,6 +161,8 @@ pub async fn run_pipeline(
             .unwrap_or_default(),
         state_table,
         stale: Vec::new(),
+        detectors,
+        detector_chunks,
     };
     let mut committed = Committed::default();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -544,6 +549,7 @@ async fn commit(
     last: bool,
 ) -> Result<(), PipelineError> {
     sinks.save_alerting_state().await?;
+    sinks.save_detector_state().await?;
     let mut offsets = Vec::new();
     let mut stored = Vec::new();
     for s in 0..defs.len() {
@@ -654,6 +660,57 @@ struct Committed {
 }
 
 /// Where a checkpoint too large for commit metadata is stored.
+/// Where a model's detector state lives in the state topic.
+fn detector_key(group: &str, model: &str) -> String {
+    format!("{group}/detector/{model}")
+}
+
+/// Gives each detector the state this consumer group saved for it, if
+/// any (a state it cannot take is logged and the model starts afresh);
+/// returns the chunk keys of what was read.
+fn restore_detectors(
+    config: &Config,
+    detectors: &[Arc<crate::detector::Detector>],
+    table: &Table,
+) -> HashMap<String, Vec<String>> {
+    let mut chunks = HashMap::new();
+    for d in detectors {
+        let key = detector_key(&config.kafka.group_id, d.name());
+        let model_key = format!("{key}/model");
+        for k in [&key, &model_key] {
+            if let Some(r) = chunked::read_ref(table, k) {
+                chunks.insert(k.clone(), r.keys(k));
+            }
+        }
+        let state = match chunked::read(table, &key) {
+            Ok(Some(state)) => state,
+            Ok(None) => {
+                tracing::info!(
+                    model = d.name(),
+                    "no saved detector state: the model starts afresh"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(model = d.name(), error = %e, "the saved detector state is incomplete: the model starts afresh");
+                continue;
+            }
+        };
+        let model = chunked::read(table, &model_key).ok().flatten();
+        match d.restore(&state, model.as_deref()) {
+            Ok(()) => tracing::info!(
+                model = d.name(),
+                bytes = state.len(),
+                "detector state restored: no warm-up"
+            ),
+            Err(e) => {
+                tracing::warn!(model = d.name(), error = %e, "the saved detector state is not taken: the model starts afresh")
+            }
+        }
+    }
+    chunks
+}
+
 fn checkpoint_key(group: &str, topic: &str, partition: i32) -> String {
     format!("{group}/checkpoint/{topic}/{partition}")
 }
@@ -681,6 +738,10 @@ struct Sinks<'a> {
     /// Chunks replaced by a value whose ref is now stored: deleted
     /// (tombstones) at the next save.
     stale: Vec<String>,
+    /// The models' detectors, whose state is saved with each commit.
+    detectors: Vec<Arc<crate::detector::Detector>>,
+    /// Per saved detector value (its key), the keys of its chunks.
+    detector_chunks: HashMap<String, Vec<String>>,
 }
 
 impl Sinks<'_> {
@@ -758,6 +819,47 @@ impl Sinks<'_> {
         self.stale
             .extend(old.into_iter().filter(|k| !self.state_chunks.contains(k)));
         self.saved_state = state;
+        Ok(())
+    }
+
+    /// Saves each detector's state that changed since its last save (and
+    /// its model trained online, when that changed) to the state topic,
+    /// chunked like the alerting state, under `GROUP/detector/MODEL` (and
+    /// `…/model`); the commit that follows waits for it.
+    async fn save_detector_state(&mut self) -> Result<(), PipelineError> {
+        for d in self.detectors.clone() {
+            let saved = match d.save() {
+                Ok(Some(saved)) => saved,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(model = d.name(), error = %e, "the detector state cannot be saved; a restart would warm this model up again");
+                    continue;
+                }
+            };
+            let key = detector_key(&self.config.kafka.group_id, d.name());
+            if let Some(model) = saved.model {
+                self.store_chunked(format!("{key}/model"), &model).await?;
+            }
+            self.store_chunked(key, &saved.state).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `key` as chunks and then the head pointing at
+    /// them; the chunks it replaces go stale.
+    async fn store_chunked(&mut self, key: String, value: &[u8]) -> Result<(), PipelineError> {
+        let (r, chunks) = chunked::split(&key, value, self.config.sinks.max_payload_bytes());
+        let keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
+        for (k, chunk) in chunks {
+            self.store(k, chunk).await?;
+        }
+        self.store(key.clone(), chunked::head(&r)).await?;
+        let old = self
+            .detector_chunks
+            .insert(key, keys.clone())
+            .unwrap_or_default();
+        self.stale
+            .extend(old.into_iter().filter(|k| !keys.contains(k)));
         Ok(())
     }
 

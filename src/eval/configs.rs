@@ -71,12 +71,17 @@ season_windows = {season}
 warmup_windows = {warmup}
 retrain = "doubling"
 training_rows = 50000
-# The error against the last 200 errors; a value 2% of the range past the
-# range seen scores 1; one alarm per burst of 30 records.
+# The error against the last 200 errors, ranked against the series' last
+# 5000 surprises; a value 2% of the range past the range seen scores 1, and
+# so does a median of the last 8 records 5% past the range of such medians;
+# one alarm per burst of 30 records.
 score = "likelihood"
 error_history = 200
 spread_floor = 1.0
+rank_history = 5000
 range_margin = 0.02
+median_range_windows = 8
+median_range_margin = 0.05
 refractory_windows = 30
 "#,
         kind = model.kind,

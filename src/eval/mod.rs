@@ -9,4 +9,4 @@ pub mod corpus;
 pub mod nab;
 
 /// The detectors `eval` knows, by their config names.
-pub const DETECTORS: [&str; 4] = ["autoencoder", "sequence", "pca", "kmeans"];
+pub const DETECTORS: [&str; 5] = ["autoencoder", "sequence", "pca", "kmeans", "nearest"];

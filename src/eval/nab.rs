@@ -150,6 +150,49 @@ pub fn best_threshold(series: &[Scored<'_>], profile: &Profile, candidates: usiz
     best
 }
 
+/// The normalised score of `series` at one threshold.
+pub fn score_at(series: &[Scored<'_>], profile: &Profile, threshold: f64) -> f64 {
+    let windows: usize = series.iter().map(|s| s.windows.len()).sum();
+    let perfect = windows as f64 * profile.tp;
+    let null = -(windows as f64) * profile.fn_;
+    let raw: f64 = series
+        .iter()
+        .map(|s| {
+            let d: Vec<bool> = s.scores.iter().map(|&v| v >= threshold).collect();
+            score_series(&d, s.windows, profile)
+        })
+        .sum();
+    100.0 * (raw - null) / (perfect - null).max(f64::MIN_POSITIVE)
+}
+
+/// The two-fold check: the series split into alternate halves (in the
+/// order given), the threshold fitted on one half and the other half
+/// scored at it, both ways: (A→B, B's own best, B→A, A's own best).
+pub fn two_fold(series: &[Scored<'_>], profile: &Profile, candidates: usize) -> [f64; 4] {
+    let half = |r: usize| -> Vec<Scored<'_>> {
+        series
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == r)
+            .map(|(_, s)| Scored {
+                scores: s.scores,
+                windows: s.windows,
+            })
+            .collect()
+    };
+    let (a, b) = (half(0), half(1));
+    let (fit_a, fit_b) = (
+        best_threshold(&a, profile, candidates),
+        best_threshold(&b, profile, candidates),
+    );
+    [
+        score_at(&b, profile, fit_a.threshold),
+        fit_b.normalized,
+        score_at(&a, profile, fit_b.threshold),
+        fit_a.normalized,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +221,7 @@ mod tests {
         assert!((s.normalized - 86.260_734).abs() < 1e-4, "{s:?}");
         let s = best_threshold(&series, &PROFILES[2], 100);
         assert!((s.normalized - 90.840_490).abs() < 1e-4, "{s:?}");
+        assert!((score_at(&series, &PROFILES[2], s.threshold) - s.normalized).abs() < 1e-9);
     }
 
     #[test]
