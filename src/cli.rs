@@ -52,6 +52,10 @@ pub enum Command {
         /// Seed of the generator.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Where the models score: cpu, cuda (a `--features cuda` build on
+        /// an NVIDIA GPU) or auto. Default: each model's `device`.
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Validate the config and every SQL file without a broker; prints
     /// file:line:col: message for each problem and exits 1 if any.

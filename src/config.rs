@@ -270,6 +270,13 @@ pub struct ModelConfig {
     /// there). Default: "auto".
     #[serde(default = "default_device")]
     pub device: String,
+    /// Online training under `run`: "background" (on a thread of its own;
+    /// scoring goes on with the current model and the new one is swapped
+    /// in between two batches) or "inline" (the batch waits for it: scores
+    /// that do not depend on timing, as under `dry-run`, `test` and
+    /// `eval`, which always train inline). Default: "background".
+    #[serde(default)]
+    pub training: crate::detector::Training,
     /// Passes over the training rows when training online (networks).
     /// Default: 40.
     #[serde(default = "default_epochs")]
@@ -334,6 +341,11 @@ pub struct ModelConfig {
     /// of this many previous windows is reported as 0. 0: off. Default: 0.
     #[serde(default)]
     pub refractory_windows: usize,
+    /// "profile": the least robust scale of a feature, in its own units,
+    /// so a feature constant in training does not make its first move an
+    /// infinite surprise. Default: 0.04 (for features scaled to [0, 1]).
+    #[serde(default = "default_scale_floor")]
+    pub scale_floor: f64,
     /// Series the detector keeps state for (past windows, recent errors,
     /// range, recent scores); past it the series seen least recently is
     /// forgotten and counted. Default: 100000.
@@ -355,6 +367,10 @@ fn default_spread_floor() -> f64 {
 
 fn default_median_range_margin() -> f64 {
     0.05
+}
+
+fn default_scale_floor() -> f64 {
+    0.04
 }
 
 fn default_max_series() -> usize {
@@ -782,13 +798,11 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if !["autoencoder", "sequence", "pca", "kmeans", "nearest"]
-                .contains(&m.kind.get_ref().as_str())
-            {
+            if !crate::eval::DETECTORS.contains(&m.kind.get_ref().as_str()) {
                 diags.push(at(
                     m.kind.span(),
                     format!(
-                        "unknown model kind `{}`: use autoencoder, sequence, pca, kmeans or nearest",
+                        "unknown model kind `{}`: use autoencoder, sequence, pca, kmeans, nearest or profile",
                         m.kind.get_ref()
                     ),
                 ));

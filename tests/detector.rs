@@ -200,3 +200,50 @@ fn batching_does_not_change_a_score() {
     }
     assert_eq!(a, b);
 }
+
+#[test]
+fn more_series_than_max_series_forgets_the_stalest_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql) = setup(dir.path());
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    let mut model = config.models[0].clone();
+    model.max_series = 2;
+    let d = Detector::new(&model, false).unwrap();
+    for w in 0..30 {
+        d.score(view, vec![window(view, w)]).unwrap();
+    }
+    let (held, forgotten) = d.series();
+    assert_eq!(held, 2);
+    assert!(forgotten > 0, "{forgotten}");
+}
+
+#[test]
+fn a_null_or_non_finite_feature_scores_null_and_leaves_the_series_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql) = setup(dir.path());
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    let model = &config.models[0];
+    let (clean, dirty) = (
+        Detector::new(model, false).unwrap(),
+        Detector::new(model, false).unwrap(),
+    );
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for w in 0..100 {
+        let batch = window(view, w);
+        a.push(scores(&clean.score(view, vec![batch.clone()]).unwrap()));
+        if w == 60 {
+            // The same window with every `v` NaN, then NULL: no scores,
+            // and the series go on as if neither had come.
+            for v in [Some(f64::NAN), None] {
+                let mut cols = batch.columns().to_vec();
+                cols[3] = Arc::new(Float64Array::from(vec![v; HOSTS]));
+                let broken = RecordBatch::try_new(batch.schema(), cols).unwrap();
+                let got = scores(&dirty.score(view, vec![broken]).unwrap());
+                assert!(got.iter().all(|(_, s)| s.is_none()), "{got:?}");
+            }
+        }
+        b.push(scores(&dirty.score(view, vec![batch]).unwrap()));
+    }
+    assert_eq!(a, b);
+}

@@ -108,25 +108,42 @@ fn asd_layout_gives_pointwise_figures_and_explanations() {
     std::fs::write(data.join("omi-1.train.csv"), train).unwrap();
     std::fs::write(data.join("omi-1.test.csv"), test).unwrap();
     std::fs::write(data.join("omi-1.txt"), "100-120:2\n").unwrap();
-    let stdout = eval(&data, "pca", &dir.path().join("results"));
-    assert!(
-        stdout.contains("asd pca: 1 servers, 300 test rows (21 anomalous)"),
-        "{stdout}"
-    );
-    let f1: f64 = stdout
-        .split("point-wise")
-        .nth(1)
-        .and_then(|s| s.split("F1 ").nth(1))
-        .and_then(|s| s.split([';', ' ']).next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("F1 in the output");
-    assert!(f1 > 0.8, "{stdout}");
-    // The explanation names m2 first; three of six at random would hit
-    // half the time.
-    assert!(
-        stdout.contains("rows (100.0%; three features at random: 50.0%)"),
-        "{stdout}"
-    );
+    for detector in ["pca", "profile"] {
+        let out = dir.path().join(format!("results-{detector}"));
+        let stdout = eval(&data, detector, &out);
+        assert!(
+            stdout.contains(&format!(
+                "asd {detector}: 1 servers, 300 test rows (21 anomalous)"
+            )),
+            "{stdout}"
+        );
+        let f1: f64 = stdout
+            .split("point-wise")
+            .nth(1)
+            .and_then(|s| s.split("F1 ").nth(1))
+            .and_then(|s| s.split([';', ' ']).next())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("F1 in the output");
+        assert!(f1 > 0.8, "{stdout}");
+        // The explanation names m2 first; three of six at random would
+        // hit half the time.
+        assert!(
+            stdout.contains("rows (100.0%; three features at random: 50.0%)"),
+            "{stdout}"
+        );
+        // Per test row: time, score, flag, label, top features.
+        let rows = std::fs::read_to_string(out.join(format!("asd/{detector}/omi-1.csv"))).unwrap();
+        let mut lines = rows.lines();
+        assert_eq!(
+            lines.next(),
+            Some("timestamp,anomaly_score,flag,label,top_features")
+        );
+        let broken = lines.nth(110).unwrap();
+        assert!(
+            broken.starts_with("2021-01-03T11:10:00Z,") && broken.contains(",1,1,\"m2,"),
+            "{broken}"
+        );
+    }
 }
 
 /// The scores `eval` writes for a NAB series are exactly what `dry-run`

@@ -25,6 +25,7 @@ mod frame;
 mod history;
 pub mod nets;
 mod normalize;
+pub mod profile;
 mod scorer;
 
 pub use calibrate::Calibration;
@@ -33,6 +34,7 @@ pub use device::{DeviceChoice, pick_device};
 pub use frame::Frame;
 pub use history::History;
 pub use normalize::Normalizer;
+pub use profile::{ProfileFit, ProfileScore, ProfileState};
 pub use scorer::{ModelKind, Progress, Scored, Scorer, TrainOptions};
 
 pub use candle_core::Device;

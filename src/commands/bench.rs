@@ -80,19 +80,50 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     let bare_rate = records as f64 / bare_secs;
     eprintln!("bench: bare consumer: {bare_rate:.0} records/s ({bare_secs:.2} s)");
 
-    eprintln!("bench: (b) the engine, default views and rules, end to end");
     cfg.kafka = client.clone();
-    cfg.kafka.group_id = format!("telemine-bench-engine-{run_id}");
-    let options = RunOptions {
-        stop_at_end: true,
-        ..Default::default()
+    let engine = |label: &str, sql: telemine::sql::SqlSet, without_models: bool| {
+        let mut cfg = cfg.clone();
+        cfg.kafka.group_id = format!("telemine-bench-engine-{label}-{run_id}");
+        async move {
+            let options = RunOptions {
+                stop_at_end: true,
+                without_models,
+                ..Default::default()
+            };
+            let summary = run_pipeline(&cfg, sql, options, std::future::pending::<Stop>()).await?;
+            let secs = summary.busy.as_secs_f64().max(1e-9);
+            Ok::<_, anyhow::Error>((summary.records as f64 / secs, secs, summary))
+        }
     };
-    let summary = run_pipeline(&cfg, sql, options, std::future::pending::<Stop>()).await?;
-    let engine_secs = summary.busy.as_secs_f64().max(1e-9);
-    let engine_rate = summary.records as f64 / engine_secs;
+    let models: Vec<String> = cfg
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({} on {})",
+                m.name.get_ref(),
+                m.kind.get_ref(),
+                m.view.get_ref()
+            )
+        })
+        .collect();
     eprintln!(
-        "bench: engine: {engine_rate:.0} records/s ({engine_secs:.2} s, {} alerts)",
-        summary.alerts
+        "bench: (b) the engine end to end, the config's views, rules and models ({})",
+        models.join(", ")
+    );
+    let (with_rate, with_secs, with) = engine("models", sql, false).await?;
+    eprintln!(
+        "bench: engine with models: {with_rate:.0} records/s ({with_secs:.2} s, {} alerts)",
+        with.alerts
+    );
+    eprintln!("bench: (c) the same engine without the models (scores NULL)");
+    let Some((_, sql)) = super::load(&o.config, None).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (bare_engine_rate, bare_engine_secs, without) = engine("no-models", sql, true).await?;
+    eprintln!(
+        "bench: engine without models: {bare_engine_rate:.0} records/s ({bare_engine_secs:.2} s, {} alerts)",
+        without.alerts
     );
 
     println!("| measure | value |");
@@ -105,12 +136,21 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     println!("| partitions | {} |", o.partitions);
     println!("| (a) bare rdkafka consumer | {bare_rate:.0} records/s ({bare_secs:.2} s) |");
     println!(
-        "| (b) telemine engine end to end | {engine_rate:.0} records/s ({engine_secs:.2} s) |"
+        "| (b) telemine engine end to end, with models ({}) | {with_rate:.0} records/s ({with_secs:.2} s) |",
+        models.join(", ")
     );
-    println!("| ratio (b)/(a) | {:.2} |", engine_rate / bare_rate);
     println!(
-        "| engine records decoded / alerts | {} / {} |",
-        summary.records, summary.alerts
+        "| (c) telemine engine end to end, without models | {bare_engine_rate:.0} records/s ({bare_engine_secs:.2} s) |"
+    );
+    println!("| ratio (b)/(a) | {:.2} |", with_rate / bare_rate);
+    println!("| ratio (c)/(a) | {:.2} |", bare_engine_rate / bare_rate);
+    println!(
+        "| model stage cost, 1 − (b)/(c) | {:.1}% |",
+        100.0 * (1.0 - with_rate / bare_engine_rate)
+    );
+    println!(
+        "| engine records decoded / alerts (b), (c) | {} / {}, {} / {} |",
+        with.records, with.alerts, without.records, without.alerts
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,7 @@ pub struct DemoOptions {
     pub config: PathBuf,
     pub sql: Option<PathBuf>,
     pub seed: u64,
+    pub device: Option<String>,
 }
 
 const ALERT_PARTITIONS: i32 = 3;
@@ -75,6 +76,14 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         cluster
             .create_topic(topic, partitions, 1)
             .with_context(|| format!("creating topic {topic}"))?;
+    }
+    if let Some(device) = &o.device {
+        device
+            .parse::<telemine_model::DeviceChoice>()
+            .map_err(|e| anyhow!("--device {device}: {e}"))?;
+        for m in &mut cfg.models {
+            m.device = device.clone();
+        }
     }
     let bootstrap = cluster.bootstrap_servers();
     cfg.kafka = KafkaClientConfig::new(bootstrap.clone());

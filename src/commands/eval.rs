@@ -45,6 +45,10 @@ pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
         Layout::Nab => {
             let series = corpus::read_nab(&opts.data).map_err(anyhow::Error::msg)?;
             for d in detectors {
+                if !telemine::eval::univariate(d) {
+                    eprintln!("eval: {d} is for multivariate server metrics; skipped on NAB");
+                    continue;
+                }
                 eval_nab(&series, d, &opts, &out).await?;
             }
         }
@@ -211,9 +215,17 @@ fn write_nab_results(
     Ok(())
 }
 
-/// The label-free threshold of a calibrated score: the 0.999 quantile of
-/// the training rows' errors, as the model's calibration sets it.
-const ASD_THRESHOLD: f64 = 0.999;
+/// The label-free threshold of a detector's `anomaly_score`: for a
+/// calibrated score the 0.999 quantile of the training rows' errors, as
+/// the model's calibration sets it; for the profile detector 0.5, its
+/// training scores' 0.99 quantile.
+fn label_free_threshold(detector: &str) -> f64 {
+    if detector == telemine::detector::PROFILE {
+        0.5
+    } else {
+        0.999
+    }
+}
 
 /// Runs every server's training rows, then its test rows, through the
 /// engine with its config; prints point-wise and adjusted figures, ROC
@@ -233,7 +245,9 @@ async fn eval_asd(
     let mut by_chance = 0f64;
     let mut best_per_server = Vec::new();
     let configs_dir = out.join("configs").join(detector);
-    for server in servers {
+    // The two halves of alternate servers, for the check across servers.
+    let mut halves: [(asd::Counts, Vec<f64>, Vec<bool>); 2] = Default::default();
+    for (index, server) in servers.iter().enumerate() {
         progress.set_message(server.name.clone());
         let k = server.features.len();
         let sql_dir = configs_dir.join(format!("{}-sql", server.name));
@@ -279,9 +293,14 @@ async fn eval_asd(
                     .collect()
             })
             .collect();
-        let flagged: Vec<bool> = scores.iter().map(|&s| s > ASD_THRESHOLD).collect();
+        let threshold = label_free_threshold(detector);
+        let flagged: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
         write_asd_scores(out, detector, server, test, &flagged)?;
         point.add(asd::pointwise(&flagged, &server.labels));
+        let half = &mut halves[index % 2];
+        half.0.add(asd::pointwise(&flagged, &server.labels));
+        half.1.extend_from_slice(&scores);
+        half.2.extend_from_slice(&server.labels);
         adjusted.add(asd::point_adjusted(&flagged, &server.labels));
         if server.labels.iter().any(|l| *l) {
             best_per_server.push(asd::best_f1(&scores, &server.labels).0);
@@ -317,6 +336,27 @@ async fn eval_asd(
         100.0 * named_right as f64 / explained.max(1) as f64,
         100.0 * by_chance / explained.max(1) as f64
     );
+    if servers.len() >= 2 {
+        let names = |r: usize| -> String {
+            servers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == r)
+                .map(|(_, s)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let [a, b] = &halves;
+        println!(
+            "asd {detector} halves (alternate servers, the same settings): A ({}) F1 {:.3} AUC {:.3}; B ({}) F1 {:.3} AUC {:.3}",
+            names(0),
+            a.0.f1(),
+            asd::roc_auc(&a.1, &a.2),
+            names(1),
+            b.0.f1(),
+            asd::roc_auc(&b.1, &b.2)
+        );
+    }
     Ok(())
 }
 

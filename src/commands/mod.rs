@@ -23,6 +23,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             sql,
             seed,
+            device,
         } => {
             demo::demo(demo::DemoOptions {
                 seconds,
@@ -30,6 +31,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 config,
                 sql,
                 seed,
+                device,
             })
             .await
         }

@@ -75,7 +75,11 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         let name = m.name.get_ref();
         let settings = recorder.settings();
         let features = settings.model_features.clone();
-        let kind = settings.kind.clone();
+        let Some(kind) = settings.kind.clone() else {
+            anyhow::bail!(
+                "model `{name}`: the profile detector fits each series on its own first windows as it runs; there is nothing for `telemine train` to train"
+            );
+        };
         let (frame, keys) = recorder.take_rows().map_err(anyhow::Error::msg)?;
         let bar = super::progress_bar(opts.epochs as u64, format!("train {name}"), "epoch ")?;
         let options = TrainOptions {

@@ -49,7 +49,8 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondTy
 use datafusion::error::DataFusionError;
 use serde::Deserialize;
 use telemine_model::{
-    Device, DeviceChoice, Frame, ModelKind, Scored, Scorer, TrainOptions, pick_device,
+    Device, DeviceChoice, Frame, ModelKind, ProfileFit, ProfileState, Scored, Scorer, TrainOptions,
+    pick_device,
 };
 
 pub use features::{Past, PastFeatures};
@@ -57,6 +58,13 @@ pub use score::{Recent, ScoreMode, Scoring};
 
 use crate::config::ModelConfig;
 use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
+
+/// The `kind` of the per-series profile detector
+/// (`telemine_model::profile`).
+pub const PROFILE: &str = "profile";
+
+/// Rows of its own past the profile detector's prediction reads.
+const LAGS_PER_FEATURE: usize = telemine_model::profile::LAGS;
 
 /// How many contributing features `anomaly_features` names.
 pub const TOP_FEATURES: usize = 3;
@@ -72,6 +80,15 @@ pub enum Retrain {
     Doubling,
 }
 
+/// Where a model trained online trains under `run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Training {
+    #[default]
+    Background,
+    Inline,
+}
+
 /// A model's settings, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -80,7 +97,8 @@ pub struct Settings {
     pub view_features: Vec<String>,
     /// What the model reads: the view's features through `past`.
     pub model_features: Vec<String>,
-    pub kind: ModelKind,
+    /// The model (`None`: the per-series profile detector).
+    pub kind: Option<ModelKind>,
     pub past: PastFeatures,
     pub scoring: Scoring,
     pub warmup_windows: usize,
@@ -89,6 +107,10 @@ pub struct Settings {
     pub training_rows: usize,
     pub epochs: usize,
     pub max_series: usize,
+    /// The profile detector: the least scale of a feature, and the slots
+    /// of its season.
+    pub scale_floor: f64,
+    pub season: usize,
 }
 
 /// Limits on the per-series settings, so a config cannot ask for
@@ -156,6 +178,17 @@ impl Settings {
                 m.median_range_margin
             ));
         }
+        if m.kind.get_ref() == PROFILE && m.past_windows > 0 {
+            out.push(
+                "the profile detector reads the view's features as they are: leave past_windows at 0".to_string(),
+            );
+        }
+        if !(m.scale_floor.is_finite() && m.scale_floor > 0.0) {
+            out.push(format!(
+                "scale_floor = {}: a positive number",
+                m.scale_floor
+            ));
+        }
         if m.max_series == 0 {
             out.push("max_series = 0: at least 1".to_string());
         }
@@ -167,14 +200,22 @@ impl Settings {
         if let Some(p) = Self::problems(m).into_iter().next() {
             return Err(format!("model `{name}`: {p}"));
         }
+        let profile = m.kind.get_ref() == PROFILE;
+        // The profile detector reads the season itself (its slots), not
+        // as a past feature.
         let past = PastFeatures {
             window: m.past_windows,
-            season: m.season_windows,
+            season: if profile { 0 } else { m.season_windows },
         };
         let view_features = m.features.get_ref().clone();
         let model_features = past.names(&view_features);
-        let kind = ModelKind::named(m.kind.get_ref(), model_features.len())
-            .ok_or_else(|| format!("model `{name}`: unknown kind `{}`", m.kind.get_ref()))?;
+        let kind = match m.kind.get_ref().as_str() {
+            PROFILE => None,
+            other => Some(
+                ModelKind::named(other, model_features.len())
+                    .ok_or_else(|| format!("model `{name}`: unknown kind `{other}`"))?,
+            ),
+        };
         Ok(Settings {
             name,
             view_features,
@@ -197,6 +238,8 @@ impl Settings {
             training_rows: m.training_rows.max(2),
             epochs: m.epochs,
             max_series: m.max_series,
+            scale_floor: m.scale_floor,
+            season: m.season_windows,
         })
     }
 
@@ -214,13 +257,30 @@ impl Settings {
     /// previous model rows.
     pub fn values_per_series(&self) -> usize {
         let k = self.view_features.len();
-        let context = self.kind.context_len().unwrap_or(0) * self.model_features.len();
+        let context = self
+            .kind
+            .as_ref()
+            .and_then(ModelKind::context_len)
+            .unwrap_or(0)
+            * self.model_features.len();
+        let profile = if self.kind.is_none() {
+            // The fitted profile and its running copy, and the rows it is
+            // fitted on until then.
+            2 * self.season.max(1) * k
+                + 12 * k
+                + (LAGS_PER_FEATURE * k + 1) * k
+                + k * k
+                + self.warmup_windows.min(self.training_rows) * (k + 1)
+        } else {
+            0
+        };
         self.keep() * k
             + self.scoring.history
             + 4 * k
             + self.scoring.refractory
             + 2 * self.scoring.rank_history
             + context
+            + profile
     }
 }
 
@@ -260,6 +320,10 @@ struct Series {
     context: VecDeque<Vec<f32>>,
     /// When it last took a window (the detector's window count).
     touched: usize,
+    /// The profile detector: its fit and running state once fitted, and
+    /// until then the (slot, features) rows it is fitted on.
+    profile: Option<Box<(ProfileFit, ProfileState)>>,
+    profile_rows: Vec<(usize, Vec<f64>)>,
 }
 
 #[derive(Default)]
@@ -341,6 +405,7 @@ impl Detector {
             let scorer = load_checkpoint(&name, path, &settings.model_features, &device)?;
             state.scorer = Some(Arc::new(scorer));
         }
+        let background = background && config.training == Training::Background;
         let detector = Detector {
             settings,
             mode: Mode::Score { background },
@@ -424,8 +489,10 @@ impl Detector {
         let (keys, values): (Vec<String>, Vec<Vec<f32>>) = state.rows.iter().cloned().unzip();
         let cols = self.settings.model_features.len();
         let frame = Frame::new(values.len(), cols, values.concat());
-        let (kind, features, device, name, epochs) = (
-            self.settings.kind.clone(),
+        let Some(kind) = self.settings.kind.clone() else {
+            return;
+        };
+        let (features, device, name, epochs) = (
             self.settings.model_features.clone(),
             self.device.clone(),
             self.settings.name.clone(),
@@ -480,6 +547,69 @@ impl Detector {
             Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => state.training = None,
         }
+    }
+
+    /// The profile detector on one row of `series` in slot `slot`: until
+    /// the series has `warmup_windows` windows (at most `training_rows`)
+    /// they are kept and score nothing; then the series' profile is fitted
+    /// on them and scores every row after. `fresh`: the series' newest
+    /// window (a late firing is scored without changing the series).
+    /// Returns the score in [0, 1) (0.5 at the threshold) and the three
+    /// features that contributed most.
+    fn profile_step(
+        &self,
+        series: &mut Series,
+        fresh: bool,
+        slot: usize,
+        x: &[f64],
+        end: Option<i64>,
+        windows: usize,
+    ) -> Option<(f64, String)> {
+        if fresh {
+            series.last_end = end.or(series.last_end);
+            series.touched = windows;
+        }
+        let Some(profile) = series.profile.as_mut() else {
+            if !fresh {
+                return None;
+            }
+            series.profile_rows.push((slot, x.to_vec()));
+            let due = self
+                .settings
+                .warmup_windows
+                .min(self.settings.training_rows);
+            if series.profile_rows.len() >= due {
+                let (slots, rows): (Vec<usize>, Vec<Vec<f64>>) =
+                    std::mem::take(&mut series.profile_rows).into_iter().unzip();
+                match ProfileFit::fit(
+                    &rows,
+                    &slots,
+                    self.settings.season,
+                    self.settings.scale_floor,
+                ) {
+                    Ok((fit, state)) => series.profile = Some(Box::new((fit, state))),
+                    Err(e) => {
+                        tracing::warn!(model = %self.settings.name, error = %e, "a series' profile cannot be fitted; it learns again from its next windows")
+                    }
+                }
+            }
+            return None;
+        };
+        let (fit, state) = &mut **profile;
+        let scored = if fresh {
+            fit.step(state, slot, x)
+        } else {
+            fit.step(&mut state.clone(), slot, x)
+        };
+        let mut order: Vec<usize> = (0..scored.contributions.len()).collect();
+        order.sort_by(|&a, &b| scored.contributions[b].total_cmp(&scored.contributions[a]));
+        let top: Vec<&str> = order
+            .iter()
+            .take(TOP_FEATURES)
+            .map(|&j| self.settings.view_features[j].as_str())
+            .collect();
+        let s = scored.score.max(0.0);
+        Some((s / (1.0 + s), top.join(",")))
     }
 
     /// The series `key`, made room for within `max_series`.
@@ -540,14 +670,17 @@ impl Detector {
         // Pass 1, in order: the model rows, the series' past, the
         // training schedule.
         let keep = self.settings.keep();
-        let context_len = state
-            .scorer
+        let context_len = state.scorer.as_ref().and_then(|s| s.context_len()).or(self
+            .settings
+            .kind
             .as_ref()
-            .and_then(|s| s.context_len())
-            .or(self.settings.kind.context_len());
+            .and_then(ModelKind::context_len));
         let cols = self.settings.model_features.len();
         let mut models: Vec<Batch> = Vec::new();
         let mut state_changed = false;
+        // Rows the profile detector scored: (batch, row, score, top).
+        let mut profiled: Vec<(usize, usize, f64, String)> = Vec::new();
+        let size_ms = view.window.size_ms;
         for t in taken.iter_mut() {
             let end = end_of(t);
             let new_window = match (end, state.last_end) {
@@ -572,6 +705,15 @@ impl Detector {
                 (Some(e), Some(l)) => e > l,
                 _ => true,
             };
+            if self.settings.kind.is_none() {
+                let slot = end.map_or(0, |e| (e.div_euclid(size_ms.max(1)) - 1).max(0) as usize);
+                let scored = self.profile_step(series, t.fresh, slot, x, end, windows);
+                state_changed |= t.fresh;
+                if let Some((score, top)) = scored {
+                    profiled.push((t.batch, t.row, score, top));
+                }
+                continue;
+            }
             let mut row = Vec::with_capacity(cols);
             self.settings.past.row(&series.past, x, &mut row);
             t.medians = series.past.medians(x, self.settings.scoring.median_windows);
@@ -654,9 +796,16 @@ impl Detector {
             batches.iter().map(|b| vec![None; b.num_rows()]).collect();
         let mut named: Vec<Vec<Option<String>>> =
             batches.iter().map(|b| vec![None; b.num_rows()]).collect();
+        for (b, i, score, top) in profiled {
+            scores[b][i] = Some(score);
+            named[b][i] = Some(top);
+        }
         let scoring = self.settings.scoring;
         for t in &taken {
             let Some(x) = &t.x else { continue };
+            if self.settings.kind.is_none() {
+                continue;
+            }
             let (error, calibrated, top) = match t.model {
                 Some((m, i)) if scored[m].ready[i] => {
                     let s = &scored[m];
@@ -673,13 +822,19 @@ impl Detector {
                 }
                 _ => (None, None, None),
             };
-            let series = state.series.entry(t.key.clone()).or_default();
             let medians = t.medians.as_deref();
-            let score = if t.fresh {
-                scoring.step(&mut series.recent, x, medians, error, calibrated)
-            } else {
-                scoring.step(&mut series.recent.clone(), x, medians, error, calibrated)
+            // A series forgotten within this call (max_series) scores
+            // from nothing rather than coming back.
+            let mut scratch = Recent::default();
+            let recent = match state.series.get_mut(&t.key) {
+                Some(series) if t.fresh => &mut series.recent,
+                Some(series) => {
+                    scratch = series.recent.clone();
+                    &mut scratch
+                }
+                None => &mut scratch,
             };
+            let score = scoring.step(recent, x, medians, error, calibrated);
             scores[t.batch][t.row] = score;
             named[t.batch][t.row] = top.filter(|_| score.is_some());
         }

@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub alert_tap: Option<mpsc::UnboundedSender<Payload>>,
     /// Reload the SQL folder when it changes or on SIGHUP (`run`).
     pub hot_reload: bool,
+    /// Leave the models out: scored views carry NULL scores, as under
+    /// `telemine check` (`bench` measures what the model stage costs).
+    pub without_models: bool,
 }
 
 /// What a finished run did.
@@ -104,8 +107,13 @@ pub async fn run_pipeline(
     let defs = config.source_defs().map_err(PipelineError::Config)?;
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut sql = sql;
-    let detectors = crate::detector::attach(&mut sql, &config.models, true, None)
-        .map_err(PipelineError::Config)?;
+    let models: &[crate::config::ModelConfig] = if options.without_models {
+        &[]
+    } else {
+        &config.models
+    };
+    let detectors =
+        crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
     let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
     let specs = source_specs(config, &defs)?;
     let producer = KafkaProducer::new(&config.kafka)?;

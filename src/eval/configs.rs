@@ -151,7 +151,14 @@ warmup_windows = {train_rows}
 retrain_windows = 0
 training_rows = {train_rows}
 score = "calibrated"
+# The profile detector: a day of 5-minute windows per season.
+season_windows = {season}
 "#,
+        season = if kind == crate::detector::PROFILE {
+            288
+        } else {
+            0
+        },
         columns = columns.join(", "),
         features = quoted.join(", "),
     )

@@ -9,4 +9,17 @@ pub mod corpus;
 pub mod nab;
 
 /// The detectors `eval` knows, by their config names.
-pub const DETECTORS: [&str; 5] = ["autoencoder", "sequence", "pca", "kmeans", "nearest"];
+pub const DETECTORS: [&str; 6] = [
+    "autoencoder",
+    "sequence",
+    "pca",
+    "kmeans",
+    "nearest",
+    "profile",
+];
+
+/// The detectors for univariate series (NAB): the profile detector is
+/// for multivariate server metrics.
+pub fn univariate(detector: &str) -> bool {
+    detector != crate::detector::PROFILE
+}
