@@ -982,6 +982,26 @@ event_time = "ts"
     }
 
     #[test]
+    fn unbounded_detector_settings_are_refused_with_the_model_named() {
+        let text = format!(
+            "{MINIMAL}\n[[models]]\nname = \"m\"\nview = \"v\"\nfeatures = [\"cpu\"]\n\
+             past_windows = 5000\nrank_history = 1000000\nspread_floor = -1.0\nkind = \"profile\"\n"
+        );
+        let e = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "model `m`: past_windows = 5000: at most 1000",
+            "model `m`: rank_history = 1000000: at most 100000",
+            "model `m`: spread_floor = -1: a positive number",
+            "model `m`: the profile detector reads the view's features as they are",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        assert!(e.starts_with("t.toml:12:"), "at the model's name: {e}");
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_its_position() {
         let text = MINIMAL.replace(
             "topic = \"telemetry\"",

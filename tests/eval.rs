@@ -67,12 +67,12 @@ fn nab_layout_gives_a_score_per_profile_and_results_files() {
     assert!(spike.ends_with(",1"), "{spike}");
 }
 
-#[test]
-fn asd_layout_gives_pointwise_figures_and_explanations() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("asd");
+/// A server in ASD's layout under `dir/asd`, records `spacing_s` seconds
+/// apart from 2021-01-01: 600 training rows, 300 test rows. Six metrics
+/// driven by one signal; in test rows 100–120 m2 breaks away.
+fn asd_corpus(dir: &Path, spacing_s: i64) -> std::path::PathBuf {
+    let data = dir.join("asd");
     std::fs::create_dir_all(&data).unwrap();
-    // Six metrics driven by one signal; in the anomaly m2 breaks away.
     let row = |i: usize, broken: bool| {
         let a = 0.5 + 0.2 * (i as f64 * 0.05).sin();
         let m2 = if broken { 0.95 } else { 0.8 * a };
@@ -84,9 +84,8 @@ fn asd_layout_gives_pointwise_figures_and_explanations() {
             a * a
         )
     };
-    // Every 5 minutes from 2021-01-01, training rows then test rows.
     let at = |i: usize| {
-        chrono::DateTime::from_timestamp(1_609_459_200 + 300 * i as i64, 0)
+        chrono::DateTime::from_timestamp(1_609_459_200 + spacing_s * i as i64, 0)
             .unwrap()
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
@@ -108,6 +107,25 @@ fn asd_layout_gives_pointwise_figures_and_explanations() {
     std::fs::write(data.join("omi-1.train.csv"), train).unwrap();
     std::fs::write(data.join("omi-1.test.csv"), test).unwrap();
     std::fs::write(data.join("omi-1.txt"), "100-120:2\n").unwrap();
+    data
+}
+
+#[test]
+fn asd_layout_at_any_spacing_scores_every_row() {
+    // One-minute records, as SMD-like servers have.
+    let dir = tempfile::tempdir().unwrap();
+    let data = asd_corpus(dir.path(), 60);
+    let stdout = eval(&data, "profile", &dir.path().join("results"));
+    assert!(
+        stdout.contains("asd profile: 1 servers, 300 test rows (21 anomalous)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn asd_layout_gives_pointwise_figures_and_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = asd_corpus(dir.path(), 300);
     for detector in ["pca", "profile"] {
         let out = dir.path().join(format!("results-{detector}"));
         let stdout = eval(&data, detector, &out);

@@ -250,10 +250,11 @@ async fn eval_asd(
     for (index, server) in servers.iter().enumerate() {
         progress.set_message(server.name.clone());
         let k = server.features.len();
+        let spacing = spacing_ms(&opts.data, server)?;
         let sql_dir = configs_dir.join(format!("{}-sql", server.name));
         write_file(
             &sql_dir.join("features/server.sql"),
-            &configs::asd_view(&server.features),
+            &configs::asd_view(&server.features, spacing),
         )?;
         let config = configs_dir.join(format!("{}.toml", server.name));
         write_file(
@@ -263,6 +264,7 @@ async fn eval_asd(
                 &server.features,
                 server.train.len(),
                 opts.epochs,
+                configs::daily_season(spacing),
                 &sql_dir.to_string_lossy(),
                 &server.name,
             ),
@@ -358,6 +360,41 @@ async fn eval_asd(
         );
     }
     Ok(())
+}
+
+/// The spacing of a server's records, in milliseconds: the median gap
+/// between the first training timestamps (RFC 3339, or epoch
+/// milliseconds as the engine reads numbers).
+fn spacing_ms(data: &Path, server: &AsdServer) -> anyhow::Result<i64> {
+    let path = data.join(format!("{}.train.csv", server.name));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let times: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .take(1000)
+        .filter_map(|l| l.split(',').next())
+        .filter_map(|t| {
+            let t = t.trim().trim_matches('"');
+            t.parse::<i64>().ok().or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()
+                    .map(|d| d.timestamp_millis())
+            })
+        })
+        .collect();
+    let mut gaps: Vec<i64> = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g > 0)
+        .collect();
+    gaps.sort_unstable();
+    gaps.get(gaps.len() / 2).copied().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no increasing timestamps (RFC 3339 or epoch ms) in the first column",
+            path.display()
+        )
+    })
 }
 
 /// The server's training CSV followed by its test CSV (without the label

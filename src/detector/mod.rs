@@ -125,23 +125,24 @@ impl Settings {
     /// What is wrong with a model's settings, as messages naming the key.
     pub fn problems(m: &ModelConfig) -> Vec<String> {
         let mut out = Vec::new();
-        if m.past_windows > MAX_PAST_WINDOWS {
-            out.push(format!(
-                "past_windows = {}: at most {MAX_PAST_WINDOWS}",
-                m.past_windows
-            ));
+        for (key, value, max) in [
+            ("past_windows", m.past_windows, MAX_PAST_WINDOWS),
+            ("season_windows", m.season_windows, MAX_SEASON_WINDOWS),
+            ("error_history", m.error_history, MAX_ERROR_HISTORY),
+            ("refractory_windows", m.refractory_windows, MAX_REFRACTORY),
+            ("rank_history", m.rank_history, MAX_RANK_HISTORY),
+            (
+                "median_range_windows",
+                m.median_range_windows,
+                MAX_PAST_WINDOWS,
+            ),
+        ] {
+            if value > max {
+                out.push(format!("{key} = {value}: at most {max}"));
+            }
         }
-        if m.season_windows > MAX_SEASON_WINDOWS {
-            out.push(format!(
-                "season_windows = {}: at most {MAX_SEASON_WINDOWS}",
-                m.season_windows
-            ));
-        }
-        if !(10..=MAX_ERROR_HISTORY).contains(&m.error_history) {
-            out.push(format!(
-                "error_history = {}: between 10 and {MAX_ERROR_HISTORY}",
-                m.error_history
-            ));
+        if m.error_history < 10 {
+            out.push(format!("error_history = {}: at least 10", m.error_history));
         }
         if !(m.spread_floor.is_finite() && m.spread_floor > 0.0) {
             out.push(format!(
@@ -153,24 +154,6 @@ impl Settings {
             && !(r.is_finite() && r >= 0.0)
         {
             out.push(format!("range_margin = {r}: zero or more"));
-        }
-        if m.refractory_windows > MAX_REFRACTORY {
-            out.push(format!(
-                "refractory_windows = {}: at most {MAX_REFRACTORY}",
-                m.refractory_windows
-            ));
-        }
-        if m.rank_history > MAX_RANK_HISTORY {
-            out.push(format!(
-                "rank_history = {}: at most {MAX_RANK_HISTORY}",
-                m.rank_history
-            ));
-        }
-        if m.median_range_windows > MAX_PAST_WINDOWS {
-            out.push(format!(
-                "median_range_windows = {}: at most {MAX_PAST_WINDOWS}",
-                m.median_range_windows
-            ));
         }
         if !(m.median_range_margin.is_finite() && m.median_range_margin >= 0.0) {
             out.push(format!(

@@ -92,19 +92,34 @@ refractory_windows = 30
     s
 }
 
-/// The feature view of an ASD server: one row per 5-minute record.
-pub fn asd_view(features: &[String]) -> String {
+/// The feature view of a server: one row per record, its window as long
+/// as the records' spacing (`spacing_ms`).
+pub fn asd_view(features: &[String], spacing_ms: i64) -> String {
     let cols: Vec<String> = features
         .iter()
         .map(|f| format!("avg({f}) AS {f}"))
         .collect();
     format!(
-        "-- One row per 5-minute record of the server: its metrics.\n\
+        "-- One row per record of the server (every {spacing_ms} ms): its metrics.\n\
          SELECT window_start, window_end, {}\n\
-         FROM TUMBLE(server, timestamp, INTERVAL '5 minutes')\n\
+         FROM TUMBLE(server, timestamp, INTERVAL '{spacing_ms} milliseconds')\n\
          GROUP BY window_start, window_end\n",
         cols.join(", ")
     )
+}
+
+/// The profile detector's season for records `spacing_ms` apart: the
+/// windows in a day, when a day holds a whole number of them within the
+/// limit on `season_windows`; 0 (no time-of-day profile) otherwise.
+pub fn daily_season(spacing_ms: i64) -> usize {
+    const DAY_MS: i64 = 86_400_000;
+    if spacing_ms > 0 && DAY_MS % spacing_ms == 0 {
+        let n = (DAY_MS / spacing_ms) as usize;
+        if (2..=20_000).contains(&n) {
+            return n;
+        }
+    }
+    0
 }
 
 /// An ASD server's config: trained on its training rows (the first
@@ -114,6 +129,7 @@ pub fn asd_config(
     features: &[String],
     train_rows: usize,
     epochs: usize,
+    season: usize,
     sql_dir: &str,
     about: &str,
 ) -> String {
@@ -151,11 +167,11 @@ warmup_windows = {train_rows}
 retrain_windows = 0
 training_rows = {train_rows}
 score = "calibrated"
-# The profile detector: a day of 5-minute windows per season.
+# The profile detector: its slots of a day (0: none).
 season_windows = {season}
 "#,
         season = if kind == crate::detector::PROFILE {
-            288
+            season
         } else {
             0
         },
