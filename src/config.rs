@@ -293,6 +293,10 @@ pub struct ModelConfig {
     /// Default: 0.
     #[serde(default)]
     pub past_windows: usize,
+    /// Which past features `past_windows` adds: any of "change",
+    /// "from_mean", "spread". Default: all three.
+    #[serde(default = "default_past_features")]
+    pub past_features: Vec<String>,
     /// Windows in a season (1440 for a day of one-minute windows): the
     /// model also reads each feature's distance from the series' mean
     /// around the same window one season before. 0: none. At most 20000.
@@ -367,6 +371,13 @@ fn default_spread_floor() -> f64 {
 
 fn default_median_range_margin() -> f64 {
     0.05
+}
+
+fn default_past_features() -> Vec<String> {
+    crate::detector::features::PARTS
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
 }
 
 fn default_scale_floor() -> f64 {

@@ -3,8 +3,10 @@
 -- CPU, power, temperature, fans and latency broken, though each may stay
 -- inside its normal range. anomaly_features names the model features that
 -- missed most, worst first.
+-- A single unusual minute is left pending: it must hold for two windows.
 -- @name: HostBehaviourAnomaly
 -- @severity: warning
+-- @for: 1m
 -- @label.detector: model
 -- @summary: {{ $labels.host }} behaves unusually: {{ $values.anomaly_features }}
 -- @description: The anomaly model scores {{ $labels.host }} at {{ $values.anomaly_score }}; the features that missed most: {{ $values.anomaly_features }} (CPU {{ $values.cpu_avg }}%, power {{ $values.power_avg }} W, temperature {{ $values.temp_avg }} °C, fans {{ $values.fan_avg }} rpm, latency {{ $values.lat_avg }} ms).

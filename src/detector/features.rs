@@ -1,12 +1,13 @@
 //! What the model reads of a row: the view's features, and optionally
 //! features of the series' past windows — never of later ones.
 //!
-//! With `past_windows = N` each view feature `f` becomes four model
-//! features: `f` itself, `f_change` (since the series' previous window),
-//! `f_from_mean` (distance from the mean of the N previous windows) and
-//! `f_spread` (their standard deviation). With `season_windows = S` a
-//! fifth, `f_from_season`: the distance from the mean of the windows
-//! around the same one a season before (N/2 either side, at least one).
+//! With `past_windows = N` each view feature `f` becomes up to four model
+//! features: `f` itself and those `past_features` names — `f_change`
+//! (since the series' previous window), `f_from_mean` (distance from the
+//! mean of the N previous windows) and `f_spread` (their standard
+//! deviation). With `season_windows = S` one more, `f_from_season`: the
+//! distance from the mean of the windows around the same one a season
+//! before (N/2 either side, at least one).
 
 use std::collections::VecDeque;
 
@@ -15,7 +16,12 @@ use std::collections::VecDeque;
 pub struct PastFeatures {
     pub window: usize,
     pub season: usize,
+    /// Which of the past features: change, from_mean, spread.
+    pub parts: [bool; 3],
 }
+
+/// The names of the past features, as `past_features` lists them.
+pub const PARTS: [&str; 3] = ["change", "from_mean", "spread"];
 
 impl PastFeatures {
     /// Whether the model reads the view's features as they are.
@@ -51,25 +57,18 @@ impl PastFeatures {
         let mut out = Vec::new();
         for f in view {
             out.push(f.clone());
-            out.push(format!("{f}_change"));
-            out.push(format!("{f}_from_mean"));
-            out.push(format!("{f}_spread"));
+            if self.window > 0 {
+                for (part, on) in PARTS.iter().zip(self.parts) {
+                    if on {
+                        out.push(format!("{f}_{part}"));
+                    }
+                }
+            }
             if self.season > 0 {
                 out.push(format!("{f}_from_season"));
             }
         }
         out
-    }
-
-    /// Model features per view feature.
-    pub fn per_feature(&self) -> usize {
-        if self.identity() {
-            1
-        } else if self.season > 0 {
-            5
-        } else {
-            4
-        }
     }
 
     /// The model row of `x` (the view's features of a row), given the
@@ -91,12 +90,14 @@ impl PastFeatures {
                     recent.iter().map(|r| (r[j] - m).powi(2)).sum::<f64>() / recent.len() as f64;
                 (m, var.sqrt())
             };
-            out.extend([
-                v as f32,
-                (v - prev) as f32,
-                (v - mean) as f32,
-                spread as f32,
-            ]);
+            out.push(v as f32);
+            if self.window > 0 {
+                for (value, on) in [v - prev, v - mean, spread].into_iter().zip(self.parts) {
+                    if on {
+                        out.push(value as f32);
+                    }
+                }
+            }
             if self.season > 0 {
                 // Windows [centre - around, centre + around) of the
                 // series, counted from its first, clipped to those seen.
@@ -191,6 +192,7 @@ mod tests {
         let t = PastFeatures {
             window: 2,
             season: 3,
+            parts: [true; 3],
         };
         assert_eq!(t.keep(), 4);
         assert_eq!(
@@ -220,6 +222,18 @@ mod tests {
         assert_eq!(past.medians(&[11.0], 4), Some(vec![8.0]));
         assert_eq!(past.medians(&[11.0], 3), Some(vec![9.0]));
         assert_eq!(past.medians(&[11.0], 6), None, "only four are kept");
+        // Only some of the past features.
+        let some = PastFeatures {
+            parts: [false, true, false],
+            ..t
+        };
+        assert_eq!(
+            some.names(&["v".into()]),
+            ["v", "v_from_mean", "v_from_season"]
+        );
+        let mut out = Vec::new();
+        some.row(&past, &[11.0], &mut out);
+        assert_eq!(out, [11.0, 11.0 - 8.0, 11.0 - 4.0]);
     }
 
     #[test]
@@ -227,6 +241,7 @@ mod tests {
         let t = PastFeatures {
             window: 0,
             season: 0,
+            parts: [true; 3],
         };
         let mut out = Vec::new();
         t.row(&Past::default(), &[1.5, 2.5], &mut out);

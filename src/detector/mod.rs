@@ -166,6 +166,14 @@ impl Settings {
                 "the profile detector reads the view's features as they are: leave past_windows at 0".to_string(),
             );
         }
+        for f in &m.past_features {
+            if !features::PARTS.contains(&f.as_str()) {
+                out.push(format!(
+                    "past_features: unknown `{f}` (use {})",
+                    features::PARTS.join(", ")
+                ));
+            }
+        }
         if !(m.scale_floor.is_finite() && m.scale_floor > 0.0) {
             out.push(format!(
                 "scale_floor = {}: a positive number",
@@ -189,6 +197,7 @@ impl Settings {
         let past = PastFeatures {
             window: m.past_windows,
             season: if profile { 0 } else { m.season_windows },
+            parts: features::PARTS.map(|p| m.past_features.iter().any(|f| f == p)),
         };
         let view_features = m.features.get_ref().clone();
         let model_features = past.names(&view_features);
