@@ -235,6 +235,16 @@ impl Settings {
         })
     }
 
+    /// The window count at which a model trained with `windows` windows
+    /// taken trains next (`None`: never).
+    fn next_training_after(&self, windows: usize) -> Option<usize> {
+        match self.retrain {
+            Retrain::Every if self.retrain_windows > 0 => Some(windows + self.retrain_windows),
+            Retrain::Every => None,
+            Retrain::Doubling => Some(windows.max(1) * 2),
+        }
+    }
+
     /// Previous windows' view features kept per series: what the past
     /// features and the median range check read.
     pub fn keep(&self) -> usize {
@@ -397,25 +407,21 @@ impl Detector {
             let scorer = load_checkpoint(&name, path, &settings.model_features, &device)?;
             state.scorer = Some(Arc::new(scorer));
         }
+        state.next_training = match (&state.scorer, settings.retrain) {
+            (None, _) => Some(settings.warmup_windows),
+            // A checkpoint is trained on more than the rows seen here:
+            // only a fixed schedule retrains it.
+            (Some(_), Retrain::Every) => settings.next_training_after(0),
+            (Some(_), Retrain::Doubling) => None,
+        };
         let background = background && config.training == Training::Background;
-        let detector = Detector {
+        Ok(Detector {
             settings,
             mode: Mode::Score { background },
             device,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             log: None,
-        };
-        state.next_training = match (&state.scorer, detector.settings.retrain) {
-            (None, _) => Some(detector.settings.warmup_windows),
-            // A checkpoint is trained on more than the rows seen here:
-            // only a fixed schedule retrains it.
-            (Some(_), Retrain::Every) => detector.next_after_training(0),
-            (Some(_), Retrain::Doubling) => None,
-        };
-        if let Ok(mut s) = detector.state.lock() {
-            *s = state;
-        }
-        Ok(detector)
+        })
     }
 
     /// A detector that keeps every model row its view emits and scores
@@ -461,16 +467,6 @@ impl Detector {
             .lock()
             .map(|s| (s.series.len(), s.evicted))
             .unwrap_or_default()
-    }
-
-    fn next_after_training(&self, windows: usize) -> Option<usize> {
-        match self.settings.retrain {
-            Retrain::Every if self.settings.retrain_windows > 0 => {
-                Some(windows + self.settings.retrain_windows)
-            }
-            Retrain::Every => None,
-            Retrain::Doubling => Some(windows.max(1) * 2),
-        }
     }
 
     /// Trains on the rows kept: inline, or on a thread of its own.
@@ -685,7 +681,7 @@ impl Detector {
                     && state.next_training.is_some_and(|n| state.windows >= n)
                 {
                     self.start_training(&mut state, background);
-                    state.next_training = self.next_after_training(state.windows);
+                    state.next_training = self.settings.next_training_after(state.windows);
                 }
                 state.windows += 1;
                 state.last_end = end;
