@@ -142,7 +142,9 @@ fn a_restored_detector_scores_as_if_it_had_never_stopped() {
     assert!(first.save().unwrap().is_none(), "nothing new to save");
     let restarted = Detector::new(model, false).unwrap();
     restarted
-        .restore(&saved.state, saved.model.as_deref())
+        .restore(&saved.state, saved.model.as_deref(), |seg| {
+            segment_of(&saved, seg)
+        })
         .unwrap();
     for (w, expected) in uninterrupted.iter().enumerate().skip(120) {
         let got = scores(&restarted.score(view, vec![window(view, w as i64)]).unwrap());
@@ -167,7 +169,9 @@ fn a_restored_detector_scores_as_if_it_had_never_stopped() {
     let changed = Detector::new(&other, false).unwrap();
     assert!(
         changed
-            .restore(&saved.state, saved.model.as_deref())
+            .restore(&saved.state, saved.model.as_deref(), |seg| {
+                segment_of(&saved, seg)
+            })
             .unwrap_err()
             .contains("other settings")
     );
@@ -246,4 +250,104 @@ fn a_null_or_non_finite_feature_scores_null_and_leaves_the_series_alone() {
         b.push(scores(&dirty.score(view, vec![batch]).unwrap()));
     }
     assert_eq!(a, b);
+}
+
+/// The segment `seg` of training rows among those `saved` wrote.
+fn segment_of(saved: &telemine::detector::Saved, seg: u64) -> Option<Vec<u8>> {
+    saved
+        .segments
+        .iter()
+        .find(|(s, _)| *s == seg)
+        .map(|(_, b)| b.clone())
+}
+
+#[test]
+fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten() {
+    use std::collections::BTreeMap;
+    use telemine::detector::ROWS_PER_SEGMENT;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql) = setup(dir.path());
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    let mut model = config.models[0].clone();
+    model.training_rows = 2100;
+    model.retrain = telemine::detector::Retrain::Every;
+    model.retrain_windows = 200;
+    let per_window = HOSTS as u64;
+
+    let whole = Detector::new(&model, false).unwrap();
+    let first = Detector::new(&model, false).unwrap();
+    // The state topic as a compacted table: segment number to bytes.
+    let mut table: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut state = None;
+    let mut model_bytes = None;
+    let windows = 1500;
+    let stop_at = 1200;
+    let mut expected = Vec::new();
+    for w in 0..windows {
+        let batch = window(view, w);
+        expected.push(scores(&whole.score(view, vec![batch.clone()]).unwrap()));
+        if w >= stop_at {
+            continue;
+        }
+        first.score(view, vec![batch]).unwrap();
+        // Save every 7 windows, as a commit would.
+        if w % 7 == 6 || w == stop_at - 1 {
+            let saved = first.save().unwrap().expect("state changed");
+            let rewritten: usize = saved.segments.len();
+            // At most the segment the last save ended in, plus those the
+            // new rows filled.
+            let new_rows = 7 * per_window;
+            assert!(
+                rewritten as u64 <= 1 + new_rows.div_ceil(ROWS_PER_SEGMENT),
+                "window {w}: {rewritten} segments rewritten"
+            );
+            for (seg, bytes) in &saved.segments {
+                table.insert(*seg, bytes.clone());
+            }
+            table.retain(|seg, _| *seg >= saved.first_segment);
+            if saved.model.is_some() {
+                model_bytes = saved.model.clone();
+            }
+            state = Some(saved);
+        }
+    }
+    let saved = state.unwrap();
+    // 3600 rows were kept, 2100 of them still held: the table holds the
+    // segments that cover them and no more.
+    let held = (stop_at as u64 * per_window - 2100) / ROWS_PER_SEGMENT
+        ..=(stop_at as u64 * per_window - 1) / ROWS_PER_SEGMENT;
+    assert_eq!(
+        table.keys().copied().collect::<Vec<_>>(),
+        held.collect::<Vec<_>>()
+    );
+
+    let restarted = Detector::new(&model, false).unwrap();
+    restarted
+        .restore(&saved.state, model_bytes.as_deref(), |seg| {
+            table.get(&seg).cloned()
+        })
+        .unwrap();
+    let restarted_rows = restarted.training_rows_held();
+    for w in stop_at..windows {
+        let got = scores(&restarted.score(view, vec![window(view, w)]).unwrap());
+        assert_eq!(got, expected[w as usize], "window {w}, after a retraining");
+    }
+
+    // A lost segment (a crash between writing it and the state) costs the
+    // rows before it, not the restart.
+    let oldest = *table.keys().next().unwrap();
+    let lossy = Detector::new(&model, false).unwrap();
+    lossy
+        .restore(&saved.state, model_bytes.as_deref(), |seg| {
+            (seg != oldest + 1)
+                .then(|| table.get(&seg).cloned())
+                .flatten()
+        })
+        .unwrap();
+    assert_eq!(restarted_rows, 2100);
+    let after_gap = stop_at as u64 * per_window - (oldest + 2) * ROWS_PER_SEGMENT;
+    assert_eq!(lossy.training_rows_held() as u64, after_gap);
+    let out = lossy.score(view, vec![window(view, stop_at)]).unwrap();
+    assert_eq!(out[0].num_rows(), HOSTS);
 }

@@ -338,8 +338,13 @@ struct State {
     saved_model: u64,
     dirty: bool,
     series: HashMap<String, Series>,
-    /// Model rows to (re)train on, oldest first, with their series.
+    /// Model rows to (re)train on, oldest first, with their series: the
+    /// rows numbered `rows_total - rows.len()` to `rows_total` of all the
+    /// detector has kept (see [`ROWS_PER_SEGMENT`]).
     rows: VecDeque<(String, Vec<f32>)>,
+    rows_total: u64,
+    /// `rows_total` at the last save.
+    rows_saved: u64,
     /// Distinct window ends taken, and the newest.
     windows: usize,
     last_end: Option<i64>,
@@ -459,6 +464,11 @@ impl Detector {
         let (keys, values): (Vec<String>, Vec<Vec<f32>>) = rows.into_iter().unzip();
         let frame = Frame::new(keys.len(), cols, values.concat()).map_err(|e| e.to_string())?;
         Ok((frame, keys))
+    }
+
+    /// How many training rows the detector holds now.
+    pub fn training_rows_held(&self) -> usize {
+        self.state.lock().map(|s| s.rows.len()).unwrap_or(0)
     }
 
     /// Series held now, and series forgotten to stay within `max_series`.
@@ -736,6 +746,7 @@ impl Detector {
                     state.rows.pop_front();
                 }
                 state.rows.push_back((t.key.clone(), row.clone()));
+                state.rows_total += 1;
             }
             if let Some(scorer) = &state.scorer {
                 let m = match models.iter().position(|(s, ..)| Arc::ptr_eq(s, scorer)) {
@@ -850,6 +861,12 @@ impl Detector {
     }
 }
 
+/// Training rows are saved in segments of this many, numbered from the
+/// detector's first row: a save rewrites only the segments that gained
+/// rows since the last one (at most this many old rows), not the whole
+/// `training_rows`.
+pub const ROWS_PER_SEGMENT: u64 = 1024;
+
 /// What a detector saves with the engine's checkpoint (see
 /// [`Detector::save`]).
 #[derive(Debug, Default)]
@@ -858,6 +875,22 @@ pub struct Saved {
     pub state: Vec<u8>,
     /// The model trained online, when it changed since the last save.
     pub model: Option<Vec<u8>>,
+    /// The segments of training rows that changed: (number, bytes).
+    pub segments: SavedSegments,
+    /// Segments numbered below this hold no row the detector keeps: the
+    /// caller may delete them.
+    pub first_segment: u64,
+}
+
+/// Segments of training rows as saved: (number, bytes).
+pub type SavedSegments = Vec<(u64, Vec<u8>)>;
+
+/// One segment of training rows: the number of its first row, then the
+/// rows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Segment {
+    start: u64,
+    rows: PackedRows,
 }
 
 /// [`SavedState`] as written, borrowing the series rather than copying
@@ -871,7 +904,8 @@ struct SavingState<'a> {
     online_model: bool,
     series: &'a HashMap<String, Series>,
     evicted: u64,
-    rows: PackedRows,
+    rows_total: u64,
+    rows_kept: u64,
 }
 
 /// The series' state and the training schedule, as saved.
@@ -887,9 +921,11 @@ struct SavedState {
     online_model: bool,
     series: HashMap<String, Series>,
     evicted: u64,
-    /// The rows kept to retrain on, so a retraining after a restart
-    /// learns what it would have without one.
-    rows: PackedRows,
+    /// How many training rows were ever kept, and how many of the last
+    /// are kept now (in segments of their own), so that a retraining
+    /// after a restart learns what it would have without one.
+    rows_total: u64,
+    rows_kept: u64,
 }
 
 /// Training rows, compact: each row's series as an index into `keys`, the
@@ -904,7 +940,7 @@ struct PackedRows {
 }
 
 impl PackedRows {
-    fn pack(rows: &VecDeque<(String, Vec<f32>)>) -> PackedRows {
+    fn pack<'a>(rows: impl Iterator<Item = &'a (String, Vec<f32>)>) -> PackedRows {
         let mut index: HashMap<&str, u32> = HashMap::new();
         let mut out = PackedRows::default();
         for (key, values) in rows {
@@ -941,6 +977,68 @@ impl PackedRows {
         }
         Ok(out)
     }
+}
+
+/// The segments of training rows that gained rows since the last save,
+/// as saved, and the first segment still holding a kept row.
+fn changed_segments(state: &State) -> Result<(SavedSegments, u64), String> {
+    let first = state.rows_total - state.rows.len() as u64;
+    let mut out = Vec::new();
+    if state.rows_total > state.rows_saved && !state.rows.is_empty() {
+        let from = state.rows_saved.max(first) / ROWS_PER_SEGMENT;
+        for seg in from..=(state.rows_total - 1) / ROWS_PER_SEGMENT {
+            let start = (seg * ROWS_PER_SEGMENT).max(first);
+            let end = ((seg + 1) * ROWS_PER_SEGMENT).min(state.rows_total);
+            let rows = state
+                .rows
+                .range((start - first) as usize..(end - first) as usize);
+            let segment = Segment {
+                start,
+                rows: PackedRows::pack(rows),
+            };
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&segment, &mut bytes).map_err(|e| e.to_string())?;
+            out.push((seg, bytes));
+        }
+    }
+    Ok((out, first / ROWS_PER_SEGMENT))
+}
+
+/// The training rows numbered `first..total`, read segment by segment:
+/// the newest run of them without a gap, and the number after its last.
+fn read_segments(
+    first: u64,
+    total: u64,
+    cols: usize,
+    mut segment: impl FnMut(u64) -> Option<Vec<u8>>,
+) -> (VecDeque<(String, Vec<f32>)>, u64) {
+    let mut rows = VecDeque::new();
+    let mut next = first;
+    if total == first {
+        return (rows, total);
+    }
+    for seg in first / ROWS_PER_SEGMENT..=(total - 1) / ROWS_PER_SEGMENT {
+        let part = segment(seg)
+            .and_then(|b| ciborium::from_reader::<Segment, _>(b.as_slice()).ok())
+            .and_then(|p| Some((p.start, p.rows.unpack(cols).ok()?)));
+        let Some((start, got)) = part else {
+            // A gap: only the rows after it can be kept.
+            rows.clear();
+            next = ((seg + 1) * ROWS_PER_SEGMENT).min(total);
+            continue;
+        };
+        if start > next {
+            rows.clear();
+            next = start;
+        }
+        for (at, row) in (start..).zip(got) {
+            if at == next && at < total {
+                rows.push_back(row);
+                next += 1;
+            }
+        }
+    }
+    (rows, next)
 }
 
 /// A model trained online, as saved: its sidecar and weights.
@@ -987,7 +1085,8 @@ impl Detector {
             online_model: state.online_model > 0,
             series: &state.series,
             evicted: state.evicted,
-            rows: PackedRows::pack(&state.rows),
+            rows_total: state.rows_total,
+            rows_kept: state.rows.len() as u64,
         };
         let mut bytes = Vec::new();
         ciborium::into_writer(&saved, &mut bytes).map_err(|e| e.to_string())?;
@@ -1001,18 +1100,30 @@ impl Detector {
             }
             _ => None,
         };
+        let (segments, first_segment) = changed_segments(&state)?;
         state.dirty = false;
         state.saved_model = state.online_model;
+        state.rows_saved = state.rows_total;
         Ok(Some(Saved {
             state: bytes,
             model,
+            segments,
+            first_segment,
         }))
     }
 
     /// Takes back state [`Detector::save`] wrote (`model`: the last model
-    /// it saved, if any). State saved under other settings is refused: the
-    /// detector then starts afresh.
-    pub fn restore(&self, saved: &[u8], model: Option<&[u8]>) -> Result<(), String> {
+    /// it saved, if any; `segment`: reads a segment of training rows by its
+    /// number). State saved under other settings is refused: the detector
+    /// then starts afresh. Training rows that cannot be read (a crash
+    /// between saving a segment and the state) are logged and left out:
+    /// the detector keeps the newest rows it has without a gap.
+    pub fn restore(
+        &self,
+        saved: &[u8],
+        model: Option<&[u8]>,
+        segment: impl FnMut(u64) -> Option<Vec<u8>>,
+    ) -> Result<(), String> {
         let saved: SavedState =
             ciborium::from_reader(saved).map_err(|e| format!("not a detector state: {e}"))?;
         if saved.settings != format!("{:?}", self.settings) {
@@ -1042,7 +1153,24 @@ impl Detector {
             state.online_model = 1;
             state.saved_model = 1;
         }
-        state.rows = saved.rows.unpack(self.settings.model_features.len())?;
+        let first = saved.rows_total.saturating_sub(saved.rows_kept);
+        let (rows, next) = read_segments(
+            first,
+            saved.rows_total,
+            self.settings.model_features.len(),
+            segment,
+        );
+        if next < saved.rows_total || (rows.len() as u64) < saved.rows_kept {
+            tracing::warn!(
+                model = %self.settings.name,
+                kept = rows.len(),
+                saved = saved.rows_kept,
+                "some saved training rows cannot be read: the next training learns from fewer rows"
+            );
+        }
+        state.rows = rows;
+        state.rows_total = next;
+        state.rows_saved = next;
         state.windows = saved.windows;
         state.last_end = saved.last_end;
         state.next_training = saved.next_training;

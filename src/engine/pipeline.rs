@@ -673,6 +673,12 @@ fn detector_key(group: &str, model: &str) -> String {
     format!("{group}/detector/{model}")
 }
 
+/// Where segment `seg` of a detector's training rows lives (the number
+/// zero-padded, so a segment's key never prefixes another's).
+fn segment_key(detector: &str, seg: u64) -> String {
+    format!("{detector}/rows/{seg:020}")
+}
+
 /// Gives each detector the state this consumer group saved for it, if
 /// any (a state it cannot take is logged and the model starts afresh);
 /// returns the chunk keys of what was read.
@@ -705,7 +711,13 @@ fn restore_detectors(
             }
         };
         let model = chunked::read(table, &model_key).ok().flatten();
-        match d.restore(&state, model.as_deref()) {
+        let segment = |seg: u64| {
+            let k = segment_key(&key, seg);
+            let r = chunked::read_ref(table, &k)?;
+            chunks.insert(k.clone(), r.keys(&k));
+            chunked::join(table, &k, &r).ok()
+        };
+        match d.restore(&state, model.as_deref(), segment) {
             Ok(()) => tracing::info!(
                 model = d.name(),
                 bytes = state.len(),
@@ -845,10 +857,31 @@ impl Sinks<'_> {
                 }
             };
             let key = detector_key(&self.config.kafka.group_id, d.name());
+            for (seg, rows) in &saved.segments {
+                self.store_chunked(segment_key(&key, *seg), rows).await?;
+            }
             if let Some(model) = saved.model {
                 self.store_chunked(format!("{key}/model"), &model).await?;
             }
-            self.store_chunked(key, &saved.state).await?;
+            self.store_chunked(key.clone(), &saved.state).await?;
+            // Segments whose rows all left the training window go, with
+            // their chunks, once this state is stored.
+            let prefix = format!("{key}/rows/");
+            let gone: Vec<String> = self
+                .detector_chunks
+                .keys()
+                .filter(|k| {
+                    k.strip_prefix(&prefix)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n < saved.first_segment)
+                })
+                .cloned()
+                .collect();
+            for k in gone {
+                let chunks = self.detector_chunks.remove(&k).unwrap_or_default();
+                self.stale.extend(chunks);
+                self.stale.push(k);
+            }
         }
         Ok(())
     }
