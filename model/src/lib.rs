@@ -25,6 +25,7 @@ mod frame;
 mod history;
 pub mod nets;
 mod normalize;
+pub mod principal;
 pub mod profile;
 mod scorer;
 

@@ -6,7 +6,8 @@
 //! - [`Sequence`]: a GRU over the key's previous windows predicts this one;
 //!   a break from the key's own recent behaviour misses.
 //! - [`Pca`]: the row projected on the training rows' main components and
-//!   back (components fitted by linfa-reduction).
+//!   back (components from [`crate::principal`]: the covariance
+//!   diagonalised by Jacobi rotations).
 //! - [`Centroids`]: the nearest of the training rows' k-means centroids
 //!   (fitted by linfa-clustering);
 //! - [`Nearest`]: the nearest training row itself (1-NN).

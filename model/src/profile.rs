@@ -25,8 +25,6 @@
 //! follows drift without absorbing anomalies, and a permanent level shift
 //! is learned in the end instead of alarming forever.
 
-use linfa::prelude::*;
-use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, Result};
@@ -434,27 +432,16 @@ fn cholesky_solve(l: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
 /// The mean of `z` and its first principal directions (k × r,
 /// row-major) that explain [`PCA_VARIANCE`] of its variance.
 fn principal(z: &[Vec<f64>], k: usize) -> Result<(Vec<f64>, Vec<f64>, usize)> {
-    let data = Array2::from_shape_vec((z.len(), k), z.concat())
-        .map_err(|e| ModelError::Invalid(e.to_string()))?;
-    let pca = linfa_reduction::Pca::params(k)
-        .fit(&DatasetBase::from(data))
-        .map_err(|e| ModelError::Invalid(format!("profile PCA: {e}")))?;
-    let ratio = pca.explained_variance_ratio();
-    let mut r = 0;
-    let mut total = 0.0;
-    while r < ratio.len() && total < PCA_VARIANCE {
-        total += ratio[r];
-        r += 1;
-    }
-    // components(): r × k, one direction a row.
-    let comps = pca.components();
+    let pca = crate::principal::Principal::fit(z);
+    let r = pca.components_for(PCA_VARIANCE);
+    // One direction a column of a k × r matrix, row-major.
     let mut directions = vec![0.0; k * r];
-    for c in 0..r {
+    for (c, d) in pca.directions.iter().take(r).enumerate() {
         for j in 0..k {
-            directions[j * r + c] = comps[[c, j]];
+            directions[j * r + c] = d[j];
         }
     }
-    Ok((pca.mean().to_vec(), directions, r))
+    Ok((pca.mean, directions, r))
 }
 
 /// `(z − centre)` off the first `r` directions, back in `d`'s units.
@@ -475,6 +462,29 @@ fn off_components(z: &[f64], centre: &[f64], v: &[f64], r: usize, scale: &[f64])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn degenerate_rows_fit_and_score_finite() {
+        // A metric that never moves, metrics that move as one, all zeros:
+        // server data has all three, and linfa's PCA once panicked on them.
+        let n = 200;
+        let cases: Vec<Vec<Vec<f64>>> = vec![
+            vec![vec![5.0, 5.0, 5.0]; n],
+            vec![vec![0.0; 3]; n],
+            (0..n)
+                .map(|i| {
+                    let v = (i as f64 / 9.0).sin();
+                    vec![v, v, 2.0 * v]
+                })
+                .collect(),
+        ];
+        let slots: Vec<usize> = (0..n).collect();
+        for rows in cases {
+            let (fit, mut state) = ProfileFit::fit(&rows, &slots, 24, 0.04).unwrap();
+            let s = fit.step(&mut state, 0, &rows[0]);
+            assert!(s.score.is_finite(), "{rows:?}");
+        }
+    }
 
     #[test]
     fn statistics_by_hand() {

@@ -21,7 +21,7 @@ pub enum ModelKind {
     Autoencoder { hidden: usize, latent: usize },
     /// Prediction from the key's previous `window` windows (Candle GRU).
     Sequence { window: usize, hidden: usize },
-    /// Reconstruction from principal components (linfa-reduction).
+    /// Reconstruction from principal components (`principal::Principal`).
     Pca { components: usize },
     /// Distance to the nearest k-means centroid (linfa-clustering).
     Kmeans { clusters: usize },
@@ -251,11 +251,16 @@ impl Scorer {
             }
             ModelKind::Pca { components } => {
                 let rows = host_rows(&x.index_select(&index(&fit_rows)?, 0)?)?;
-                let pca = linfa_reduction::Pca::params((*components).min(k))
-                    .fit(&DatasetBase::from(rows))
-                    .map_err(|e| ModelError::Invalid(format!("PCA: {e}")))?;
-                let w = tensor_of(&pca.components().t().to_owned(), device)?;
-                let mean = tensor_of(&pca.mean().clone().insert_axis(ndarray::Axis(0)), device)?;
+                let rows: Vec<Vec<f64>> = rows.outer_iter().map(|r| r.to_vec()).collect();
+                let pca = crate::principal::Principal::fit(&rows);
+                let r = (*components).clamp(1, k);
+                // k × r, one direction a column.
+                let w: Vec<f32> = (0..k)
+                    .flat_map(|j| pca.directions[..r].iter().map(move |d| d[j] as f32))
+                    .collect();
+                let w = Tensor::from_vec(w, (k, r), device)?;
+                let mean: Vec<f32> = pca.mean.iter().map(|&m| m as f32).collect();
+                let mean = Tensor::from_vec(mean, (1, k), device)?;
                 insert(&varmap, "pca.components", &w)?;
                 insert(&varmap, "pca.mean", &mean)?;
                 Box::new(Pca {

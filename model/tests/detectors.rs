@@ -177,3 +177,55 @@ fn kmeans() {
 fn nearest() {
     check("nearest");
 }
+
+/// Rows a server really sends: a metric that never moves, metrics that move
+/// as one, all zeros, a single row. Training on them may fail with an
+/// error, never panic, and a model that trains scores finite values.
+#[test]
+fn degenerate_training_rows_never_panic() {
+    let k = 4;
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        ("constant", vec![3.0; 64 * k]),
+        ("zeros", vec![0.0; 64 * k]),
+        (
+            "collinear",
+            (0..64)
+                .flat_map(|i| [i as f32, i as f32, 2.0 * i as f32, 7.0])
+                .collect(),
+        ),
+        ("one row", vec![1.0, 2.0, 3.0, 4.0]),
+        (
+            "huge and tiny",
+            (0..64)
+                .flat_map(|i| [1e30 + i as f32, 1e-30, -1e30, 0.0])
+                .collect(),
+        ),
+    ];
+    for kind in ["pca", "kmeans", "nearest", "autoencoder"] {
+        for (name, data) in &cases {
+            let n = data.len() / k;
+            let frame = Frame::new(n, k, data.clone()).unwrap();
+            let keys: Vec<String> = (0..n).map(|i| format!("h{}", i % 3)).collect();
+            let trained = Scorer::train(
+                ModelKind::named(kind, k).unwrap(),
+                (0..k).map(|j| format!("f{j}")).collect(),
+                &frame,
+                &keys,
+                &TrainOptions {
+                    epochs: 2,
+                    ..TrainOptions::default()
+                },
+                &Device::Cpu,
+                &mut |_| {},
+            );
+            if let Ok(scorer) = trained {
+                let scored = scorer.score(&frame, None).unwrap();
+                assert!(
+                    scored.score.iter().all(|s| s.is_finite()),
+                    "{kind} on {name}: {:?}",
+                    scored.score
+                );
+            }
+        }
+    }
+}
