@@ -201,36 +201,6 @@ impl Default for AlertingConfig {
     }
 }
 
-impl AlertingConfig {
-    pub fn route(&self) -> crate::alerting::dispatch::Route {
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        crate::alerting::dispatch::Route {
-            group_by: self.group_by.clone(),
-            group_wait_ms: ms(self.group_wait),
-            group_interval_ms: ms(self.group_interval),
-            repeat_interval_ms: ms(self.repeat_interval),
-        }
-    }
-
-    /// The inhibition rules; `validate` has checked their matchers.
-    pub fn inhibit_rules(&self) -> Vec<crate::alerting::dispatch::InhibitRule> {
-        let parse = |m: &Spanned<Vec<String>>| {
-            m.get_ref()
-                .iter()
-                .filter_map(|t| crate::alerting::matcher::Matcher::parse(t).ok())
-                .collect()
-        };
-        self.inhibit
-            .iter()
-            .map(|i| crate::alerting::dispatch::InhibitRule {
-                source: parse(&i.source_matchers),
-                target: parse(&i.target_matchers),
-                equal: i.equal.clone(),
-            })
-            .collect()
-    }
-}
-
 /// A model that scores one feature view's rows.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -838,7 +808,7 @@ impl Config {
                         "an inhibition rule needs at least one source and one target matcher (an empty list would match every alert)"));
                 }
                 for t in m.get_ref() {
-                    if let Err(e) = crate::alerting::matcher::Matcher::parse(t) {
+                    if let Err(e) = crate::alert::matcher::Matcher::parse(t) {
                         diags.push(Diagnostic::at_offset(path, text, m.span().start, e));
                     }
                 }

@@ -7,6 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
+use telemine_connectors::ErrorClass;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -25,10 +26,37 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let class = classify(&e);
+            match class {
+                ErrorClass::Internal => eprintln!("error: {e:#}"),
+                ErrorClass::Retryable => eprintln!(
+                    "error: {e:#}\n(a peer is unavailable; running again later may succeed — exit code 75)"
+                ),
+                ErrorClass::User => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(class.exit_code())
         }
     }
+}
+
+/// Who has to act on an error that ended a command: the first classified
+/// error in its chain decides; an error no boundary classified came from
+/// the command's own checks of its arguments and files (the user's).
+fn classify(e: &anyhow::Error) -> ErrorClass {
+    use telemine::engine::{PipelineError, windows::EngineError};
+    use telemine_connectors::ConnectorError;
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<PipelineError>() {
+            return p.class();
+        }
+        if let Some(c) = cause.downcast_ref::<ConnectorError>() {
+            return c.class();
+        }
+        if let Some(x) = cause.downcast_ref::<EngineError>() {
+            return x.class();
+        }
+    }
+    ErrorClass::User
 }
 
 fn init_logging(format: cli::LogFormat, command: &cli::Command) {

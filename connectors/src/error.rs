@@ -2,6 +2,36 @@
 
 use thiserror::Error;
 
+/// Who has to act on an error, decided where it crosses a boundary: the
+/// binary prints it (and exits) accordingly, and nothing that a user or
+/// an operator can fix is ever reported as a bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The config, the SQL, an input file or a command-line argument is
+    /// wrong, or the broker refuses us for a reason only its operator can
+    /// change (authorisation, a topic's limits): fix it and run again.
+    User,
+    /// The broker or another peer is unavailable or too slow now: running
+    /// again later (a service manager's restart) may succeed.
+    Retryable,
+    /// telemine broke an invariant of its own: a bug to report.
+    Internal,
+}
+
+impl ErrorClass {
+    /// The process exit code for an error of this class: 1 for a user's
+    /// or operator's mistake (as for a config or SQL file that does not
+    /// check), 75 (sysexits' `EX_TEMPFAIL`) for a peer that may come
+    /// back, 70 (`EX_SOFTWARE`) for a bug.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorClass::User => 1,
+            ErrorClass::Retryable => 75,
+            ErrorClass::Internal => 70,
+        }
+    }
+}
+
 /// An error raised by a source, sink or decoder set-up.
 ///
 /// Per-record decode failures are not errors: they become dead letters and
@@ -31,12 +61,50 @@ pub enum ConnectorError {
     /// A topic could not be read to its end in time.
     #[error("kafka: {0}")]
     Timeout(String),
+    /// The broker refused messages for what they are (too large, invalid
+    /// for the topic) where the caller cannot go on without them.
+    #[error("kafka: {0}")]
+    Refused(String),
     /// Arrow refused to build a batch; this is a bug in telemine.
     #[error("internal error (a bug in telemine, please report it): {0}")]
     Internal(String),
 }
 
 impl ConnectorError {
+    /// Who has to act on it (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+        match self {
+            ConnectorError::Schema { .. }
+            | ConnectorError::File { .. }
+            | ConnectorError::Conflict(_)
+            | ConnectorError::Refused(_) => ErrorClass::User,
+            ConnectorError::Timeout(_) => ErrorClass::Retryable,
+            ConnectorError::Internal(_) => ErrorClass::Internal,
+            ConnectorError::Kafka { source, .. } => match source {
+                KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => ErrorClass::User,
+                _ if self.is_message_refused() => ErrorClass::User,
+                _ => match source.rdkafka_error_code() {
+                    Some(
+                        C::TopicAuthorizationFailed
+                        | C::GroupAuthorizationFailed
+                        | C::ClusterAuthorizationFailed
+                        | C::TransactionalIdAuthorizationFailed
+                        | C::SaslAuthenticationFailed
+                        | C::Authentication
+                        | C::InvalidConfig
+                        | C::InvalidReplicationFactor
+                        | C::InvalidPartitions
+                        | C::UnsupportedVersion
+                        | C::UnsupportedCompressionType
+                        | C::SecurityDisabled,
+                    ) => ErrorClass::User,
+                    _ => ErrorClass::Retryable,
+                },
+            },
+        }
+    }
+
     /// The broker (or librdkafka, before sending) refused this one message
     /// for what it is — too large, an invalid record — so retrying it can
     /// never succeed, and the stream must go on without it.

@@ -21,10 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Status, Update};
-use super::matcher::{Matcher, all_match};
 use super::payload::{NO_END, Payload, PayloadAlert, common, group_key};
 use super::silence::Silences;
+use crate::alert::matcher::{Matcher, all_match};
 use crate::alert::{Alert, format_ms};
+use crate::config::AlertingConfig;
 
 /// How alerts are grouped and how often groups notify, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,11 +36,41 @@ pub struct Route {
     pub repeat_interval_ms: i64,
 }
 
+impl Route {
+    /// `[alerting]`'s grouping and intervals.
+    pub fn from_config(config: &AlertingConfig) -> Route {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Route {
+            group_by: config.group_by.clone(),
+            group_wait_ms: ms(config.group_wait),
+            group_interval_ms: ms(config.group_interval),
+            repeat_interval_ms: ms(config.repeat_interval),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InhibitRule {
     pub source: Vec<Matcher>,
     pub target: Vec<Matcher>,
     pub equal: Vec<String>,
+}
+
+impl InhibitRule {
+    /// `[[alerting.inhibit]]`; the config's validation has checked their
+    /// matchers.
+    pub fn from_config(config: &AlertingConfig) -> Vec<InhibitRule> {
+        let parse = |m: &[String]| m.iter().filter_map(|t| Matcher::parse(t).ok()).collect();
+        config
+            .inhibit
+            .iter()
+            .map(|i| InhibitRule {
+                source: parse(i.source_matchers.get_ref()),
+                target: parse(i.target_matchers.get_ref()),
+                equal: i.equal.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Per inhibition rule, the firing alerts its source matchers match, by

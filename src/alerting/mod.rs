@@ -16,18 +16,17 @@
 
 pub mod dispatch;
 pub mod lifecycle;
-pub mod matcher;
 pub mod payload;
 pub mod silence;
-pub mod template;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 
 use crate::alert::Alert;
+use crate::alert::rule::Timing;
 use crate::config::AlertingConfig;
-use dispatch::Dispatcher;
-use lifecycle::{Lifecycle, Timing};
+use dispatch::{Dispatcher, InhibitRule, Route};
+use lifecycle::Lifecycle;
 use payload::Payload;
 use silence::Silences;
 
@@ -66,8 +65,8 @@ impl Alerter {
         Alerter {
             lifecycle: Lifecycle::default(),
             dispatcher: Dispatcher::new(
-                config.route(),
-                config.inhibit_rules(),
+                Route::from_config(config),
+                InhibitRule::from_config(config),
                 config.receiver.clone(),
                 config.external_url.clone(),
             ),
@@ -215,11 +214,12 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::dispatch::{Dispatcher, InhibitRule, Route};
-    use super::lifecycle::{Lifecycle, Timing};
-    use super::matcher::Matcher;
+    use super::lifecycle::Lifecycle;
     use super::payload::Payload;
     use super::silence::{Silence, Silences};
     use super::{Alerter, Evaluation, lifecycle};
+    use crate::alert::matcher::Matcher;
+    use crate::alert::rule::Timing;
     use crate::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
     /// An alert of `rule` with `labels` (plus `alertname` and `severity`).

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::matcher::{Matcher, all_match};
+use crate::alert::matcher::{Matcher, all_match};
 use crate::alert::{format_ms, parse_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

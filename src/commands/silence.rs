@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use telemine::alert::matcher::Matcher;
 use telemine::alert::{format_ms, parse_ms};
-use telemine::alerting::matcher::Matcher;
 use telemine::alerting::silence::{Silence, Silences};
 use telemine::config::Config;
 use telemine_connectors::kafka::{KafkaProducer, TableReader, create_compacted_topic};
@@ -148,8 +148,8 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
 async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
     let topic = &cfg.alerting.silences_topic;
     create_compacted_topic(&cfg.kafka, topic).await?;
-    let producer = KafkaProducer::new(&cfg.kafka)?;
-    let delivery = producer
+    let mut producer = KafkaProducer::new(&cfg.kafka)?;
+    producer
         .send(
             topic,
             Some(s.id.as_bytes()),
@@ -157,7 +157,7 @@ async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
             &[("content-type", b"application/json")],
         )
         .await?;
-    KafkaProducer::acknowledged(vec![delivery], topic).await?;
+    producer.acknowledged(topic).await?;
     Ok(())
 }
 

@@ -55,7 +55,7 @@ impl LocalRun {
             .iter()
             .map(|d| {
                 decoder_for(&d.format, &d.influx, &d.schema, MAX_BATCH, &d.limits)
-                    .map_err(|e| EngineError::Internal(format!("source `{}`: {e}", d.name)))
+                    .map_err(|e| EngineError::Config(format!("source `{}`: {e}", d.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(LocalRun {

@@ -7,14 +7,21 @@
 //!   neither loses nor repeats a window.
 //! - [`chunked`]: values larger than a Kafka message (the alerting state,
 //!   a large checkpoint) as chunks in a compacted topic.
-//! - [`pipeline`]: Kafka source → [`WindowEngine`] → alert and dead-letter
-//!   producers, with at-least-once commits and clean shutdown.
+//! - [`pipeline`]: Kafka source → [`WindowEngine`] → the stages after it,
+//!   with at-least-once commits and clean shutdown: `outputs` (what is
+//!   produced: notifications, rule rows, late rows, dead letters),
+//!   `alerting_stage` (the alerter and the silences it follows) and
+//!   `state_store` (alerting and detector state, large checkpoints, in the
+//!   state topic). They share one producer, settled before each commit.
 
+mod alerting_stage;
 pub mod checkpoint;
 pub mod chunked;
 pub mod local;
+mod outputs;
 pub mod pipeline;
 pub mod reload;
+mod state_store;
 mod window_kinds;
 pub mod windows;
 

@@ -8,37 +8,30 @@
 //! through, produces their alerts, waits for the acknowledgements and
 //! commits; windows still open are re-read after the restart.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Int32Type, Int64Type};
-use datafusion::arrow::json::LineDelimitedWriter;
-use rdkafka::producer::DeliveryFuture;
-use telemine_connectors::ConnectorError;
-use telemine_connectors::decode::{DeadLetter, decoder_for};
+use telemine_connectors::decode::decoder_for;
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
     TableEntry, TableReader, create_compacted_topic, reachable,
 };
-use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
+use telemine_connectors::{ConnectorError, ErrorClass};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use super::checkpoint::Checkpoint;
+use super::alerting_stage::AlertingStage;
 use super::chunked;
-use super::windows::{EngineError, LateRows, WindowEngine};
+use super::outputs::Outputs;
+use super::state_store::StateStore;
+use super::windows::{EngineError, WindowEngine};
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
 use crate::alerting::silence::Silences;
 use crate::config::{Config, SourceDef};
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
-
-/// Longest reason header a dead letter carries, in bytes.
-const MAX_REASON_BYTES: usize = 1024;
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, Error)]
@@ -52,6 +45,20 @@ pub enum PipelineError {
     /// What the engine must not run without could not be read.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl PipelineError {
+    /// Who has to act on it: a config mistake is the user's, an
+    /// unreachable broker may come back, an engine invariant broken is a
+    /// bug.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PipelineError::Connector(e) => e.class(),
+            PipelineError::Engine(e) => e.class(),
+            PipelineError::Config(_) => ErrorClass::User,
+            PipelineError::Unavailable(_) => ErrorClass::Retryable,
+        }
+    }
 }
 
 /// How the caller asks a running pipeline to end.
@@ -139,7 +146,14 @@ pub async fn run_pipeline(
         r = startup => r?,
     };
     let follower = Some(follower);
-    let detector_chunks = restore_detectors(config, &detectors, &state_table);
+    let mut state = StateStore::new(
+        &config.alerting.state_topic,
+        &config.kafka.group_id,
+        config.sinks.max_payload_bytes(),
+        state_table,
+        saved_state,
+    );
+    state.restore_detectors(&detectors);
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
     let source = KafkaSource::start(
         &config.kafka,
@@ -151,26 +165,11 @@ pub async fn run_pipeline(
         specs,
         tx,
     )?;
-    let mut sinks = Sinks {
-        config,
-        producer,
-        pending: Vec::new(),
-        metrics: metrics.clone(),
-        tap: options.alert_tap.clone(),
-        alerter,
-        silences: silence_rx,
-        webhooks: crate::alerting::webhook::Webhooks::start(
-            &config.alerting.webhooks,
-            metrics.clone(),
-        ),
-        saved_state,
-        state_chunks: chunked::read_ref(&state_table, &config.kafka.group_id)
-            .map(|r| r.keys(&config.kafka.group_id))
-            .unwrap_or_default(),
-        state_table,
-        stale: Vec::new(),
+    let mut stages = Stages {
+        outputs: Outputs::new(config, producer, metrics.clone(), options.alert_tap.clone()),
+        alerting: AlertingStage::new(alerter, silence_rx),
+        state,
         detectors,
-        detector_chunks,
     };
     let mut committed = Committed::default();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
@@ -226,7 +225,7 @@ pub async fn run_pipeline(
                 Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
                     let checkpoint = committed
                         .as_ref()
-                        .and_then(|(_, m)| sinks.checkpoint(source.topic(s), partition, m));
+                        .and_then(|(_, m)| stages.state.checkpoint(source.topic(s), partition, m));
                     if let Some(c) = &checkpoint {
                         tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
                     }
@@ -234,14 +233,14 @@ pub async fn run_pipeline(
                 }
                 Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
                     first_record.get_or_insert_with(Instant::now);
-                    sinks.dead_letters(source.topic(s), dead).await?;
+                    stages.outputs.dead_letters(source.topic(s), dead).await?;
                     engine.note_consumed(s, &consumed);
                     if let Some(batch) = batch {
                         // A stop during the evaluations abandons them (see
                         // `abandoned`); after a stop they run to the end.
                         let work = async {
                             let alerts = engine.ingest(s, batch).await?;
-                            sinks.outputs(&source, &mut engine, alerts).await
+                            stages.emit(&source, &mut engine, alerts).await
                         };
                         let Some((done, drain_now)) =
                             unless_stopped(stop.as_mut(), stop_requested, work).await
@@ -288,8 +287,8 @@ pub async fn run_pipeline(
                 // (at-least-once).
                 let work = async {
                     let alerts = engine.tick().await?;
-                    sinks.outputs(&source, &mut engine, alerts).await?;
-                    commit(&source, &engine, &mut sinks, &defs, &mut committed, false).await
+                    stages.emit(&source, &mut engine, alerts).await?;
+                    commit(&source, &engine, &mut stages, &defs, &mut committed, false).await
                 };
                 let Some((done, drain_now)) =
                     unless_stopped(stop.as_mut(), stop_requested, work).await
@@ -313,15 +312,15 @@ pub async fn run_pipeline(
     } else {
         if drain && !stopping {
             let alerts = engine.finish().await?;
-            sinks.outputs(&source, &mut engine, alerts).await?;
-            let last = sinks.alerter.finish();
-            sinks.notify(last).await?;
+            stages.emit(&source, &mut engine, alerts).await?;
+            let last = stages.alerting.finish();
+            stages.outputs.notify(last).await?;
         }
-        let last = commit(&source, &engine, &mut sinks, &defs, &mut committed, true);
+        let last = commit(&source, &engine, &mut stages, &defs, &mut committed, true);
         match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
             Ok(done) => {
                 done?;
-                sinks.producer.flush(SHUTDOWN_WAIT)?;
+                stages.outputs.producer.flush(SHUTDOWN_WAIT)?;
             }
             Err(_) => {
                 tracing::warn!(
@@ -332,10 +331,10 @@ pub async fn run_pipeline(
             }
         }
     }
-    if abandoned && let Err(e) = sinks.producer.flush(ABANDONED_FLUSH) {
+    if abandoned && let Err(e) = stages.outputs.producer.flush(ABANDONED_FLUSH) {
         tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
     }
-    if let Some(w) = sinks.webhooks.take() {
+    if let Some(w) = stages.outputs.webhooks.take() {
         tokio::task::spawn_blocking(move || w.finish()).await.ok();
     }
     follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -551,19 +550,20 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
 async fn commit(
     source: &KafkaSource,
     engine: &WindowEngine,
-    sinks: &mut Sinks<'_>,
+    stages: &mut Stages<'_>,
     defs: &[SourceDef],
     committed: &mut Committed,
     last: bool,
 ) -> Result<(), PipelineError> {
-    sinks.save_alerting_state().await?;
-    sinks.save_detector_state().await?;
+    stages.save_state().await?;
     let mut offsets = Vec::new();
     let mut stored = Vec::new();
     for s in 0..defs.len() {
         for (partition, offset, checkpoint) in engine.commit_positions(s) {
             let (metadata, chunks) =
-                sinks.checkpoint_metadata(source.topic(s), partition, &checkpoint);
+                stages
+                    .state
+                    .checkpoint_metadata(source.topic(s), partition, &checkpoint);
             stored.extend(chunks);
             offsets.push(CommitOffset {
                 source: s,
@@ -585,15 +585,13 @@ async fn commit(
         // Large checkpoints go to the state topic before the commit that
         // points at them.
         for (key, chunk) in stored {
-            sinks.store(key, chunk).await?;
+            stages
+                .state
+                .store(&mut stages.outputs.producer, key, chunk)
+                .await?;
         }
     }
-    let refused = KafkaProducer::settled(
-        std::mem::take(&mut sinks.pending),
-        "alerts and dead letters",
-    )
-    .await?;
-    Metrics::add(&sinks.metrics.messages_refused, refused);
+    stages.outputs.settle().await?;
     if offsets.is_empty() || (unchanged && !last) {
         return Ok(());
     }
@@ -613,36 +611,34 @@ async fn commit(
         committed.sent.clear();
         return Ok(());
     }
-    Metrics::add(&sinks.metrics.commits, 1);
+    Metrics::add(&stages.outputs.metrics().commits, 1);
     // Checkpoints stored in the state topic that the new commit no longer
     // points at: deleted once the broker confirmed a newer commit of their
     // partition (until then a restart may still need them).
     for old in committed.sent.iter() {
-        if let Some(r) = Checkpoint::decode(&old.metadata).and_then(|c| c.stored)
-            && !offsets.iter().any(|o| o.metadata == old.metadata)
-        {
-            let key = checkpoint_key(
-                &sinks.config.kafka.group_id,
+        if !offsets.iter().any(|o| o.metadata == old.metadata)
+            && let Some(keys) = stages.state.checkpoint_chunks(
                 source.topic(old.source),
                 old.partition,
-            );
-            committed.retired.push((
-                old.source,
-                old.partition,
-                old.metadata.clone(),
-                r.keys(&key),
-            ));
+                &old.metadata,
+            )
+        {
+            committed
+                .retired
+                .push((old.source, old.partition, old.metadata.clone(), keys));
         }
     }
+    let mut superseded_keys = Vec::new();
     committed.retired.retain(|(s, p, metadata, keys)| {
         let superseded = source
             .confirmed(*s, *p)
             .is_some_and(|confirmed| confirmed != *metadata);
         if superseded {
-            sinks.stale.extend(keys.iter().cloned());
+            superseded_keys.extend(keys.iter().cloned());
         }
         !superseded
     });
+    stages.state.retire(superseded_keys);
     committed.sent = offsets;
     Ok(())
 }
@@ -667,464 +663,46 @@ struct Committed {
     retired: Vec<(usize, i32, String, Vec<String>)>,
 }
 
-/// Where a checkpoint too large for commit metadata is stored.
-/// Where a model's detector state lives in the state topic.
-fn detector_key(group: &str, model: &str) -> String {
-    format!("{group}/detector/{model}")
-}
-
-/// Where segment `seg` of a detector's training rows lives (the number
-/// zero-padded, so a segment's key never prefixes another's).
-fn segment_key(detector: &str, seg: u64) -> String {
-    format!("{detector}/rows/{seg:020}")
-}
-
-/// Gives each detector the state this consumer group saved for it, if
-/// any (a state it cannot take is logged and the model starts afresh);
-/// returns the chunk keys of what was read.
-fn restore_detectors(
-    config: &Config,
-    detectors: &[Arc<crate::detector::Detector>],
-    table: &Table,
-) -> HashMap<String, Vec<String>> {
-    let mut chunks = HashMap::new();
-    for d in detectors {
-        let key = detector_key(&config.kafka.group_id, d.name());
-        let model_key = format!("{key}/model");
-        for k in [&key, &model_key] {
-            if let Some(r) = chunked::read_ref(table, k) {
-                chunks.insert(k.clone(), r.keys(k));
-            }
-        }
-        let state = match chunked::read(table, &key) {
-            Ok(Some(state)) => state,
-            Ok(None) => {
-                tracing::info!(
-                    model = d.name(),
-                    "no saved detector state: the model starts afresh"
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(model = d.name(), error = %e, "the saved detector state is incomplete: the model starts afresh");
-                continue;
-            }
-        };
-        let model = chunked::read(table, &model_key).ok().flatten();
-        let segment = |seg: u64| {
-            let k = segment_key(&key, seg);
-            let r = chunked::read_ref(table, &k)?;
-            chunks.insert(k.clone(), r.keys(&k));
-            chunked::join(table, &k, &r).ok()
-        };
-        match d.restore(&state, model.as_deref(), segment) {
-            Ok(()) => tracing::info!(
-                model = d.name(),
-                bytes = state.len(),
-                "detector state restored: no warm-up"
-            ),
-            Err(e) => {
-                tracing::warn!(model = d.name(), error = %e, "the saved detector state is not taken: the model starts afresh")
-            }
-        }
-    }
-    chunks
-}
-
-fn checkpoint_key(group: &str, topic: &str, partition: i32) -> String {
-    format!("{group}/checkpoint/{topic}/{partition}")
-}
-
-/// The alert and dead-letter producers, and the deliveries not yet awaited.
-struct Sinks<'a> {
-    config: &'a Config,
-    producer: KafkaProducer,
-    pending: Vec<DeliveryFuture>,
-    metrics: Arc<Metrics>,
-    tap: Option<mpsc::UnboundedSender<Payload>>,
-    /// Rule rows → alert lifecycle → grouped notifications.
-    alerter: Alerter,
-    /// Changes to the silences topic, applied before each alerting step.
-    silences: mpsc::UnboundedReceiver<TableEntry>,
-    /// `[[alerting.webhooks]]`: the same payloads, POSTed.
-    webhooks: Option<crate::alerting::webhook::Webhooks>,
-    /// The alerting state last saved to the state topic.
-    saved_state: String,
-    /// The keys of its chunks.
-    state_chunks: Vec<String>,
-    /// This group's entries of the state topic: as read at start, plus
-    /// what this run wrote (checkpoints are read back from here).
-    state_table: Table,
-    /// Chunks replaced by a value whose ref is now stored: deleted
-    /// (tombstones) at the next save.
-    stale: Vec<String>,
+/// The stages after the window engine: its outputs, the alerting stage
+/// and the state store, all producing on the outputs' producer.
+struct Stages<'a> {
+    outputs: Outputs<'a>,
+    alerting: AlertingStage,
+    state: StateStore,
     /// The models' detectors, whose state is saved with each commit.
     detectors: Vec<Arc<crate::detector::Detector>>,
-    /// Per saved detector value (its key), the keys of its chunks.
-    detector_chunks: HashMap<String, Vec<String>>,
 }
 
-impl Sinks<'_> {
-    /// Produces one JSON message; the next commit waits for its delivery.
-    async fn produce_json(
-        &mut self,
-        topic: &str,
-        key: &str,
-        json: &str,
-    ) -> Result<(), PipelineError> {
-        let sent = self
-            .producer
-            .send(
-                topic,
-                Some(key.as_bytes()),
-                json.as_bytes(),
-                &[("content-type", b"application/json")],
-            )
-            .await;
-        self.pend(topic, sent)
-    }
-
-    /// Keeps a delivery for the next commit to await; a message refused
-    /// for what it is (too large, invalid) is logged and counted, and the
-    /// stream goes on.
-    fn pend(
-        &mut self,
-        topic: &str,
-        sent: Result<DeliveryFuture, ConnectorError>,
-    ) -> Result<(), PipelineError> {
-        match sent {
-            Ok(f) => {
-                self.pending.push(f);
-                Ok(())
-            }
-            Err(e) if e.is_message_refused() => {
-                Metrics::add(&self.metrics.messages_refused, 1);
-                tracing::error!(%topic, error = %e, "a message was refused; it is dropped and counted in messages_refused");
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Saves the alerting state to the state topic if it changed since the
-    /// last save — in chunks under the message limit, then the head that
-    /// points at them; the commit that follows waits for all of it like
-    /// for alerts. Chunks of older states are deleted once a newer head
-    /// has been acknowledged.
-    async fn save_alerting_state(&mut self) -> Result<(), PipelineError> {
-        for key in std::mem::take(&mut self.stale) {
-            self.state_table.remove(&key);
-            let sent = self
-                .producer
-                .send_tombstone(&self.config.alerting.state_topic, key.as_bytes())
-                .await;
-            self.pend(&self.config.alerting.state_topic, sent)?;
-        }
-        let state = self.alerter.snapshot();
-        if state == self.saved_state {
-            return Ok(());
-        }
-        let group = self.config.kafka.group_id.clone();
-        let (r, chunks) = chunked::split(
-            &group,
-            state.as_bytes(),
-            self.config.sinks.max_payload_bytes(),
-        );
-        let keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
-        for (key, chunk) in chunks {
-            self.store(key, chunk).await?;
-        }
-        self.store(group, chunked::head(&r)).await?;
-        let old = std::mem::replace(&mut self.state_chunks, keys);
-        self.stale
-            .extend(old.into_iter().filter(|k| !self.state_chunks.contains(k)));
-        self.saved_state = state;
-        Ok(())
-    }
-
-    /// Saves each detector's state that changed since its last save (and
-    /// its model trained online, when that changed) to the state topic,
-    /// chunked like the alerting state, under `GROUP/detector/MODEL` (and
-    /// `…/model`); the commit that follows waits for it.
-    async fn save_detector_state(&mut self) -> Result<(), PipelineError> {
-        for d in self.detectors.clone() {
-            let saved = match d.save() {
-                Ok(Some(saved)) => saved,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(model = d.name(), error = %e, "the detector state cannot be saved; a restart would warm this model up again");
-                    continue;
-                }
-            };
-            let key = detector_key(&self.config.kafka.group_id, d.name());
-            for (seg, rows) in &saved.segments {
-                self.store_chunked(segment_key(&key, *seg), rows).await?;
-            }
-            if let Some(model) = saved.model {
-                self.store_chunked(format!("{key}/model"), &model).await?;
-            }
-            self.store_chunked(key.clone(), &saved.state).await?;
-            // Segments whose rows all left the training window go, with
-            // their chunks, once this state is stored.
-            let prefix = format!("{key}/rows/");
-            let gone: Vec<String> = self
-                .detector_chunks
-                .keys()
-                .filter(|k| {
-                    k.strip_prefix(&prefix)
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .is_some_and(|n| n < saved.first_segment)
-                })
-                .cloned()
-                .collect();
-            for k in gone {
-                let chunks = self.detector_chunks.remove(&k).unwrap_or_default();
-                self.stale.extend(chunks);
-                self.stale.push(k);
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores `value` under `key` as chunks and then the head pointing at
-    /// them; the chunks it replaces go stale.
-    async fn store_chunked(&mut self, key: String, value: &[u8]) -> Result<(), PipelineError> {
-        let (r, chunks) = chunked::split(&key, value, self.config.sinks.max_payload_bytes());
-        let keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
-        for (k, chunk) in chunks {
-            self.store(k, chunk).await?;
-        }
-        self.store(key.clone(), chunked::head(&r)).await?;
-        let old = self
-            .detector_chunks
-            .insert(key, keys.clone())
-            .unwrap_or_default();
-        self.stale
-            .extend(old.into_iter().filter(|k| !keys.contains(k)));
-        Ok(())
-    }
-
-    /// Produces one entry of the state topic and keeps it in the local
-    /// copy of the table.
-    async fn store(&mut self, key: String, value: Vec<u8>) -> Result<(), PipelineError> {
-        let topic = &self.config.alerting.state_topic;
-        let sent = self
-            .producer
-            .send(topic, Some(key.as_bytes()), &value, &[])
-            .await;
-        self.pend(topic, sent)?;
-        self.state_table.insert(key, Some(value));
-        Ok(())
-    }
-
-    /// Commit metadata for a partition's checkpoint: the checkpoint itself
-    /// when it fits the broker's limit, else a ref to chunks (returned, to
-    /// be stored in the state topic before the commit).
-    fn checkpoint_metadata(
-        &self,
-        topic: &str,
-        partition: i32,
-        checkpoint: &Checkpoint,
-    ) -> (String, Vec<(String, Vec<u8>)>) {
-        let full = checkpoint.encode();
-        if full.len() <= super::checkpoint::MAX_METADATA_BYTES {
-            return (full, Vec::new());
-        }
-        let key = checkpoint_key(&self.config.kafka.group_id, topic, partition);
-        let (r, chunks) =
-            chunked::split(&key, full.as_bytes(), self.config.sinks.max_payload_bytes());
-        let pointer = Checkpoint {
-            v: Checkpoint::VERSION,
-            next: checkpoint.next,
-            stored: Some(r),
-            ..Default::default()
-        };
-        (pointer.encode(), chunks)
-    }
-
-    /// The checkpoint committed metadata stands for: itself, or the one
-    /// stored in the state topic that it points at.
-    fn checkpoint(&self, topic: &str, partition: i32, metadata: &str) -> Option<Checkpoint> {
-        let c = Checkpoint::decode(metadata)?;
-        let Some(r) = &c.stored else {
-            return Some(c);
-        };
-        let key = checkpoint_key(&self.config.kafka.group_id, topic, partition);
-        match chunked::join(&self.state_table, &key, r) {
-            Ok(bytes) => {
-                let full = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(Checkpoint::decode);
-                if full.is_none() {
-                    tracing::warn!(%topic, partition, "the stored checkpoint does not parse; starting this partition without one");
-                }
-                full
-            }
-            Err(e) => {
-                tracing::warn!(%topic, partition, error = %e, "the stored checkpoint cannot be read; starting this partition without one");
-                None
-            }
-        }
-    }
-
-    /// Produces notifications to the alerts topic, keyed by group key so
-    /// one group's updates stay in order on one partition.
-    async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), PipelineError> {
-        let (max_alerts, max_bytes) = (
-            self.config.alerting.max_alerts,
-            self.config.sinks.max_payload_bytes(),
-        );
-        for p in payloads
-            .into_iter()
-            .flat_map(|p| p.split(max_alerts, max_bytes))
-        {
-            if p.truncated_alerts > 0 {
-                Metrics::add(&self.metrics.notifications_truncated, 1);
-            }
-            let json = p.to_json();
-            self.produce_json(&self.config.sinks.alerts_topic, &p.group_key, &json)
-                .await?;
-            Metrics::add(&self.metrics.notifications, 1);
-            if let Some(w) = &self.webhooks {
-                w.send(json.clone());
-            }
-            if let Some(tap) = &self.tap {
-                let _ = tap.send(p);
-            }
-        }
-        Ok(())
-    }
-
-    /// What the engine produced in one step: its rule rows, through the
-    /// alerter, as notifications; then its late rows (to the late topic,
-    /// with their source topic).
-    async fn outputs(
+impl Stages<'_> {
+    /// What the engine produced in one step: its rule rows (to the rows
+    /// topic; through the alerting stage, as notifications); then its late
+    /// rows (to the late topic, with their source topic).
+    async fn emit(
         &mut self,
         source: &KafkaSource,
         engine: &mut WindowEngine,
         rows: Vec<crate::alert::Alert>,
     ) -> Result<(), PipelineError> {
-        if let Some(topic) = &self.config.sinks.rows_topic {
-            for a in &rows {
-                self.produce_json(topic, &a.fingerprint, &a.to_json())
-                    .await?;
-            }
-        }
-        while let Ok((id, value)) = self.silences.try_recv() {
-            self.alerter.silences.apply_message(&id, value.as_deref());
-        }
+        self.outputs.rule_rows(&rows).await?;
         let payloads =
-            self.alerter
+            self.alerting
                 .step(engine.take_evaluations(), rows, engine.lowest_watermark());
-        self.notify(payloads).await?;
+        self.outputs.notify(payloads).await?;
         for l in engine.take_late() {
-            self.late(source.topic(l.source), l).await?;
+            self.outputs.late(source.topic(l.source), l).await?;
         }
         Ok(())
     }
 
-    /// Produces late rows as JSON, one message each, with their lateness and
-    /// origin in headers.
-    async fn late(&mut self, topic: &str, late: LateRows) -> Result<(), PipelineError> {
-        let rows = &late.rows;
-        let schema = rows.schema();
-        let (Ok(pi), Ok(oi)) = (
-            schema.index_of(PARTITION_COLUMN),
-            schema.index_of(OFFSET_COLUMN),
-        ) else {
-            return Err(EngineError::Internal("late rows lack _partition/_offset".into()).into());
-        };
-        let parts = rows.column(pi).as_primitive::<Int32Type>().clone();
-        let offs = rows.column(oi).as_primitive::<Int64Type>().clone();
-        let data: Vec<usize> = (0..schema.fields().len())
-            .filter(|&i| i != pi && i != oi)
-            .collect();
-        let payload = rows
-            .project(&data)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let mut json = Vec::new();
-        {
-            let mut writer = LineDelimitedWriter::new(&mut json);
-            writer
-                .write(&payload)
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            writer
-                .finish()
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-        }
-        for (i, line) in json
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
-            let lateness = late
-                .lateness_ms
-                .get(i)
-                .copied()
-                .unwrap_or_default()
-                .to_string();
-            let origin = (topic, parts.value(i), offs.value(i));
-            let to = self.config.sinks.late_topic.as_str();
-            self.send_with_origin(to, line, ("telemine.lateness_ms", &lateness), origin)
-                .await?;
-        }
+    /// Saves the alerting state and the detectors' state where they
+    /// changed; the commit that follows settles them like the outputs.
+    async fn save_state(&mut self) -> Result<(), PipelineError> {
+        let producer = &mut self.outputs.producer;
+        self.state
+            .save_alerting(producer, self.alerting.snapshot())
+            .await?;
+        self.state.save_detectors(producer, &self.detectors).await?;
         Ok(())
-    }
-
-    async fn dead_letters(
-        &mut self,
-        topic: &str,
-        dead: Vec<DeadLetter>,
-    ) -> Result<(), PipelineError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        Metrics::add(&self.metrics.dead_letters, dead.len() as u64);
-        for d in dead {
-            tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
-            let to = self.config.sinks.dead_letter_topic.as_str();
-            let origin = (topic, d.partition, d.offset);
-            self.send_with_origin(to, &d.payload, ("telemine.error", &d.reason), origin)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Produces a record taken out of the stream (dead letter, late row) to
-    /// `to`, with one header saying why and three saying where it came from:
-    /// `telemine.source.topic`, `.partition`, `.offset`.
-    async fn send_with_origin(
-        &mut self,
-        to: &str,
-        payload: &[u8],
-        (why, reason): (&str, &str),
-        (topic, partition, offset): (&str, i32, i64),
-    ) -> Result<(), PipelineError> {
-        let partition = partition.to_string();
-        let offset = offset.to_string();
-        let reason = crate::alert::cut(reason.to_string(), MAX_REASON_BYTES);
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            (why, reason.as_bytes()),
-            ("telemine.source.topic", topic.as_bytes()),
-            ("telemine.source.partition", partition.as_bytes()),
-            ("telemine.source.offset", offset.as_bytes()),
-        ];
-        // A record too large for the topic is cut to fit; its size and
-        // digest say what it was.
-        let cap = self.config.sinks.max_payload_bytes();
-        let (size, digest);
-        let body = if payload.len() > cap {
-            size = payload.len().to_string();
-            digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(payload));
-            headers.push(("telemine.original_size", size.as_bytes()));
-            headers.push(("telemine.original_xxh3", digest.as_bytes()));
-            Metrics::add(&self.metrics.messages_cut, 1);
-            &payload[..cap]
-        } else {
-            payload
-        };
-        let sent = self.producer.send(to, None, body, &headers).await;
-        self.pend(to, sent)
     }
 }
 

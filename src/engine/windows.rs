@@ -30,22 +30,37 @@ use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use datafusion::common::hash_utils::create_hashes_with_hasher;
+use telemine_connectors::ErrorClass;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 
 use super::checkpoint::Checkpoint;
 use super::window_kinds;
-use crate::alert::{Alert, alerts_from_batches};
+use crate::alert::Alert;
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
+use crate::sql::alerts_from_batches;
 use crate::sql::{Sliding, SqlSet, WindowKind};
 
 /// An error of the engine itself (not of one view or rule, which are logged
 /// and counted and do not stop the stream).
 #[derive(Debug, Error)]
 pub enum EngineError {
+    /// What the engine was given cannot be run (a source's declaration).
+    #[error("{0}")]
+    Config(String),
     #[error("internal error (a bug in telemine, please report it): {0}")]
     Internal(String),
+}
+
+impl EngineError {
+    /// Who has to act on it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::Config(_) => ErrorClass::User,
+            EngineError::Internal(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

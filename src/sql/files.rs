@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::alert::rule::Severity;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::duration::parse_duration;
 
@@ -36,24 +37,6 @@ use crate::duration::parse_duration;
 pub enum Kind {
     View,
     Rule,
-}
-
-/// Alert severity, as Prometheus rule labels spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Critical,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
 }
 
 /// One `-- @key: value` line.
@@ -229,7 +212,7 @@ pub fn rule_meta(file: &SqlFile, diags: &mut Vec<Diagnostic>) -> RuleMeta {
             }
             k => {
                 if let Some(label) = k.strip_prefix("label.") {
-                    if !crate::alerting::matcher::is_label_name(label) {
+                    if !crate::alert::matcher::is_label_name(label) {
                         err(format!(
                             "@label.{label}: `{label}` is not a label name (letters, digits and _, not starting with a digit)"
                         ));
@@ -249,7 +232,7 @@ pub fn rule_meta(file: &SqlFile, diags: &mut Vec<Diagnostic>) -> RuleMeta {
                         meta.label_at.insert(label.to_string(), (m.line, m.col));
                     }
                 } else if let Some(name) = k.strip_prefix("annotation.") {
-                    if crate::alerting::matcher::is_label_name(name) {
+                    if crate::alert::matcher::is_label_name(name) {
                         meta.annotations.push((
                             name.to_string(),
                             m.value.clone(),

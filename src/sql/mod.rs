@@ -14,6 +14,7 @@
 //! runs the rules over the views' fresh output ([`SqlSet::run_rule`]). This
 //! module never sees Kafka.
 
+mod alerts;
 mod files;
 mod panes;
 mod planner;
@@ -33,7 +34,8 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-pub use files::{Kind, RuleMeta, Severity, SqlFile, read_dir, rule_meta};
+pub use alerts::alerts_from_batches;
+pub use files::{Kind, RuleMeta, SqlFile, read_dir, rule_meta};
 pub use panes::{PaneColumns, PanePlan};
 pub use sliding::Sliding;
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
@@ -113,7 +115,7 @@ pub trait ViewScorer: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
-    pub severity: Severity,
+    pub severity: crate::alert::rule::Severity,
     pub file: PathBuf,
     pub plan: LogicalPlan,
     /// Indices of the views it reads.
@@ -121,11 +123,11 @@ pub struct Rule {
     /// Output columns that are view keys: the alert's labels.
     pub label_columns: Vec<String>,
     /// `@for` and `@keep_firing_for`.
-    pub timing: crate::alerting::lifecycle::Timing,
+    pub timing: crate::alert::rule::Timing,
     /// `@label.NAME` labels, added to every alert.
     pub extra_labels: std::collections::BTreeMap<String, String>,
     /// Annotation templates, by name.
-    pub annotations: Vec<(String, crate::alerting::template::Template)>,
+    pub annotations: Vec<(String, crate::alert::template::Template)>,
 }
 
 /// What a SQL set may use beyond its files: reference tables and the

@@ -615,7 +615,7 @@ async fn plan_rule(
         plan,
         views: used,
         label_columns,
-        timing: crate::alerting::lifecycle::Timing {
+        timing: crate::alert::rule::Timing {
             for_ms: meta.for_ms,
             keep_firing_for_ms: meta.keep_firing_for_ms,
         },
@@ -632,7 +632,7 @@ fn rule_annotations(
     label_columns: &[String],
     schema: &datafusion::arrow::datatypes::Schema,
     diags: &mut Vec<Diagnostic>,
-) -> Option<Vec<(String, crate::alerting::template::Template)>> {
+) -> Option<Vec<(String, crate::alert::template::Template)>> {
     for l in meta.labels.keys() {
         if label_columns.contains(l) {
             let (line, col) = meta.label_at.get(l).copied().unwrap_or((1, 1));
@@ -654,7 +654,7 @@ fn rule_annotations(
     let mut out = Vec::new();
     let mut ok = true;
     for (name, text, line, col) in &meta.annotations {
-        match crate::alerting::template::Template::parse(text, &labels, &values) {
+        match crate::alert::template::Template::parse(text, &labels, &values) {
             Ok(t) => out.push((name.clone(), t)),
             Err(e) => {
                 ok = false;

@@ -1,4 +1,5 @@
-//! The producer used by the alert and dead-letter sinks.
+//! The producer used by the alert, dead-letter and state outputs; it owns
+//! their deliveries.
 
 use std::time::Duration;
 
@@ -9,12 +10,17 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
 
-/// An idempotent producer. [`KafkaProducer::send`] enqueues and returns the
-/// delivery future; callers await the futures before they commit the input
-/// offsets the messages derive from (at-least-once).
-#[derive(Clone)]
+/// An idempotent producer that owns its deliveries: [`KafkaProducer::send`]
+/// enqueues, and [`KafkaProducer::settle`] waits until the broker has
+/// acknowledged everything sent since the last settle. The engine settles
+/// before it commits the input offsets the messages derive from
+/// (at-least-once), so no delivery handle leaves the connector.
 pub struct KafkaProducer {
     producer: FutureProducer<Quiet>,
+    /// Deliveries not yet settled.
+    pending: Vec<DeliveryFuture>,
+    /// Messages refused for what they are since the last settle.
+    refused: u64,
 }
 
 impl KafkaProducer {
@@ -35,18 +41,24 @@ impl KafkaProducer {
         let producer = c.create_with_context(Quiet::new(client)).map_err(|e| {
             ConnectorError::kafka("creating the producer (check [kafka] settings)", e)
         })?;
-        Ok(KafkaProducer { producer })
+        Ok(KafkaProducer {
+            producer,
+            pending: Vec::new(),
+            refused: 0,
+        })
     }
 
     /// Enqueues one message; waits (briefly, repeatedly) while the local
-    /// queue is full.
+    /// queue is full. A message refused for what it is (too large,
+    /// invalid: [`ConnectorError::is_message_refused`]) is logged and
+    /// counted (see [`KafkaProducer::settle`]), and the stream goes on.
     pub async fn send(
-        &self,
+        &mut self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
-    ) -> Result<DeliveryFuture, ConnectorError> {
+    ) -> Result<(), ConnectorError> {
         let mut hs = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             hs = hs.insert(Header {
@@ -60,13 +72,16 @@ impl KafkaProducer {
         }
         loop {
             match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
+                Ok(f) => {
+                    self.pending.push(f);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
-                    return Err(ConnectorError::kafka(
+                    return self.refuse(ConnectorError::kafka(
                         format!("producing to topic `{topic}`"),
                         e,
                     ));
@@ -77,20 +92,19 @@ impl KafkaProducer {
 
     /// Enqueues a tombstone (a null value) for `key`: the compacted
     /// topic's way of deleting it.
-    pub async fn send_tombstone(
-        &self,
-        topic: &str,
-        key: &[u8],
-    ) -> Result<DeliveryFuture, ConnectorError> {
+    pub async fn delete(&mut self, topic: &str, key: &[u8]) -> Result<(), ConnectorError> {
         loop {
             let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
             match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
+                Ok(f) => {
+                    self.pending.push(f);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
-                    return Err(ConnectorError::kafka(
+                    return self.refuse(ConnectorError::kafka(
                         format!("deleting a key of topic `{topic}`"),
                         e,
                     ));
@@ -99,36 +113,31 @@ impl KafkaProducer {
         }
     }
 
-    /// Awaits delivery reports; fails on the first message the broker did
-    /// not acknowledge.
-    pub async fn acknowledged(
-        futures: Vec<DeliveryFuture>,
-        what: &str,
-    ) -> Result<(), ConnectorError> {
-        for f in futures {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    return Err(ConnectorError::kafka(format!("delivering {what}"), e));
-                }
-                Err(_) => {
-                    return Err(ConnectorError::Internal(format!(
-                        "delivery of {what} was cancelled (the producer was dropped)"
-                    )));
-                }
-            }
+    /// A message refused at enqueue: counted when it is refused for what
+    /// it is, an error otherwise.
+    fn refuse(&mut self, e: ConnectorError) -> Result<(), ConnectorError> {
+        if !e.is_message_refused() {
+            return Err(e);
         }
+        self.refused += 1;
+        tracing::error!(error = %e, "a message was refused; it is dropped and counted in messages_refused");
         Ok(())
     }
 
-    /// Awaits delivery reports like [`KafkaProducer::acknowledged`], but a
-    /// message the broker refuses for what it is (too large, invalid; see
-    /// [`ConnectorError::is_message_refused`]) is logged and counted
-    /// instead of failing the rest: no one message may stop the stream.
-    /// Returns how many were refused.
-    pub async fn settled(futures: Vec<DeliveryFuture>, what: &str) -> Result<u64, ConnectorError> {
-        let mut refused = 0;
-        for f in futures {
+    /// Deliveries enqueued and not yet settled.
+    pub fn unsettled(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Waits until the broker has acknowledged every message sent since
+    /// the last settle. A message it refuses for what it is (too large,
+    /// invalid) is logged and counted instead of failing the rest: no one
+    /// message may stop the stream. Returns how many were refused since
+    /// the last settle (at enqueue or at delivery); any other failure is
+    /// an error, and the messages not yet awaited are dropped from the
+    /// reckoning (the caller does not commit past them).
+    pub async fn settle(&mut self, what: &str) -> Result<u64, ConnectorError> {
+        for f in std::mem::take(&mut self.pending) {
             match f.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, m))) => {
@@ -136,7 +145,7 @@ impl KafkaProducer {
                     if !e.is_message_refused() {
                         return Err(e);
                     }
-                    refused += 1;
+                    self.refused += 1;
                     tracing::error!(topic = m.topic(), bytes = m.payload().map_or(0, <[u8]>::len), error = %e,
                         "the broker refused a message; it is dropped and counted in messages_refused");
                 }
@@ -147,7 +156,18 @@ impl KafkaProducer {
                 }
             }
         }
-        Ok(refused)
+        Ok(std::mem::take(&mut self.refused))
+    }
+
+    /// Like [`KafkaProducer::settle`], but a refused message is an error
+    /// too (a command writing one message whose loss must be reported).
+    pub async fn acknowledged(&mut self, what: &str) -> Result<(), ConnectorError> {
+        match self.settle(what).await? {
+            0 => Ok(()),
+            n => Err(ConnectorError::Refused(format!(
+                "the broker refused {n} message(s) of {what} (too large or invalid for the topic; see its max.message.bytes)"
+            ))),
+        }
     }
 
     /// Flushes the producer's queue (shutdown).

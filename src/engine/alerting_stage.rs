@@ -1,0 +1,50 @@
+//! The alerting stage of the Kafka pipeline: the [`Alerter`] (rule rows →
+//! alert lifecycle → grouped notifications) with the changes to the
+//! silences topic, which the follower thread hands over and which are
+//! applied before each step.
+
+use telemine_connectors::kafka::TableEntry;
+use tokio::sync::mpsc;
+
+use crate::alert::Alert;
+use crate::alerting::payload::Payload;
+use crate::alerting::{Alerter, Evaluation};
+
+/// See the module docs.
+pub(crate) struct AlertingStage {
+    alerter: Alerter,
+    /// Changes to the silences topic since the last step.
+    silences: mpsc::UnboundedReceiver<TableEntry>,
+}
+
+impl AlertingStage {
+    pub(crate) fn new(alerter: Alerter, silences: mpsc::UnboundedReceiver<TableEntry>) -> Self {
+        AlertingStage { alerter, silences }
+    }
+
+    /// One step on event time: the silences as they stand now, then the
+    /// rule evaluations and rows, with the alerting clock at `watermark`
+    /// (see [`Alerter::step`]). Returns the notifications due.
+    pub(crate) fn step(
+        &mut self,
+        evaluations: Vec<Evaluation>,
+        rows: Vec<Alert>,
+        watermark: Option<i64>,
+    ) -> Vec<Payload> {
+        while let Ok((id, value)) = self.silences.try_recv() {
+            self.alerter.silences.apply_message(&id, value.as_deref());
+        }
+        self.alerter.step(evaluations, rows, watermark)
+    }
+
+    /// End of input: every group's last notification (see
+    /// [`Alerter::finish`]).
+    pub(crate) fn finish(&mut self) -> Vec<Payload> {
+        self.alerter.finish()
+    }
+
+    /// The alerting state as saved to the state topic.
+    pub(crate) fn snapshot(&self) -> String {
+        self.alerter.snapshot()
+    }
+}
