@@ -154,33 +154,117 @@ impl SourceState {
 }
 
 /// What the engine keeps per view between closes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ViewState {
     /// End of the last closed window (TUMBLE; HOP: of the last emitted
     /// window, which is also the end of the last closed pane); SESSION: the
     /// watermark at the last close.
     closed_until: Option<i64>,
-    /// HOP with pane sharing: partial states by pane, for the windows not
-    /// emitted yet, and what is built from them.
-    sliding: Option<Sliding>,
-    /// HOP with pane sharing: end of the panes computed so far.
-    panes_until: Option<i64>,
-    /// SESSION: earliest start of a session still open.
-    open_from: Option<i64>,
-    /// SESSION: no session can close before the watermark reaches this.
-    due: Option<i64>,
-    /// With allowed lateness: starts of closed windows (HOP: panes) that
-    /// took records since, to evaluate again.
-    dirty: std::collections::BTreeSet<i64>,
-    /// SESSION with allowed lateness: where records reached closed
-    /// sessions since the last close.
-    late_in_sessions: Vec<window_kinds::LateInSession>,
-    /// From the checkpoint: rows from here on are rebuilt (TUMBLE with
-    /// allowed lateness, HOP), until the source has a watermark again.
-    restored_keep: Option<i64>,
+    /// What only this view's window kind keeps.
+    kind: KindState,
     /// A view other views join: its output by window end, until every
     /// view reading it has run over that window.
     retained: BTreeMap<i64, Vec<RecordBatch>>,
+}
+
+/// The state only one window kind keeps, in a type of its own: a view's
+/// kind never changes while its state lives (a reload that changes it
+/// starts the view afresh).
+#[derive(Debug)]
+enum KindState {
+    Tumble(GridState),
+    Hop(GridState, Box<PaneState>),
+    Session(SessionState),
+}
+
+/// TUMBLE and HOP: windows on a fixed grid.
+#[derive(Debug, Default)]
+struct GridState {
+    /// With allowed lateness: starts of closed windows (HOP: panes) that
+    /// took records since, to evaluate again.
+    dirty: BTreeSet<i64>,
+    /// From the checkpoint: rows from here on are rebuilt (TUMBLE with
+    /// allowed lateness, HOP), until the source has a watermark again.
+    restored_keep: Option<i64>,
+}
+
+/// HOP with pane sharing.
+#[derive(Debug, Default)]
+struct PaneState {
+    /// Partial states by pane, for the windows not emitted yet, and what
+    /// is built from them.
+    sliding: Option<Sliding>,
+    /// End of the panes computed so far.
+    panes_until: Option<i64>,
+}
+
+/// SESSION.
+#[derive(Debug, Default)]
+struct SessionState {
+    /// Earliest start of a session still open.
+    open_from: Option<i64>,
+    /// No session can close before the watermark reaches this.
+    due: Option<i64>,
+    /// With allowed lateness: where records reached closed sessions since
+    /// the last close.
+    late: Vec<window_kinds::LateInSession>,
+}
+
+impl ViewState {
+    fn new(kind: &WindowKind, closed_until: Option<i64>) -> ViewState {
+        let kind = match kind {
+            WindowKind::Tumble => KindState::Tumble(GridState::default()),
+            WindowKind::Hop { .. } => KindState::Hop(GridState::default(), Box::default()),
+            WindowKind::Session => KindState::Session(SessionState::default()),
+        };
+        ViewState {
+            closed_until,
+            kind,
+            retained: BTreeMap::new(),
+        }
+    }
+
+    fn grid(&self) -> Option<&GridState> {
+        match &self.kind {
+            KindState::Tumble(g) | KindState::Hop(g, _) => Some(g),
+            KindState::Session(_) => None,
+        }
+    }
+
+    fn grid_mut(&mut self) -> Option<&mut GridState> {
+        match &mut self.kind {
+            KindState::Tumble(g) | KindState::Hop(g, _) => Some(g),
+            KindState::Session(_) => None,
+        }
+    }
+
+    fn panes(&self) -> Option<&PaneState> {
+        match &self.kind {
+            KindState::Hop(_, p) => Some(&**p),
+            _ => None,
+        }
+    }
+
+    fn panes_mut(&mut self) -> Option<&mut PaneState> {
+        match &mut self.kind {
+            KindState::Hop(_, p) => Some(&mut **p),
+            _ => None,
+        }
+    }
+
+    fn session(&self) -> Option<&SessionState> {
+        match &self.kind {
+            KindState::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn session_mut(&mut self) -> Option<&mut SessionState> {
+        match &mut self.kind {
+            KindState::Session(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// Windows a joined view's output is kept for at most while a view over
@@ -252,7 +336,11 @@ impl WindowEngine {
                 }
             })
             .collect();
-        let views = sql.views.iter().map(|_| ViewState::default()).collect();
+        let views = sql
+            .views
+            .iter()
+            .map(|v| ViewState::new(&v.window.kind, None))
+            .collect();
         let consumers = readers(&sql);
         let max_lateness_ms = sources
             .iter()
@@ -318,8 +406,9 @@ impl WindowEngine {
                         if before.plan != v.plan {
                             // Partial states of the old SQL do not merge
                             // with the new: rebuild them from the rows.
-                            state.sliding = None;
-                            state.panes_until = None;
+                            if let Some(p) = state.panes_mut() {
+                                *p = PaneState::default();
+                            }
                         }
                         state
                     })
@@ -334,10 +423,7 @@ impl WindowEngine {
                         }),
                         None => None,
                     };
-                    ViewState {
-                        closed_until,
-                        ..ViewState::default()
-                    }
+                    ViewState::new(&v.window.kind, closed_until)
                 }
             };
             views.push(state);
@@ -376,12 +462,12 @@ impl WindowEngine {
                 view.closed_until = Some(view.closed_until.map_or(closed, |x| x.max(closed)));
             }
             if let Some(&keep) = c.keep.get(name) {
-                match self.sql.views[vi].window.kind {
-                    WindowKind::Session => {
-                        view.open_from = Some(view.open_from.map_or(keep, |x| x.min(keep)));
+                match &mut view.kind {
+                    KindState::Session(s) => {
+                        s.open_from = Some(s.open_from.map_or(keep, |x| x.min(keep)));
                     }
-                    WindowKind::Tumble | WindowKind::Hop { .. } => {
-                        view.restored_keep = Some(view.restored_keep.map_or(keep, |x| x.min(keep)));
+                    KindState::Tumble(g) | KindState::Hop(g, _) => {
+                        g.restored_keep = Some(g.restored_keep.map_or(keep, |x| x.min(keep)));
                     }
                 }
             }
@@ -619,14 +705,17 @@ impl WindowEngine {
                 let source_has_watermark = self.sql.views[vi]
                     .source
                     .is_some_and(|s| self.sources[s].watermark.is_some());
-                match view.restored_keep {
+                match view.grid().and_then(|g| g.restored_keep) {
                     // Rows re-read after a restart, until the watermark is
                     // known again.
                     Some(k) if !source_has_watermark => k.min(from),
                     _ => from,
                 }
             }
-            WindowKind::Session => view.open_from.map_or(closed, |o| o.min(closed)),
+            WindowKind::Session => view
+                .session()
+                .and_then(|s| s.open_from)
+                .map_or(closed, |o| o.min(closed)),
         })
     }
 
@@ -794,10 +883,14 @@ impl WindowEngine {
             }
         }
         for (vi, start) in dirty {
-            self.views[vi].dirty.insert(start);
+            if let Some(g) = self.views[vi].grid_mut() {
+                g.dirty.insert(start);
+            }
         }
         for (vi, reached) in in_sessions {
-            self.views[vi].late_in_sessions.extend(reached);
+            if let Some(s) = self.views[vi].session_mut() {
+                s.late.extend(reached);
+            }
         }
         let batch = if late + replayed + duplicates == 0 {
             batch
@@ -818,8 +911,9 @@ impl WindowEngine {
                 for &vi in &state.views {
                     if self.sql.views[vi].window.kind == WindowKind::Session {
                         let due = oldest + self.sql.views[vi].window.size_ms;
-                        let view = &mut self.views[vi];
-                        view.due = Some(view.due.map_or(due, |d| d.min(due)));
+                        if let Some(s) = self.views[vi].session_mut() {
+                            s.due = Some(s.due.map_or(due, |d| d.min(due)));
+                        }
                     }
                 }
             }
@@ -1057,7 +1151,10 @@ impl WindowEngine {
             view.window.start_of(wm)
         };
         let fresh = lo.is_none_or(|lo| hi > lo);
-        let dirty = std::mem::take(&mut self.views[vi].dirty);
+        let dirty = self.views[vi]
+            .grid_mut()
+            .map(|g| std::mem::take(&mut g.dirty))
+            .unwrap_or_default();
         if !fresh && dirty.is_empty() {
             return Ok(Closed::Nothing);
         }
@@ -1122,7 +1219,10 @@ impl WindowEngine {
         // Late firings: emitted windows over panes that took records within
         // the allowed lateness, unless the watermark has passed their end
         // plus the lateness.
-        let dirty = std::mem::take(&mut self.views[vi].dirty);
+        let dirty = self.views[vi]
+            .grid_mut()
+            .map(|g| std::mem::take(&mut g.dirty))
+            .unwrap_or_default();
         let lateness = state.lateness_ms;
         let expired = |end: i64| state.watermark.is_some_and(|w| end + lateness <= w);
         let late_ends: BTreeSet<i64> = dirty
@@ -1152,7 +1252,10 @@ impl WindowEngine {
         let result = match view.panes.clone() {
             Some(plan) => {
                 // After a restart, panes from what the checkpoint kept.
-                let pane_lo = self.views[vi].panes_until.or_else(|| self.keep_from(vi));
+                let pane_lo = self.views[vi]
+                    .panes()
+                    .and_then(|p| p.panes_until)
+                    .or_else(|| self.keep_from(vi));
                 let mut panes = match self.partial_states(source, vi, pane_lo, pane_hi).await {
                     Ok(p) => p,
                     Err(e) => return self.skip_hop(vi, hi, e),
@@ -1164,7 +1267,7 @@ impl WindowEngine {
                         Err(e) => return self.skip_hop(vi, hi, e),
                     }
                 }
-                let mut sliding = match self.views[vi].sliding.take() {
+                let mut sliding = match self.views[vi].panes_mut().and_then(|p| p.sliding.take()) {
                     Some(s) => s,
                     None => match Sliding::new(plan, size, slide) {
                         Ok(s) => s,
@@ -1176,8 +1279,10 @@ impl WindowEngine {
                     Err(e) => return self.skip_hop(vi, hi, e),
                 };
                 let v = &mut self.views[vi];
-                v.sliding = Some(sliding);
-                v.panes_until = Some(pane_hi.max(v.panes_until.unwrap_or(pane_hi)));
+                if let Some(p) = v.panes_mut() {
+                    p.sliding = Some(sliding);
+                    p.panes_until = Some(pane_hi.max(p.panes_until.unwrap_or(pane_hi)));
+                }
                 v.closed_until = Some(hi);
                 self.forget_panes(vi);
                 Metrics::add(&self.metrics.late_firings, fired as u64);
@@ -1208,7 +1313,8 @@ impl WindowEngine {
     /// HOP: forgets the pane states that no window can (re)fire from.
     fn forget_panes(&mut self, vi: usize) {
         let from = self.keep_from(vi);
-        if let (Some(from), Some(sliding)) = (from, self.views[vi].sliding.as_mut()) {
+        let sliding = self.views[vi].panes_mut().and_then(|p| p.sliding.as_mut());
+        if let (Some(from), Some(sliding)) = (from, sliding) {
             sliding.forget_before(from);
         }
     }
@@ -1248,8 +1354,9 @@ impl WindowEngine {
         e: datafusion::error::DataFusionError,
     ) -> Result<Closed, EngineError> {
         let v = &mut self.views[vi];
-        v.sliding = None;
-        v.panes_until = None;
+        if let Some(p) = v.panes_mut() {
+            *p = PaneState::default();
+        }
         v.closed_until = Some(hi);
         Ok(Closed::Ran(Err(e)))
     }
@@ -1264,11 +1371,17 @@ impl WindowEngine {
     ) -> Result<Closed, EngineError> {
         let v = &self.views[vi];
         let lo = v.closed_until;
-        let nothing_due = lo.is_some_and(|lo| wm <= lo) || v.due.is_none_or(|d| wm < d);
-        if !all && nothing_due && v.late_in_sessions.is_empty() {
+        let (due, late_waiting) = v
+            .session()
+            .map_or((None, false), |s| (s.due, !s.late.is_empty()));
+        let nothing_due = lo.is_some_and(|lo| wm <= lo) || due.is_none_or(|d| wm < d);
+        if !all && nothing_due && !late_waiting {
             return Ok(Closed::Nothing);
         }
-        let mut late = std::mem::take(&mut self.views[vi].late_in_sessions);
+        let mut late = self.views[vi]
+            .session_mut()
+            .map(|s| std::mem::take(&mut s.late))
+            .unwrap_or_default();
         late.sort();
         let floor = self.keep_from(vi);
         let state = &self.sources[source];
@@ -1286,8 +1399,10 @@ impl WindowEngine {
         )?;
         Metrics::add(&self.metrics.late_firings, found.refired as u64);
         let v = &mut self.views[vi];
-        v.open_from = found.open_from;
-        v.due = found.next_end;
+        if let Some(s) = v.session_mut() {
+            s.open_from = found.open_from;
+            s.due = found.next_end;
+        }
         v.closed_until = Some(if all {
             found
                 .max_end
