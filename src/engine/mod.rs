@@ -14,6 +14,7 @@
 //!   `state_store` (alerting and detector state, large checkpoints, in the
 //!   state topic). They share one producer, settled before each commit.
 
+mod admission;
 mod alerting_stage;
 pub mod checkpoint;
 pub mod chunked;

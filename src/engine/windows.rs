@@ -1,8 +1,10 @@
 //! Event-time windows over decoded batches.
 //!
-//! Per source the engine buffers rows and tracks, per Kafka partition, the
-//! highest event time seen. The source's watermark is the lowest of those
-//! minus the source's `max_out_of_orderness`. Each feature view closes its
+//! Per source the engine buffers the rows its views still need; what may
+//! enter (the watermark per partition with idleness, late, replayed and
+//! duplicate rows) is `admission.rs`'s to decide. The source's watermark
+//! is the lowest newest-event-time over its partitions minus its
+//! `max_out_of_orderness`. Each feature view closes its
 //! windows when the watermark passes them — TUMBLE windows and HOP panes
 //! at their end, SESSION windows one gap after their last row — and runs
 //! its SQL once over every newly closed window; then the rules that read
@@ -21,19 +23,18 @@
 //!   including (HOP, SESSION) those needed to rebuild state after a restart,
 //!   so the committed offset never passes them.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
-use datafusion::common::hash_utils::create_hashes_with_hasher;
 use telemine_connectors::ErrorClass;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 
+use super::admission::{Admission, Admitted};
 use super::checkpoint::Checkpoint;
 use super::window_kinds;
 use crate::alert::Alert;
@@ -63,53 +64,19 @@ impl EngineError {
     }
 }
 
-#[derive(Debug, Clone)]
-struct PartitionState {
-    max_ts: Option<i64>,
-    /// Offset after the last record consumed.
-    next_offset: Option<i64>,
-    /// Offsets below this were read before a restart (from the checkpoint).
-    replay_until: i64,
-    /// When the partition was assigned or last delivered rows.
-    last_activity: Instant,
-}
-
-impl Default for PartitionState {
-    fn default() -> Self {
-        PartitionState {
-            max_ts: None,
-            next_offset: None,
-            replay_until: 0,
-            last_activity: Instant::now(),
-        }
-    }
-}
-
+/// What the engine keeps per source: its admission state, the rows some
+/// view still needs, and the late rows not yet taken.
 struct SourceState {
     name: String,
-    delay_ms: i64,
-    /// Allowed lateness of TUMBLE windows, ms (0: none).
-    lateness_ms: i64,
-    idle: Duration,
-    /// Highest watermark so far: it never moves back.
-    watermark: Option<i64>,
+    /// Watermark, partitions, late / replayed / duplicate rows.
+    admission: Admission,
     ts_index: usize,
     partition_index: usize,
     offset_index: usize,
-    partitions: BTreeMap<i32, PartitionState>,
     buffer: Vec<RecordBatch>,
     views: Vec<usize>,
-    /// Columns that, with event time, identify a duplicate (empty: off).
-    dedupe: Vec<usize>,
-    /// Row hashes of (dedupe columns, event time) seen in open windows, with
-    /// their event time (for pruning and to rule out hash collisions).
-    seen: HashMap<u64, i64>,
     /// Late rows not yet taken by the pipeline.
     late: Vec<LateRows>,
-    /// This source's share of the late and duplicate counters.
-    counts: SourceCounts,
-    /// Per partition revoked from this run: the offset it had been read to.
-    read_before: BTreeMap<i32, i64>,
 }
 
 /// Per-source counts of rows that did not reach a window.
@@ -128,29 +95,6 @@ pub struct LateRows {
     pub rows: RecordBatch,
     /// Per row: how far behind the earliest open window it was, in ms.
     pub lateness_ms: Vec<i64>,
-}
-
-impl SourceState {
-    /// The lowest newest-event-time over the partitions that are not idle,
-    /// minus the allowed out-of-orderness. An active partition that has
-    /// delivered nothing yet holds it back; when every partition is idle the
-    /// newest event time seen anywhere counts.
-    fn current_watermark(&self, now: Instant) -> Option<i64> {
-        let (mut active, mut lowest, mut newest) = (false, None::<i64>, None::<i64>);
-        for p in self.partitions.values() {
-            if let Some(t) = p.max_ts {
-                newest = Some(newest.map_or(t, |n| n.max(t)));
-            }
-            if now.saturating_duration_since(p.last_activity) < self.idle {
-                active = true;
-                let t = p.max_ts?;
-                lowest = Some(lowest.map_or(t, |l| l.min(t)));
-            }
-        }
-        let t = if active { lowest } else { newest }?;
-        let wm = t - self.delay_ms;
-        Some(self.watermark.map_or(wm, |w| w.max(wm)))
-    }
 }
 
 /// What the engine keeps per view between closes.
@@ -298,7 +242,6 @@ pub struct WindowEngine {
     /// The rule evaluations run since the last `take_evaluations`.
     evaluations: Vec<crate::alerting::Evaluation>,
     metrics: Arc<Metrics>,
-    hasher: RandomState,
 }
 
 impl WindowEngine {
@@ -308,12 +251,14 @@ impl WindowEngine {
             .enumerate()
             .map(|(i, s)| {
                 let schema = s.schema.batch_schema();
+                let dedupe = s
+                    .dedupe_by
+                    .iter()
+                    .filter_map(|c| schema.index_of(c).ok())
+                    .collect();
                 SourceState {
                     name: s.name.clone(),
-                    delay_ms: s.max_out_of_orderness.as_millis() as i64,
-                    lateness_ms: s.allowed_lateness.as_millis() as i64,
-                    idle: s.idle_timeout,
-                    watermark: None,
+                    admission: Admission::new(s, dedupe),
                     ts_index: s.schema.event_time_index(),
                     partition_index: schema
                         .index_of(PARTITION_COLUMN)
@@ -321,17 +266,8 @@ impl WindowEngine {
                     offset_index: schema
                         .index_of(OFFSET_COLUMN)
                         .unwrap_or(schema.fields().len() - 1),
-                    partitions: BTreeMap::new(),
                     buffer: Vec::new(),
-                    dedupe: s
-                        .dedupe_by
-                        .iter()
-                        .filter_map(|c| schema.index_of(c).ok())
-                        .collect(),
-                    seen: HashMap::new(),
                     late: Vec::new(),
-                    counts: SourceCounts::default(),
-                    read_before: BTreeMap::new(),
                     views: views_of_source(&sql, i),
                 }
             })
@@ -356,7 +292,6 @@ impl WindowEngine {
             max_lateness_ms,
             evaluations: Vec::new(),
             metrics,
-            hasher: RandomState::new(),
         }
     }
 
@@ -413,19 +348,23 @@ impl WindowEngine {
                         state
                     })
             });
-            let state = match kept {
-                Some(state) => state,
-                None => {
-                    let closed_until = match v.source {
-                        Some(s) => self.sources[s].watermark.map(|wm| match v.window.kind {
-                            WindowKind::Session => wm,
-                            _ => v.window.start_of(wm) + v.window.step_ms(),
-                        }),
-                        None => None,
-                    };
-                    ViewState::new(&v.window.kind, closed_until)
-                }
-            };
+            let state =
+                match kept {
+                    Some(state) => state,
+                    None => {
+                        let closed_until =
+                            match v.source {
+                                Some(s) => self.sources[s].admission.watermark.map(|wm| {
+                                    match v.window.kind {
+                                        WindowKind::Session => wm,
+                                        _ => v.window.start_of(wm) + v.window.step_ms(),
+                                    }
+                                }),
+                                None => None,
+                            };
+                        ViewState::new(&v.window.kind, closed_until)
+                    }
+                };
             views.push(state);
         }
         // New views over views start with the next window all their inputs
@@ -449,12 +388,10 @@ impl WindowEngine {
         let Some(state) = self.sources.get_mut(source) else {
             return;
         };
-        let p = state.partitions.entry(partition).or_default();
-        if let Some(&read) = state.read_before.get(&partition) {
-            p.replay_until = p.replay_until.max(read);
-        }
+        state
+            .admission
+            .restore(partition, checkpoint.map(|c| c.next));
         let Some(c) = checkpoint else { return };
-        p.replay_until = p.replay_until.max(c.next);
         for &vi in &state.views {
             let name = &self.sql.views[vi].name;
             let view = &mut self.views[vi];
@@ -485,18 +422,7 @@ impl WindowEngine {
         let Some(state) = self.sources.get_mut(source) else {
             return Ok(());
         };
-        for (p, ps) in &state.partitions {
-            if !partitions.contains(p)
-                && let Some(next) = ps.next_offset
-            {
-                let read = state.read_before.entry(*p).or_insert(next);
-                *read = (*read).max(next);
-            }
-        }
-        state.partitions.retain(|p, _| partitions.contains(p));
-        for p in partitions {
-            state.partitions.entry(*p).or_default();
-        }
+        state.admission.assign(partitions);
         let idx = state.partition_index;
         let mut kept = Vec::with_capacity(state.buffer.len());
         for b in &state.buffer {
@@ -526,10 +452,7 @@ impl WindowEngine {
     /// that decoded to nothing).
     pub fn note_consumed(&mut self, source: usize, consumed: &[(i32, i64)]) {
         if let Some(state) = self.sources.get_mut(source) {
-            for &(p, next) in consumed {
-                let e = state.partitions.entry(p).or_default();
-                e.next_offset = Some(e.next_offset.map_or(next, |x| x.max(next)));
-            }
+            state.admission.note_consumed(consumed);
         }
     }
 
@@ -547,14 +470,10 @@ impl WindowEngine {
         let now = Instant::now();
         let mut lowest: Option<i64> = None;
         for s in &self.sources {
-            match s.watermark {
+            match s.admission.watermark {
                 Some(w) => lowest = Some(lowest.map_or(w, |l| l.min(w))),
                 None => {
-                    let active = s
-                        .partitions
-                        .values()
-                        .any(|p| now.saturating_duration_since(p.last_activity) < s.idle);
-                    if active {
+                    if s.admission.any_active(now) {
                         return None;
                     }
                 }
@@ -587,7 +506,7 @@ impl WindowEngine {
     pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {
         self.sources
             .iter()
-            .map(|s| (s.name.clone(), s.counts.clone()))
+            .map(|s| (s.name.clone(), s.admission.counts.clone()))
             .collect()
     }
 
@@ -603,7 +522,7 @@ impl WindowEngine {
     pub fn watermark(&self, source: usize) -> Option<i64> {
         self.sources
             .get(source)
-            .and_then(|s| s.current_watermark(Instant::now()))
+            .and_then(|s| s.admission.current_watermark(Instant::now()))
     }
 
     /// What may be committed now for each partition of `source`: the lowest
@@ -642,10 +561,10 @@ impl WindowEngine {
             }
         }
         state
-            .partitions
-            .iter()
-            .filter_map(|(&p, ps)| {
-                let next = ps.next_offset?;
+            .admission
+            .read_to()
+            .filter_map(|(p, next)| {
+                let next = next?;
                 let offset = lowest.get(&p).copied().map_or(next, |l| l.min(next));
                 Some((
                     p,
@@ -683,10 +602,10 @@ impl WindowEngine {
     fn lateness_of(&self, vi: usize) -> Option<(i64, i64)> {
         let view = &self.sql.views[vi];
         let source = &self.sources[view.source?];
-        if source.lateness_ms == 0 {
+        if source.admission.lateness_ms == 0 {
             return None;
         }
-        Some((source.lateness_ms, source.watermark?))
+        Some((source.admission.lateness_ms, source.admission.watermark?))
     }
 
     /// Rows of view `vi` below this are no longer needed by it, not even
@@ -704,7 +623,7 @@ impl WindowEngine {
                 let from = late - (w.size_ms - w.step_ms());
                 let source_has_watermark = self.sql.views[vi]
                     .source
-                    .is_some_and(|s| self.sources[s].watermark.is_some());
+                    .is_some_and(|s| self.sources[s].admission.watermark.is_some());
                 match view.grid().and_then(|g| g.restored_keep) {
                     // Rows re-read after a restart, until the watermark is
                     // known again.
@@ -768,71 +687,18 @@ impl WindowEngine {
             .column(state.partition_index)
             .as_primitive::<Int32Type>();
         let offs = batch.column(state.offset_index).as_primitive::<Int64Type>();
-        let (mut late, mut replayed) = (0u64, 0u64);
-        let mut keep = Vec::with_capacity(n);
-        let mut is_late = Vec::with_capacity(n);
-        let mut last: Option<(i32, i64)> = None;
-        for i in 0..n {
-            let t = ts.value(i);
-            let p = parts.value(i);
-            // Per-row partition bookkeeping, batched over runs of one partition.
-            match &mut last {
-                Some((lp, lt)) if *lp == p => *lt = (*lt).max(t),
-                _ => {
-                    if let Some((lp, lt)) = last.take() {
-                        bump(&mut state.partitions, lp, lt);
-                    }
-                    last = Some((p, t));
-                }
-            }
-            let mut ok = frontier.is_none_or(|f| t >= f);
-            if !ok {
-                let replay_until = state.partitions.get(&p).map_or(0, |s| s.replay_until);
-                if offs.value(i) >= replay_until {
-                    late += 1;
-                    is_late.push(true);
-                } else {
-                    // Read before the restart: skipped, unless a view
-                    // rebuilds state from it (HOP panes, open sessions).
-                    ok = floor.is_some_and(|f| t >= f);
-                    if !ok {
-                        replayed += 1;
-                    }
-                    is_late.push(false);
-                }
-            } else {
-                is_late.push(false);
-            }
-            keep.push(ok);
-        }
-        if let Some((lp, lt)) = last {
-            bump(&mut state.partitions, lp, lt);
-        }
-        // Duplicates: the same dedupe values and event time as a row already
-        // in an open window (or earlier in this batch).
-        let mut duplicates = 0u64;
-        if !state.dedupe.is_empty() {
-            let mut cols: Vec<ArrayRef> = state
-                .dedupe
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            cols.push(batch.column(state.ts_index).clone());
-            let mut hashes = vec![0u64; n];
-            create_hashes_with_hasher(&cols, &self.hasher, &mut hashes)
-                .map_err(|e| EngineError::Internal(format!("hashing dedupe columns: {e}")))?;
-            for (i, h) in hashes.iter().enumerate() {
-                if keep[i] && state.seen.insert(*h, ts.value(i)) == Some(ts.value(i)) {
-                    keep[i] = false;
-                    duplicates += 1;
-                }
-            }
-        }
+        let Admitted {
+            keep,
+            is_late,
+            late,
+            replayed,
+            duplicates,
+        } = state
+            .admission
+            .admit(&batch, (ts, parts, offs), state.ts_index, frontier, floor)?;
         Metrics::add(&self.metrics.late_records, late);
         Metrics::add(&self.metrics.replayed_skipped, replayed);
         Metrics::add(&self.metrics.duplicates_dropped, duplicates);
-        state.counts.late += late;
-        state.counts.duplicates += duplicates;
         if late > 0 {
             let rows = filter_record_batch(&batch, &BooleanArray::from(is_late))
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -855,7 +721,7 @@ impl WindowEngine {
         // session they join) fire again.
         let mut dirty: Vec<(usize, i64)> = Vec::new();
         let mut in_sessions: Vec<(usize, Vec<window_kinds::LateInSession>)> = Vec::new();
-        if state.lateness_ms > 0 {
+        if state.admission.lateness_ms > 0 {
             for &vi in &state.views {
                 let view = &self.sql.views[vi];
                 let Some(closed) = self.views[vi].closed_until else {
@@ -865,8 +731,7 @@ impl WindowEngine {
                 for (i, kept) in keep.iter().enumerate() {
                     let t = ts.value(i);
                     let p = parts.value(i);
-                    let fresh =
-                        offs.value(i) >= state.partitions.get(&p).map_or(0, |s| s.replay_until);
+                    let fresh = state.admission.fresh(p, offs.value(i));
                     if *kept && fresh && t < closed {
                         if view.window.kind == WindowKind::Session {
                             reached.push(i as u32);
@@ -933,7 +798,7 @@ impl WindowEngine {
             return Ok(Vec::new());
         };
         if !all {
-            self.sources[source].watermark = Some(wm);
+            self.sources[source].admission.watermark = Some(wm);
         }
         let mut latest = Vec::new();
         let mut closed_any = false;
@@ -1044,7 +909,11 @@ impl WindowEngine {
                 out.push(a);
             }
         }
-        let lowest_watermark = self.sources.iter().filter_map(|s| s.watermark).min();
+        let lowest_watermark = self
+            .sources
+            .iter()
+            .filter_map(|s| s.admission.watermark)
+            .min();
         if let Some(wm) = lowest_watermark {
             self.raised = self.raised.split_off(&(wm - self.max_lateness_ms));
         }
@@ -1223,8 +1092,13 @@ impl WindowEngine {
             .grid_mut()
             .map(|g| std::mem::take(&mut g.dirty))
             .unwrap_or_default();
-        let lateness = state.lateness_ms;
-        let expired = |end: i64| state.watermark.is_some_and(|w| end + lateness <= w);
+        let lateness = state.admission.lateness_ms;
+        let expired = |end: i64| {
+            state
+                .admission
+                .watermark
+                .is_some_and(|w| end + lateness <= w)
+        };
         let late_ends: BTreeSet<i64> = dirty
             .iter()
             .flat_map(|p| (p + slide..=p + size).step_by(slide as usize))
@@ -1394,7 +1268,7 @@ impl WindowEngine {
             view.window.size_ms,
             wm,
             lo,
-            (state.lateness_ms, &late),
+            (state.admission.lateness_ms, &late),
             &view.input_schema,
         )?;
         Metrics::add(&self.metrics.late_firings, found.refired as u64);
@@ -1425,7 +1299,7 @@ impl WindowEngine {
             return Ok(());
         };
         let state = &mut self.sources[source];
-        state.seen.retain(|_, t| *t >= floor);
+        state.admission.forget_before(floor);
         state.buffer = window_kinds::rows_in(&state.buffer, state.ts_index, Some(floor), i64::MAX)?;
         Ok(())
     }
@@ -1444,12 +1318,6 @@ fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &
     } else {
         "failed"
     }
-}
-
-fn bump(partitions: &mut BTreeMap<i32, PartitionState>, p: i32, t: i64) {
-    let e = partitions.entry(p).or_default();
-    e.max_ts = Some(e.max_ts.map_or(t, |m| m.max(t)));
-    e.last_activity = Instant::now();
 }
 
 fn max_ts(state: &SourceState) -> Option<i64> {
