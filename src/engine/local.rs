@@ -1,7 +1,8 @@
 //! The window engine without Kafka: recorded or hand-written records in,
 //! alerts out. `dry-run` and `telemine test` run through here, with the
 //! same decoders, windows and SQL as the Kafka pipeline; only the
-//! transport is missing.
+//! transport is missing: both hand the same inputs to the one
+//! [`Driver`].
 //!
 //! Records are fed as a consumer would see them: per source and
 //! partition, in offset order, one batch at a time. A partition takes part
@@ -16,6 +17,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
 
+use super::driver::{Driver, Input, Step};
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
 use crate::alert::Alert;
 use crate::config::SourceDef;
@@ -37,7 +39,7 @@ pub struct LocalOutcome {
 
 /// See the module docs.
 pub struct LocalRun {
-    engine: WindowEngine,
+    driver: Driver,
     defs: Vec<SourceDef>,
     decoders: Vec<Box<dyn Decoder>>,
     /// Per source: partitions seen and the next offset of each.
@@ -59,7 +61,7 @@ impl LocalRun {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(LocalRun {
-            engine: WindowEngine::new(sql, defs, metrics),
+            driver: Driver::new(WindowEngine::new(sql, defs, metrics)),
             defs: defs.to_vec(),
             decoders,
             offsets: vec![BTreeMap::new(); defs.len()],
@@ -87,19 +89,21 @@ impl LocalRun {
         records: &[&[u8]],
     ) -> Result<(), EngineError> {
         for chunk in records.chunks(MAX_BATCH) {
-            let first = self.join(source, partition)?;
+            let first = self.join(source, partition).await?;
             let decoder = &mut self.decoders[source];
             for (i, r) in chunk.iter().enumerate() {
                 decoder.push(r, partition, first + i as i64);
             }
             let decoded = decoder.flush();
-            self.out
-                .dead
-                .extend(decoded.dead.into_iter().map(|d| (source, d)));
-            self.consumed(source, partition, first + chunk.len() as i64);
-            if let Some(batch) = decoded.batch {
-                self.ingest(source, batch).await?;
-            }
+            let next = first + chunk.len() as i64;
+            self.offsets[source].insert(partition, next);
+            self.run(Input::Batch {
+                source,
+                batch: decoded.batch,
+                dead: decoded.dead,
+                consumed: vec![(partition, next)],
+            })
+            .await?;
         }
         Ok(())
     }
@@ -112,69 +116,66 @@ impl LocalRun {
         partition: i32,
         batch: RecordBatch,
     ) -> Result<(), EngineError> {
-        let first = self.join(source, partition)?;
-        self.consumed(source, partition, first + batch.num_rows() as i64);
-        self.ingest(source, batch).await
+        let first = self.join(source, partition).await?;
+        let next = first + batch.num_rows() as i64;
+        self.offsets[source].insert(partition, next);
+        self.run(Input::Batch {
+            source,
+            batch: Some(batch),
+            dead: Vec::new(),
+            consumed: vec![(partition, next)],
+        })
+        .await
     }
 
     /// Swaps in a new SQL set (see [`WindowEngine::replace_sql`]).
     pub fn reload(&mut self, sql: SqlSet) -> Result<(), EngineError> {
-        self.engine.replace_sql(sql)
+        self.driver.replace_sql(sql)
     }
 
     /// Lets `d` of processing time pass, then closes what idleness allows.
     pub async fn wait(&mut self, d: Duration) -> Result<(), EngineError> {
         tokio::time::sleep(d).await;
-        let alerts = self.engine.tick().await?;
-        self.collect(alerts);
-        Ok(())
+        self.run(Input::Tick).await
     }
 
     /// End of input: closes every open window and returns the outcome.
     pub async fn finish(mut self) -> Result<LocalOutcome, EngineError> {
-        let alerts = self.engine.finish().await?;
-        self.collect(alerts);
-        self.out.counts = self.engine.source_counts();
+        self.run(Input::Finish).await?;
+        self.out.counts = self.driver.source_counts();
         Ok(self.out)
     }
 
     /// Ends without closing open windows (what a stop mid-stream leaves).
     pub fn stop(mut self) -> LocalOutcome {
-        self.out.late.extend(self.engine.take_late());
-        self.out.counts = self.engine.source_counts();
+        self.out.counts = self.driver.source_counts();
         self.out
     }
 
     /// Makes `partition` of `source` known to the engine; returns its next
     /// offset.
-    fn join(&mut self, source: usize, partition: i32) -> Result<i64, EngineError> {
+    async fn join(&mut self, source: usize, partition: i32) -> Result<i64, EngineError> {
         let parts = self
             .offsets
             .get_mut(source)
             .ok_or_else(|| EngineError::Internal(format!("no source #{source}")))?;
         if let std::collections::btree_map::Entry::Vacant(e) = parts.entry(partition) {
             e.insert(0);
-            let all: Vec<i32> = parts.keys().copied().collect();
-            self.engine.assign(source, &all)?;
+            let partitions: Vec<i32> = parts.keys().copied().collect();
+            self.run(Input::Assigned { source, partitions }).await?;
         }
-        Ok(parts[&partition])
+        Ok(self.offsets[source][&partition])
     }
 
-    /// `partition` of `source` has been read up to `next`.
-    fn consumed(&mut self, source: usize, partition: i32, next: i64) {
-        self.offsets[source].insert(partition, next);
-        self.engine.note_consumed(source, &[(partition, next)]);
-    }
-
-    async fn ingest(&mut self, source: usize, batch: RecordBatch) -> Result<(), EngineError> {
-        let alerts = self.engine.ingest(source, batch).await?;
-        self.collect(alerts);
+    /// Hands one input to the driver and keeps what it produced.
+    async fn run(&mut self, input: Input) -> Result<(), EngineError> {
+        let Step {
+            dead, rows, late, ..
+        } = self.driver.handle(input).await?;
+        self.out.dead.extend(dead);
+        self.out.alerts.extend(rows);
+        self.out.late.extend(late);
         Ok(())
-    }
-
-    fn collect(&mut self, alerts: Vec<Alert>) {
-        self.out.alerts.extend(alerts);
-        self.out.late.extend(self.engine.take_late());
     }
 }
 

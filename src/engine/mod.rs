@@ -18,6 +18,7 @@ mod admission;
 mod alerting_stage;
 pub mod checkpoint;
 pub mod chunked;
+pub mod driver;
 pub mod local;
 mod outputs;
 pub mod pipeline;

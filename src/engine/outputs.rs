@@ -178,25 +178,19 @@ impl<'a> Outputs<'a> {
         Ok(())
     }
 
-    /// Produces the records of `topic` that could not be decoded to the
-    /// dead-letter topic, with their reason and origin.
-    pub(crate) async fn dead_letters(
+    /// Produces a record of `topic` that could not be decoded to the
+    /// dead-letter topic, with its reason and origin.
+    pub(crate) async fn dead_letter(
         &mut self,
         topic: &str,
-        dead: Vec<DeadLetter>,
+        d: DeadLetter,
     ) -> Result<(), ConnectorError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        Metrics::add(&self.metrics.dead_letters, dead.len() as u64);
-        for d in dead {
-            tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
-            let to = self.config.sinks.dead_letter_topic.as_str();
-            let origin = (topic, d.partition, d.offset);
-            self.send_with_origin(to, &d.payload, ("telemine.error", &d.reason), origin)
-                .await?;
-        }
-        Ok(())
+        Metrics::add(&self.metrics.dead_letters, 1);
+        tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
+        let to = self.config.sinks.dead_letter_topic.as_str();
+        let origin = (topic, d.partition, d.offset);
+        self.send_with_origin(to, &d.payload, ("telemine.error", &d.reason), origin)
+            .await
     }
 
     /// Produces a record taken out of the stream (dead letter, late row) to

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::alerting_stage::AlertingStage;
 use super::chunked;
+use super::driver::{Driver, Input, Step};
 use super::outputs::Outputs;
 use super::state_store::StateStore;
 use super::windows::{EngineError, WindowEngine};
@@ -121,7 +122,7 @@ pub async fn run_pipeline(
     };
     let detectors =
         crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
-    let mut engine = WindowEngine::new(sql, &defs, metrics.clone());
+    let mut driver = Driver::new(WindowEngine::new(sql, &defs, metrics.clone()));
     let specs = source_specs(config, &defs)?;
     let producer = KafkaProducer::new(&config.kafka)?;
     let mut alerter = Alerter::new(&config.alerting);
@@ -210,7 +211,10 @@ pub async fn run_pipeline(
                 }
                 Some(SourceEvent::Assigned { source: s, partitions }) => {
                     tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
-                    engine.assign(s, &partitions)?;
+                    // Assignments and restores raise nothing to emit.
+                    driver
+                        .handle(Input::Assigned { source: s, partitions: partitions.clone() })
+                        .await?;
                     // A commit sent before the change may have failed
                     // (its result may never come: a consumer started
                     // again): the next one sends everything.
@@ -229,28 +233,28 @@ pub async fn run_pipeline(
                     if let Some(c) = &checkpoint {
                         tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
                     }
-                    engine.restore(s, partition, checkpoint.as_ref());
+                    driver
+                        .handle(Input::PartitionStart { source: s, partition, checkpoint })
+                        .await?;
                 }
                 Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
                     first_record.get_or_insert_with(Instant::now);
-                    stages.outputs.dead_letters(source.topic(s), dead).await?;
-                    engine.note_consumed(s, &consumed);
-                    if let Some(batch) = batch {
-                        // A stop during the evaluations abandons them (see
-                        // `abandoned`); after a stop they run to the end.
-                        let work = async {
-                            let alerts = engine.ingest(s, batch).await?;
-                            stages.emit(&source, &mut engine, alerts).await
-                        };
-                        let Some((done, drain_now)) =
-                            unless_stopped(stop.as_mut(), stop_requested, work).await
-                        else {
-                            abandoned = true;
-                            break;
-                        };
-                        drain |= begin_drain(&source, drain_now, &mut stop_requested);
-                        done?;
-                    }
+                    // A stop during the evaluations abandons them (see
+                    // `abandoned`); after a stop they run to the end.
+                    let work = async {
+                        let step = driver
+                            .handle(Input::Batch { source: s, batch, dead, consumed })
+                            .await?;
+                        stages.emit(&source, step).await
+                    };
+                    let Some((done, drain_now)) =
+                        unless_stopped(stop.as_mut(), stop_requested, work).await
+                    else {
+                        abandoned = true;
+                        break;
+                    };
+                    drain |= begin_drain(&source, drain_now, &mut stop_requested);
+                    done?;
                 }
             },
             Some(cause) = async {
@@ -277,7 +281,7 @@ pub async fn run_pipeline(
             }
             Some((generation, cause, loaded)) = reload_done_rx.recv() => {
                 if generation == reload_generation {
-                    swap_sql(config, &mut engine, &metrics, cause, loaded)?;
+                    swap_sql(config, &mut driver, &metrics, cause, loaded)?;
                 }
             }
             // After SIGTERM only the last commit is made, with a bound.
@@ -286,9 +290,9 @@ pub async fn run_pipeline(
                 // for the broker): a stop meanwhile abandons them
                 // (at-least-once).
                 let work = async {
-                    let alerts = engine.tick().await?;
-                    stages.emit(&source, &mut engine, alerts).await?;
-                    commit(&source, &engine, &mut stages, &defs, &mut committed, false).await
+                    let step = driver.handle(Input::Tick).await?;
+                    stages.emit(&source, step).await?;
+                    commit(&source, driver.engine(), &mut stages, &defs, &mut committed, false).await
                 };
                 let Some((done, drain_now)) =
                     unless_stopped(stop.as_mut(), stop_requested, work).await
@@ -311,12 +315,19 @@ pub async fn run_pipeline(
         source.stop();
     } else {
         if drain && !stopping {
-            let alerts = engine.finish().await?;
-            stages.emit(&source, &mut engine, alerts).await?;
+            let step = driver.handle(Input::Finish).await?;
+            stages.emit(&source, step).await?;
             let last = stages.alerting.finish();
             stages.outputs.notify(last).await?;
         }
-        let last = commit(&source, &engine, &mut stages, &defs, &mut committed, true);
+        let last = commit(
+            &source,
+            driver.engine(),
+            &mut stages,
+            &defs,
+            &mut committed,
+            true,
+        );
         match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
             Ok(done) => {
                 done?;
@@ -342,7 +353,7 @@ pub async fn run_pipeline(
         tokio::task::spawn_blocking(move || f.join()).await.ok();
     }
     tracing::info!(metrics = %metrics.summary(), "pipeline stopped");
-    for (name, c) in engine.source_counts() {
+    for (name, c) in driver.source_counts() {
         tracing::info!(source = %name, late = c.late, duplicates = c.duplicates, "per-source counts");
     }
     tokio::task::spawn_blocking(move || source.join())
@@ -498,7 +509,7 @@ async fn restore_alerting_state(
 /// the running SQL stays.
 fn swap_sql(
     config: &Config,
-    engine: &mut WindowEngine,
+    driver: &mut Driver,
     metrics: &Metrics,
     cause: super::reload::ReloadCause,
     loaded: Result<SqlSet, crate::diagnostic::Diagnostics>,
@@ -507,7 +518,7 @@ fn swap_sql(
     match loaded {
         Ok(set) => {
             let (views, rules) = (set.views.len(), set.rules.len());
-            engine.replace_sql(set)?;
+            driver.replace_sql(set)?;
             Metrics::add(&metrics.sql_reloads, 1);
             tracing::info!(dir = %dir.display(), cause = cause.as_str(), views, rules, "SQL reloaded");
         }
@@ -674,21 +685,25 @@ struct Stages<'a> {
 }
 
 impl Stages<'_> {
-    /// What the engine produced in one step: its rule rows (to the rows
-    /// topic; through the alerting stage, as notifications); then its late
-    /// rows (to the late topic, with their source topic).
-    async fn emit(
-        &mut self,
-        source: &KafkaSource,
-        engine: &mut WindowEngine,
-        rows: Vec<crate::alert::Alert>,
-    ) -> Result<(), PipelineError> {
+    /// What the engine produced in one step: its dead letters (to the
+    /// dead-letter topic), its rule rows (to the rows topic; through the
+    /// alerting stage, as notifications); then its late rows (to the late
+    /// topic, with their source topic).
+    async fn emit(&mut self, source: &KafkaSource, step: Step) -> Result<(), PipelineError> {
+        let Step {
+            dead,
+            rows,
+            evaluations,
+            clock,
+            late,
+        } = step;
+        for (s, d) in dead {
+            self.outputs.dead_letter(source.topic(s), d).await?;
+        }
         self.outputs.rule_rows(&rows).await?;
-        let payloads =
-            self.alerting
-                .step(engine.take_evaluations(), rows, engine.lowest_watermark());
+        let payloads = self.alerting.step(evaluations, rows, clock);
         self.outputs.notify(payloads).await?;
-        for l in engine.take_late() {
+        for l in late {
             self.outputs.late(source.topic(l.source), l).await?;
         }
         Ok(())
