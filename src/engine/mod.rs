@@ -18,6 +18,7 @@ mod admission;
 mod alerting_stage;
 pub mod checkpoint;
 pub mod chunked;
+mod commits;
 pub mod driver;
 pub mod local;
 mod outputs;

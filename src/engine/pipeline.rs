@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::alerting_stage::AlertingStage;
 use super::chunked;
+use super::commits::CommitLog;
 use super::driver::{Driver, Input, Step};
 use super::outputs::Outputs;
 use super::state_store::StateStore;
@@ -172,7 +173,7 @@ pub async fn run_pipeline(
         state,
         detectors,
     };
-    let mut committed = Committed::default();
+    let mut committed = CommitLog::default();
     let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_requested = false;
@@ -218,7 +219,7 @@ pub async fn run_pipeline(
                     // A commit sent before the change may have failed
                     // (its result may never come: a consumer started
                     // again): the next one sends everything.
-                    committed.sent.clear();
+                    committed.forget_sent();
                     if let Some(n) = assigned.get_mut(s) {
                         *n = partitions.len() as u64;
                     }
@@ -563,7 +564,7 @@ async fn commit(
     engine: &WindowEngine,
     stages: &mut Stages<'_>,
     defs: &[SourceDef],
-    committed: &mut Committed,
+    committed: &mut CommitLog,
     last: bool,
 ) -> Result<(), PipelineError> {
     stages.save_state().await?;
@@ -584,14 +585,7 @@ async fn commit(
             });
         }
     }
-    let unchanged = offsets.len() == committed.sent.len()
-        && offsets.iter().zip(committed.sent.iter()).all(|(a, b)| {
-            a.offset == b.offset
-                && a.metadata == b.metadata
-                && a.partition == b.partition
-                && a.source == b.source
-        })
-        && !source.take_commit_failed();
+    let unchanged = committed.unchanged(&offsets) && !source.take_commit_failed();
     if !unchanged {
         // Large checkpoints go to the state topic before the commit that
         // points at them.
@@ -619,38 +613,20 @@ async fn commit(
     } else if !source.commit(&offsets) {
         // Partitions not held now (a rebalance, a lost session): nothing
         // of them was sent; the next tick sends them again.
-        committed.sent.clear();
+        committed.forget_sent();
         return Ok(());
     }
     Metrics::add(&stages.outputs.metrics().commits, 1);
     // Checkpoints stored in the state topic that the new commit no longer
     // points at: deleted once the broker confirmed a newer commit of their
     // partition (until then a restart may still need them).
-    for old in committed.sent.iter() {
-        if !offsets.iter().any(|o| o.metadata == old.metadata)
-            && let Some(keys) = stages.state.checkpoint_chunks(
-                source.topic(old.source),
-                old.partition,
-                &old.metadata,
-            )
-        {
-            committed
-                .retired
-                .push((old.source, old.partition, old.metadata.clone(), keys));
-        }
-    }
-    let mut superseded_keys = Vec::new();
-    committed.retired.retain(|(s, p, metadata, keys)| {
-        let superseded = source
-            .confirmed(*s, *p)
-            .is_some_and(|confirmed| confirmed != *metadata);
-        if superseded {
-            superseded_keys.extend(keys.iter().cloned());
-        }
-        !superseded
-    });
-    stages.state.retire(superseded_keys);
-    committed.sent = offsets;
+    let state = &stages.state;
+    let gone = committed.sent(
+        offsets,
+        |o| state.checkpoint_chunks(source.topic(o.source), o.partition, &o.metadata),
+        |s, p| source.confirmed(s, p),
+    );
+    stages.state.retire(gone);
     Ok(())
 }
 
@@ -662,17 +638,6 @@ const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
 
 /// How long the commit before shutdown waits for the broker.
 const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
-
-/// The pipeline's commits so far.
-#[derive(Default)]
-struct Committed {
-    /// The offsets last sent.
-    sent: Vec<CommitOffset>,
-    /// Stored checkpoints a newer commit replaced, kept until the broker
-    /// confirms a newer one for their partition: (source, partition, the
-    /// metadata that points at them, their keys).
-    retired: Vec<(usize, i32, String, Vec<String>)>,
-}
 
 /// The stages after the window engine: its outputs, the alerting stage
 /// and the state store, all producing on the outputs' producer.
