@@ -1,7 +1,9 @@
 //! Start-up without a reachable broker (no broker needed): `run` never
 //! alerts without its silences and saved alerting state. It waits for
 //! them, saying why, and ends with an error after
-//! `alerting.startup_timeout`; a stop while it waits ends it at once.
+//! `alerting.startup_timeout` — classified as retryable, which the binary
+//! reports with exit code 75, never as a bug; a stop while it waits ends
+//! it at once.
 
 mod support;
 
@@ -11,6 +13,7 @@ use support::*;
 use telemine::config::Config;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::sql::SqlSet;
+use telemine_connectors::ErrorClass;
 
 /// A config whose brokers are a port where nothing listens.
 async fn unreachable(startup_timeout: &str) -> (Config, SqlSet) {
@@ -35,9 +38,13 @@ async fn without_its_silences_and_state_run_ends_with_an_error_not_a_silent_star
     )
     .await
     .expect("it ends");
-    let why = ended
-        .expect_err("no start without the silences")
-        .to_string();
+    let err = ended.expect_err("no start without the silences");
+    assert_eq!(
+        err.class(),
+        ErrorClass::Retryable,
+        "an unreachable broker may come back: {err}"
+    );
+    let why = err.to_string();
     assert!(why.contains("cannot read the silences"), "{why}");
     assert!(why.contains("127.0.0.1:9"), "names the brokers: {why}");
     assert!(
@@ -61,4 +68,25 @@ async fn a_stop_while_it_waits_for_the_brokers_ends_the_run() {
     .expect("the stop is honoured while it waits");
     let summary = ended.expect("a clean stop");
     assert_eq!(summary.records, 0);
+}
+
+#[test]
+fn the_binary_exits_75_when_the_brokers_stay_unreachable_and_never_blames_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("telemine.toml");
+    let text = config_text("127.0.0.1:9", "g", "t", &repo().join("sql"))
+        .replace("[alerting]\n", "[alerting]\nstartup_timeout = \"1s\"\n");
+    std::fs::write(&config, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_telemine"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run telemine");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("running again later may succeed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a bug in telemine"), "{stderr}");
 }
