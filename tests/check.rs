@@ -47,6 +47,46 @@ fn the_default_config_and_sql_are_valid() {
 }
 
 #[test]
+fn check_says_which_views_scale_out_by_partition_and_which_need_their_records_brought_together() {
+    let o = check(&["--config", "config/telemine.toml"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = |view: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("view `{view}`:")))
+            .unwrap_or_else(|| panic!("no line for {view}:\n{out}"))
+            .to_string()
+    };
+    // host_1m groups by host, the telemetry topic's key.
+    assert!(line("host_1m").contains("computed per partition"), "{out}");
+    // rack_1m groups by dc, rack: every partition's records are needed.
+    let rack = line("rack_1m");
+    assert!(
+        rack.contains("not by the key of source `telemetry` (host)"),
+        "{rack}"
+    );
+    assert!(rack.contains("produced once more"), "what it costs: {rack}");
+
+    // A key that is not a declared column is a config error.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("telemine.toml");
+    let text = std::fs::read_to_string(repo().join("config/telemine.toml"))
+        .expect("default config")
+        .replace("key = [\"host\"]", "key = [\"hostname\"]")
+        .replace(
+            "dir = \"../sql\"",
+            &format!("dir = {:?}", repo().join("sql")),
+        );
+    std::fs::write(&config, text).expect("config");
+    let o = check(&["--config", config.to_str().expect("utf-8 path")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("key column `hostname` is not one of the declared columns"),
+        "{err}"
+    );
+}
+
+#[test]
 fn each_kind_of_sql_error_is_reported_at_its_position() {
     let dir = sql_with(&[
         (

@@ -14,6 +14,10 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                 set.rules.len(),
                 cfg.sql.dir.display()
             );
+            let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
+            for v in &set.views {
+                println!("{}", placement_line(v, &defs));
+            }
             for m in &cfg.models {
                 let s = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
                 let values = s.values_per_series();
@@ -31,5 +35,44 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// What `check` says of a view's placement: whether it scales out by
+/// partition, and what it would cost otherwise.
+fn placement_line(v: &telemine::sql::View, defs: &[telemine::config::SourceDef]) -> String {
+    use telemine::sql::Placement;
+    let source = v.source.and_then(|s| defs.get(s));
+    match (v.placement(defs), source) {
+        (Placement::PerPartition, Some(d)) => format!(
+            "view `{}`: groups by the key of source `{}` ({}): computed per partition, scales out across instances at no extra cost",
+            v.name,
+            d.name,
+            d.key.join(", ")
+        ),
+        (Placement::Repartitioned { by }, Some(d)) => {
+            let by = if by.is_empty() {
+                "one group over all records".to_string()
+            } else {
+                format!("`{}`", by.join("`, `"))
+            };
+            let key = if d.key.is_empty() {
+                format!("source `{}` declares no `key`", d.name)
+            } else {
+                format!(
+                    "not by the key of source `{}` ({})",
+                    d.name,
+                    d.key.join(", ")
+                )
+            };
+            format!(
+                "view `{}`: groups by {by}, {key}: with several instances in the consumer group its rows need every partition's records, brought together by {by} (every record of `{}` produced once more, to an internal topic); that is not built yet, so run one instance per consumer group",
+                v.name, d.name
+            )
+        }
+        _ => format!(
+            "view `{}`: a view over views: computed where its inputs' rows meet; with several instances that is not built yet, so run one instance per consumer group",
+            v.name
+        ),
     }
 }

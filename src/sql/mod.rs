@@ -74,6 +74,38 @@ pub struct View {
     pub model: Option<ModelBinding>,
 }
 
+/// How a view's windows can be computed when several instances share the
+/// consumer group, each holding some of its source's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Its GROUP BY holds every column of its source's message `key`:
+    /// one partition's records make whole rows of it.
+    PerPartition,
+    /// It groups by other columns (`by`; empty: one group over all
+    /// records): its rows need the records of every partition, brought
+    /// together by `by`.
+    Repartitioned { by: Vec<String> },
+    /// A view over views: computed where its inputs' rows meet.
+    OverViews,
+}
+
+impl View {
+    /// See [`Placement`]; `sources` are the config's, in the SQL set's
+    /// order.
+    pub fn placement(&self, sources: &[SourceDef]) -> Placement {
+        let Some(source) = self.source.and_then(|s| sources.get(s)) else {
+            return Placement::OverViews;
+        };
+        if !source.key.is_empty() && source.key.iter().all(|k| self.keys.contains(k)) {
+            Placement::PerPartition
+        } else {
+            Placement::Repartitioned {
+                by: self.keys.clone(),
+            }
+        }
+    }
+}
+
 /// The column of a scored view with each row's anomaly score in [0, 1]
 /// (NULL while its model is still warming up).
 pub const ANOMALY_SCORE: &str = "anomaly_score";
