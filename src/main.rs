@@ -27,12 +27,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let class = classify(&e);
-            match class {
-                ErrorClass::Internal => eprintln!("error: {e:#}"),
-                ErrorClass::Retryable => eprintln!(
-                    "error: {e:#}\n(a peer is unavailable; running again later may succeed — exit code 75)"
-                ),
-                ErrorClass::User => eprintln!("error: {e:#}"),
+            eprintln!("error: {e:#}");
+            if class == ErrorClass::Retryable {
+                eprintln!(
+                    "(a peer is unavailable; running again later may succeed — exit code 75)"
+                );
             }
             ExitCode::from(class.exit_code())
         }

@@ -173,7 +173,7 @@ impl ProfileFit {
             .iter()
             .map(|r| (0..k).map(|j| (r[j] - d_med[j]) / d_scale[j]).collect())
             .collect();
-        let (centre, directions, components) = principal(&z, k)?;
+        let (centre, directions, components) = principal(&z, k);
         let q: Vec<Vec<f64>> = z
             .iter()
             .map(|zr| off_components(zr, &centre, &directions, components, &d_scale))
@@ -431,7 +431,7 @@ fn cholesky_solve(l: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
 
 /// The mean of `z` and its first principal directions (k × r,
 /// row-major) that explain [`PCA_VARIANCE`] of its variance.
-fn principal(z: &[Vec<f64>], k: usize) -> Result<(Vec<f64>, Vec<f64>, usize)> {
+fn principal(z: &[Vec<f64>], k: usize) -> (Vec<f64>, Vec<f64>, usize) {
     let pca = crate::principal::Principal::fit(z);
     let r = pca.components_for(PCA_VARIANCE);
     // One direction a column of a k × r matrix, row-major.
@@ -441,7 +441,7 @@ fn principal(z: &[Vec<f64>], k: usize) -> Result<(Vec<f64>, Vec<f64>, usize)> {
             directions[j * r + c] = d[j];
         }
     }
-    Ok((pca.mean, directions, r))
+    (pca.mean, directions, r)
 }
 
 /// `(z − centre)` off the first `r` directions, back in `d`'s units.

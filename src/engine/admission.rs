@@ -83,9 +83,13 @@ pub(super) struct Admitted {
 }
 
 impl Admission {
-    /// `dedupe`: the indices of the source's `dedupe_by` columns in its
-    /// batch schema.
-    pub(super) fn new(def: &SourceDef, dedupe: Vec<usize>) -> Admission {
+    pub(super) fn new(def: &SourceDef) -> Admission {
+        let schema = def.schema.batch_schema();
+        let dedupe = def
+            .dedupe_by
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect();
         Admission {
             delay_ms: def.max_out_of_orderness.as_millis() as i64,
             lateness_ms: def.allowed_lateness.as_millis() as i64,

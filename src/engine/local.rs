@@ -96,14 +96,8 @@ impl LocalRun {
             }
             let decoded = decoder.flush();
             let next = first + chunk.len() as i64;
-            self.offsets[source].insert(partition, next);
-            self.run(Input::Batch {
-                source,
-                batch: decoded.batch,
-                dead: decoded.dead,
-                consumed: vec![(partition, next)],
-            })
-            .await?;
+            self.feed(source, partition, next, decoded.batch, decoded.dead)
+                .await?;
         }
         Ok(())
     }
@@ -118,14 +112,8 @@ impl LocalRun {
     ) -> Result<(), EngineError> {
         let first = self.join(source, partition).await?;
         let next = first + batch.num_rows() as i64;
-        self.offsets[source].insert(partition, next);
-        self.run(Input::Batch {
-            source,
-            batch: Some(batch),
-            dead: Vec::new(),
-            consumed: vec![(partition, next)],
-        })
-        .await
+        self.feed(source, partition, next, Some(batch), Vec::new())
+            .await
     }
 
     /// Swaps in a new SQL set (see [`WindowEngine::replace_sql`]).
@@ -165,6 +153,26 @@ impl LocalRun {
             self.run(Input::Assigned { source, partitions }).await?;
         }
         Ok(self.offsets[source][&partition])
+    }
+
+    /// `partition` of `source` has been read up to `next`: what decoded
+    /// (and what did not) goes to the driver.
+    async fn feed(
+        &mut self,
+        source: usize,
+        partition: i32,
+        next: i64,
+        batch: Option<RecordBatch>,
+        dead: Vec<DeadLetter>,
+    ) -> Result<(), EngineError> {
+        self.offsets[source].insert(partition, next);
+        self.run(Input::Batch {
+            source,
+            batch,
+            dead,
+            consumed: vec![(partition, next)],
+        })
+        .await
     }
 
     /// Hands one input to the driver and keeps what it produced.

@@ -70,7 +70,7 @@ impl StateStore {
     }
 
     /// Where a model's detector state lives.
-    pub(crate) fn detector_key(group: &str, model: &str) -> String {
+    fn detector_key(group: &str, model: &str) -> String {
         format!("{group}/detector/{model}")
     }
 

@@ -251,14 +251,9 @@ impl WindowEngine {
             .enumerate()
             .map(|(i, s)| {
                 let schema = s.schema.batch_schema();
-                let dedupe = s
-                    .dedupe_by
-                    .iter()
-                    .filter_map(|c| schema.index_of(c).ok())
-                    .collect();
                 SourceState {
                     name: s.name.clone(),
-                    admission: Admission::new(s, dedupe),
+                    admission: Admission::new(s),
                     ts_index: s.schema.event_time_index(),
                     partition_index: schema
                         .index_of(PARTITION_COLUMN)

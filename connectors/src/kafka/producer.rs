@@ -124,11 +124,6 @@ impl KafkaProducer {
         Ok(())
     }
 
-    /// Deliveries enqueued and not yet settled.
-    pub fn unsettled(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Waits until the broker has acknowledged every message sent since
     /// the last settle. A message it refuses for what it is (too large,
     /// invalid) is logged and counted instead of failing the rest: no one
