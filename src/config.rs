@@ -615,6 +615,30 @@ pub struct EngineConfig {
     /// running. Default: "10s".
     #[serde(default = "default_query_time_limit", with = "serde_duration")]
     pub query_time_limit: Duration,
+    /// `"at_least_once"`: outputs are acknowledged before the input
+    /// offsets they derive from are committed; after a crash the records
+    /// since the last commit are read again, and what they produced before
+    /// the crash may be produced twice. `"exactly_once"`: one Kafka
+    /// transaction per `commit_interval` carries every output (rule rows,
+    /// late records, dead letters, the alerting relay, state) with the
+    /// input offsets, and the alerting owner commits its notifications and
+    /// state with the relay's offset the same way; subscribers reading
+    /// with `isolation.level = read_committed` (librdkafka's default) see
+    /// each notification once. Needs `[kafka] instance_id` (each
+    /// instance's transactional id derives from it), and outputs that
+    /// reach past the alerts topic (webhooks) stay at-least-once.
+    /// Default: "at_least_once".
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How outputs are delivered (see [`EngineConfig::delivery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 fn default_query_time_limit() -> Duration {
@@ -652,6 +676,7 @@ impl Default for EngineConfig {
             decode_threads: default_decode_threads(),
             query_memory_limit: default_query_memory_limit(),
             query_time_limit: default_query_time_limit(),
+            delivery: Delivery::default(),
         }
     }
 }

@@ -31,7 +31,7 @@ use payload::Payload;
 use silence::Silences;
 
 /// One evaluation of a rule: the window end it ran for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub rule: String,
     pub timing: Timing,

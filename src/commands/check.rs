@@ -18,6 +18,20 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
             for v in &set.views {
                 println!("{}", placement_line(v, &defs));
             }
+            let models = cfg.models.as_slice();
+            let alone = telemine::engine::alone_reasons(&set, &defs, models);
+            if alone.is_empty() {
+                println!(
+                    "scale-out: several instances may share consumer group `{}` (each with its own [kafka] instance_id); the group's alerting runs on the one holding its alerting relay",
+                    cfg.kafka.group_id
+                );
+            } else {
+                println!(
+                    "scale-out: one instance per consumer group `{}`; a second one is refused because {}",
+                    cfg.kafka.group_id,
+                    alone.join("; ")
+                );
+            }
             for m in &cfg.models {
                 let s = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
                 let values = s.values_per_series();

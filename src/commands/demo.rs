@@ -88,6 +88,10 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let bootstrap = cluster.bootstrap_servers();
     cfg.kafka = KafkaClientConfig::new(bootstrap.clone());
     cfg.kafka.group_id = "telemine-demo".into();
+    let relay = telemine::engine::relay_topic(&cfg);
+    cluster
+        .create_topic(&relay, 1, 1)
+        .with_context(|| format!("creating topic {relay}"))?;
 
     let duration_ms = (o.seconds * o.speed * 1000) as i64;
     let generator = Generator::new(GeneratorConfig {

@@ -125,6 +125,14 @@ impl Admission {
         Some(self.watermark.map_or(wm, |w| w.max(wm)))
     }
 
+    /// Whether `partition` is held and has neither delivered nor been
+    /// assigned within the idle timeout.
+    pub(super) fn partition_idle(&self, partition: i32, now: Instant) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|p| now.saturating_duration_since(p.last_activity) >= self.idle)
+    }
+
     /// Whether some partition has delivered or been assigned within the
     /// idle timeout.
     pub(super) fn any_active(&self, now: Instant) -> bool {

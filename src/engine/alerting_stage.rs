@@ -1,4 +1,5 @@
-//! The alerting stage of the Kafka pipeline: the [`Alerter`] (rule rows →
+//! The alerting stage of a consumer group, run by the instance that owns
+//! the alerting relay (`alerting_owner.rs`): the [`Alerter`] (rule rows →
 //! alert lifecycle → grouped notifications) with the changes to the
 //! silences topic, which the follower thread hands over and which are
 //! applied before each step.
@@ -9,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::alert::Alert;
 use crate::alerting::payload::Payload;
 use crate::alerting::{Alerter, Evaluation};
+use crate::config::AlertingConfig;
 
 /// See the module docs.
 pub(crate) struct AlertingStage {
@@ -20,6 +22,20 @@ pub(crate) struct AlertingStage {
 impl AlertingStage {
     pub(crate) fn new(alerter: Alerter, silences: mpsc::UnboundedReceiver<TableEntry>) -> Self {
         AlertingStage { alerter, silences }
+    }
+
+    /// Starts afresh from `saved` (the state the group's last owner
+    /// saved, if any), keeping the silences; an unreadable state is
+    /// logged and the alerter starts without it.
+    pub(crate) fn take_over(&mut self, config: &AlertingConfig, saved: Option<&[u8]>) {
+        let mut alerter = Alerter::new(config);
+        alerter.silences = std::mem::take(&mut self.alerter.silences);
+        if let Some(state) = saved
+            && let Err(e) = alerter.restore(state)
+        {
+            tracing::warn!(error = %e, "the saved alerting state cannot be read; starting without it");
+        }
+        self.alerter = alerter;
     }
 
     /// One step on event time: the silences as they stand now, then the

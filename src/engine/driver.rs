@@ -6,14 +6,34 @@
 //! letters — in the same order, so the two cannot drift apart. What
 //! happens to a step (produced to Kafka and alerted on, or collected) is
 //! the caller's.
+//!
+//! Lanes. When instances share a consumer group (every view grouped by
+//! its source's message key, see `engine::alone_reasons`), a partition
+//! may arrive from another instance with a checkpoint that does not fit
+//! this engine's windows: the other instance had closed fewer windows
+//! (or more), or never committed it (it is read from its start). Joining the engine would make its rows late for windows it
+//! never had evaluated (or evaluate windows again over part of their
+//! rows), so such a partition is computed by an engine of its own — a
+//! lane over the same SQL, restored from its checkpoint, with its own
+//! watermark — for as long as this instance holds it. One partition's
+//! records make whole rows of every view, so a lane's windows are exactly
+//! what that partition contributes; its evaluations reach the alerting
+//! relay like the main engine's, and the alerting clock of a step is the
+//! lowest over the main engine and the lanes.
 
-use datafusion::arrow::array::RecordBatch;
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::Int32Type;
 use telemine_connectors::decode::DeadLetter;
+use telemine_connectors::schema::PARTITION_COLUMN;
 
 use super::checkpoint::Checkpoint;
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
 use crate::alert::Alert;
 use crate::alerting::Evaluation;
+use crate::config::SourceDef;
 use crate::sql::SqlSet;
 
 /// What a runner hands the engine.
@@ -53,20 +73,62 @@ pub struct Step {
     /// The rule evaluations run (including those that returned no rows).
     pub evaluations: Vec<Evaluation>,
     /// The alerting clock after the step: the lowest watermark over every
-    /// source (see [`WindowEngine::lowest_watermark`]).
+    /// source (see [`WindowEngine::lowest_watermark`]), over the engine and
+    /// its lanes.
     pub clock: Option<i64>,
+    /// How far each partition held has been taken, for the alerting relay:
+    /// the clock of the engine computing it — once it has started there
+    /// (before that, whether it joins the engine or gets a lane is not
+    /// known, and only an idle one is reported).
+    pub progress: Vec<PartitionProgress>,
     /// Rows that arrived after their windows closed.
     pub late: Vec<LateRows>,
+}
+
+/// How far one partition's evaluations have gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub source: usize,
+    pub partition: i32,
+    /// Every window ending at or before it has been evaluated.
+    pub clock: Option<i64>,
+    /// Nothing it holds is active, so it holds no clock back.
+    pub idle: bool,
 }
 
 /// See the module docs.
 pub struct Driver {
     engine: WindowEngine,
+    /// Partitions computed on their own, by (source, partition).
+    lanes: BTreeMap<(usize, i32), WindowEngine>,
+    /// The sources, when partitions may be given lanes.
+    lane_sources: Option<Vec<SourceDef>>,
+    /// Partitions held, by source, and whether each has started (its
+    /// checkpoint restored, in the engine or a lane).
+    held: BTreeMap<(usize, i32), bool>,
 }
 
 impl Driver {
+    /// A driver whose one engine holds every partition.
     pub fn new(engine: WindowEngine) -> Driver {
-        Driver { engine }
+        Driver {
+            engine,
+            lanes: BTreeMap::new(),
+            lane_sources: None,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// A driver that gives a partition whose checkpoint does not fit the
+    /// engine a lane of its own (see the module docs). Only for SQL whose
+    /// every view groups by its source's message key.
+    pub fn with_lanes(engine: WindowEngine, sources: Vec<SourceDef>) -> Driver {
+        Driver {
+            engine,
+            lanes: BTreeMap::new(),
+            lane_sources: Some(sources),
+            held: BTreeMap::new(),
+        }
     }
 
     /// Runs one input through the engine.
@@ -74,13 +136,28 @@ impl Driver {
         let mut step = Step::default();
         match input {
             Input::Assigned { source, partitions } => {
-                self.engine.assign(source, &partitions)?;
+                self.lanes
+                    .retain(|&(s, p), _| s != source || partitions.contains(&p));
+                let main: Vec<i32> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|&p| !self.lanes.contains_key(&(source, p)))
+                    .collect();
+                self.engine.assign(source, &main)?;
+                self.held
+                    .retain(|&(s, p), _| s != source || partitions.contains(&p));
+                for &p in &partitions {
+                    self.held.entry((source, p)).or_insert(false);
+                }
             }
             Input::PartitionStart {
                 source,
                 partition,
                 checkpoint,
-            } => self.engine.restore(source, partition, checkpoint.as_ref()),
+            } => {
+                self.start_partition(source, partition, checkpoint)?;
+                self.held.insert((source, partition), true);
+            }
             Input::Batch {
                 source,
                 batch,
@@ -88,32 +165,214 @@ impl Driver {
                 consumed,
             } => {
                 step.dead = dead.into_iter().map(|d| (source, d)).collect();
-                self.engine.note_consumed(source, &consumed);
-                if let Some(batch) = batch {
-                    step.rows = self.engine.ingest(source, batch).await?;
+                if self.lanes.keys().any(|&(s, _)| s == source) {
+                    step.rows = self.ingest_split(source, batch, &consumed).await?;
+                } else {
+                    self.engine.note_consumed(source, &consumed);
+                    if let Some(batch) = batch {
+                        step.rows = self.engine.ingest(source, batch).await?;
+                    }
                 }
             }
-            Input::Tick => step.rows = self.engine.tick().await?,
-            Input::Finish => step.rows = self.engine.finish().await?,
+            Input::Tick => {
+                step.rows = self.engine.tick().await?;
+                for lane in self.lanes.values_mut() {
+                    step.rows.extend(lane.tick().await?);
+                }
+            }
+            Input::Finish => {
+                step.rows = self.engine.finish().await?;
+                for lane in self.lanes.values_mut() {
+                    step.rows.extend(lane.finish().await?);
+                }
+            }
         }
         step.evaluations = self.engine.take_evaluations();
-        step.clock = self.engine.lowest_watermark();
         step.late = self.engine.take_late();
+        for lane in self.lanes.values_mut() {
+            step.evaluations.extend(lane.take_evaluations());
+            step.late.extend(lane.take_late());
+        }
+        step.clock = self.clock().0;
+        step.progress = self.progress();
         Ok(step)
+    }
+
+    /// A partition's first rows are about to arrive: it joins the engine,
+    /// or gets a lane when lanes are on and its checkpoint does not fit.
+    fn start_partition(
+        &mut self,
+        source: usize,
+        partition: i32,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<(), EngineError> {
+        // A partition that had a lane starts again: from its checkpoint.
+        let had_lane = self.lanes.remove(&(source, partition)).is_some();
+        let fits = self.engine.fits(source, checkpoint.as_ref());
+        let Some(sources) = self.lane_sources.as_ref().filter(|_| !fits) else {
+            if had_lane {
+                let mut main = self.engine.partitions(source);
+                main.push(partition);
+                self.engine.assign(source, &main)?;
+            }
+            self.engine.restore(source, partition, checkpoint.as_ref());
+            return Ok(());
+        };
+        tracing::info!(
+            source,
+            partition,
+            "the partition's checkpoint does not fit this instance's windows (it was read elsewhere up to another window, or never committed): computing it on its own"
+        );
+        let main: Vec<i32> = self
+            .engine
+            .partitions(source)
+            .into_iter()
+            .filter(|&p| p != partition)
+            .collect();
+        self.engine.assign(source, &main)?;
+        let mut lane = self.engine.lane(sources);
+        lane.assign(source, &[partition])?;
+        lane.restore(source, partition, checkpoint.as_ref());
+        self.lanes.insert((source, partition), lane);
+        Ok(())
+    }
+
+    /// A batch of a source some of whose partitions have lanes: each
+    /// partition's rows go to the engine that computes it.
+    async fn ingest_split(
+        &mut self,
+        source: usize,
+        batch: Option<RecordBatch>,
+        consumed: &[(i32, i64)],
+    ) -> Result<Vec<Alert>, EngineError> {
+        let lanes: Vec<i32> = self
+            .lanes
+            .keys()
+            .filter(|(s, _)| *s == source)
+            .map(|(_, p)| *p)
+            .collect();
+        let lane_of = |p: i32| lanes.contains(&p).then_some(p);
+        type Consumed = Vec<(i32, i64)>;
+        let (lane_consumed, main_consumed): (Consumed, Consumed) =
+            consumed.iter().partition(|(p, _)| lane_of(*p).is_some());
+        let mut parts: BTreeMap<Option<i32>, RecordBatch> = BTreeMap::new();
+        if let Some(batch) = batch {
+            let idx = batch
+                .schema()
+                .index_of(PARTITION_COLUMN)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            let column = batch.column(idx).as_primitive::<Int32Type>().clone();
+            let mut keys: Vec<Option<i32>> = column.values().iter().map(|&p| lane_of(p)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                let mask: BooleanArray = column
+                    .values()
+                    .iter()
+                    .map(|&p| Some(lane_of(p) == key))
+                    .collect();
+                let rows = filter_record_batch(&batch, &mask)
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                parts.insert(key, rows);
+            }
+        }
+        self.engine.note_consumed(source, &main_consumed);
+        let mut alerts = Vec::new();
+        if let Some(rows) = parts.remove(&None) {
+            alerts.extend(self.engine.ingest(source, rows).await?);
+        }
+        for (key, lane) in self.lanes.iter_mut().filter(|((s, _), _)| *s == source) {
+            let consumed: Vec<(i32, i64)> = lane_consumed
+                .iter()
+                .copied()
+                .filter(|(p, _)| *p == key.1)
+                .collect();
+            lane.note_consumed(source, &consumed);
+            if let Some(rows) = parts.remove(&Some(key.1)) {
+                alerts.extend(lane.ingest(source, rows).await?);
+            }
+        }
+        Ok(alerts)
+    }
+
+    /// The alerting clock over the engine and its lanes (the lowest; none
+    /// while one without a watermark is active), and whether nothing is
+    /// active at all.
+    fn clock(&self) -> (Option<i64>, bool) {
+        let mut lowest: Option<i64> = None;
+        let mut active = false;
+        for e in std::iter::once(&self.engine).chain(self.lanes.values()) {
+            let busy = e.any_active();
+            active |= busy;
+            match e.lowest_watermark() {
+                Some(w) => lowest = Some(lowest.map_or(w, |l| l.min(w))),
+                None if busy => return (None, false),
+                None => {}
+            }
+        }
+        (lowest, lowest.is_none() && !active)
+    }
+
+    /// See [`Step::progress`].
+    fn progress(&self) -> Vec<PartitionProgress> {
+        let of = |e: &WindowEngine| {
+            let clock = e.lowest_watermark();
+            (clock, clock.is_none() && !e.any_active())
+        };
+        let main = of(&self.engine);
+        self.held
+            .iter()
+            .map(|(&(source, partition), &started)| {
+                let (clock, idle) = match self.lanes.get(&(source, partition)) {
+                    Some(lane) => of(lane),
+                    None if started => main,
+                    None => (None, self.engine.partition_idle(source, partition)),
+                };
+                PartitionProgress {
+                    source,
+                    partition,
+                    clock,
+                    idle,
+                }
+            })
+            .collect()
+    }
+
+    /// What may be committed now for each partition of `source`, from the
+    /// engine and the lanes (see [`WindowEngine::commit_positions`]).
+    pub fn commit_positions(&self, source: usize) -> Vec<(i32, i64, Checkpoint)> {
+        let mut out = self.engine.commit_positions(source);
+        for ((s, _), lane) in &self.lanes {
+            if *s == source {
+                out.extend(lane.commit_positions(source));
+            }
+        }
+        out
+    }
+
+    /// Partitions computed on their own now.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     /// Swaps in a new SQL set (see [`WindowEngine::replace_sql`]).
     pub fn replace_sql(&mut self, sql: SqlSet) -> Result<(), EngineError> {
+        for lane in self.lanes.values_mut() {
+            lane.replace_sql(sql.fork())?;
+        }
         self.engine.replace_sql(sql)
     }
 
-    /// The engine, for what commits read (positions, checkpoints).
-    pub fn engine(&self) -> &WindowEngine {
-        &self.engine
-    }
-
-    /// Late and duplicate counts per source name.
+    /// Late and duplicate counts per source name, over the engine and its
+    /// lanes.
     pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {
-        self.engine.source_counts()
+        let mut out = self.engine.source_counts();
+        for lane in self.lanes.values() {
+            for ((_, total), (_, c)) in out.iter_mut().zip(lane.source_counts()) {
+                total.late += c.late;
+                total.duplicates += c.duplicates;
+            }
+        }
+        out
     }
 }

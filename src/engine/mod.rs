@@ -15,6 +15,7 @@
 //!   state topic). They share one producer, settled before each commit.
 
 mod admission;
+mod alerting_owner;
 mod alerting_stage;
 pub mod checkpoint;
 pub mod chunked;
@@ -23,11 +24,13 @@ pub mod driver;
 pub mod local;
 mod outputs;
 pub mod pipeline;
+mod relay;
 pub mod reload;
 mod state_store;
 mod window_kinds;
 pub mod windows;
 
 pub use checkpoint::Checkpoint;
-pub use pipeline::{PipelineError, RunOptions, RunSummary, Stop, run_pipeline};
+pub use pipeline::{PipelineError, RunOptions, RunSummary, Stop, alone_reasons, run_pipeline};
+pub use relay::topic as relay_topic;
 pub use windows::{LateRows, SourceCounts, WindowEngine};

@@ -56,6 +56,36 @@ impl<'a> Outputs<'a> {
         }
     }
 
+    /// Outputs that never notify (no webhooks, no tap): an instance's
+    /// input side, whose rule rows and evaluations go to the alerting
+    /// relay.
+    pub(crate) fn for_input(
+        config: &'a Config,
+        producer: KafkaProducer,
+        metrics: Arc<Metrics>,
+    ) -> Outputs<'a> {
+        Outputs {
+            config,
+            producer,
+            metrics,
+            tap: None,
+            webhooks: None,
+        }
+    }
+
+    /// Produces messages of the alerting relay (see `relay.rs`).
+    pub(crate) async fn relay(
+        &mut self,
+        topic: &str,
+        messages: Vec<Vec<u8>>,
+    ) -> Result<(), ConnectorError> {
+        let key = self.config.kafka.instance_id.as_bytes();
+        for m in messages {
+            self.producer.send(topic, Some(key), &m, &[]).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -15,23 +15,24 @@ use std::time::{Duration, Instant};
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
-    TableEntry, TableReader, create_compacted_topic, reachable,
+    TableEntry, TableReader, create_compacted_topic, create_topic_unless_present, reachable,
 };
 use telemine_connectors::{ConnectorError, ErrorClass};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use super::alerting_owner::{self, Control};
 use super::alerting_stage::AlertingStage;
-use super::chunked;
 use super::commits::CommitLog;
 use super::driver::{Driver, Input, Step};
 use super::outputs::Outputs;
+use super::relay::{self, Progress, Reached, Relay};
 use super::state_store::StateStore;
 use super::windows::{EngineError, WindowEngine};
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
 use crate::alerting::silence::Silences;
-use crate::config::{Config, SourceDef};
+use crate::config::{Config, Delivery, ModelConfig, SourceDef};
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
 
@@ -121,24 +122,38 @@ pub async fn run_pipeline(
     } else {
         &config.models
     };
+    let alone = alone_reasons(&sql, &defs, models);
     let detectors =
         crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
-    let mut driver = Driver::new(WindowEngine::new(sql, &defs, metrics.clone()));
+    let engine = WindowEngine::new(sql, &defs, metrics.clone());
+    // Partitions arriving from another instance get lanes of their own
+    // when instances may share the group (see `driver.rs`).
+    let mut driver = if alone.is_empty() {
+        Driver::with_lanes(engine, defs.clone())
+    } else {
+        Driver::new(engine)
+    };
     let specs = source_specs(config, &defs)?;
-    let producer = KafkaProducer::new(&config.kafka)?;
+    let producer = output_producer(config, "").await?;
     let mut alerter = Alerter::new(&config.alerting);
     let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (silence_tx, silence_rx) = mpsc::unbounded_channel();
     tokio::pin!(stop);
-    // The silences and the saved alerting state first: telemine never
-    // alerts without them. Waiting for them honours a stop.
+    // The silences and the saved state first: telemine never alerts
+    // without them (the alerting state itself is read by whichever
+    // instance owns the alerting relay, when it gains it). Waiting for
+    // them honours a stop.
     let startup = async {
         let follower =
             follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await?;
-        let restored = restore_alerting_state(config, &mut alerter).await?;
-        Ok::<_, PipelineError>((follower, restored))
+        let table = read_group_state(config).await?;
+        let relay_topic = relay::topic(config);
+        if let Err(e) = create_topic_unless_present(&config.kafka, &relay_topic, 1, &[]).await {
+            tracing::warn!(topic = %relay_topic, error = %e, "cannot create the alerting relay topic");
+        }
+        Ok::<_, PipelineError>((follower, table))
     };
-    let (follower, (saved_state, state_table)) = tokio::select! {
+    let (follower, state_table) = tokio::select! {
         biased;
         _ = &mut stop => {
             tracing::info!("stopped while starting: nothing was read or committed");
@@ -153,7 +168,7 @@ pub async fn run_pipeline(
         &config.kafka.group_id,
         config.sinks.max_payload_bytes(),
         state_table,
-        saved_state,
+        String::new(),
     );
     state.restore_detectors(&detectors);
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
@@ -163,90 +178,154 @@ pub async fn run_pipeline(
             max_batch_records: config.engine.max_batch_records,
             linger: config.engine.batch_linger,
             stop_at_end: options.stop_at_end,
+            alone: (!alone.is_empty()).then(|| alone.join("; ")),
         },
         specs,
         tx,
     )?;
     let mut stages = Stages {
-        outputs: Outputs::new(config, producer, metrics.clone(), options.alert_tap.clone()),
-        alerting: AlertingStage::new(alerter, silence_rx),
+        outputs: Outputs::for_input(config, producer, metrics.clone()),
+        relay: RelayOut::new(config, &specs_topics(&defs)),
         state,
         detectors,
     };
-    let mut committed = CommitLog::default();
-    let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
-    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stop_requested = false;
-    let mut stopping = false;
-    let mut drain = options.stop_at_end;
+    // The group's alerting, if this instance gets the relay (see
+    // `alerting_owner.rs`), on its own producer.
+    let (control, control_rx) = watch::channel(Control::Running);
+    let owner = alerting_owner::run(
+        config,
+        AlertingStage::new(alerter, silence_rx),
+        Outputs::new(
+            config,
+            output_producer(config, ".alerting").await?,
+            metrics.clone(),
+            options.alert_tap.clone(),
+        ),
+        control_rx,
+    );
     let mut first_record: Option<Instant> = None;
-    let mut reload = options
-        .hot_reload
-        .then(|| super::reload::ReloadTriggers::start(&config.sql.dir));
-    let (reload_done_tx, mut reload_done_rx) = mpsc::channel(1);
-    let mut reload_generation = 0u64;
-    let mut abandoned = false;
-    // Partitions assigned, per source.
-    let mut assigned = vec![0u64; defs.len()];
-    loop {
-        tokio::select! {
-            biased;
-            how = &mut stop, if !stop_requested => {
-                stop_requested = true;
-                match how {
-                    Stop::Now => {
-                        tracing::info!("shutting down: finishing decoded batches, then committing");
-                        source.stop();
-                        stopping = true;
-                    }
-                    Stop::Drain => {
-                        start_draining(&source);
-                        drain = true;
+    let input = async {
+        let mut committed = CommitLog::default();
+        let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_requested = false;
+        let mut stopping = false;
+        let mut drain = options.stop_at_end;
+        let mut reload = options
+            .hot_reload
+            .then(|| super::reload::ReloadTriggers::start(&config.sql.dir));
+        let (reload_done_tx, mut reload_done_rx) = mpsc::channel(1);
+        let mut reload_generation = 0u64;
+        let mut abandoned = false;
+        // Partitions assigned, per source.
+        let mut assigned = vec![0u64; defs.len()];
+        loop {
+            tokio::select! {
+                biased;
+                how = &mut stop, if !stop_requested => {
+                    stop_requested = true;
+                    match how {
+                        Stop::Now => {
+                            tracing::info!("shutting down: finishing decoded batches, then committing");
+                            source.stop();
+                            stopping = true;
+                        }
+                        Stop::Drain => {
+                            start_draining(&source);
+                            drain = true;
+                        }
                     }
                 }
-            }
-            event = rx.recv() => match event {
-                None | Some(SourceEvent::End) => break,
-                Some(SourceEvent::Failed(why)) => {
-                    return Err(PipelineError::Unavailable(why));
-                }
-                Some(SourceEvent::Assigned { source: s, partitions }) => {
-                    tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
-                    // Assignments and restores raise nothing to emit.
-                    driver
-                        .handle(Input::Assigned { source: s, partitions: partitions.clone() })
-                        .await?;
-                    // A commit sent before the change may have failed
-                    // (its result may never come: a consumer started
-                    // again): the next one sends everything.
-                    committed.forget_sent();
-                    if let Some(n) = assigned.get_mut(s) {
-                        *n = partitions.len() as u64;
+                event = rx.recv() => match event {
+                    None | Some(SourceEvent::End) => break,
+                    Some(SourceEvent::Failed(why)) => {
+                        return Err(PipelineError::Unavailable(why));
                     }
-                    metrics
-                        .partitions_assigned
-                        .store(assigned.iter().sum(), std::sync::atomic::Ordering::Relaxed);
-                }
-                Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
-                    let checkpoint = committed
-                        .as_ref()
-                        .and_then(|(_, m)| stages.state.checkpoint(source.topic(s), partition, m));
-                    if let Some(c) = &checkpoint {
-                        tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
-                    }
-                    driver
-                        .handle(Input::PartitionStart { source: s, partition, checkpoint })
-                        .await?;
-                }
-                Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
-                    first_record.get_or_insert_with(Instant::now);
-                    // A stop during the evaluations abandons them (see
-                    // `abandoned`); after a stop they run to the end.
-                    let work = async {
-                        let step = driver
-                            .handle(Input::Batch { source: s, batch, dead, consumed })
+                    Some(SourceEvent::Assigned { source: s, partitions }) => {
+                        tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
+                        // Assignments and restores raise nothing to emit.
+                        driver
+                            .handle(Input::Assigned { source: s, partitions: partitions.clone() })
                             .await?;
-                        stages.emit(&source, step).await
+                        // A commit sent before the change may have failed
+                        // (its result may never come: a consumer started
+                        // again): the next one sends everything.
+                        committed.forget_sent();
+                        stages.relay.assigned(s, &partitions);
+                        if let Some(n) = assigned.get_mut(s) {
+                            *n = partitions.len() as u64;
+                        }
+                        metrics
+                            .partitions_assigned
+                            .store(assigned.iter().sum(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
+                        let checkpoint = committed
+                            .as_ref()
+                            .and_then(|(_, m)| stages.state.checkpoint(source.topic(s), partition, m));
+                        if let Some(c) = &checkpoint {
+                            tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
+                        }
+                        driver
+                            .handle(Input::PartitionStart { source: s, partition, checkpoint })
+                            .await?;
+                    }
+                    Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
+                        first_record.get_or_insert_with(Instant::now);
+                        // A stop during the evaluations abandons them (see
+                        // `abandoned`); after a stop they run to the end.
+                        let work = async {
+                            let step = driver
+                                .handle(Input::Batch { source: s, batch, dead, consumed })
+                                .await?;
+                            stages.emit(&source, step).await
+                        };
+                        let Some((done, drain_now)) =
+                            unless_stopped(stop.as_mut(), stop_requested, work).await
+                        else {
+                            abandoned = true;
+                            break;
+                        };
+                        drain |= begin_drain(&source, drain_now, &mut stop_requested);
+                        done?;
+                    }
+                },
+                Some(cause) = async {
+                    match reload.as_mut() {
+                        Some(r) => r.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(r) = reload.as_mut() {
+                        r.settle().await;
+                    }
+                    // Planned on a task of its own: the stream goes on meanwhile.
+                    reload_generation += 1;
+                    let (generation, done) = (reload_generation, reload_done_tx.clone());
+                    let (dir, defs, options) = (
+                        config.sql.dir.clone(),
+                        defs.clone(),
+                        crate::sql::SqlOptions::from_config(config),
+                    );
+                    tokio::spawn(async move {
+                        let loaded = SqlSet::load(&dir, &defs, &options).await;
+                        let _ = done.send((generation, cause, loaded)).await;
+                    });
+                }
+                Some((generation, cause, loaded)) = reload_done_rx.recv() => {
+                    if generation == reload_generation {
+                        swap_sql(config, &mut driver, &metrics, cause, loaded)?;
+                    }
+                }
+                // After SIGTERM only the last commit is made, with a bound.
+                _ = commit_tick.tick(), if !stopping => {
+                    // The evaluations, the outputs and the commit (which waits
+                    // for the broker): a stop meanwhile abandons them
+                    // (at-least-once).
+                    let work = async {
+                        let step = driver.handle(Input::Tick).await?;
+                        stages.emit(&source, step).await?;
+                        commit(&source, &driver, &mut stages, &defs, &mut committed, false).await
                     };
                     let Some((done, drain_now)) =
                         unless_stopped(stop.as_mut(), stop_requested, work).await
@@ -257,98 +336,51 @@ pub async fn run_pipeline(
                     drain |= begin_drain(&source, drain_now, &mut stop_requested);
                     done?;
                 }
-            },
-            Some(cause) = async {
-                match reload.as_mut() {
-                    Some(r) => r.next().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if let Some(r) = reload.as_mut() {
-                    r.settle().await;
-                }
-                // Planned on a task of its own: the stream goes on meanwhile.
-                reload_generation += 1;
-                let (generation, done) = (reload_generation, reload_done_tx.clone());
-                let (dir, defs, options) = (
-                    config.sql.dir.clone(),
-                    defs.clone(),
-                    crate::sql::SqlOptions::from_config(config),
-                );
-                tokio::spawn(async move {
-                    let loaded = SqlSet::load(&dir, &defs, &options).await;
-                    let _ = done.send((generation, cause, loaded)).await;
-                });
             }
-            Some((generation, cause, loaded)) = reload_done_rx.recv() => {
-                if generation == reload_generation {
-                    swap_sql(config, &mut driver, &metrics, cause, loaded)?;
-                }
+        }
+        if abandoned {
+            // A stop arrived while views or rules were running: their work is
+            // dropped, nothing more is committed, and a restart re-reads the
+            // windows since the last commit (at-least-once).
+            tracing::info!(
+                "stopped during an evaluation or while waiting for the broker: the work was abandoned; the windows since the last commit are re-read at restart"
+            );
+            source.stop();
+        } else {
+            if drain && !stopping {
+                let step = driver.handle(Input::Finish).await?;
+                stages.emit(&source, step).await?;
+                stages.relay_end().await?;
             }
-            // After SIGTERM only the last commit is made, with a bound.
-            _ = commit_tick.tick(), if !stopping => {
-                // The evaluations, the outputs and the commit (which waits
-                // for the broker): a stop meanwhile abandons them
-                // (at-least-once).
-                let work = async {
-                    let step = driver.handle(Input::Tick).await?;
-                    stages.emit(&source, step).await?;
-                    commit(&source, driver.engine(), &mut stages, &defs, &mut committed, false).await
-                };
-                let Some((done, drain_now)) =
-                    unless_stopped(stop.as_mut(), stop_requested, work).await
-                else {
+            let last = commit(&source, &driver, &mut stages, &defs, &mut committed, true);
+            match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
+                Ok(done) => {
+                    done?;
+                    stages.outputs.producer.flush(SHUTDOWN_WAIT)?;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "the broker did not acknowledge the outputs within {} s; stopping without the last commit: a restart re-reads the records since the last confirmed one",
+                        SHUTDOWN_WAIT.as_secs()
+                    );
                     abandoned = true;
-                    break;
-                };
-                drain |= begin_drain(&source, drain_now, &mut stop_requested);
-                done?;
+                }
             }
         }
-    }
-    if abandoned {
-        // A stop arrived while views or rules were running: their work is
-        // dropped, nothing more is committed, and a restart re-reads the
-        // windows since the last commit (at-least-once).
-        tracing::info!(
-            "stopped during an evaluation or while waiting for the broker: the work was abandoned; the windows since the last commit are re-read at restart"
-        );
-        source.stop();
-    } else {
-        if drain && !stopping {
-            let step = driver.handle(Input::Finish).await?;
-            stages.emit(&source, step).await?;
-            let last = stages.alerting.finish();
-            stages.outputs.notify(last).await?;
+        if abandoned && let Err(e) = stages.outputs.producer.flush(ABANDONED_FLUSH) {
+            tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
         }
-        let last = commit(
-            &source,
-            driver.engine(),
-            &mut stages,
-            &defs,
-            &mut committed,
-            true,
-        );
-        match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
-            Ok(done) => {
-                done?;
-                stages.outputs.producer.flush(SHUTDOWN_WAIT)?;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "the broker did not acknowledge the outputs within {} s; stopping without the last commit: a restart re-reads the records since the last confirmed one",
-                    SHUTDOWN_WAIT.as_secs()
-                );
-                abandoned = true;
-            }
-        }
-    }
-    if abandoned && let Err(e) = stages.outputs.producer.flush(ABANDONED_FLUSH) {
-        tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
-    }
-    if let Some(w) = stages.outputs.webhooks.take() {
-        tokio::task::spawn_blocking(move || w.finish()).await.ok();
-    }
+        // The owner task finishes the group's alerting once every partition
+        // was drained (if it holds the relay), or stops with this instance.
+        let drained = drain && !stopping && !abandoned;
+        let _ = control.send(if drained {
+            Control::InputDone
+        } else {
+            Control::Stop
+        });
+        Ok::<(), PipelineError>(())
+    };
+    tokio::try_join!(input, owner)?;
     follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(f) = follower {
         tokio::task::spawn_blocking(move || f.join()).await.ok();
@@ -471,38 +503,46 @@ async fn follow_silences(
     }))
 }
 
-/// Restores the alerting state this consumer group saved last, if any;
-/// returns the state as it stands after (what is saved until it changes).
-async fn restore_alerting_state(
-    config: &Config,
-    alerter: &mut Alerter,
-) -> Result<(String, Table), PipelineError> {
+/// This consumer group's entries of the state topic (its alerting state's
+/// chunks, its detectors' state, its checkpoints), read to the end, asked
+/// again until the brokers answer (see [`open_table_patiently`]).
+pub(crate) async fn read_group_state(config: &Config) -> Result<Table, PipelineError> {
     let topic = &config.alerting.state_topic;
     let group = &config.kafka.group_id;
-    let (_, table) = open_table_patiently(config, topic, "saved alerting state").await?;
-    match chunked::read(&table, group) {
-        Ok(Some(state)) => match alerter.restore(&state) {
-            Ok(()) => {
-                tracing::info!(%topic, %group, bytes = state.len(), "alerting state restored")
-            }
-            Err(e) => {
-                tracing::warn!(%topic, %group, error = %e, "the saved alerting state cannot be read; starting without it")
-            }
-        },
-        Ok(None) => {
-            tracing::info!(%topic, %group, "no saved alerting state: starting fresh")
-        }
-        Err(e) => {
-            tracing::warn!(%topic, %group, error = %e, "the saved alerting state is incomplete; starting without it")
-        }
-    }
-    // This group's entries: its state's chunks, its checkpoints.
+    let (_, table) = open_table_patiently(config, topic, "saved state").await?;
     let prefix = format!("{group}/");
-    let kept = table
+    Ok(table
         .into_iter()
         .filter(|(k, _)| k == group || k.starts_with(&prefix))
-        .collect();
-    Ok((alerter.snapshot(), kept))
+        .collect())
+}
+
+/// Why this instance must be alone in its consumer group: what would be
+/// computed wrong with the group's partitions split across instances.
+/// Empty: instances may share the group (scale-out).
+pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], models: &[ModelConfig]) -> Vec<String> {
+    use crate::sql::Placement;
+    let mut why = Vec::new();
+    for v in &sql.views {
+        match v.placement(defs) {
+            Placement::PerPartition => {}
+            Placement::Repartitioned { .. } => why.push(format!(
+                "view `{}` does not group by its source's message key, and repartitioning is not built yet",
+                v.name
+            )),
+            Placement::OverViews => why.push(format!(
+                "view `{}` reads other views, and bringing their rows together across instances is not built yet",
+                v.name
+            )),
+        }
+    }
+    for m in models {
+        why.push(format!(
+            "model `{}` keeps its detector state per instance, not yet per partition",
+            m.name
+        ));
+    }
+    why
 }
 
 /// Swaps in the SQL folder loaded again (off the pipeline's path); a
@@ -561,7 +601,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
 /// waits up to [`LAST_COMMIT_WAIT`] for the broker.
 async fn commit(
     source: &KafkaSource,
-    engine: &WindowEngine,
+    engine: &Driver,
     stages: &mut Stages<'_>,
     defs: &[SourceDef],
     committed: &mut CommitLog,
@@ -584,6 +624,9 @@ async fn commit(
                 metadata,
             });
         }
+    }
+    if stages.outputs.producer.is_transactional() {
+        return commit_transaction(source, stages, committed, offsets, stored).await;
     }
     let unchanged = committed.unchanged(&offsets) && !source.take_commit_failed();
     if !unchanged {
@@ -630,6 +673,70 @@ async fn commit(
     Ok(())
 }
 
+/// The exactly-once commit: the large checkpoints, then one transaction
+/// with everything produced since the last and the input offsets; a
+/// failure stops the run (see [`KafkaProducer::commit_transaction`]).
+async fn commit_transaction(
+    source: &KafkaSource,
+    stages: &mut Stages<'_>,
+    committed: &mut CommitLog,
+    offsets: Vec<CommitOffset>,
+    stored: Vec<(String, Vec<u8>)>,
+) -> Result<(), PipelineError> {
+    for (key, chunk) in stored {
+        stages
+            .state
+            .store(&mut stages.outputs.producer, key, chunk)
+            .await?;
+    }
+    let txn = source.transaction_offsets(&offsets);
+    stages.outputs.producer.commit_transaction(txn).await?;
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    Metrics::add(&stages.outputs.metrics().commits, 1);
+    // The commit is confirmed once the transaction is.
+    let confirmed: std::collections::HashMap<(usize, i32), String> = offsets
+        .iter()
+        .map(|o| ((o.source, o.partition), o.metadata.clone()))
+        .collect();
+    let state = &stages.state;
+    let gone = committed.sent(
+        offsets,
+        |o| state.checkpoint_chunks(source.topic(o.source), o.partition, &o.metadata),
+        |s, p| confirmed.get(&(s, p)).cloned(),
+    );
+    stages.state.retire(gone);
+    Ok(())
+}
+
+/// The producer of an instance's outputs (`role` ""), or of its alerting
+/// (".alerting"): transactional under `delivery = "exactly_once"`, with an
+/// id derived from the group and the instance id, so a restart fences
+/// the killed incarnation and aborts what it left open.
+async fn output_producer(config: &Config, role: &str) -> Result<KafkaProducer, PipelineError> {
+    match config.engine.delivery {
+        Delivery::AtLeastOnce => Ok(KafkaProducer::new(&config.kafka)?),
+        Delivery::ExactlyOnce => {
+            let Some(instance) = config.kafka.group_instance_id() else {
+                return Err(PipelineError::Config(
+                    "[engine] delivery = \"exactly_once\" needs [kafka] instance_id (each instance's transactional id derives from it)".into(),
+                ));
+            };
+            let id = format!("{}{role}.{instance}", config.kafka.group_id);
+            let mut client = config.kafka.clone();
+            // A killed instance's open transaction is aborted by its
+            // successor at once; one whose instance never comes back
+            // holds read_committed readers back until this timeout.
+            client
+                .properties
+                .entry("transaction.timeout.ms".into())
+                .or_insert_with(|| "10000".into());
+            Ok(KafkaProducer::transactional(&client, &id).await?)
+        }
+    }
+}
+
 /// How long shutdown waits for the outputs and the last commit.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -639,11 +746,11 @@ const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
 /// How long the commit before shutdown waits for the broker.
 const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
-/// The stages after the window engine: its outputs, the alerting stage
+/// The stages after the window engine: its outputs, the alerting relay
 /// and the state store, all producing on the outputs' producer.
 struct Stages<'a> {
     outputs: Outputs<'a>,
-    alerting: AlertingStage,
+    relay: RelayOut,
     state: StateStore,
     /// The models' detectors, whose state is saved with each commit.
     detectors: Vec<Arc<crate::detector::Detector>>,
@@ -651,39 +758,129 @@ struct Stages<'a> {
 
 impl Stages<'_> {
     /// What the engine produced in one step: its dead letters (to the
-    /// dead-letter topic), its rule rows (to the rows topic; through the
-    /// alerting stage, as notifications); then its late rows (to the late
-    /// topic, with their source topic).
+    /// dead-letter topic), its rule rows (to the rows topic; with the
+    /// evaluations and this instance's progress, to the alerting relay);
+    /// then its late rows (to the late topic, with their source topic).
     async fn emit(&mut self, source: &KafkaSource, step: Step) -> Result<(), PipelineError> {
         let Step {
             dead,
             rows,
             evaluations,
-            clock,
+            progress,
             late,
+            ..
         } = step;
         for (s, d) in dead {
             self.outputs.dead_letter(source.topic(s), d).await?;
         }
         self.outputs.rule_rows(&rows).await?;
-        let payloads = self.alerting.step(evaluations, rows, clock);
-        self.outputs.notify(payloads).await?;
+        let progress: Vec<Progress> = progress
+            .iter()
+            .filter_map(|p| {
+                let reached = match (p.clock, p.idle) {
+                    (Some(c), _) => Reached::Clock(c),
+                    (None, true) => Reached::Idle,
+                    (None, false) => return None,
+                };
+                Some(self.relay.progress(p.source, p.partition, reached))
+            })
+            .collect();
+        let messages = self.relay.messages(&rows, &evaluations, progress);
+        self.outputs.relay(&self.relay.topic, messages).await?;
         for l in late {
             self.outputs.late(source.topic(l.source), l).await?;
         }
         Ok(())
     }
 
-    /// Saves the alerting state and the detectors' state where they
-    /// changed; the commit that follows settles them like the outputs.
-    async fn save_state(&mut self) -> Result<(), PipelineError> {
-        let producer = &mut self.outputs.producer;
-        self.state
-            .save_alerting(producer, self.alerting.snapshot())
-            .await?;
-        self.state.save_detectors(producer, &self.detectors).await?;
+    /// After the last step of a drain: every partition held is at its end.
+    async fn relay_end(&mut self) -> Result<(), PipelineError> {
+        let end = self.relay.held_at(Reached::End);
+        let messages = self.relay.messages(&[], &[], end);
+        self.outputs.relay(&self.relay.topic, messages).await?;
         Ok(())
     }
+
+    /// Saves the detectors' state where it changed; the commit that
+    /// follows settles it like the outputs.
+    async fn save_state(&mut self) -> Result<(), PipelineError> {
+        self.state
+            .save_detectors(&mut self.outputs.producer, &self.detectors)
+            .await?;
+        Ok(())
+    }
+}
+
+/// What this instance relays to the group's alerting (see `relay.rs`).
+struct RelayOut {
+    topic: String,
+    from: String,
+    max_bytes: usize,
+    /// Source topics, by source index.
+    topics: Vec<String>,
+    /// Partitions held, by source index.
+    held: Vec<Vec<i32>>,
+    /// The progress relayed last.
+    last: Vec<Progress>,
+}
+
+impl RelayOut {
+    fn new(config: &Config, topics: &[String]) -> RelayOut {
+        RelayOut {
+            topic: relay::topic(config),
+            from: config.kafka.instance_id.clone(),
+            max_bytes: config.sinks.max_payload_bytes(),
+            topics: topics.to_vec(),
+            held: vec![Vec::new(); topics.len()],
+            last: Vec::new(),
+        }
+    }
+
+    fn assigned(&mut self, source: usize, partitions: &[i32]) {
+        if let Some(h) = self.held.get_mut(source) {
+            *h = partitions.to_vec();
+        }
+    }
+
+    fn progress(&self, source: usize, partition: i32, reached: Reached) -> Progress {
+        Progress {
+            topic: self.topics.get(source).cloned().unwrap_or_default(),
+            partition,
+            reached,
+        }
+    }
+
+    /// Every partition held, at `reached`.
+    fn held_at(&self, reached: Reached) -> Vec<Progress> {
+        self.held
+            .iter()
+            .enumerate()
+            .flat_map(|(s, ps)| ps.iter().map(move |&p| self.progress(s, p, reached)))
+            .collect()
+    }
+
+    /// The messages for one step: its rows and evaluations, with the
+    /// progress of the partitions held; nothing when there are no rows or
+    /// evaluations and the progress is the one relayed last.
+    fn messages(
+        &mut self,
+        rows: &[crate::alert::Alert],
+        evaluations: &[crate::alerting::Evaluation],
+        progress: Vec<Progress>,
+    ) -> Vec<Vec<u8>> {
+        let moved = !progress.is_empty() && progress != self.last;
+        if rows.is_empty() && evaluations.is_empty() && !moved {
+            return Vec::new();
+        }
+        if !progress.is_empty() {
+            self.last.clone_from(&progress);
+        }
+        Relay::pack(&self.from, rows, evaluations, &progress, self.max_bytes)
+    }
+}
+
+fn specs_topics(defs: &[SourceDef]) -> Vec<String> {
+    defs.iter().map(|d| d.topic.clone()).collect()
 }
 
 #[cfg(test)]

@@ -406,6 +406,52 @@ impl WindowEngine {
         }
     }
 
+    /// Whether a partition restored from `checkpoint` fits this engine's
+    /// windows: every view of `source` that has closed windows here closed
+    /// them up to where the checkpoint says (or the checkpoint does not
+    /// know the view). A partition without a checkpoint (read from its
+    /// start) fits only an engine that has closed nothing of `source`'s
+    /// views yet. A partition that does not fit would see its rows late,
+    /// or skip windows, if it joined (see `driver.rs`).
+    pub fn fits(&self, source: usize, checkpoint: Option<&Checkpoint>) -> bool {
+        let Some(state) = self.sources.get(source) else {
+            return true;
+        };
+        state.views.iter().all(|&vi| {
+            let name = &self.sql.views[vi].name;
+            let here = self.views[vi].closed_until;
+            match (here, checkpoint.map(|c| c.closed.get(name))) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(here), Some(Some(&there))) => here == there,
+                (Some(_), Some(None)) => true,
+            }
+        })
+    }
+
+    /// Whether `source`'s `partition` is held here and has been idle (no
+    /// rows for the source's idle timeout since it was assigned or last
+    /// delivered).
+    pub fn partition_idle(&self, source: usize, partition: i32) -> bool {
+        self.sources
+            .get(source)
+            .is_some_and(|s| s.admission.partition_idle(partition, Instant::now()))
+    }
+
+    /// The partitions of `source` this engine holds.
+    pub fn partitions(&self, source: usize) -> Vec<i32> {
+        self.sources
+            .get(source)
+            .map(|s| s.admission.read_to().map(|(p, _)| p).collect())
+            .unwrap_or_default()
+    }
+
+    /// A new engine over the same SQL (see [`SqlSet::fork`]), holding
+    /// nothing yet.
+    pub fn lane(&self, sources: &[SourceDef]) -> WindowEngine {
+        WindowEngine::new(self.sql.fork(), sources, self.metrics.clone())
+    }
+
     /// The consumer now owns exactly `partitions` of `source`. New ones hold
     /// the watermark back until they deliver or go idle; rows of revoked ones
     /// are dropped (their new owner re-reads them from the committed offset).
@@ -475,6 +521,14 @@ impl WindowEngine {
             }
         }
         lowest
+    }
+
+    /// Whether any assigned partition of any source is active (has not
+    /// gone idle): with no watermark, such a partition holds the alerting
+    /// clock back; without one, nothing does.
+    pub fn any_active(&self) -> bool {
+        let now = Instant::now();
+        self.sources.iter().any(|s| s.admission.any_active(now))
     }
 
     /// Takes a decoded batch of `source`, then closes every window the

@@ -277,6 +277,22 @@ impl std::fmt::Debug for SqlSet {
 }
 
 impl SqlSet {
+    /// Another handle on the same plans, context, table slots and
+    /// scorers, for a second window engine that evaluates on the same
+    /// thread (a partition computed on its own, `engine/driver.rs`): each
+    /// evaluation fills the slots it reads and clears them after, so two
+    /// engines taking turns never see each other's rows.
+    pub fn fork(&self) -> SqlSet {
+        SqlSet {
+            ctx: self.ctx.clone(),
+            views: self.views.clone(),
+            rules: self.rules.clone(),
+            slots: self.slots.clone(),
+            scorers: self.scorers.clone(),
+            limits: self.limits,
+        }
+    }
+
     /// Loads and plans every `.sql` file under `dir`. All problems are
     /// collected and returned together.
     pub async fn load(

@@ -14,6 +14,30 @@ use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 pub const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
 pub const TELEMETRY_PARTITIONS: i32 = 3;
 
+/// A test's topics under `prefix`: telemetry with `telemetry_partitions`
+/// partitions, market, rows, dead letters, late records, and `extra`
+/// (suffix, partitions).
+pub async fn test_topics(
+    brokers: &str,
+    prefix: &str,
+    telemetry_partitions: i32,
+    extra: &[(&str, i32)],
+) {
+    let client = KafkaClientConfig::new(brokers.to_string());
+    let mut topics = vec![
+        (format!("{prefix}.telemetry"), telemetry_partitions),
+        (format!("{prefix}.market"), 1),
+        (format!("{prefix}.rows"), 3),
+        (format!("{prefix}.dead-letter"), 1),
+        (format!("{prefix}.late"), 1),
+    ];
+    topics.extend(extra.iter().map(|(t, p)| (format!("{prefix}.{t}"), *p)));
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    create_topics(&client, &refs)
+        .await
+        .expect("create test topics");
+}
+
 pub struct Setup {
     pub brokers: String,
     pub prefix: String,
@@ -26,19 +50,7 @@ impl Setup {
         let brokers = brokers()?;
         let prefix = unique(name);
         let group = format!("{prefix}.group");
-        let client = KafkaClientConfig::new(brokers.clone());
-        let topics = [
-            (format!("{prefix}.telemetry"), TELEMETRY_PARTITIONS),
-            (format!("{prefix}.market"), 1),
-            (format!("{prefix}.alerts"), 3),
-            (format!("{prefix}.rows"), 3),
-            (format!("{prefix}.dead-letter"), 1),
-            (format!("{prefix}.late"), 1),
-        ];
-        let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        create_topics(&client, &refs)
-            .await
-            .expect("create test topics");
+        test_topics(&brokers, &prefix, TELEMETRY_PARTITIONS, &[("alerts", 3)]).await;
         let config_text = config_text(&brokers, &group, &prefix, &repo().join("sql"));
         Some(Setup {
             brokers,

@@ -39,11 +39,58 @@ pub async fn reachable(
     .map_err(|e| ConnectorError::Internal(format!("metadata probe: {e}")))?
 }
 
+/// How many partitions each of `topics` has now (0 for a topic that does
+/// not exist yet), asked of the brokers off the async runtime's threads.
+pub async fn partition_counts(
+    client: &KafkaClientConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>, ConnectorError> {
+    let config = client.client_config();
+    let context = super::Quiet::new(client);
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer<super::Quiet> = config
+            .create_with_context(context)
+            .map_err(|e| ConnectorError::kafka("creating a client", e))?;
+        topics
+            .into_iter()
+            .map(|t| {
+                let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&t), timeout)
+                    .map_err(|e| {
+                        ConnectorError::kafka(format!("fetching metadata of topic `{t}`"), e)
+                    })?;
+                let n = md
+                    .topics()
+                    .iter()
+                    .filter(|m| m.name() == t && m.error().is_none())
+                    .map(|m| m.partitions().len() as i32)
+                    .sum();
+                Ok((t, n))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ConnectorError::Internal(format!("metadata request: {e}")))?
+}
+
 /// Creates a one-partition compacted topic (a table keyed by message key)
 /// unless it exists.
 pub async fn create_compacted_topic(
     client: &KafkaClientConfig,
     topic: &str,
+) -> Result<(), ConnectorError> {
+    create_topic_unless_present(client, topic, 1, &[("cleanup.policy", "compact")]).await
+}
+
+/// Creates `topic` with `partitions` partitions and the given configs
+/// unless it exists (asked first: an admin request is not sent when it
+/// need not be — librdkafka's mock cluster never answers one).
+pub async fn create_topic_unless_present(
+    client: &KafkaClientConfig,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
 ) -> Result<(), ConnectorError> {
     let config = client.client_config();
     let t = topic.to_string();
@@ -69,7 +116,7 @@ pub async fn create_compacted_topic(
     if exists {
         return Ok(());
     }
-    create_topics_with(client, &[(topic, 1)], &[("cleanup.policy", "compact")]).await
+    create_topics_with(client, &[(topic, partitions)], configs).await
 }
 
 /// Creates topics like [`create_topics`], each with the given topic

@@ -6,6 +6,7 @@
 
 mod admin;
 mod context;
+mod owned;
 mod producer;
 mod source;
 mod table;
@@ -15,9 +16,13 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-pub use admin::{create_compacted_topic, create_topics, create_topics_with, reachable};
+pub use admin::{
+    create_compacted_topic, create_topic_unless_present, create_topics, create_topics_with,
+    partition_counts, reachable,
+};
 pub use context::Quiet;
-pub use producer::KafkaProducer;
+pub use owned::{OwnedEvent, OwnedTopic};
+pub use producer::{KafkaProducer, TransactionOffsets};
 pub use source::{CommitOffset, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec};
 pub use table::{Table, TableEntry, TableReader};
 

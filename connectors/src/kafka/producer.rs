@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
@@ -21,7 +23,21 @@ pub struct KafkaProducer {
     pending: Vec<DeliveryFuture>,
     /// Messages refused for what they are since the last settle.
     refused: u64,
+    /// Whether everything sent is in a transaction (exactly-once), which
+    /// [`KafkaProducer::commit_transaction`] commits with input offsets.
+    transactional: bool,
 }
+
+/// Input offsets that go into a producer's transaction, with the consumer
+/// group they belong to (Kafka then fences a zombie of a rebalanced
+/// group, KIP-447).
+pub struct TransactionOffsets {
+    pub(crate) list: TopicPartitionList,
+    pub(crate) group: ConsumerGroupMetadata,
+}
+
+/// How long a transaction's commit (or abort) may take.
+const TRANSACTION_WAIT: Duration = Duration::from_secs(60);
 
 impl KafkaProducer {
     pub fn new(client: &KafkaClientConfig) -> Result<Self, ConnectorError> {
@@ -45,7 +61,113 @@ impl KafkaProducer {
             producer,
             pending: Vec::new(),
             refused: 0,
+            transactional: false,
         })
+    }
+
+    /// A transactional producer (`transactional.id` = `id`: a restart with
+    /// the same id fences the previous incarnation), its first transaction
+    /// begun. What it sends becomes visible to `read_committed` readers
+    /// only when [`KafkaProducer::commit_transaction`] commits it.
+    pub async fn transactional(
+        client: &KafkaClientConfig,
+        id: &str,
+    ) -> Result<Self, ConnectorError> {
+        let mut client = client.clone();
+        client
+            .properties
+            .insert("transactional.id".into(), id.to_string());
+        // A delivery may not outlive its transaction.
+        let txn_timeout = client
+            .properties
+            .get("transaction.timeout.ms")
+            .cloned()
+            .unwrap_or_else(|| "60000".into());
+        client
+            .properties
+            .entry("message.timeout.ms".into())
+            .or_insert(txn_timeout);
+        let mut p = KafkaProducer::new(&client)?;
+        p.transactional = true;
+        let producer = p.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.init_transactions(TRANSACTION_WAIT)?;
+            producer.begin_transaction()
+        })
+        .await
+        .map_err(|e| ConnectorError::Internal(format!("starting transactions: {e}")))?
+        .map_err(|e| ConnectorError::kafka(format!("starting transactions as `{id}`"), e))?;
+        Ok(p)
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Commits the transaction: everything sent since the last commit,
+    /// with `offsets` (the input read to produce it), then begins the
+    /// next. A failure aborts the transaction and is an error: nothing of
+    /// it becomes visible, and the caller must not go on from state it
+    /// no longer matches (the engine stops; a restart reads from the last
+    /// committed offsets).
+    pub async fn commit_transaction(
+        &mut self,
+        offsets: Option<TransactionOffsets>,
+    ) -> Result<(), ConnectorError> {
+        let refused = match self.settle("the transaction's messages").await {
+            Ok(n) => n,
+            Err(e) => return Err(self.abort(e).await),
+        };
+        if refused > 0 {
+            let e = ConnectorError::Refused(format!(
+                "the broker refused {refused} message(s) inside a transaction"
+            ));
+            return Err(self.abort(e).await);
+        }
+        let producer = self.producer.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(o) = offsets {
+                producer.send_offsets_to_transaction(&o.list, &o.group, TRANSACTION_WAIT)?;
+            }
+            producer.commit_transaction(TRANSACTION_WAIT)?;
+            producer.begin_transaction()
+        })
+        .await
+        .map_err(|e| ConnectorError::Internal(format!("committing a transaction: {e}")))?;
+        match done {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = ConnectorError::kafka("committing a transaction", e);
+                Err(self.abort(e).await)
+            }
+        }
+    }
+
+    /// Drops what the open transaction holds (its commit is another's
+    /// now) and begins the next.
+    pub async fn discard_transaction(&mut self) -> Result<(), ConnectorError> {
+        self.pending.clear();
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.abort_transaction(TRANSACTION_WAIT)?;
+            producer.begin_transaction()
+        })
+        .await
+        .map_err(|e| ConnectorError::Internal(format!("aborting a transaction: {e}")))?
+        .map_err(|e| ConnectorError::kafka("aborting a transaction", e))
+    }
+
+    /// Aborts the open transaction after `why`, as far as the producer
+    /// still can (a fenced one cannot); returns `why`.
+    async fn abort(&mut self, why: ConnectorError) -> ConnectorError {
+        self.pending.clear();
+        let producer = self.producer.clone();
+        let aborted =
+            tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_WAIT)).await;
+        if let Ok(Err(e)) = aborted {
+            tracing::warn!(error = %e, "the transaction could not be aborted; the broker aborts it once it times out");
+        }
+        why
     }
 
     /// Enqueues one message; waits (briefly, repeatedly) while the local

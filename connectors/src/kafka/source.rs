@@ -27,6 +27,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::producer::TransactionOffsets;
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
 use crate::decode::{DeadLetter, Decoder, RecordChunk};
@@ -51,6 +52,10 @@ pub struct KafkaSourceOptions {
     /// Stop once every partition has been read up to the end it had when
     /// the source started (bench, demo, tests); otherwise run until stopped.
     pub stop_at_end: bool,
+    /// Why this instance must be alone in its consumer group, if it must
+    /// (what the engine computes would be wrong split across instances):
+    /// a group holding another member is then refused with this reason.
+    pub alone: Option<String>,
 }
 
 /// What the source tells the engine, in order.
@@ -141,6 +146,7 @@ impl KafkaSource {
             config: c,
             client: client.clone(),
             instance,
+            alone: options.alone.clone(),
             own_ids: VecDeque::new(),
             recent: VecDeque::new(),
         };
@@ -301,6 +307,16 @@ impl KafkaSource {
             .clone()
     }
 
+    /// `offsets` (those of partitions held now) for a producer's
+    /// transaction, with this consumer's group metadata; `None` when none
+    /// is held or the group is not joined.
+    pub fn transaction_offsets(&self, offsets: &[CommitOffset]) -> Option<TransactionOffsets> {
+        let consumer = self.current();
+        let list = self.held(&consumer, offsets)?;
+        let group = consumer.group_metadata()?;
+        Some(TransactionOffsets { list, group })
+    }
+
     /// The metadata of the newest commit the broker confirmed for
     /// `source`'s `partition`.
     pub fn confirmed(&self, source: usize, partition: i32) -> Option<String> {
@@ -320,8 +336,8 @@ impl KafkaSource {
         self.control.store(STOP, Ordering::SeqCst);
     }
 
-    /// Asks the poll thread to read every partition up to its current end,
-    /// then stop (as if started with `stop_at_end`).
+    /// Asks the poll thread to read every partition it holds up to its
+    /// current end, then stop.
     pub fn drain(&self) {
         let _ = self
             .control
@@ -353,6 +369,8 @@ struct Rejoin {
     config: ClientConfig,
     client: KafkaClientConfig,
     instance: Option<String>,
+    /// See [`KafkaSourceOptions::alone`].
+    alone: Option<String>,
     /// The member ids this source's consumers were given, newest last (a
     /// member of the group with one of them is this instance).
     own_ids: VecDeque<String>,
@@ -384,12 +402,15 @@ impl Rejoin {
             .map_err(|e| {
                 ConnectorError::kafka("creating the consumer (check [kafka] settings)", e)
             })?;
-        alone_in_group(
-            &consumer,
-            &self.client.group_id,
-            self.instance.as_deref(),
-            own,
-        )?;
+        if let Some(why) = &self.alone {
+            alone_in_group(
+                &consumer,
+                &self.client.group_id,
+                self.instance.as_deref(),
+                own,
+                why,
+            )?;
+        }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
@@ -421,7 +442,7 @@ impl Rejoin {
     ) -> Result<Arc<BaseConsumer<Quiet>>, String> {
         let group = &self.client.group_id;
         let taken_over = format!(
-            "another telemine joined consumer group `{group}` with this instance's group.instance.id and took over ({reason}); this instance stops. Run one instance per group, or give each its own [kafka] group_id"
+            "another telemine joined consumer group `{group}` with this instance's group.instance.id and took over ({reason}); this instance stops. Instances sharing a group each need their own [kafka] instance_id"
         );
         self.recent.retain(|t| t.elapsed() < REJOIN_WINDOW);
         if self.recent.len() >= MAX_REJOINS {
@@ -466,15 +487,15 @@ fn member_id(consumer: &BaseConsumer<Quiet>) -> Option<String> {
 
 /// Refuses to join a consumer group that already has a member other than
 /// this telemine's own earlier self (static membership: its member id
-/// starts with our `group.instance.id`): the engine's windows and alerting
-/// state are kept per group, so a second instance would silently split the
-/// group's notifications. A group that cannot be described is let be (the
-/// same `group.instance.id` still fences a twin).
+/// starts with our `group.instance.id`), when what the engine computes
+/// would be wrong split across instances (`why`). A group that cannot be
+/// described is let be (the same `group.instance.id` still fences a twin).
 fn alone_in_group(
     consumer: &BaseConsumer<Quiet>,
     group: &str,
     instance: Option<&str>,
     own_ids: Option<&VecDeque<String>>,
+    why: &str,
 ) -> Result<(), ConnectorError> {
     let list = match consumer.fetch_group_list(Some(group), METADATA_TIMEOUT) {
         Ok(list) => list,
@@ -497,8 +518,7 @@ fn alone_in_group(
             if !mine {
                 return Err(ConnectorError::Conflict(format!(
                     "consumer group `{group}` already has a member that is not this telemine \
-                     (member {} of client `{}` on {}): telemine keeps its windows and alerting state \
-                     per consumer group, so a second instance would split the notifications. \
+                     (member {} of client `{}` on {}), and this instance must run alone: {why}. \
                      Stop the other instance, or give this one its own [kafka] group_id \
                      (a member that was killed leaves the group once the broker times it out, \
                      session.timeout.ms, 45 s by default)",
@@ -710,9 +730,13 @@ impl PollLoop {
                 DRAIN if self.ends.is_none() => match end_offsets(&consumer, &self.topics) {
                     Ok(mut ends) => {
                         // Partitions already read to their end get no more
-                        // messages to tell us so.
+                        // messages to tell us so. A drain asked for while
+                        // running (several instances may share the group)
+                        // reads the partitions held, not the others'.
+                        let assigned = &self.assigned;
                         ends.retain(|&(s, p), high| {
-                            next_of(&self.parts, s, p).is_none_or(|next| next < *high)
+                            assigned.get(s).is_some_and(|a| a.contains(&p))
+                                && next_of(&self.parts, s, p).is_none_or(|next| next < *high)
                         });
                         self.ends = Some(ends);
                     }
@@ -739,12 +763,28 @@ impl PollLoop {
                     if !self.assigned[source].contains(&partition) && !self.check_assignment_now() {
                         return;
                     }
+                    let offset = m.offset();
+                    // Revoked and given back between two looks at the
+                    // assignment (an eager rebalance), the consumer reads
+                    // the partition again from its committed offset: the
+                    // engine is told it left and came back, so it restores
+                    // the checkpoint and takes the rows again as replays,
+                    // never as new rows (late or counted twice).
+                    let st = part(&mut self.parts, source, partition);
+                    if st.started && st.next.is_some_and(|next| offset < next) {
+                        tracing::info!(topic = %self.topics[source], partition, offset,
+                            "the partition was given back and is read again from its commit");
+                        let held = self.assigned[source].clone();
+                        let without = held.iter().copied().filter(|&q| q != partition).collect();
+                        if !self.announce(source, without) || !self.announce(source, held) {
+                            return;
+                        }
+                    }
                     if !part(&mut self.parts, source, partition).started
                         && !self.partition_start(source, partition)
                     {
                         return;
                     }
-                    let offset = m.offset();
                     self.raw[source].push(m.payload().unwrap_or(&[]), partition, offset);
                     let st = part(&mut self.parts, source, partition);
                     st.next = Some(offset + 1);
@@ -852,7 +892,17 @@ impl PollLoop {
         }
         for (source, mut partitions) in now.into_iter().enumerate() {
             partitions.sort_unstable();
-            if partitions != self.assigned[source] && !self.announce(source, partitions) {
+            if partitions == self.assigned[source] {
+                continue;
+            }
+            // While draining, a partition revoked is its new holder's to
+            // read to the end.
+            if self.control.load(Ordering::SeqCst) == DRAIN
+                && let Some(ends) = self.ends.as_mut()
+            {
+                ends.retain(|&(s, p), _| s != source || partitions.contains(&p));
+            }
+            if !self.announce(source, partitions) {
                 return false;
             }
         }

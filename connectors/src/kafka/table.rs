@@ -106,6 +106,18 @@ impl TableReader {
                 next.insert(p, offset + 1);
                 table.insert(entry.0, entry.1);
             }
+            // Written in transactions (exactly-once), a partition ends
+            // with a commit or abort marker that is never delivered: the
+            // consumer's position goes past it.
+            if let Ok(positions) = self.consumer.position() {
+                for e in positions.elements() {
+                    if let (rdkafka::Offset::Offset(o), Some(n)) =
+                        (e.offset(), next.get_mut(&e.partition()))
+                    {
+                        *n = (*n).max(o);
+                    }
+                }
+            }
         }
         Ok(table)
     }

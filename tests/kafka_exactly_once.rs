@@ -1,0 +1,266 @@
+//! The kill loop on the real broker: `telemine run` is killed with
+//! SIGKILL at pseudo-random moments while records stream in, and started
+//! again each time. Its notifications (read with `read_committed`, as
+//! subscribers do) are counted against an uninterrupted run over the same
+//! records: under `delivery = "exactly_once"` none is lost and none is
+//! doubled; under the default at-least-once none is lost, and the doubled
+//! ones — its documented duplicate window — are counted and printed.
+//!
+//! `TELEMINE_KILLS` sets how many kills (default 20); `scripts/kill-loop.sh`
+//! runs more for the report.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::broker::*;
+use support::setup::{Engine, test_topics};
+use support::*;
+
+const PARTITIONS: i32 = 3;
+const HOSTS: usize = 12;
+const MINUTES: i64 = 12;
+
+/// Records of `HOSTS` hosts, one a second for [`MINUTES`] minutes, by
+/// event second; every third host runs hot for two minutes. Then one
+/// record per host 20 minutes on, so every window before it closes.
+fn records_by_second() -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let one = |s: i64, i: usize| {
+        let host = format!("h{i:02}");
+        let minute = s / 60;
+        let start = 1 + (i as i64 % 5) * 2;
+        let hot = i.is_multiple_of(3) && (start..start + 2).contains(&minute);
+        let cpu = if hot { 96.0 } else { 30.0 + (s % 5) as f64 };
+        (
+            host.clone(),
+            record(T0 + s * 1000, &host, cpu, (s + i as i64) % 7),
+        )
+    };
+    for s in 0..MINUTES * 60 {
+        out.push((0..HOSTS).map(|i| one(s, i)).collect());
+    }
+    out.push((0..HOSTS).map(|i| one((MINUTES + 20) * 60, i)).collect());
+    out
+}
+
+/// The per-host view and its CPU rule, keyed by host; `delivery` as given.
+fn config(brokers: &str, prefix: &str, run: &str, delivery: &str, dir: &Path) -> PathBuf {
+    let sql = dir.join("sql");
+    for sub in ["features", "rules"] {
+        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
+    }
+    for file in ["features/host_1m.sql", "rules/host_cpu_saturated.sql"] {
+        std::fs::copy(repo().join("sql").join(file), sql.join(file)).expect("copy SQL");
+    }
+    let group = format!("{prefix}.{run}");
+    let text = config_text(brokers, &group, prefix, &sql)
+        .replace(
+            &format!("group_id = \"{group}\""),
+            &format!("group_id = \"{group}\"\ninstance_id = \"{run}\""),
+        )
+        .replace(
+            "idle_timeout = \"2s\"\n",
+            "idle_timeout = \"30s\"\nkey = [\"host\"]\n",
+        )
+        .replace(
+            &format!("alerts_topic = \"{prefix}.alerts\""),
+            &format!("alerts_topic = \"{prefix}.alerts-{run}\""),
+        )
+        .replace(
+            "[alerting]\n",
+            "[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"30s\"\ngroup_interval = \"1m\"\nrepeat_interval = \"1h\"\n",
+        )
+        .replace(
+            "[engine]\n",
+            &format!("[engine]\ndelivery = \"{delivery}\"\n"),
+        );
+    let path = dir.join(format!("{run}.toml"));
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// A notification as compared: its whole payload but the annotations.
+fn line(payload: &[u8]) -> String {
+    let mut v: serde_json::Value = serde_json::from_slice(payload).expect("payload JSON");
+    if let Some(alerts) = v["alerts"].as_array_mut() {
+        for a in alerts {
+            a["annotations"] = serde_json::Value::Null;
+        }
+    }
+    v["commonAnnotations"] = serde_json::Value::Null;
+    v.to_string()
+}
+
+/// Every notification on `topic` (read_committed), by line, counted.
+fn notifications(brokers: &str, topic: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in read_topic(
+        brokers,
+        topic,
+        1,
+        1,
+        Duration::from_secs(3),
+        Duration::from_secs(20),
+    ) {
+        *out.entry(line(&m.payload)).or_default() += 1;
+    }
+    out
+}
+
+/// Waits until `group` has committed every record of the telemetry topic
+/// but the last one of each host (whose window stays open), and its
+/// notifications have stopped changing for 5 s.
+fn quiescent(brokers: &str, prefix: &str, group: &str, alerts: &str) {
+    let topic = format!("{prefix}.telemetry");
+    let end: i64 = ends(brokers, &topic, PARTITIONS).iter().sum();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let committed: i64 = committed(brokers, group, &topic, PARTITIONS)
+            .iter()
+            .filter_map(|(_, o, _)| *o)
+            .sum();
+        if committed >= end - HOSTS as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never committed every record"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut last = notifications(brokers, alerts);
+    let mut stable_since = Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = notifications(brokers, alerts);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the notifications never settled");
+    }
+}
+
+/// A small deterministic generator for the kill moments.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_ms(&mut self, from: u64, to: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        from + (self.0 >> 33) % (to - from)
+    }
+}
+
+/// Streams the records while `telemine run` is killed `kills` times;
+/// returns (lost, doubled, notifications of the uninterrupted run).
+async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)> {
+    let brokers = brokers()?;
+    let prefix = unique(&format!("kill-{delivery}"));
+    test_topics(
+        &brokers,
+        &prefix,
+        PARTITIONS,
+        &[("alerts-killed", 1), ("alerts-calm", 1)],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let killed_config = config(&brokers, &prefix, "killed", delivery, dir.path());
+    let calm_config = config(&brokers, &prefix, "calm", delivery, dir.path());
+    let telemetry = format!("{prefix}.telemetry");
+
+    // The stream: one event second every 20 ms, on a task of its own.
+    let seconds = records_by_second();
+    let (b, t) = (brokers.clone(), telemetry.clone());
+    let stream = tokio::spawn(async move {
+        for batch in seconds {
+            produce(&b, &t, &batch).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut engine = Engine::start(&killed_config);
+    let mut rng = Lcg(0x7e1e_5eed ^ kills as u64);
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.next_ms(300, 1500))).await;
+        let _ = engine.child.kill();
+        let _ = engine.child.wait();
+        engine = Engine::start(&killed_config);
+    }
+    stream.await.expect("stream");
+    let b = brokers.clone();
+    let p = prefix.clone();
+    tokio::task::spawn_blocking(move || {
+        quiescent(
+            &b,
+            &p,
+            &format!("{p}.killed"),
+            &format!("{p}.alerts-killed"),
+        )
+    })
+    .await
+    .expect("quiescent");
+    assert!(engine.sigterm_and_wait().success());
+
+    let calm = Engine::start(&calm_config);
+    let (b, p) = (brokers.clone(), prefix.clone());
+    tokio::task::spawn_blocking(move || {
+        quiescent(&b, &p, &format!("{p}.calm"), &format!("{p}.alerts-calm"))
+    })
+    .await
+    .expect("quiescent");
+    assert!(calm.sigterm_and_wait().success());
+
+    let (b, p) = (brokers.clone(), prefix.clone());
+    let (killed, calm) = tokio::task::spawn_blocking(move || {
+        (
+            notifications(&b, &format!("{p}.alerts-killed")),
+            notifications(&b, &format!("{p}.alerts-calm")),
+        )
+    })
+    .await
+    .expect("read");
+    let lost: usize = calm
+        .iter()
+        .map(|(l, n)| n.saturating_sub(killed.get(l).copied().unwrap_or(0)))
+        .sum();
+    let doubled: usize = killed
+        .iter()
+        .map(|(l, n)| n.saturating_sub(calm.get(l).copied().unwrap_or(0)))
+        .sum();
+    let sent: usize = calm.values().sum();
+    println!(
+        "delivery = {delivery}: {kills} SIGKILLs under a steady stream; uninterrupted run {sent} notifications; killed run {} — lost {lost}, doubled {doubled}",
+        killed.values().sum::<usize>()
+    );
+    Some((lost, doubled, sent))
+}
+
+fn kills() -> usize {
+    std::env::var("TELEMINE_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_loses_and_doubles_nothing_across_kill_9s() {
+    let Some((lost, doubled, sent)) = kill_loop("exactly_once", kills()).await else {
+        return;
+    };
+    assert!(sent >= 4, "the fixture notifies");
+    assert_eq!((lost, doubled), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_loses_nothing_across_kill_9s_and_counts_its_doubles() {
+    let Some((lost, _doubled, sent)) = kill_loop("at_least_once", kills()).await else {
+        return;
+    };
+    assert!(sent >= 4, "the fixture notifies");
+    assert_eq!(lost, 0);
+}
