@@ -264,3 +264,64 @@ async fn at_least_once_loses_nothing_across_kill_9s_and_counts_its_doubles() {
     assert!(sent >= 4, "the fixture notifies");
     assert_eq!(lost, 0);
 }
+
+/// An input topic written by a transactional producer ends with a commit
+/// marker that is never delivered: a run told to stop at the end still
+/// reads every record and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_topic_written_in_transactions_is_read_to_its_end() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(brokers) = brokers() else {
+        return;
+    };
+    let prefix = unique("txn-input");
+    test_topics(&brokers, &prefix, PARTITIONS, &[("alerts", 1)]).await;
+    let records: Vec<(String, String)> = records_by_second()
+        .into_iter()
+        .take(120)
+        .flatten()
+        .collect();
+    let (b, t, rs) = (
+        brokers.clone(),
+        format!("{prefix}.telemetry"),
+        records.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("transactional.id", format!("{t}.writer"))
+            .create()
+            .expect("producer");
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .expect("init");
+        producer.begin_transaction().expect("begin");
+        for (key, value) in &rs {
+            producer
+                .send(BaseRecord::to(&t).key(key).payload(value))
+                .expect("send");
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .expect("commit");
+    })
+    .await
+    .expect("writer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(&brokers, &prefix, "reader", "at_least_once", dir.path());
+    let text = std::fs::read_to_string(path).expect("config");
+    let (config, sql) = load_config(&text).await;
+    let options = telemine::engine::RunOptions {
+        stop_at_end: true,
+        ..Default::default()
+    };
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        telemine::engine::run_pipeline(&config, sql, options, std::future::pending()),
+    )
+    .await
+    .expect("the run reached the end of the transactional topic")
+    .expect("run");
+    assert_eq!(run.records, records.len() as u64);
+}

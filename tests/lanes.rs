@@ -310,3 +310,36 @@ async fn a_partition_handed_over_mid_stream_loses_no_window() {
     assert!(late > 0);
     assert_ne!(raised, expected);
 }
+
+/// The engine takes the first partition it computes as it comes; a second
+/// one whose checkpoint says otherwise gets a lane, even when the first
+/// came without a checkpoint (read from its start) and nothing has closed
+/// yet: joining would move the engine's windows past the first one's rows.
+#[tokio::test]
+async fn a_partition_that_does_not_fit_the_first_one_started_gets_a_lane() {
+    let mut s = setup().await;
+    let all = with_offsets(&records());
+    // A checkpoint of partition 1 after three minutes.
+    let mut a = Instance::new(&s, true, &[1]).await;
+    a.start(1, None).await;
+    let p1: Vec<_> = all
+        .iter()
+        .filter(|(p, _, r)| *p == 1 && ts(r) < T0 + 180_000)
+        .cloned()
+        .collect();
+    a.feed(&mut s, &p1).await;
+    let (_, c1) = a.checkpoint(1);
+    assert!(!c1.closed.is_empty(), "{c1:?}");
+
+    // A fresh instance starts partition 0 from its beginning, then gets
+    // partition 1 with that checkpoint.
+    let mut b = Instance::new(&s, true, &[0, 1]).await;
+    b.start(0, None).await;
+    b.start(1, Some(c1)).await;
+    assert_eq!(b.driver.lanes(), 1);
+    // Without a checkpoint it would have fitted (both from the start).
+    let mut c = Instance::new(&s, true, &[0, 1]).await;
+    c.start(0, None).await;
+    c.start(1, None).await;
+    assert_eq!(c.driver.lanes(), 0);
+}

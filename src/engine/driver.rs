@@ -208,7 +208,12 @@ impl Driver {
     ) -> Result<(), EngineError> {
         // A partition that had a lane starts again: from its checkpoint.
         let had_lane = self.lanes.remove(&(source, partition)).is_some();
-        let fits = self.engine.fits(source, checkpoint.as_ref());
+        // The engine takes the first partition it computes as it comes;
+        // the others must fit its windows.
+        let engine_started = self.held.iter().any(|(&(s, p), &started)| {
+            s == source && p != partition && started && !self.lanes.contains_key(&(s, p))
+        });
+        let fits = !engine_started || self.engine.fits(source, checkpoint.as_ref());
         let Some(sources) = self.lane_sources.as_ref().filter(|_| !fits) else {
             if had_lane {
                 let mut main = self.engine.partitions(source);

@@ -406,26 +406,27 @@ impl WindowEngine {
         }
     }
 
-    /// Whether a partition restored from `checkpoint` fits this engine's
-    /// windows: every view of `source` that has closed windows here closed
-    /// them up to where the checkpoint says (or the checkpoint does not
-    /// know the view). A partition without a checkpoint (read from its
-    /// start) fits only an engine that has closed nothing of `source`'s
-    /// views yet. A partition that does not fit would see its rows late,
-    /// or skip windows, if it joined (see `driver.rs`).
+    /// Whether a partition restored from `checkpoint` fits the windows of
+    /// this engine, which already computes other partitions of `source`:
+    /// every view of the source closed its windows up to where the
+    /// checkpoint says (both nothing yet, without a checkpoint), or the
+    /// checkpoint does not know the view. A partition that does not fit
+    /// would see its rows late, or skip windows, if it joined (see
+    /// `driver.rs`).
     pub fn fits(&self, source: usize, checkpoint: Option<&Checkpoint>) -> bool {
         let Some(state) = self.sources.get(source) else {
             return true;
         };
         state.views.iter().all(|&vi| {
             let name = &self.sql.views[vi].name;
-            let here = self.views[vi].closed_until;
-            match (here, checkpoint.map(|c| c.closed.get(name))) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(here), Some(Some(&there))) => here == there,
-                (Some(_), Some(None)) => true,
-            }
+            let there = match checkpoint {
+                None => None,
+                Some(c) => match c.closed.get(name) {
+                    Some(&closed) => Some(closed),
+                    None => return true,
+                },
+            };
+            self.views[vi].closed_until == there
         })
     }
 

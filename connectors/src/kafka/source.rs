@@ -754,7 +754,7 @@ impl PollLoop {
                 return;
             }
             match consumer.poll(poll_timeout) {
-                None => {}
+                None => self.ends_passed(&consumer),
                 Some(Ok(m)) => {
                     let Some(source) = self.topics.iter().position(|t| t == m.topic()) else {
                         continue;
@@ -868,6 +868,29 @@ impl PollLoop {
     }
 
     /// Announces assignment changes, at most every 200 ms.
+    /// While reading to an end: partitions whose read position has
+    /// reached it although no message said so — a topic written in
+    /// transactions ends with a commit marker, which is never delivered.
+    fn ends_passed(&mut self, consumer: &BaseConsumer<Quiet>) {
+        let Some(ends) = self.ends.as_mut() else {
+            return;
+        };
+        if ends.is_empty() {
+            return;
+        }
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        for e in positions.elements() {
+            if let (Offset::Offset(o), Some(s)) =
+                (e.offset(), self.topics.iter().position(|t| t == e.topic()))
+                && ends.get(&(s, e.partition())).is_some_and(|&h| o >= h)
+            {
+                ends.remove(&(s, e.partition()));
+            }
+        }
+    }
+
     fn check_assignment(&mut self) -> bool {
         if self
             .assignment_checked
