@@ -9,8 +9,8 @@
 //! an ownership and [`OwnedEvent::Lost`] when it ends; the owner commits
 //! how far it has applied what it read (asynchronously, like the source).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,7 +38,9 @@ pub enum OwnedEvent {
 
 /// See the module docs.
 pub struct OwnedTopic {
-    consumer: Arc<BaseConsumer<Quiet>>,
+    /// The current consumer: the poll thread starts a new one when the
+    /// old one is fenced (see [`poll_loop`]).
+    consumer: Arc<RwLock<Arc<BaseConsumer<Quiet>>>>,
     topic: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -71,19 +73,27 @@ impl OwnedTopic {
             Some(id) => config.set("group.instance.id", id),
             None => config.remove("group.instance.id"),
         };
-        let consumer: BaseConsumer<Quiet> = config
-            .create_with_context(Quiet::new(client))
-            .map_err(|e| ConnectorError::kafka(format!("creating the consumer of `{topic}`"), e))?;
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| ConnectorError::kafka(format!("subscribing to `{topic}`"), e))?;
-        let consumer = Arc::new(consumer);
+        let make = {
+            let (client, topic) = (client.clone(), topic.to_string());
+            move || -> Result<Arc<BaseConsumer<Quiet>>, ConnectorError> {
+                let consumer: BaseConsumer<Quiet> = config
+                    .create_with_context(Quiet::new(&client))
+                    .map_err(|e| {
+                        ConnectorError::kafka(format!("creating the consumer of `{topic}`"), e)
+                    })?;
+                consumer
+                    .subscribe(&[&topic])
+                    .map_err(|e| ConnectorError::kafka(format!("subscribing to `{topic}`"), e))?;
+                Ok(Arc::new(consumer))
+            }
+        };
+        let consumer = Arc::new(RwLock::new(make()?));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (consumer, stop) = (consumer.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("telemine-owned".into())
-                .spawn(move || poll_loop(&consumer, &stop, &tx))
+                .spawn(move || poll_loop(&consumer, &make, &stop, &tx))
                 .map_err(|e| ConnectorError::Internal(format!("starting a poll thread: {e}")))?
         };
         Ok(OwnedTopic {
@@ -98,8 +108,8 @@ impl OwnedTopic {
     /// for partition 0, without waiting. Returns false when this member
     /// does not hold it now (nothing is sent).
     pub fn commit(&self, next: i64) -> bool {
-        let held = self
-            .consumer
+        let consumer = self.current();
+        let held = consumer
             .assignment()
             .map(|a| a.count() > 0)
             .unwrap_or(false);
@@ -113,7 +123,7 @@ impl OwnedTopic {
         {
             return false;
         }
-        match self.consumer.commit(&tpl, CommitMode::Async) {
+        match consumer.commit(&tpl, CommitMode::Async) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(topic = %self.topic, error = %e, "cannot commit the relay's offset; the next commit sends it again");
@@ -125,15 +135,23 @@ impl OwnedTopic {
     /// Partition 0 at `next`, for a producer's transaction, with this
     /// consumer's group metadata; `None` when it is not held now.
     pub fn transaction_offsets(&self, next: i64) -> Option<TransactionOffsets> {
-        let held = self.consumer.assignment().ok()?.count() > 0;
+        let consumer = self.current();
+        let held = consumer.assignment().ok()?.count() > 0;
         if !held {
             return None;
         }
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, 0, Offset::Offset(next))
             .ok()?;
-        let group = self.consumer.group_metadata()?;
+        let group = consumer.group_metadata()?;
         Some(TransactionOffsets { list, group })
+    }
+
+    fn current(&self) -> Arc<BaseConsumer<Quiet>> {
+        self.consumer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Asks the poll thread to end (the consumer leaves the group when
@@ -159,9 +177,39 @@ impl Drop for OwnedTopic {
     }
 }
 
-fn poll_loop(consumer: &BaseConsumer<Quiet>, stop: &AtomicBool, tx: &mpsc::Sender<OwnedEvent>) {
+/// Polls until stopped. A consumer that fails for good — fenced by its
+/// own rejoin after a broker stall outlived its session (static
+/// membership), as the source's can be — is replaced by a new one, which
+/// joins the group again; ownership is reported lost meanwhile.
+fn poll_loop(
+    current: &RwLock<Arc<BaseConsumer<Quiet>>>,
+    make: &dyn Fn() -> Result<Arc<BaseConsumer<Quiet>>, ConnectorError>,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<OwnedEvent>,
+) {
     let mut held = false;
+    let mut consumer = current.read().unwrap_or_else(|p| p.into_inner()).clone();
     while !stop.load(Ordering::Relaxed) {
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            tracing::warn!(?code, %reason, "the alerting relay's consumer failed for good; joining its group again with a new one");
+            if held {
+                held = false;
+                if tx.blocking_send(OwnedEvent::Lost).is_err() {
+                    return;
+                }
+            }
+            match make() {
+                Ok(c) => {
+                    *current.write().unwrap_or_else(|p| p.into_inner()) = c.clone();
+                    consumer = c;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the relay's consumer; trying again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            continue;
+        }
         let polled = consumer.poll(POLL);
         // Ownership changes inside poll: report them before the message
         // it returned, which belongs to the new assignment.
