@@ -630,6 +630,16 @@ pub struct EngineConfig {
     /// Default: "at_least_once".
     #[serde(default)]
     pub delivery: Delivery,
+    /// Repartition through Kafka the views whose GROUP BY does not hold
+    /// their source's message `key` (see `engine/repartition.rs`): every
+    /// instance writes the records it reads to a repartition topic per
+    /// (source, GROUP BY), keyed by the view's keys, and each view is
+    /// computed from the partitions of that topic an instance holds. Then
+    /// several instances may share the consumer group; each such record
+    /// crosses Kafka twice more. Without it an instance with such views
+    /// runs alone in its group. Default: false.
+    #[serde(default)]
+    pub repartition: bool,
 }
 
 /// How outputs are delivered (see [`EngineConfig::delivery`]).
@@ -677,6 +687,7 @@ impl Default for EngineConfig {
             query_memory_limit: default_query_memory_limit(),
             query_time_limit: default_query_time_limit(),
             delivery: Delivery::default(),
+            repartition: false,
         }
     }
 }
@@ -698,6 +709,19 @@ pub struct SourceDef {
     /// What the decoders accept at all (sizes, depth, non-finite values,
     /// future event times), with the wall clock they compare against.
     pub limits: Limits,
+    /// Set on a source the engine derives to repartition another (see
+    /// `engine/repartition.rs`); `None` for every configured source.
+    pub derived: Option<Derived>,
+}
+
+/// A source derived from configured source `from`: its rows, written by
+/// every instance to a repartition topic keyed by `by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    pub from: usize,
+    pub by: Vec<String>,
+    /// How many partitions the source `from` has.
+    pub upstream_partitions: i32,
 }
 
 impl Config {
@@ -940,6 +964,7 @@ impl Config {
                     dedupe_by: s.dedupe_by.clone(),
                     key: s.key.clone(),
                     limits: s.limits(&self.clock),
+                    derived: None,
                 })
             })
             .collect()

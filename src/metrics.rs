@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Notifications that could not carry every alert of their group
     /// (`truncatedAlerts` > 0).
     pub notifications_truncated: AtomicU64,
+    /// Messages written to repartition topics (rows and marks).
+    pub repartition_messages: AtomicU64,
 }
 
 impl Metrics {
@@ -75,7 +77,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -96,6 +98,7 @@ impl Metrics {
             Self::get(&self.messages_refused),
             Self::get(&self.messages_cut),
             Self::get(&self.notifications_truncated),
+            Self::get(&self.repartition_messages),
         )
     }
 }

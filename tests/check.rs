@@ -65,6 +65,10 @@ fn check_says_which_views_scale_out_by_partition_and_which_need_their_records_br
         "{rack}"
     );
     assert!(rack.contains("produced once more"), "what it costs: {rack}");
+    assert!(
+        rack.contains("topic `telemine.repartition.telemetry.dc-rack`"),
+        "{rack}"
+    );
     // So the default config runs one instance per group, and says why.
     let scale = out
         .lines()
@@ -73,6 +77,7 @@ fn check_says_which_views_scale_out_by_partition_and_which_need_their_records_br
     assert!(scale.contains("one instance per consumer group"), "{scale}");
     assert!(scale.contains("view `rack_1m`"), "{scale}");
     assert!(scale.contains("model `host_behaviour`"), "{scale}");
+    assert!(scale.contains("[engine] repartition = true"), "{scale}");
 
     // A key that is not a declared column is a config error.
     let dir = tempfile::tempdir().expect("temp dir");

@@ -582,6 +582,7 @@ fn storm_notifications(s: &Setup, min: usize) -> Vec<(String, String)> {
 /// restart restores it: the 10,000 resolutions are sent after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_hosts_alerting_at_once_are_all_notified_across_a_restart() {
+    logs();
     let Some(s) = Setup::new("storm").await else {
         return;
     };

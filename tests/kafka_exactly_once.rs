@@ -6,6 +6,11 @@
 //! doubled; under the default at-least-once none is lost, and the doubled
 //! ones — its documented duplicate window — are counted and printed.
 //!
+//! The same loop runs with three instances sharing the group: each kill
+//! takes one of them at random and starts it again, and every fourth
+//! kill starts a new instance (a new `instance_id`) in its place, so
+//! partitions move between instances as well as coming back.
+//!
 //! `TELEMINE_KILLS` sets how many kills (default 20); `scripts/kill-loop.sh`
 //! runs more for the report.
 
@@ -47,7 +52,15 @@ fn records_by_second() -> Vec<Vec<(String, String)>> {
 }
 
 /// The per-host view and its CPU rule, keyed by host; `delivery` as given.
-fn config(brokers: &str, prefix: &str, run: &str, delivery: &str, dir: &Path) -> PathBuf {
+/// The group is the run's; `instance` is this member's `instance_id`.
+fn config(
+    brokers: &str,
+    prefix: &str,
+    run: &str,
+    instance: &str,
+    delivery: &str,
+    dir: &Path,
+) -> PathBuf {
     let sql = dir.join("sql");
     for sub in ["features", "rules"] {
         std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
@@ -59,7 +72,14 @@ fn config(brokers: &str, prefix: &str, run: &str, delivery: &str, dir: &Path) ->
     let text = config_text(brokers, &group, prefix, &sql)
         .replace(
             &format!("group_id = \"{group}\""),
-            &format!("group_id = \"{group}\"\ninstance_id = \"{run}\""),
+            &format!("group_id = \"{group}\"\ninstance_id = \"{instance}\""),
+        )
+        // A member killed and not started again holds its partitions
+        // until the broker times its session out: the smallest it allows.
+        .replacen(
+            "\n[[sources]]",
+            "\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n[[sources]]",
+            1,
         )
         .replace(
             "idle_timeout = \"2s\"\n",
@@ -77,7 +97,7 @@ fn config(brokers: &str, prefix: &str, run: &str, delivery: &str, dir: &Path) ->
             "[engine]\n",
             &format!("[engine]\ndelivery = \"{delivery}\"\n"),
         );
-    let path = dir.join(format!("{run}.toml"));
+    let path = dir.join(format!("{run}-{instance}.toml"));
     std::fs::write(&path, text).expect("config");
     path
 }
@@ -157,11 +177,18 @@ impl Lcg {
     }
 }
 
-/// Streams the records while `telemine run` is killed `kills` times;
-/// returns (lost, doubled, notifications of the uninterrupted run).
-async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)> {
+/// Streams the records while `instances` instances of `telemine run` in
+/// one group are killed `kills` times in all (one at random each time,
+/// started again; with several, every fourth kill is replaced by a new
+/// member instead); returns (lost, doubled, notifications of the
+/// uninterrupted run, which is one instance).
+async fn kill_loop(
+    delivery: &str,
+    instances: usize,
+    kills: usize,
+) -> Option<(usize, usize, usize)> {
     let brokers = brokers()?;
-    let prefix = unique(&format!("kill-{delivery}"));
+    let prefix = unique(&format!("kill-{delivery}-{instances}"));
     test_topics(
         &brokers,
         &prefix,
@@ -170,8 +197,8 @@ async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let killed_config = config(&brokers, &prefix, "killed", delivery, dir.path());
-    let calm_config = config(&brokers, &prefix, "calm", delivery, dir.path());
+    let member = |id: &str| config(&brokers, &prefix, "killed", id, delivery, dir.path());
+    let calm_config = config(&brokers, &prefix, "calm", "calm", delivery, dir.path());
     let telemetry = format!("{prefix}.telemetry");
 
     // The stream: one event second every 20 ms, on a task of its own.
@@ -183,13 +210,20 @@ async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    let mut engine = Engine::start(&killed_config);
-    let mut rng = Lcg(0x7e1e_5eed ^ kills as u64);
-    for _ in 0..kills {
+    let mut ids: Vec<String> = (0..instances).map(|i| format!("killed-{i}")).collect();
+    let mut engines: Vec<Engine> = ids.iter().map(|id| Engine::start(&member(id))).collect();
+    let mut rng = Lcg(0x7e1e_5eed ^ (kills * instances) as u64);
+    let mut added = 0;
+    for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.next_ms(300, 1500))).await;
-        let _ = engine.child.kill();
-        let _ = engine.child.wait();
-        engine = Engine::start(&killed_config);
+        let i = rng.next_ms(0, instances as u64) as usize;
+        let _ = engines[i].child.kill();
+        let _ = engines[i].child.wait();
+        if instances > 1 && k % 4 == 3 {
+            added += 1;
+            ids[i] = format!("added-{added}");
+        }
+        engines[i] = Engine::start(&member(&ids[i]));
     }
     stream.await.expect("stream");
     let b = brokers.clone();
@@ -204,7 +238,9 @@ async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)
     })
     .await
     .expect("quiescent");
-    assert!(engine.sigterm_and_wait().success());
+    for engine in engines {
+        assert!(engine.sigterm_and_wait().success());
+    }
 
     let calm = Engine::start(&calm_config);
     let (b, p) = (brokers.clone(), prefix.clone());
@@ -234,7 +270,7 @@ async fn kill_loop(delivery: &str, kills: usize) -> Option<(usize, usize, usize)
         .sum();
     let sent: usize = calm.values().sum();
     println!(
-        "delivery = {delivery}: {kills} SIGKILLs under a steady stream; uninterrupted run {sent} notifications; killed run {} — lost {lost}, doubled {doubled}",
+        "delivery = {delivery}, {instances} instance(s) ({added} added in place of killed ones): {kills} SIGKILLs under a steady stream; uninterrupted run {sent} notifications; killed run {} — lost {lost}, doubled {doubled}",
         killed.values().sum::<usize>()
     );
     Some((lost, doubled, sent))
@@ -249,7 +285,16 @@ fn kills() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_loses_and_doubles_nothing_across_kill_9s() {
-    let Some((lost, doubled, sent)) = kill_loop("exactly_once", kills()).await else {
+    let Some((lost, doubled, sent)) = kill_loop("exactly_once", 1, kills()).await else {
+        return;
+    };
+    assert!(sent >= 4, "the fixture notifies");
+    assert_eq!((lost, doubled), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_three_instances_killed_and_added_loses_and_doubles_nothing() {
+    let Some((lost, doubled, sent)) = kill_loop("exactly_once", 3, kills()).await else {
         return;
     };
     assert!(sent >= 4, "the fixture notifies");
@@ -258,7 +303,7 @@ async fn exactly_once_loses_and_doubles_nothing_across_kill_9s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_loses_nothing_across_kill_9s_and_counts_its_doubles() {
-    let Some((lost, _doubled, sent)) = kill_loop("at_least_once", kills()).await else {
+    let Some((lost, _doubled, sent)) = kill_loop("at_least_once", 1, kills()).await else {
         return;
     };
     assert!(sent >= 4, "the fixture notifies");
@@ -309,7 +354,14 @@ async fn an_input_topic_written_in_transactions_is_read_to_its_end() {
     .await
     .expect("writer");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = config(&brokers, &prefix, "reader", "at_least_once", dir.path());
+    let path = config(
+        &brokers,
+        &prefix,
+        "reader",
+        "reader",
+        "at_least_once",
+        dir.path(),
+    );
     let text = std::fs::read_to_string(path).expect("config");
     let (config, sql) = load_config(&text).await;
     let options = telemine::engine::RunOptions {

@@ -68,7 +68,7 @@ async fn setup() -> Setup {
         .await
         .expect("sql");
     assert!(
-        telemine::engine::alone_reasons(&sql, &defs, &config.models).is_empty(),
+        telemine::engine::alone_reasons(&sql, &defs, &config.models, false).is_empty(),
         "the test's SQL scales out"
     );
     let decoder = decoder_for(
@@ -149,6 +149,7 @@ impl Instance {
                     batch,
                     dead: Vec::new(),
                     consumed,
+                    marks: Vec::new(),
                 })
                 .await
                 .expect("batch");
@@ -342,4 +343,45 @@ async fn a_partition_that_does_not_fit_the_first_one_started_gets_a_lane() {
     c.start(0, None).await;
     c.start(1, None).await;
     assert_eq!(c.driver.lanes(), 0);
+}
+
+/// A checkpoint names only the views that closed a window: one whose
+/// holder had closed none (it was killed early, or its watermark was held
+/// back) does not fit an engine that has closed some, and gets a lane —
+/// joining would make every row of its open windows late.
+#[tokio::test]
+async fn a_checkpoint_that_closed_nothing_does_not_fit_an_engine_that_closed_windows() {
+    let mut s = setup().await;
+    let all = with_offsets(&records());
+    let mut a = Instance::new(&s, true, &[0]).await;
+    a.start(0, None).await;
+    let p0: Vec<_> = all
+        .iter()
+        .filter(|(p, _, r)| *p == 0 && ts(r) < T0 + 180_000)
+        .cloned()
+        .collect();
+    a.feed(&mut s, &p0).await;
+    // Partition 1's previous holder had read its first record and closed
+    // nothing: its checkpoint names no view.
+    let empty = Checkpoint {
+        v: Checkpoint::VERSION,
+        next: 1,
+        ..Default::default()
+    };
+    a.driver
+        .handle(Input::Assigned {
+            source: 0,
+            partitions: vec![0, 1],
+        })
+        .await
+        .expect("assign");
+    a.start(1, Some(empty)).await;
+    assert_eq!(a.driver.lanes(), 1);
+    let p1: Vec<_> = all
+        .iter()
+        .filter(|(p, _, r)| *p == 1 && ts(r) < T0 + 180_000)
+        .cloned()
+        .collect();
+    a.feed(&mut s, &p1).await;
+    assert_eq!(a.late(), 0, "partition 1's rows are nobody's late rows");
 }

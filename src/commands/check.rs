@@ -15,11 +15,15 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                 cfg.sql.dir.display()
             );
             let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
+            let repartition = cfg.engine.repartition;
             for v in &set.views {
-                println!("{}", placement_line(v, &defs));
+                println!(
+                    "{}",
+                    placement_line(v, &defs, repartition, &cfg.kafka.group_id)
+                );
             }
             let models = cfg.models.as_slice();
-            let alone = telemine::engine::alone_reasons(&set, &defs, models);
+            let alone = telemine::engine::alone_reasons(&set, &defs, models, repartition);
             if alone.is_empty() {
                 println!(
                     "scale-out: several instances may share consumer group `{}` (each with its own [kafka] instance_id); the group's alerting runs on the one holding its alerting relay",
@@ -54,7 +58,12 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
 
 /// What `check` says of a view's placement: whether it scales out by
 /// partition, and what it would cost otherwise.
-fn placement_line(v: &telemine::sql::View, defs: &[telemine::config::SourceDef]) -> String {
+fn placement_line(
+    v: &telemine::sql::View,
+    defs: &[telemine::config::SourceDef],
+    repartition: bool,
+    group: &str,
+) -> String {
     use telemine::sql::Placement;
     let source = v.source.and_then(|s| defs.get(s));
     match (v.placement(defs), source) {
@@ -79,13 +88,21 @@ fn placement_line(v: &telemine::sql::View, defs: &[telemine::config::SourceDef])
                     d.key.join(", ")
                 )
             };
+            let mut sorted = v.keys.clone();
+            sorted.sort();
+            let topic = telemine::engine::repartition::topic(group, &d.name, &sorted);
+            let how = if repartition {
+                "repartitioned ([engine] repartition = true)"
+            } else {
+                "with [engine] repartition = true it would be repartitioned"
+            };
             format!(
-                "view `{}`: groups by {by}, {key}: with several instances in the consumer group its rows need every partition's records, brought together by {by} (every record of `{}` produced once more, to an internal topic); that is not built yet, so run one instance per consumer group",
+                "view `{}`: groups by {by}, {key}: its rows need every partition's records; {how} through topic `{topic}`, keyed by {by}: every record of `{}` is produced once more and read once more, by the instance holding its key's partition",
                 v.name, d.name
             )
         }
         _ => format!(
-            "view `{}`: a view over views: computed where its inputs' rows meet; with several instances that is not built yet, so run one instance per consumer group",
+            "view `{}`: a view over views: computed where its inputs' rows meet; bringing them together across instances is not built yet, so its instance runs alone in its consumer group",
             v.name
         ),
     }

@@ -65,6 +65,7 @@ struct Held {
 /// it owns is finished, or at once if it owns nothing).
 pub(crate) async fn run(
     config: &Config,
+    topics: &[String],
     mut stage: AlertingStage,
     mut outputs: Outputs<'_>,
     mut control: watch::Receiver<Control>,
@@ -103,7 +104,7 @@ pub(crate) async fn run(
                 None => break Ok(()),
                 Some(OwnedEvent::Gained) => {
                     tracing::info!(%topic, "this instance runs the group's alerting now");
-                    match gain(config, &mut stage).await {
+                    match gain(config, topics, &mut stage).await {
                         Ok(h) => held = Some(h),
                         Err(e) => break Err(e),
                     }
@@ -160,8 +161,13 @@ pub(crate) async fn run(
 }
 
 /// Takes over the group's alerting: its saved state, and a board over
-/// every partition of every source topic.
-async fn gain(config: &Config, stage: &mut AlertingStage) -> Result<Held, PipelineError> {
+/// every partition of every source topic (`topics`, the derived ones
+/// included).
+async fn gain(
+    config: &Config,
+    topics: &[String],
+    stage: &mut AlertingStage,
+) -> Result<Held, PipelineError> {
     let group = &config.kafka.group_id;
     let table: Table = read_group_state(config).await?;
     let saved = match chunked::read(&table, group) {
@@ -176,8 +182,7 @@ async fn gain(config: &Config, stage: &mut AlertingStage) -> Result<Held, Pipeli
         None => tracing::info!(%group, "no saved alerting state: starting fresh"),
     }
     stage.take_over(&config.alerting, saved.as_deref());
-    let topics: Vec<String> = config.sources.iter().map(|s| s.topic.clone()).collect();
-    let counts = partition_counts(&config.kafka, &topics, Duration::from_secs(10)).await?;
+    let counts = partition_counts(&config.kafka, topics, Duration::from_secs(10)).await?;
     tracing::info!(
         ?counts,
         "the alerting clock waits for every partition of these topics"

@@ -36,6 +36,11 @@ pub struct Checkpoint {
     /// alerting state topic, in chunks this finds (see `chunked.rs`).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub stored: Option<ChunkRef>,
+    /// A repartition topic's partition: per upstream partition, the
+    /// offset after its last row taken here and its clock (see
+    /// `admission.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub up: super::admission::UpstreamPositions,
 }
 
 /// Longest commit metadata telemine writes: the broker's default
@@ -69,6 +74,7 @@ mod tests {
             closed: [("host_1m".to_string(), 60_000)].into(),
             keep: [("host_hop".to_string(), 1_000)].into(),
             stored: None,
+            up: [(2, (17, Some(60_000))), (3, (0, None))].into(),
         };
         assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
         assert_eq!(Checkpoint::decode(""), None);

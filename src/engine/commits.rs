@@ -4,9 +4,10 @@
 //! replaced.
 //!
 //! Invariants:
-//! - nothing is sent twice unchanged, except after an assignment change or
-//!   a failed commit (then everything is sent again: a commit made before
-//!   may never have reached the broker);
+//! - nothing is sent twice unchanged, except after an assignment change, a
+//!   failed commit, or while the broker has not confirmed it (then
+//!   everything is sent again: a commit made before may never have reached
+//!   the broker);
 //! - a checkpoint stored in the state topic is retired only once the
 //!   broker has confirmed a newer commit of its partition — until then a
 //!   restart may still need it.

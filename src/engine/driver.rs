@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int32Type;
-use telemine_connectors::decode::DeadLetter;
+use telemine_connectors::decode::{DeadLetter, UpstreamMark};
 use telemine_connectors::schema::PARTITION_COLUMN;
 
 use super::checkpoint::Checkpoint;
@@ -56,6 +56,8 @@ pub enum Input {
         batch: Option<RecordBatch>,
         dead: Vec<DeadLetter>,
         consumed: Vec<(i32, i64)>,
+        /// A derived source's upstream progress (see `repartition.rs`).
+        marks: Vec<UpstreamMark>,
     },
     /// Processing time has passed: close what idleness allows.
     Tick,
@@ -72,10 +74,6 @@ pub struct Step {
     pub rows: Vec<Alert>,
     /// The rule evaluations run (including those that returned no rows).
     pub evaluations: Vec<Evaluation>,
-    /// The alerting clock after the step: the lowest watermark over every
-    /// source (see [`WindowEngine::lowest_watermark`]), over the engine and
-    /// its lanes.
-    pub clock: Option<i64>,
     /// How far each partition held has been taken, for the alerting relay:
     /// the clock of the engine computing it — once it has started there
     /// (before that, whether it joins the engine or gets a lane is not
@@ -83,6 +81,9 @@ pub struct Step {
     pub progress: Vec<PartitionProgress>,
     /// Rows that arrived after their windows closed.
     pub late: Vec<LateRows>,
+    /// Partitions of a derived source that every upstream partition has
+    /// said its end to (a drain): nothing more will arrive there.
+    pub complete: Vec<(usize, i32)>,
 }
 
 /// How far one partition's evaluations have gone.
@@ -163,15 +164,26 @@ impl Driver {
                 batch,
                 dead,
                 consumed,
+                marks,
             } => {
                 step.dead = dead.into_iter().map(|d| (source, d)).collect();
                 if self.lanes.keys().any(|&(s, _)| s == source) {
-                    step.rows = self.ingest_split(source, batch, &consumed).await?;
+                    step.rows = self.ingest_split(source, batch, &consumed, &marks).await?;
                 } else {
                     self.engine.note_consumed(source, &consumed);
+                    self.engine.note_marks(source, &marks);
                     if let Some(batch) = batch {
                         step.rows = self.engine.ingest(source, batch).await?;
+                    } else if !marks.is_empty() {
+                        step.rows = self.engine.advance(source).await?;
                     }
+                }
+                if !marks.is_empty() {
+                    step.complete = std::iter::once(&self.engine)
+                        .chain(self.lanes.values())
+                        .flat_map(|e| e.complete(source))
+                        .map(|p| (source, p))
+                        .collect();
                 }
             }
             Input::Tick => {
@@ -193,7 +205,6 @@ impl Driver {
             step.evaluations.extend(lane.take_evaluations());
             step.late.extend(lane.take_late());
         }
-        step.clock = self.clock().0;
         step.progress = self.progress();
         Ok(step)
     }
@@ -214,6 +225,14 @@ impl Driver {
             s == source && p != partition && started && !self.lanes.contains_key(&(s, p))
         });
         let fits = !engine_started || self.engine.fits(source, checkpoint.as_ref());
+        tracing::debug!(
+            source,
+            partition,
+            engine_started,
+            fits,
+            closed = ?checkpoint.as_ref().map(|c| &c.closed),
+            "partition start"
+        );
         let Some(sources) = self.lane_sources.as_ref().filter(|_| !fits) else {
             if had_lane {
                 let mut main = self.engine.partitions(source);
@@ -249,6 +268,7 @@ impl Driver {
         source: usize,
         batch: Option<RecordBatch>,
         consumed: &[(i32, i64)],
+        marks: &[UpstreamMark],
     ) -> Result<Vec<Alert>, EngineError> {
         let lanes: Vec<i32> = self
             .lanes
@@ -281,10 +301,15 @@ impl Driver {
                 parts.insert(key, rows);
             }
         }
+        let (lane_marks, main_marks): (Vec<UpstreamMark>, Vec<UpstreamMark>) =
+            marks.iter().partition(|m| lane_of(m.partition).is_some());
         self.engine.note_consumed(source, &main_consumed);
+        self.engine.note_marks(source, &main_marks);
         let mut alerts = Vec::new();
         if let Some(rows) = parts.remove(&None) {
             alerts.extend(self.engine.ingest(source, rows).await?);
+        } else if !main_marks.is_empty() {
+            alerts.extend(self.engine.advance(source).await?);
         }
         for (key, lane) in self.lanes.iter_mut().filter(|((s, _), _)| *s == source) {
             let consumed: Vec<(i32, i64)> = lane_consumed
@@ -293,29 +318,19 @@ impl Driver {
                 .filter(|(p, _)| *p == key.1)
                 .collect();
             lane.note_consumed(source, &consumed);
+            let marks: Vec<UpstreamMark> = lane_marks
+                .iter()
+                .copied()
+                .filter(|m| m.partition == key.1)
+                .collect();
+            lane.note_marks(source, &marks);
             if let Some(rows) = parts.remove(&Some(key.1)) {
                 alerts.extend(lane.ingest(source, rows).await?);
+            } else if !marks.is_empty() {
+                alerts.extend(lane.advance(source).await?);
             }
         }
         Ok(alerts)
-    }
-
-    /// The alerting clock over the engine and its lanes (the lowest; none
-    /// while one without a watermark is active), and whether nothing is
-    /// active at all.
-    fn clock(&self) -> (Option<i64>, bool) {
-        let mut lowest: Option<i64> = None;
-        let mut active = false;
-        for e in std::iter::once(&self.engine).chain(self.lanes.values()) {
-            let busy = e.any_active();
-            active |= busy;
-            match e.lowest_watermark() {
-                Some(w) => lowest = Some(lowest.map_or(w, |l| l.min(w))),
-                None if busy => return (None, false),
-                None => {}
-            }
-        }
-        (lowest, lowest.is_none() && !active)
     }
 
     /// See [`Step::progress`].

@@ -171,6 +171,7 @@ impl LocalRun {
             batch,
             dead,
             consumed: vec![(partition, next)],
+            marks: Vec::new(),
         })
         .await
     }

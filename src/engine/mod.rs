@@ -13,6 +13,8 @@
 //!   `alerting_stage` (the alerter and the silences it follows) and
 //!   `state_store` (alerting and detector state, large checkpoints, in the
 //!   state topic). They share one producer, settled before each commit.
+//! - [`repartition`]: views that do not group by their source's message
+//!   key, computed across instances through repartition topics.
 
 mod admission;
 mod alerting_owner;
@@ -26,6 +28,7 @@ mod outputs;
 pub mod pipeline;
 mod relay;
 pub mod reload;
+pub mod repartition;
 mod state_store;
 mod window_kinds;
 pub mod windows;

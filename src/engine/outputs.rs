@@ -86,6 +86,21 @@ impl<'a> Outputs<'a> {
         Ok(())
     }
 
+    /// Produces rows and marks to the repartition topics (see
+    /// `repartition.rs`).
+    pub(crate) async fn repartition(
+        &mut self,
+        messages: Vec<super::repartition::Message>,
+    ) -> Result<(), ConnectorError> {
+        Metrics::add(&self.metrics.repartition_messages, messages.len() as u64);
+        for m in messages {
+            self.producer
+                .send_to(&m.topic, Some(m.partition), None, &m.payload, &[])
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
-    TableEntry, TableReader, create_compacted_topic, create_topic_unless_present, reachable,
+    TableEntry, TableReader, create_compacted_topic, create_topic_unless_present, partition_counts,
+    reachable,
 };
 use telemine_connectors::{ConnectorError, ErrorClass};
 use thiserror::Error;
@@ -27,6 +28,7 @@ use super::commits::CommitLog;
 use super::driver::{Driver, Input, Step};
 use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
+use super::repartition::{self, RepartitionDecoder, Writer};
 use super::state_store::StateStore;
 use super::windows::{EngineError, WindowEngine};
 use crate::alerting::Alerter;
@@ -114,15 +116,22 @@ pub async fn run_pipeline(
     options: RunOptions,
     stop: impl Future<Output = Stop>,
 ) -> Result<RunSummary, PipelineError> {
-    let defs = config.source_defs().map_err(PipelineError::Config)?;
+    let mut defs = config.source_defs().map_err(PipelineError::Config)?;
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut sql = sql;
+    // Views that need every partition's rows, through repartition topics
+    // (`defs` gains the derived sources).
+    let writer = if config.engine.repartition {
+        plan_repartition(config, &mut sql, &mut defs).await?
+    } else {
+        None
+    };
     let models: &[crate::config::ModelConfig] = if options.without_models {
         &[]
     } else {
         &config.models
     };
-    let alone = alone_reasons(&sql, &defs, models);
+    let alone = alone_reasons(&sql, &defs, models, config.engine.repartition);
     let detectors =
         crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
     let engine = WindowEngine::new(sql, &defs, metrics.clone());
@@ -134,6 +143,7 @@ pub async fn run_pipeline(
         Driver::new(engine)
     };
     let specs = source_specs(config, &defs)?;
+    let all_topics: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
     let producer = output_producer(config, "").await?;
     let mut alerter = Alerter::new(&config.alerting);
     let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -185,15 +195,17 @@ pub async fn run_pipeline(
     )?;
     let mut stages = Stages {
         outputs: Outputs::for_input(config, producer, metrics.clone()),
-        relay: RelayOut::new(config, &specs_topics(&defs)),
+        relay: RelayOut::new(config, &source.topics()),
         state,
         detectors,
+        writer,
     };
     // The group's alerting, if this instance gets the relay (see
     // `alerting_owner.rs`), on its own producer.
     let (control, control_rx) = watch::channel(Control::Running);
     let owner = alerting_owner::run(
         config,
+        &all_topics,
         AlertingStage::new(alerter, silence_rx),
         Outputs::new(
             config,
@@ -270,14 +282,21 @@ pub async fn run_pipeline(
                             .handle(Input::PartitionStart { source: s, partition, checkpoint })
                             .await?;
                     }
-                    Some(SourceEvent::Batch { source: s, batch, dead, consumed }) => {
+                    Some(SourceEvent::Drained { source: s, partition }) => {
+                        stages.drained(s, partition).await?;
+                    }
+                    Some(SourceEvent::Batch { source: s, batch, dead, consumed, marks }) => {
                         first_record.get_or_insert_with(Instant::now);
                         // A stop during the evaluations abandons them (see
                         // `abandoned`); after a stop they run to the end.
                         let work = async {
+                            stages.repartition(s, batch.as_ref()).await?;
                             let step = driver
-                                .handle(Input::Batch { source: s, batch, dead, consumed })
+                                .handle(Input::Batch { source: s, batch, dead, consumed, marks })
                                 .await?;
+                            for &(s, p) in &step.complete {
+                                source.partition_complete(s, p);
+                            }
                             stages.emit(&source, step).await
                         };
                         let Some((done, drain_now)) =
@@ -302,9 +321,11 @@ pub async fn run_pipeline(
                     // Planned on a task of its own: the stream goes on meanwhile.
                     reload_generation += 1;
                     let (generation, done) = (reload_generation, reload_done_tx.clone());
+                    // Loaded against the configured sources; the
+                    // repartitioned views are bound again when swapped in.
                     let (dir, defs, options) = (
                         config.sql.dir.clone(),
-                        defs.clone(),
+                        defs.iter().filter(|d| d.derived.is_none()).cloned().collect::<Vec<_>>(),
                         crate::sql::SqlOptions::from_config(config),
                     );
                     tokio::spawn(async move {
@@ -314,6 +335,19 @@ pub async fn run_pipeline(
                 }
                 Some((generation, cause, loaded)) = reload_done_rx.recv() => {
                     if generation == reload_generation {
+                        let loaded = loaded.and_then(|mut set| {
+                            if defs.iter().any(|d| d.derived.is_some()) {
+                                repartition::bind(&mut set, &defs).map_err(|e| {
+                                    crate::diagnostic::Diagnostics(vec![crate::diagnostic::Diagnostic::new(
+                                        &config.sql.dir,
+                                        1,
+                                        1,
+                                        e,
+                                    )])
+                                })?;
+                            }
+                            Ok(set)
+                        });
                         swap_sql(config, &mut driver, &metrics, cause, loaded)?;
                     }
                 }
@@ -520,14 +554,22 @@ pub(crate) async fn read_group_state(config: &Config) -> Result<Table, PipelineE
 /// Why this instance must be alone in its consumer group: what would be
 /// computed wrong with the group's partitions split across instances.
 /// Empty: instances may share the group (scale-out).
-pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], models: &[ModelConfig]) -> Vec<String> {
+/// `repartition`: `[engine] repartition` (with it, views that do not
+/// group by their source's key are no reason).
+pub fn alone_reasons(
+    sql: &SqlSet,
+    defs: &[SourceDef],
+    models: &[ModelConfig],
+    repartition: bool,
+) -> Vec<String> {
     use crate::sql::Placement;
     let mut why = Vec::new();
     for v in &sql.views {
         match v.placement(defs) {
             Placement::PerPartition => {}
+            Placement::Repartitioned { .. } if repartition => {}
             Placement::Repartitioned { .. } => why.push(format!(
-                "view `{}` does not group by its source's message key, and repartitioning is not built yet",
+                "view `{}` does not group by its source's message key (set [engine] repartition = true to compute it across instances through Kafka)",
                 v.name
             )),
             Placement::OverViews => why.push(format!(
@@ -571,10 +613,85 @@ fn swap_sql(
     Ok(())
 }
 
+/// Binds the views that need every partition's rows to derived sources
+/// (appended to `defs`), creates their repartition topics (as many
+/// partitions as the source's topic) unless present, and returns the
+/// writer that feeds them; `None` when no view needs it.
+async fn plan_repartition(
+    config: &Config,
+    sql: &mut SqlSet,
+    defs: &mut Vec<SourceDef>,
+) -> Result<Option<Writer>, PipelineError> {
+    let needed = repartition::needed(sql, defs);
+    if needed.is_empty() {
+        return Ok(None);
+    }
+    let wait = Duration::from_secs(10);
+    let upstream: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
+    let counts = partition_counts(&config.kafka, &upstream, wait).await?;
+    let count_of = |counts: &[(String, i32)], t: &str| {
+        counts
+            .iter()
+            .find(|(name, _)| name == t)
+            .map_or(0, |(_, n)| *n)
+    };
+    let all = repartition::derive(sql, defs, &config.kafka.group_id, &needed, |t| {
+        count_of(&counts, t)
+    });
+    let derived: Vec<&SourceDef> = all.iter().filter(|d| d.derived.is_some()).collect();
+    for d in &derived {
+        let n = d.derived.as_ref().map_or(1, |x| x.upstream_partitions);
+        if let Err(e) = create_topic_unless_present(&config.kafka, &d.topic, n, &[]).await {
+            tracing::warn!(topic = %d.topic, error = %e, "cannot create the repartition topic");
+        }
+    }
+    let topics: Vec<String> = derived.iter().map(|d| d.topic.clone()).collect();
+    let made = partition_counts(&config.kafka, &topics, wait).await?;
+    for (topic, n) in &made {
+        if *n == 0 {
+            return Err(PipelineError::Unavailable(format!(
+                "the repartition topic `{topic}` does not exist and could not be created: create it with as many partitions as its source's topic, or set [engine] repartition = false"
+            )));
+        }
+        let views: Vec<&str> = sql
+            .views
+            .iter()
+            .filter(|v| {
+                v.source
+                    .and_then(|s| all.get(s))
+                    .is_some_and(|d| &d.topic == topic)
+            })
+            .map(|v| v.name.as_str())
+            .collect();
+        tracing::info!(%topic, partitions = n, ?views, "repartitioning through Kafka");
+    }
+    let writer = Writer::new(
+        &all,
+        |t| count_of(&made, t),
+        config.sinks.max_payload_bytes(),
+    )?;
+    *defs = all;
+    Ok(Some(writer))
+}
+
 fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {
     defs.iter()
         .map(|d| {
-            let decoders = (0..config.engine.decode_threads.max(1))
+            let threads = config.engine.decode_threads.max(1);
+            if let Some(derived) = &d.derived {
+                let upstream = defs[derived.from].schema.batch_schema();
+                return Ok(SourceSpec {
+                    topic: d.topic.clone(),
+                    decoders: (0..threads)
+                        .map(|_| {
+                            Box::new(RepartitionDecoder::new(upstream.clone()))
+                                as Box<dyn telemine_connectors::decode::Decoder>
+                        })
+                        .collect(),
+                    fed_by_engine: true,
+                });
+            }
+            let decoders = (0..threads)
                 .map(|_| {
                     decoder_for(
                         &d.format,
@@ -589,6 +706,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
             Ok(SourceSpec {
                 topic: d.topic.clone(),
                 decoders,
+                fed_by_engine: false,
             })
         })
         .collect()
@@ -628,7 +746,14 @@ async fn commit(
     if stages.outputs.producer.is_transactional() {
         return commit_transaction(source, stages, committed, offsets, stored).await;
     }
-    let unchanged = committed.unchanged(&offsets) && !source.take_commit_failed();
+    // Sent before and confirmed by the broker: nothing to send. A commit
+    // whose answer never came (its consumer replaced after a fence, a
+    // request lost in a broker stall) is sent again.
+    let unchanged = committed.unchanged(&offsets)
+        && !source.take_commit_failed()
+        && offsets
+            .iter()
+            .all(|o| source.confirmed(o.source, o.partition).as_deref() == Some(&o.metadata));
     if !unchanged {
         // Large checkpoints go to the state topic before the commit that
         // points at them.
@@ -754,6 +879,8 @@ struct Stages<'a> {
     state: StateStore,
     /// The models' detectors, whose state is saved with each commit.
     detectors: Vec<Arc<crate::detector::Detector>>,
+    /// Writes what the repartitioned views read (see `repartition.rs`).
+    writer: Option<Writer>,
 }
 
 impl Stages<'_> {
@@ -790,6 +917,31 @@ impl Stages<'_> {
         for l in late {
             self.outputs.late(source.topic(l.source), l).await?;
         }
+        Ok(())
+    }
+
+    /// A decoded batch of `source`, to the repartition topics over it.
+    async fn repartition(
+        &mut self,
+        source: usize,
+        batch: Option<&datafusion::arrow::array::RecordBatch>,
+    ) -> Result<(), PipelineError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let messages = writer.write(source, batch)?;
+        self.outputs.repartition(messages).await?;
+        Ok(())
+    }
+
+    /// `source`'s `partition` was read to its end in a drain: the
+    /// repartition topics over it hear so.
+    async fn drained(&mut self, source: usize, partition: i32) -> Result<(), PipelineError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let messages = writer.drained(source, partition);
+        self.outputs.repartition(messages).await?;
         Ok(())
     }
 
@@ -877,10 +1029,6 @@ impl RelayOut {
         }
         Relay::pack(&self.from, rows, evaluations, &progress, self.max_bytes)
     }
-}
-
-fn specs_topics(defs: &[SourceDef]) -> Vec<String> {
-    defs.iter().map(|d| d.topic.clone()).collect()
 }
 
 #[cfg(test)]

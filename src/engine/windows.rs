@@ -31,6 +31,7 @@ use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use telemine_connectors::ErrorClass;
+use telemine_connectors::decode::UpstreamMark;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use thiserror::Error;
 
@@ -383,9 +384,11 @@ impl WindowEngine {
         let Some(state) = self.sources.get_mut(source) else {
             return;
         };
-        state
-            .admission
-            .restore(partition, checkpoint.map(|c| c.next));
+        state.admission.restore(
+            partition,
+            checkpoint.map(|c| c.next),
+            checkpoint.map(|c| &c.up),
+        );
         let Some(c) = checkpoint else { return };
         for &vi in &state.views {
             let name = &self.sql.views[vi].name;
@@ -409,9 +412,10 @@ impl WindowEngine {
     /// Whether a partition restored from `checkpoint` fits the windows of
     /// this engine, which already computes other partitions of `source`:
     /// every view of the source closed its windows up to where the
-    /// checkpoint says (both nothing yet, without a checkpoint), or the
-    /// checkpoint does not know the view. A partition that does not fit
-    /// would see its rows late, or skip windows, if it joined (see
+    /// checkpoint says. A view the checkpoint does not name had closed
+    /// nothing there (a checkpoint names only views that closed a window),
+    /// like every view without a checkpoint. A partition that does not
+    /// fit would see its rows late, or skip windows, if it joined (see
     /// `driver.rs`).
     pub fn fits(&self, source: usize, checkpoint: Option<&Checkpoint>) -> bool {
         let Some(state) = self.sources.get(source) else {
@@ -419,13 +423,7 @@ impl WindowEngine {
         };
         state.views.iter().all(|&vi| {
             let name = &self.sql.views[vi].name;
-            let there = match checkpoint {
-                None => None,
-                Some(c) => match c.closed.get(name) {
-                    Some(&closed) => Some(closed),
-                    None => return true,
-                },
-            };
+            let there = checkpoint.and_then(|c| c.closed.get(name).copied());
             self.views[vi].closed_until == there
         })
     }
@@ -498,6 +496,22 @@ impl WindowEngine {
         }
     }
 
+    /// A derived source: takes the upstream progress its batch carried.
+    pub fn note_marks(&mut self, source: usize, marks: &[UpstreamMark]) {
+        if let Some(state) = self.sources.get_mut(source) {
+            state.admission.note_marks(marks);
+        }
+    }
+
+    /// A derived source: its partitions held that every upstream
+    /// partition has said its end to (a drain).
+    pub fn complete(&self, source: usize) -> Vec<i32> {
+        self.sources
+            .get(source)
+            .map(|s| s.admission.complete())
+            .unwrap_or_default()
+    }
+
     /// The rule evaluations (rule, window end) run since the last call,
     /// including those that returned no rows.
     pub fn take_evaluations(&mut self) -> Vec<crate::alerting::Evaluation> {
@@ -540,6 +554,12 @@ impl WindowEngine {
         batch: RecordBatch,
     ) -> Result<Vec<Alert>, EngineError> {
         self.accept(source, batch)?;
+        self.close_ready(source, false).await
+    }
+
+    /// Closes the windows of `source` its watermark now allows (a derived
+    /// source's marks moved it without rows).
+    pub async fn advance(&mut self, source: usize) -> Result<Vec<Alert>, EngineError> {
         self.close_ready(source, false).await
     }
 
@@ -625,6 +645,7 @@ impl WindowEngine {
                         closed: closed.clone(),
                         keep: keep.clone(),
                         stored: None,
+                        up: state.admission.upstream_positions(p),
                     },
                 ))
             })
@@ -722,8 +743,19 @@ impl WindowEngine {
             .sources
             .get_mut(source)
             .ok_or_else(|| EngineError::Internal(format!("no source #{source}")))?;
-        let n = batch.num_rows();
-        Metrics::add(&self.metrics.records_decoded, n as u64);
+        // A derived source's rows are counted where they were read first.
+        if !state.admission.is_derived() {
+            Metrics::add(&self.metrics.records_decoded, batch.num_rows() as u64);
+        }
+        // A derived source's rows end with their upstream partition and
+        // offset (see `repartition.rs`): admission reads them, the views
+        // never see them.
+        let (batch, upstream) = if state.admission.is_derived() {
+            let (batch, up) = super::repartition::split_upstream(batch)?;
+            (batch, Some(up))
+        } else {
+            (batch, None)
+        };
         let ts = batch
             .column(state.ts_index)
             .as_primitive_opt::<TimestampMillisecondType>()
@@ -737,19 +769,39 @@ impl WindowEngine {
             .column(state.partition_index)
             .as_primitive::<Int32Type>();
         let offs = batch.column(state.offset_index).as_primitive::<Int64Type>();
+        let up_arrays = upstream
+            .as_ref()
+            .map(|(p, o)| (p.as_primitive::<Int32Type>(), o.as_primitive::<Int64Type>()));
         let Admitted {
             keep,
             is_late,
             late,
             replayed,
             duplicates,
-        } = state
-            .admission
-            .admit(&batch, (ts, parts, offs), state.ts_index, frontier, floor)?;
+            fresh,
+        } = state.admission.admit(
+            &batch,
+            (ts, parts, offs),
+            state.ts_index,
+            frontier,
+            floor,
+            up_arrays,
+        )?;
         Metrics::add(&self.metrics.late_records, late);
         Metrics::add(&self.metrics.replayed_skipped, replayed);
         Metrics::add(&self.metrics.duplicates_dropped, duplicates);
         if late > 0 {
+            let first = is_late.iter().position(|l| *l).unwrap_or(0);
+            tracing::debug!(
+                source = %state.name,
+                late,
+                frontier,
+                partition = parts.value(first),
+                offset = offs.value(first),
+                event_time = ts.value(first),
+                upstream = ?up_arrays.map(|(p, o)| (p.value(first), o.value(first))),
+                "rows behind every open window: late"
+            );
             let rows = filter_record_batch(&batch, &BooleanArray::from(is_late))
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             let f = frontier.unwrap_or_default();
@@ -780,9 +832,7 @@ impl WindowEngine {
                 let mut reached = Vec::new();
                 for (i, kept) in keep.iter().enumerate() {
                     let t = ts.value(i);
-                    let p = parts.value(i);
-                    let fresh = state.admission.fresh(p, offs.value(i));
-                    if *kept && fresh && t < closed {
+                    if *kept && fresh[i] && t < closed {
                         if view.window.kind == WindowKind::Session {
                             reached.push(i as u32);
                         } else {

@@ -194,3 +194,17 @@ pub fn copy_default_sql(dir: &Path) -> std::path::PathBuf {
     }
     sql
 }
+
+/// The engine's log lines in the test's output (`RUST_LOG`, default
+/// `info`), shown when a test fails: what an in-process run did is what a
+/// failure needs explained.
+#[allow(dead_code)]
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -388,7 +388,11 @@ impl Decoder for InfluxDecoder {
         if self.columns.first().map(Column::len).unwrap_or(0) == 0 {
             self.partitions.clear();
             self.offsets.clear();
-            return Decoded { batch: None, dead };
+            return Decoded {
+                batch: None,
+                dead,
+                ..Default::default()
+            };
         }
         let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
         let parts = std::mem::take(&mut self.partitions);
@@ -404,7 +408,11 @@ impl Decoder for InfluxDecoder {
             |_| Vec::new(),
             &mut dead,
         );
-        Decoded { batch, dead }
+        Decoded {
+            batch,
+            dead,
+            ..Default::default()
+        }
     }
 }
 

@@ -225,7 +225,11 @@ impl Decoder for JsonDecoder {
         let mut dead = std::mem::take(&mut self.screened);
         if self.spans.is_empty() {
             self.arena.clear();
-            return Decoded { batch: None, dead };
+            return Decoded {
+                batch: None,
+                dead,
+                ..Default::default()
+            };
         }
         let batch = match self.fast_path() {
             Some(columns) => {
@@ -275,7 +279,11 @@ impl Decoder for JsonDecoder {
         self.spans.clear();
         self.partitions.clear();
         self.offsets.clear();
-        Decoded { batch, dead }
+        Decoded {
+            batch,
+            dead,
+            ..Default::default()
+        }
     }
 }
 

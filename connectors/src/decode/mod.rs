@@ -96,6 +96,26 @@ pub struct Decoded {
     /// was well formed.
     pub batch: Option<RecordBatch>,
     pub dead: Vec<DeadLetter>,
+    /// Progress of the upstream partitions, from a repartition topic's
+    /// messages (empty for every other source).
+    pub marks: Vec<UpstreamMark>,
+}
+
+/// What a repartition topic's message says of the upstream partition it
+/// came from: the newest event time read there when it was written, and
+/// whether that partition had been read to its end (a drain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamMark {
+    /// The repartition topic's partition the message was read from.
+    pub partition: i32,
+    /// Its offset there.
+    pub offset: i64,
+    /// The upstream partition.
+    pub upstream: i32,
+    /// Newest event time read from the upstream partition (ms).
+    pub clock: Option<i64>,
+    /// The upstream partition was read to its end: nothing more follows.
+    pub end: bool,
 }
 
 /// Raw records gathered by a source before decoding: payload bytes in one

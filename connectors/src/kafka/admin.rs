@@ -75,13 +75,28 @@ pub async fn partition_counts(
 }
 
 /// Creates a one-partition compacted topic (a table keyed by message key)
-/// unless it exists.
+/// unless it exists. Its segments roll every [`COMPACTED_SEGMENT_MS`]
+/// (the broker's default is 7 days): the active segment is never
+/// compacted, and everything in it is read again at each start.
 pub async fn create_compacted_topic(
     client: &KafkaClientConfig,
     topic: &str,
 ) -> Result<(), ConnectorError> {
-    create_topic_unless_present(client, topic, 1, &[("cleanup.policy", "compact")]).await
+    create_topic_unless_present(client, topic, 1, &COMPACTED_TOPIC_CONFIG).await
 }
+
+/// Segment roll time of our compacted topics: one hour.
+pub const COMPACTED_SEGMENT_MS: &str = "3600000";
+
+/// The topic configs [`create_compacted_topic`] sets: compaction, a
+/// segment rolled each hour so the cleaner can reach values rewritten in
+/// it, and tombstones kept a day (a reader at most that far behind still
+/// sees a deletion).
+pub const COMPACTED_TOPIC_CONFIG: [(&str, &str); 3] = [
+    ("cleanup.policy", "compact"),
+    ("segment.ms", COMPACTED_SEGMENT_MS),
+    ("delete.retention.ms", "86400000"),
+];
 
 /// Creates `topic` with `partitions` partitions and the given configs
 /// unless it exists (asked first: an admin request is not sent when it

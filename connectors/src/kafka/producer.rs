@@ -36,6 +36,9 @@ pub struct TransactionOffsets {
     pub(crate) group: ConsumerGroupMetadata,
 }
 
+/// How often [`KafkaProducer::settle`] says it is still waiting.
+const SETTLE_NOTICE: Duration = Duration::from_secs(10);
+
 /// How long a transaction's commit (or abort) may take.
 const TRANSACTION_WAIT: Duration = Duration::from_secs(60);
 
@@ -146,28 +149,33 @@ impl KafkaProducer {
     /// Drops what the open transaction holds (its commit is another's
     /// now) and begins the next.
     pub async fn discard_transaction(&mut self) -> Result<(), ConnectorError> {
-        self.pending.clear();
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer.abort_transaction(TRANSACTION_WAIT)?;
-            producer.begin_transaction()
-        })
-        .await
-        .map_err(|e| ConnectorError::Internal(format!("aborting a transaction: {e}")))?
-        .map_err(|e| ConnectorError::kafka("aborting a transaction", e))
+        self.abort_open(true).await
     }
 
     /// Aborts the open transaction after `why`, as far as the producer
     /// still can (a fenced one cannot); returns `why`.
     async fn abort(&mut self, why: ConnectorError) -> ConnectorError {
-        self.pending.clear();
-        let producer = self.producer.clone();
-        let aborted =
-            tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_WAIT)).await;
-        if let Ok(Err(e)) = aborted {
+        if let Err(e) = self.abort_open(false).await {
             tracing::warn!(error = %e, "the transaction could not be aborted; the broker aborts it once it times out");
         }
         why
+    }
+
+    /// Aborts the open transaction, dropping the deliveries it awaited,
+    /// and begins the next if `begin`.
+    async fn abort_open(&mut self, begin: bool) -> Result<(), ConnectorError> {
+        self.pending.clear();
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.abort_transaction(TRANSACTION_WAIT)?;
+            if begin {
+                producer.begin_transaction()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ConnectorError::Internal(format!("aborting a transaction: {e}")))?
+        .map_err(|e| ConnectorError::kafka("aborting a transaction", e))
     }
 
     /// Enqueues one message; waits (briefly, repeatedly) while the local
@@ -177,6 +185,19 @@ impl KafkaProducer {
     pub async fn send(
         &mut self,
         topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), ConnectorError> {
+        self.send_to(topic, None, key, payload, headers).await
+    }
+
+    /// [`KafkaProducer::send`] to a given partition (`None`: the one the
+    /// key gives).
+    pub async fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &[u8])],
@@ -191,6 +212,9 @@ impl KafkaProducer {
         let mut record = FutureRecord::to(topic).payload(payload).headers(hs);
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         loop {
             match self.producer.send_result(record) {
@@ -254,8 +278,22 @@ impl KafkaProducer {
     /// an error, and the messages not yet awaited are dropped from the
     /// reckoning (the caller does not commit past them).
     pub async fn settle(&mut self, what: &str) -> Result<u64, ConnectorError> {
-        for f in std::mem::take(&mut self.pending) {
-            match f.await {
+        let pending = std::mem::take(&mut self.pending);
+        let (total, started) = (pending.len(), std::time::Instant::now());
+        for (i, mut f) in pending.into_iter().enumerate() {
+            // A broker that does not answer is waited for (deliveries never
+            // time out), and said so every SETTLE_NOTICE.
+            let delivered = loop {
+                match tokio::time::timeout(SETTLE_NOTICE, &mut f).await {
+                    Ok(d) => break d,
+                    Err(_) => tracing::warn!(
+                        waited_s = started.elapsed().as_secs(),
+                        unacknowledged = total - i,
+                        "still waiting for the broker to acknowledge {what}; nothing is committed meanwhile"
+                    ),
+                }
+            };
+            match delivered {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, m))) => {
                     let e = ConnectorError::kafka(format!("delivering {what}"), e);

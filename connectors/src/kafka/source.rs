@@ -13,10 +13,9 @@
 //! here: the engine commits through [`KafkaSource::commit`] once everything
 //! derived from a record is safely produced.
 
-use std::collections::HashMap;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use tokio::sync::mpsc;
 use super::producer::TransactionOffsets;
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
-use crate::decode::{DeadLetter, Decoder, RecordChunk};
+use crate::decode::{DeadLetter, Decoder, RecordChunk, UpstreamMark};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +39,16 @@ pub struct SourceSpec {
     /// One decoder per decode thread (all specs give the same number; at
     /// least one).
     pub decoders: Vec<Box<dyn Decoder>>,
+    /// A topic other instances write while they read theirs (a
+    /// repartition topic): in a drain, a partition of it is read until
+    /// the engine says it is complete ([`KafkaSource::partition_complete`]),
+    /// not to an end offset.
+    pub fed_by_engine: bool,
 }
+
+/// How long a drain waits, once every other partition is read to its
+/// end, for the engine to complete the partitions of topics it feeds.
+const FED_DRAIN_WAIT: Duration = Duration::from_secs(60);
 
 /// How the poll loop behaves.
 #[derive(Debug, Clone)]
@@ -79,7 +87,12 @@ pub enum SourceEvent {
         dead: Vec<DeadLetter>,
         /// Per partition, the offset after the last record in this batch.
         consumed: Vec<(i32, i64)>,
+        /// Upstream progress read (a repartition topic's).
+        marks: Vec<UpstreamMark>,
     },
+    /// While draining: a partition held has been read to its end; no
+    /// batch of it follows.
+    Drained { source: usize, partition: i32 },
     /// Every partition has been read to its end (only with `stop_at_end`),
     /// or the source was stopped; no event follows.
     End,
@@ -106,6 +119,8 @@ pub struct KafkaSource {
     consumer: SharedConsumer,
     topics: Vec<String>,
     control: Arc<AtomicU8>,
+    /// Partitions of engine-fed topics the engine has completed.
+    completed: Arc<Mutex<HashSet<(usize, i32)>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -142,6 +157,7 @@ impl KafkaSource {
             c.set("group.instance.id", id);
         }
         let topics: Vec<String> = specs.iter().map(|s| s.topic.clone()).collect();
+        let fed: Vec<bool> = specs.iter().map(|s| s.fed_by_engine).collect();
         let rejoin = Rejoin {
             config: c,
             client: client.clone(),
@@ -152,7 +168,7 @@ impl KafkaSource {
         };
         let consumer = rejoin.consumer(&topics, None)?;
         let ends = if options.stop_at_end {
-            Some(end_offsets(&consumer, &topics)?)
+            Some(end_offsets(&consumer, &topics, &fed)?)
         } else {
             None
         };
@@ -193,6 +209,7 @@ impl KafkaSource {
             Box::new(move || merge_loop(out_rxs, tx)),
         )?);
         let shared: SharedConsumer = Arc::new(RwLock::new(consumer.clone()));
+        let completed = Arc::new(Mutex::new(HashSet::new()));
         let mut poll = PollLoop {
             consumer,
             shared: shared.clone(),
@@ -209,12 +226,17 @@ impl KafkaSource {
 
             oldest: Vec::new(),
             ends,
+            fed,
+            completed: completed.clone(),
+            drained: HashSet::new(),
+            ends_reached: None,
         };
         threads.push(spawn("kafka-source".into(), Box::new(move || poll.run()))?);
         Ok(KafkaSource {
             consumer: shared,
             topics,
             control,
+            completed,
             threads,
         })
     }
@@ -331,6 +353,15 @@ impl KafkaSource {
         self.current().context().commits.take_failed()
     }
 
+    /// In a drain, `partition` of engine-fed `source` has received all it
+    /// will (see [`SourceSpec::fed_by_engine`]).
+    pub fn partition_complete(&self, source: usize, partition: i32) {
+        self.completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((source, partition));
+    }
+
     /// Asks the poll thread to flush what it has decoded and stop.
     pub fn stop(&self) {
         self.control.store(STOP, Ordering::SeqCst);
@@ -354,6 +385,11 @@ impl KafkaSource {
     /// The topic of source `i`.
     pub fn topic(&self, i: usize) -> &str {
         &self.topics[i]
+    }
+
+    /// Every source's topic, in source order.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.clone()
     }
 }
 
@@ -537,10 +573,14 @@ fn alone_in_group(
 fn end_offsets(
     consumer: &BaseConsumer<Quiet>,
     topics: &[String],
+    fed: &[bool],
 ) -> Result<HashMap<(usize, i32), i64>, ConnectorError> {
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for (i, topic) in topics.iter().enumerate() {
+        if fed.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         let md = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .map_err(|e| {
@@ -635,6 +675,7 @@ fn decode_loop(
                     batch: decoded.batch,
                     dead: decoded.dead,
                     consumed,
+                    marks: decoded.marks,
                 }
             }
         };
@@ -701,6 +742,15 @@ struct PollLoop {
     oldest: Vec<Option<Instant>>,
     /// With `stop_at_end`: partitions still to read, and their end offset.
     ends: Option<HashMap<(usize, i32), i64>>,
+    /// Per source: whether the engine feeds its topic (see
+    /// [`SourceSpec::fed_by_engine`]).
+    fed: Vec<bool>,
+    /// Partitions of fed topics the engine has completed.
+    completed: Arc<Mutex<HashSet<(usize, i32)>>>,
+    /// Partitions announced as read to their end in this drain.
+    drained: HashSet<(usize, i32)>,
+    /// When every partition with an end offset had been read to it.
+    ends_reached: Option<Instant>,
     /// Per source: the assignment last announced.
     assigned: Vec<Vec<i32>>,
     assignment_checked: Option<Instant>,
@@ -727,27 +777,32 @@ impl PollLoop {
         loop {
             match self.control.load(Ordering::SeqCst) {
                 STOP => break,
-                DRAIN if self.ends.is_none() => match end_offsets(&consumer, &self.topics) {
-                    Ok(mut ends) => {
-                        // Partitions already read to their end get no more
-                        // messages to tell us so. A drain asked for while
-                        // running (several instances may share the group)
-                        // reads the partitions held, not the others'.
-                        let assigned = &self.assigned;
-                        ends.retain(|&(s, p), high| {
-                            assigned.get(s).is_some_and(|a| a.contains(&p))
-                                && next_of(&self.parts, s, p).is_none_or(|next| next < *high)
-                        });
-                        self.ends = Some(ends);
+                DRAIN if self.ends.is_none() => {
+                    match end_offsets(&consumer, &self.topics, &self.fed) {
+                        Ok(mut ends) => {
+                            // Partitions already read to their end get no more
+                            // messages to tell us so. A drain asked for while
+                            // running (several instances may share the group)
+                            // reads the partitions held, not the others'.
+                            let assigned = &self.assigned;
+                            ends.retain(|&(s, p), high| {
+                                assigned.get(s).is_some_and(|a| a.contains(&p))
+                                    && next_of(&self.parts, s, p).is_none_or(|next| next < *high)
+                            });
+                            self.ends = Some(ends);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot fetch end offsets to drain; stopping now");
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot fetch end offsets to drain; stopping now");
-                        break;
-                    }
-                },
+                }
                 _ => {}
             }
-            if self.ends.as_ref().is_some_and(HashMap::is_empty) {
+            if !self.announce_drained() {
+                return;
+            }
+            if self.ends.as_ref().is_some_and(HashMap::is_empty) && self.fed_complete() {
                 break;
             }
             if !self.check_assignment() {
@@ -889,6 +944,64 @@ impl PollLoop {
                 ends.remove(&(s, e.partition()));
             }
         }
+    }
+
+    /// While draining: announces each partition held (of a topic not fed
+    /// by the engine) once it has nothing left to read, after its rows.
+    /// False if the engine is gone.
+    fn announce_drained(&mut self) -> bool {
+        let Some(ends) = &self.ends else {
+            return true;
+        };
+        let mut done: Vec<(usize, i32)> = Vec::new();
+        for (s, parts) in self.assigned.iter().enumerate() {
+            if self.fed.get(s).copied().unwrap_or(false) {
+                continue;
+            }
+            for &p in parts {
+                if !ends.contains_key(&(s, p)) && !self.drained.contains(&(s, p)) {
+                    done.push((s, p));
+                }
+            }
+        }
+        for (source, partition) in done {
+            if !self.flush(source) {
+                return false;
+            }
+            self.drained.insert((source, partition));
+            if !self.send(Stage::Event(SourceEvent::Drained { source, partition })) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether every partition held of an engine-fed topic is complete,
+    /// or [`FED_DRAIN_WAIT`] has passed since the other partitions were
+    /// read to their ends (then the drain stops without the rest, and
+    /// says so).
+    fn fed_complete(&mut self) -> bool {
+        let completed = self.completed.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting: Vec<(usize, i32)> = self
+            .assigned
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| self.fed.get(*s).copied().unwrap_or(false))
+            .flat_map(|(s, parts)| parts.iter().map(move |&p| (s, p)))
+            .filter(|k| !completed.contains(k))
+            .collect();
+        if waiting.is_empty() {
+            return true;
+        }
+        let since = *self.ends_reached.get_or_insert_with(Instant::now);
+        if since.elapsed() < FED_DRAIN_WAIT {
+            return false;
+        }
+        tracing::warn!(
+            ?waiting,
+            "draining: these repartition partitions never heard that every upstream partition was read to its end; stopping without what they may still receive"
+        );
+        true
     }
 
     fn check_assignment(&mut self) -> bool {
