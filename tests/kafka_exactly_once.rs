@@ -1,4 +1,5 @@
-//! The kill loop on the real broker: `telemine run` is killed with
+//! The kill loop on the real broker (a per-host view, and a per-rack view
+//! computed through the group's repartition topic): `telemine run` is killed with
 //! SIGKILL at pseudo-random moments while records stream in, and started
 //! again each time. Its notifications (read with `read_committed`, as
 //! subscribers do) are counted against an uninterrupted run over the same
@@ -28,9 +29,10 @@ const PARTITIONS: i32 = 3;
 const HOSTS: usize = 12;
 const MINUTES: i64 = 12;
 
-/// Records of `HOSTS` hosts, one a second for [`MINUTES`] minutes, by
-/// event second; every third host runs hot for two minutes. Then one
-/// record per host 20 minutes on, so every window before it closes.
+/// Records of `HOSTS` hosts in racks of four, one a second for
+/// [`MINUTES`] minutes, by event second; every third host runs hot for two
+/// minutes, rack 1 overheats in minutes 3 and 4, rack 2 in minute 7. Then
+/// one record per host 20 minutes on, so every window before it closes.
 fn records_by_second() -> Vec<Vec<(String, String)>> {
     let mut out = Vec::new();
     let one = |s: i64, i: usize| {
@@ -39,9 +41,17 @@ fn records_by_second() -> Vec<Vec<(String, String)>> {
         let start = 1 + (i as i64 % 5) * 2;
         let hot = i.is_multiple_of(3) && (start..start + 2).contains(&minute);
         let cpu = if hot { 96.0 } else { 30.0 + (s % 5) as f64 };
+        let rack = i / 4;
+        let overheats = (rack == 1 && (3..5).contains(&minute)) || (rack == 2 && minute == 7);
+        let temp = if overheats { 40.0 } else { 25.0 };
         (
             host.clone(),
-            record(T0 + s * 1000, &host, cpu, (s + i as i64) % 7),
+            record(T0 + s * 1000, &host, cpu, (s + i as i64) % 7)
+                .replace(
+                    "\"rack\":\"fra1-r01\"",
+                    &format!("\"rack\":\"fra1-r{rack:02}\""),
+                )
+                .replace("\"temp_c\":25.0", &format!("\"temp_c\":{temp}")),
         )
     };
     for s in 0..MINUTES * 60 {
@@ -51,8 +61,9 @@ fn records_by_second() -> Vec<Vec<(String, String)>> {
     out
 }
 
-/// The per-host view and its CPU rule, keyed by host; `delivery` as given.
-/// The group is the run's; `instance` is this member's `instance_id`.
+/// The per-host view and its CPU rule, keyed by host, and the per-rack
+/// view and its rule, repartitioned; `delivery` as given. The group is
+/// the run's; `instance` is this member's `instance_id`.
 fn config(
     brokers: &str,
     prefix: &str,
@@ -65,7 +76,12 @@ fn config(
     for sub in ["features", "rules"] {
         std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
     }
-    for file in ["features/host_1m.sql", "rules/host_cpu_saturated.sql"] {
+    for file in [
+        "features/host_1m.sql",
+        "rules/host_cpu_saturated.sql",
+        "features/rack_1m.sql",
+        "rules/rack_overheating.sql",
+    ] {
         std::fs::copy(repo().join("sql").join(file), sql.join(file)).expect("copy SQL");
     }
     let group = format!("{prefix}.{run}");
@@ -95,7 +111,7 @@ fn config(
         )
         .replace(
             "[engine]\n",
-            &format!("[engine]\ndelivery = \"{delivery}\"\n"),
+            &format!("[engine]\ndelivery = \"{delivery}\"\nrepartition = true\n"),
         );
     let path = dir.join(format!("{run}-{instance}.toml"));
     std::fs::write(&path, text).expect("config");
