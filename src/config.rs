@@ -1000,6 +1000,26 @@ impl SourceConfig {
     }
 }
 
+/// A source `telemetry` (topic `t`, event time `ts`) with `columns`
+/// (after `ts timestamp`) and message `key`, for tests.
+#[cfg(test)]
+pub(crate) fn test_source(columns: &[&str], key: &[&str]) -> SourceDef {
+    let columns: Vec<String> = std::iter::once("ts timestamp")
+        .chain(columns.iter().copied())
+        .map(|c| format!("{c:?}"))
+        .collect();
+    let key: Vec<String> = key.iter().map(|k| format!("{k:?}")).collect();
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"none\"\n[[sources]]\nname = \"telemetry\"\ntopic = \"t\"\ncolumns = [{}]\nevent_time = \"ts\"\nkey = [{}]\n",
+        columns.join(", "),
+        key.join(", ")
+    );
+    match Config::parse(Path::new("t.toml"), &text).map(|c| c.source_defs()) {
+        Ok(Ok(mut defs)) => defs.remove(0),
+        other => panic!("test source: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

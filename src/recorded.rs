@@ -279,23 +279,9 @@ mod tests {
     use datafusion::arrow::datatypes::{Float64Type, TimestampMillisecondType};
 
     use super::*;
-    use crate::config::Config;
 
     fn source() -> SourceDef {
-        let text = r#"
-[kafka]
-bootstrap_servers = "none"
-[[sources]]
-name = "telemetry"
-topic = "t"
-columns = ["ts timestamp", "host string", "cpu double"]
-event_time = "ts"
-"#;
-        Config::parse(Path::new("t.toml"), text)
-            .unwrap()
-            .source_defs()
-            .unwrap()
-            .remove(0)
+        crate::config::test_source(&["host string", "cpu double"], &[])
     }
 
     fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -176,6 +176,14 @@ impl Instance {
     }
 }
 
+/// Partition `partition`'s records of the first three minutes.
+fn first_minutes(all: &[(i32, i64, String)], partition: i32) -> Vec<(i32, i64, String)> {
+    all.iter()
+        .filter(|(p, _, r)| *p == partition && ts(r) < T0 + 180_000)
+        .cloned()
+        .collect()
+}
+
 /// The records with their offsets within their partition.
 fn with_offsets(records: &[(i32, String)]) -> Vec<(i32, i64, String)> {
     let mut next = [0i64; 2];
@@ -323,11 +331,7 @@ async fn a_partition_that_does_not_fit_the_first_one_started_gets_a_lane() {
     // A checkpoint of partition 1 after three minutes.
     let mut a = Instance::new(&s, true, &[1]).await;
     a.start(1, None).await;
-    let p1: Vec<_> = all
-        .iter()
-        .filter(|(p, _, r)| *p == 1 && ts(r) < T0 + 180_000)
-        .cloned()
-        .collect();
+    let p1 = first_minutes(&all, 1);
     a.feed(&mut s, &p1).await;
     let (_, c1) = a.checkpoint(1);
     assert!(!c1.closed.is_empty(), "{c1:?}");
@@ -355,11 +359,7 @@ async fn a_checkpoint_that_closed_nothing_does_not_fit_an_engine_that_closed_win
     let all = with_offsets(&records());
     let mut a = Instance::new(&s, true, &[0]).await;
     a.start(0, None).await;
-    let p0: Vec<_> = all
-        .iter()
-        .filter(|(p, _, r)| *p == 0 && ts(r) < T0 + 180_000)
-        .cloned()
-        .collect();
+    let p0 = first_minutes(&all, 0);
     a.feed(&mut s, &p0).await;
     // Partition 1's previous holder had read its first record and closed
     // nothing: its checkpoint names no view.
@@ -377,11 +377,7 @@ async fn a_checkpoint_that_closed_nothing_does_not_fit_an_engine_that_closed_win
         .expect("assign");
     a.start(1, Some(empty)).await;
     assert_eq!(a.driver.lanes(), 1);
-    let p1: Vec<_> = all
-        .iter()
-        .filter(|(p, _, r)| *p == 1 && ts(r) < T0 + 180_000)
-        .cloned()
-        .collect();
+    let p1 = first_minutes(&all, 1);
     a.feed(&mut s, &p1).await;
     assert_eq!(a.late(), 0, "partition 1's rows are nobody's late rows");
 }

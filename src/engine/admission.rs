@@ -493,7 +493,6 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use datafusion::arrow::array::{
         Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
@@ -503,24 +502,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::{Config, Derived};
+    use crate::config::Derived;
 
     /// A derived source over 2 upstream partitions, 5 s out of order.
     fn derived() -> SourceDef {
-        let text = r#"
-[kafka]
-bootstrap_servers = "none"
-[[sources]]
-name = "telemetry"
-topic = "t"
-columns = ["ts timestamp", "rack string", "cpu double"]
-event_time = "ts"
-"#;
-        let mut d = Config::parse(Path::new("t.toml"), text)
-            .expect("config")
-            .source_defs()
-            .expect("defs")
-            .remove(0);
+        let mut d = crate::config::test_source(&["rack string", "cpu double"], &[]);
         d.derived = Some(Derived {
             from: 0,
             by: vec!["rack".into()],

@@ -607,21 +607,8 @@ mod tests {
     /// The `telemetry` source (keyed by host) and its derived source by
     /// rack, over 3 upstream partitions.
     fn defs() -> Vec<SourceDef> {
-        let text = r#"
-[kafka]
-bootstrap_servers = "none"
-[[sources]]
-name = "telemetry"
-topic = "t"
-columns = ["ts timestamp", "rack string", "host string", "cpu double"]
-event_time = "ts"
-key = ["host"]
-"#;
-        let source = Config::parse(Path::new("t.toml"), text)
-            .expect("config")
-            .source_defs()
-            .expect("defs")
-            .remove(0);
+        let source =
+            crate::config::test_source(&["rack string", "host string", "cpu double"], &["host"]);
         let mut derived = source.clone();
         derived.name = "telemetry#rack".into();
         derived.topic = topic("g", "telemetry", &["rack".into()]);
