@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::kafka::{
-    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, Table,
-    TableEntry, TableReader, create_compacted_topic, create_topic_unless_present, partition_counts,
-    reachable,
+    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, Purger, SourceEvent, SourceSpec,
+    Table, TableEntry, TableReader, create_compacted_topic, create_topic_unless_present,
+    partition_counts, reachable,
 };
 use telemine_connectors::{ConnectorError, ErrorClass};
 use thiserror::Error;
@@ -198,6 +198,7 @@ pub async fn run_pipeline(
         relay: RelayOut::new(config, &source.topics()),
         state,
         detectors,
+        purge: writer.as_ref().and_then(|_| Purge::new(config)),
         writer,
     };
     // The group's alerting, if this instance gets the relay (see
@@ -391,6 +392,9 @@ pub async fn run_pipeline(
                 Ok(done) => {
                     done?;
                     stages.outputs.producer.flush(SHUTDOWN_WAIT)?;
+                    if let Some(purge) = stages.purge.as_mut() {
+                        purge.finish(PURGE_WAIT).await;
+                    }
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -744,7 +748,7 @@ async fn commit(
         }
     }
     if stages.outputs.producer.is_transactional() {
-        return commit_transaction(source, stages, committed, offsets, stored).await;
+        return commit_transaction(source, stages, committed, offsets, stored, defs, last).await;
     }
     // Sent before and confirmed by the broker: nothing to send. A commit
     // whose answer never came (its consumer replaced after a fence, a
@@ -788,6 +792,10 @@ async fn commit(
     // Checkpoints stored in the state topic that the new commit no longer
     // points at: deleted once the broker confirmed a newer commit of their
     // partition (until then a restart may still need them).
+    if let Some(purge) = stages.purge.as_mut() {
+        purge.note(&offsets, defs);
+        purge.run(source, |s, p| source.confirmed(s, p), last);
+    }
     let state = &stages.state;
     let gone = committed.sent(
         offsets,
@@ -807,6 +815,8 @@ async fn commit_transaction(
     committed: &mut CommitLog,
     offsets: Vec<CommitOffset>,
     stored: Vec<(String, Vec<u8>)>,
+    defs: &[SourceDef],
+    last: bool,
 ) -> Result<(), PipelineError> {
     for (key, chunk) in stored {
         stages
@@ -825,6 +835,10 @@ async fn commit_transaction(
         .iter()
         .map(|o| ((o.source, o.partition), o.metadata.clone()))
         .collect();
+    if let Some(purge) = stages.purge.as_mut() {
+        purge.note(&offsets, defs);
+        purge.run(source, |s, p| confirmed.get(&(s, p)).cloned(), last);
+    }
     let state = &stages.state;
     let gone = committed.sent(
         offsets,
@@ -881,6 +895,8 @@ struct Stages<'a> {
     detectors: Vec<Arc<crate::detector::Detector>>,
     /// Writes what the repartitioned views read (see `repartition.rs`).
     writer: Option<Writer>,
+    /// Deletes what was read back from the repartition topics.
+    purge: Option<Purge>,
 }
 
 impl Stages<'_> {
@@ -960,6 +976,112 @@ impl Stages<'_> {
             .save_detectors(&mut self.outputs.producer, &self.detectors)
             .await?;
         Ok(())
+    }
+}
+
+/// How often the repartition topics are cut below what the group has
+/// committed there (and at the last commit).
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for a deletion under way.
+const PURGE_WAIT: Duration = Duration::from_secs(5);
+
+/// Deletes from the repartition topics the records below the offsets the
+/// broker confirmed this instance committed there (Kafka's DeleteRecords,
+/// on a task of its own): a repartition topic holds what is not yet read
+/// back, not the broker's whole retention.
+struct Purge {
+    purger: Arc<Purger>,
+    /// Per derived (source, partition): the offsets last committed, with
+    /// their metadata (to match the broker's confirmation, which comes
+    /// after the next commit is sent), newest last.
+    sent: std::collections::BTreeMap<(usize, i32), std::collections::VecDeque<(i64, String)>>,
+    /// Per derived (source, partition): the offset last deleted below.
+    purged: std::collections::BTreeMap<(usize, i32), i64>,
+    last: Option<Instant>,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Purge {
+    fn new(config: &Config) -> Option<Purge> {
+        match Purger::new(&config.kafka) {
+            Ok(purger) => Some(Purge {
+                purger: Arc::new(purger),
+                sent: Default::default(),
+                purged: Default::default(),
+                last: None,
+                running: None,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete what was read back from the repartition topics; the broker's retention deletes it");
+                None
+            }
+        }
+    }
+
+    /// The offsets of a commit just sent.
+    fn note(&mut self, offsets: &[CommitOffset], defs: &[SourceDef]) {
+        for o in offsets {
+            if defs.get(o.source).is_some_and(|d| d.derived.is_some()) {
+                let recent = self.sent.entry((o.source, o.partition)).or_default();
+                if recent.back().is_none_or(|(_, m)| *m != o.metadata) {
+                    recent.push_back((o.offset, o.metadata.clone()));
+                }
+                while recent.len() > 8 {
+                    recent.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Deletes below the confirmed commits, at most every
+    /// [`PURGE_INTERVAL`] unless `now`, never two at once.
+    fn run(
+        &mut self,
+        source: &KafkaSource,
+        confirmed: impl Fn(usize, i32) -> Option<String>,
+        now: bool,
+    ) {
+        if self.running.as_ref().is_some_and(|r| !r.is_finished())
+            || (!now && self.last.is_some_and(|t| t.elapsed() < PURGE_INTERVAL))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut below = Vec::new();
+        for (&(s, p), recent) in &self.sent {
+            let Some(confirmed) = confirmed(s, p) else {
+                continue;
+            };
+            let Some(&(offset, _)) = recent.iter().rev().find(|(_, m)| *m == confirmed) else {
+                continue;
+            };
+            if self.purged.get(&(s, p)).is_none_or(|&d| d < offset) {
+                below.push((source.topic(s).to_string(), p, offset));
+                self.purged.insert((s, p), offset);
+            }
+        }
+        if below.is_empty() {
+            return;
+        }
+        let purger = self.purger.clone();
+        self.running = Some(tokio::spawn(async move {
+            match purger.delete_below(&below).await {
+                Ok(n) => tracing::debug!(
+                    partitions = n,
+                    "deleted repartitioned records already read back"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot delete repartitioned records already read back; the broker's retention deletes them"),
+            }
+        }));
+    }
+
+    /// Waits up to `wait` for a deletion under way (shutdown).
+    async fn finish(&mut self, wait: Duration) {
+        if let Some(r) = self.running.take() {
+            let _ = tokio::time::timeout(wait, r).await;
+        }
     }
 }
 

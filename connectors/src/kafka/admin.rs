@@ -134,6 +134,46 @@ pub async fn create_topic_unless_present(
     create_topics_with(client, &[(topic, partitions)], configs).await
 }
 
+/// Deletes the records of topics of ours below offsets the group has
+/// committed (Kafka's DeleteRecords): a repartition topic then holds what
+/// is not yet read back, not the broker's whole retention.
+pub struct Purger {
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl Purger {
+    pub fn new(client: &KafkaClientConfig) -> Result<Purger, ConnectorError> {
+        let admin = client
+            .client_config()
+            .create()
+            .map_err(|e| ConnectorError::kafka("creating the admin client", e))?;
+        Ok(Purger { admin })
+    }
+
+    /// Deletes, per (topic, partition, offset), the records below
+    /// `offset`; returns how many partitions the broker moved.
+    pub async fn delete_below(
+        &self,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<usize, ConnectorError> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(|e| ConnectorError::kafka(format!("deleting records of `{topic}`"), e))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(0);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let done = self
+            .admin
+            .delete_records(&tpl, &opts)
+            .await
+            .map_err(|e| ConnectorError::kafka("deleting records", e))?;
+        Ok(done.elements().iter().filter(|e| e.error().is_ok()).count())
+    }
+}
+
 /// Creates topics like [`create_topics`], each with the given topic
 /// configs (e.g. `("max.message.bytes", "4000000")`).
 pub async fn create_topics_with(

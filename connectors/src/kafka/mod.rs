@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 pub use admin::{
-    create_compacted_topic, create_topic_unless_present, create_topics, create_topics_with,
+    Purger, create_compacted_topic, create_topic_unless_present, create_topics, create_topics_with,
     partition_counts, reachable,
 };
 pub use context::Quiet;
