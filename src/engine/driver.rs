@@ -170,13 +170,7 @@ impl Driver {
                 if self.lanes.keys().any(|&(s, _)| s == source) {
                     step.rows = self.ingest_split(source, batch, &consumed, &marks).await?;
                 } else {
-                    self.engine.note_consumed(source, &consumed);
-                    self.engine.note_marks(source, &marks);
-                    if let Some(batch) = batch {
-                        step.rows = self.engine.ingest(source, batch).await?;
-                    } else if !marks.is_empty() {
-                        step.rows = self.engine.advance(source).await?;
-                    }
+                    step.rows = self.engine.take(source, batch, &consumed, &marks).await?;
                 }
                 if !marks.is_empty() {
                     step.complete = std::iter::once(&self.engine)
@@ -303,32 +297,23 @@ impl Driver {
         }
         let (lane_marks, main_marks): (Vec<UpstreamMark>, Vec<UpstreamMark>) =
             marks.iter().partition(|m| lane_of(m.partition).is_some());
-        self.engine.note_consumed(source, &main_consumed);
-        self.engine.note_marks(source, &main_marks);
-        let mut alerts = Vec::new();
-        if let Some(rows) = parts.remove(&None) {
-            alerts.extend(self.engine.ingest(source, rows).await?);
-        } else if !main_marks.is_empty() {
-            alerts.extend(self.engine.advance(source).await?);
-        }
+        let mut alerts = self
+            .engine
+            .take(source, parts.remove(&None), &main_consumed, &main_marks)
+            .await?;
         for (key, lane) in self.lanes.iter_mut().filter(|((s, _), _)| *s == source) {
             let consumed: Vec<(i32, i64)> = lane_consumed
                 .iter()
                 .copied()
                 .filter(|(p, _)| *p == key.1)
                 .collect();
-            lane.note_consumed(source, &consumed);
             let marks: Vec<UpstreamMark> = lane_marks
                 .iter()
                 .copied()
                 .filter(|m| m.partition == key.1)
                 .collect();
-            lane.note_marks(source, &marks);
-            if let Some(rows) = parts.remove(&Some(key.1)) {
-                alerts.extend(lane.ingest(source, rows).await?);
-            } else if !marks.is_empty() {
-                alerts.extend(lane.advance(source).await?);
-            }
+            let rows = parts.remove(&Some(key.1));
+            alerts.extend(lane.take(source, rows, &consumed, &marks).await?);
         }
         Ok(alerts)
     }

@@ -496,10 +496,25 @@ impl WindowEngine {
         }
     }
 
-    /// A derived source: takes the upstream progress its batch carried.
-    pub fn note_marks(&mut self, source: usize, marks: &[UpstreamMark]) {
+    /// Takes one decoded batch of `source`: how far its partitions were
+    /// read, a derived source's upstream progress, its rows (if any
+    /// record decoded); then closes every window the watermark allows.
+    pub async fn take(
+        &mut self,
+        source: usize,
+        batch: Option<RecordBatch>,
+        consumed: &[(i32, i64)],
+        marks: &[UpstreamMark],
+    ) -> Result<Vec<Alert>, EngineError> {
+        self.note_consumed(source, consumed);
         if let Some(state) = self.sources.get_mut(source) {
             state.admission.note_marks(marks);
+        }
+        match batch {
+            Some(batch) => self.ingest(source, batch).await,
+            // Marks alone may move a derived source's watermark.
+            None if !marks.is_empty() => self.close_ready(source, false).await,
+            None => Ok(Vec::new()),
         }
     }
 
@@ -554,12 +569,6 @@ impl WindowEngine {
         batch: RecordBatch,
     ) -> Result<Vec<Alert>, EngineError> {
         self.accept(source, batch)?;
-        self.close_ready(source, false).await
-    }
-
-    /// Closes the windows of `source` its watermark now allows (a derived
-    /// source's marks moved it without rows).
-    pub async fn advance(&mut self, source: usize) -> Result<Vec<Alert>, EngineError> {
         self.close_ready(source, false).await
     }
 
