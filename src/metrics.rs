@@ -63,6 +63,12 @@ pub struct Metrics {
     pub notifications_truncated: AtomicU64,
     /// Messages written to repartition topics (rows and marks).
     pub repartition_messages: AtomicU64,
+    /// Rows of scored views dropped by the scoring stage as copies (relayed
+    /// again after a restart or rebalance, or for windows already scored).
+    pub scoring_copies: AtomicU64,
+    /// Window ends scored before the alerting clock passed them, because
+    /// the rows held for scoring reached their bound.
+    pub scoring_forced: AtomicU64,
 }
 
 impl Metrics {
@@ -77,7 +83,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={} scoring_copies={} scoring_forced={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -99,6 +105,8 @@ impl Metrics {
             Self::get(&self.messages_cut),
             Self::get(&self.notifications_truncated),
             Self::get(&self.repartition_messages),
+            Self::get(&self.scoring_copies),
+            Self::get(&self.scoring_forced),
         )
     }
 }

@@ -76,8 +76,21 @@ fn check_says_which_views_scale_out_by_partition_and_which_need_their_records_br
         .unwrap_or_else(|| panic!("no scale-out line:\n{out}"));
     assert!(scale.contains("one instance per consumer group"), "{scale}");
     assert!(scale.contains("view `rack_1m`"), "{scale}");
-    assert!(scale.contains("model `host_behaviour`"), "{scale}");
+    assert!(
+        !scale.contains("model"),
+        "a model does not keep the group to one instance: {scale}"
+    );
     assert!(scale.contains("[engine] repartition = true"), "{scale}");
+    // The model scores where the alerting runs; check says what is relayed.
+    let scoring = out
+        .lines()
+        .find(|l| l.starts_with("where the alerting runs"))
+        .unwrap_or_else(|| panic!("no line on what runs where the alerting runs:\n{out}"));
+    assert!(scoring.contains("scored view(s) `host_1m`"), "{scoring}");
+    assert!(
+        scoring.contains("relays the closed windows of view(s) `host_1m`"),
+        "{scoring}"
+    );
 
     // A key that is not a declared column is a config error.
     let dir = tempfile::tempdir().expect("temp dir");

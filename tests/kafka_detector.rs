@@ -1,6 +1,7 @@
 //! The streaming detector across a restart, against the real broker: its
 //! per-series state and its model trained online are saved with the
-//! engine's commits and restored at start, so a `telemine run` stopped
+//! commits of the alerting owner, which scores (`engine/scoring.rs`), and
+//! restored when an owner gains the relay, so a `telemine run` stopped
 //! mid-stream and started again scores every window exactly as a run that
 //! never stopped — no second warm-up, no repeated alarm.
 
@@ -8,6 +9,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use support::broker::*;
 use support::setup::*;
@@ -58,22 +60,7 @@ fn config(s: &Setup, dir: &Path) -> std::path::PathBuf {
          FROM host_1m WHERE anomaly_score IS NOT NULL\n",
     )
     .unwrap();
-    let text = config_text(&s.brokers, &s.group, &s.prefix, &sql)
-        + r#"
-[[models]]
-name = "host_behaviour"
-view = "host_1m"
-features = ["cpu_avg", "power_avg", "temp_avg", "fan_avg", "lat_avg"]
-kind = "pca"
-device = "cpu"
-training = "inline"
-past_windows = 3
-warmup_windows = 4
-retrain_windows = 5
-score = "likelihood"
-range_margin = 0.02
-refractory_windows = 3
-"#;
+    let text = config_text(&s.brokers, &s.group, &s.prefix, &sql) + &inline_model(3, 4, 5);
     let path = dir.join("telemine.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -125,8 +112,26 @@ async fn a_restart_mid_stream_scores_as_an_uninterrupted_run() {
     .await;
     let first = Engine::start(&path);
     wait_committed(&restarted, 9 * 60 * HOSTS.len() as i64);
+    // The alerting owner has scored windows 4 to 7 of every host.
+    let before = scores(&restarted, 4 * HOSTS.len()).0.len();
     let status = first.sigterm_and_wait();
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
+    // It saved its detector's state when it stopped.
+    let state = read_topic(
+        &restarted.brokers,
+        &restarted.topic("alert-state"),
+        1,
+        1,
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+    );
+    let key = format!("{}/detector/host_behaviour", restarted.group);
+    assert!(
+        state
+            .iter()
+            .any(|m| m.key.as_deref() == Some(key.as_bytes()) && !m.payload.is_empty()),
+        "the detector's state is saved under {key}"
+    );
     produce(
         &restarted.brokers,
         &restarted.topic("telemetry"),
@@ -168,7 +173,7 @@ async fn a_restart_mid_stream_scores_as_an_uninterrupted_run() {
         "h3's power break scores high: {h3:?}"
     );
     println!(
-        "{} rows scored by the restarted run, {after_restart} after the restart, all equal to the uninterrupted run's; {repeats} repeated by at-least-once delivery, with the same score",
+        "{before} rows scored before the stop; {} rows scored by the restarted run, {after_restart} after the restart, all equal to the uninterrupted run's; {repeats} repeated by at-least-once delivery, with the same score",
         got.len()
     );
 }

@@ -6,7 +6,10 @@
 //! group's repartition topic, `[engine] repartition = true`), and the
 //! alert groups (`group_by = ["alertname"]`) span hosts and racks that
 //! different instances read — the alerting runs once, on the instance
-//! that holds the group's alerting relay.
+//! that holds the group's alerting relay. A model scores the per-host
+//! view, and a view over views joins each host's minute with its rack's,
+//! where the alerting runs, so the model learns from every host and the
+//! join sees every host and rack whatever the number of instances.
 
 mod support;
 
@@ -27,22 +30,48 @@ const PARTITIONS: i32 = 6;
 const HOSTS: usize = 24;
 const MINUTES: i64 = 10;
 
-/// The per-host view and two of its rules, and the per-rack view with its
-/// rule (repartitioned).
+/// The per-host view, two of its rules and one on its model's score, the
+/// per-rack view with its rule (repartitioned), and a view over both with
+/// its rule.
 fn scale_sql(dir: &std::path::Path) -> std::path::PathBuf {
-    let sql = dir.join("sql");
-    for sub in ["features", "rules"] {
-        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
-    }
-    for file in [
-        "features/host_1m.sql",
-        "features/rack_1m.sql",
-        "rules/host_cpu_saturated.sql",
-        "rules/host_latency_spike.sql",
-        "rules/rack_overheating.sql",
-    ] {
-        std::fs::copy(repo().join("sql").join(file), sql.join(file)).expect("copy SQL");
-    }
+    let sql = sql_with(
+        dir,
+        &[
+            "features/host_1m.sql",
+            "features/rack_1m.sql",
+            "rules/host_cpu_saturated.sql",
+            "rules/host_latency_spike.sql",
+            "rules/rack_overheating.sql",
+        ],
+    );
+    std::fs::write(
+        sql.join("rules/host_anomalous.sql"),
+        "-- A host unlike what the model learned of every host (scored where the\n\
+         -- group's alerting runs).\n\
+         -- @name: HostAnomalous\n\
+         -- @severity: warning\n\
+         SELECT dc, rack, host, window_start, window_end, anomaly_score\n\
+         FROM host_1m WHERE anomaly_score > 0.9\n",
+    )
+    .expect("rule");
+    // A view over views: each host's window joined with its rack's, which
+    // different instances compute (the join runs where the alerting runs).
+    std::fs::write(
+        sql.join("features/host_in_rack.sql"),
+        "-- Each host's minute beside its rack's.\n\
+         SELECT h.dc, h.rack, h.host, h.window_start, h.window_end, h.cpu_avg, r.temp_avg AS rack_temp\n\
+         FROM host_1m h JOIN rack_1m r ON h.window_start = r.window_start AND h.rack = r.rack\n",
+    )
+    .expect("view over views");
+    std::fs::write(
+        sql.join("rules/hot_host_in_hot_rack.sql"),
+        "-- A saturated host in an overheating rack.\n\
+         -- @name: HotHostInHotRack\n\
+         -- @severity: critical\n\
+         SELECT dc, rack, host, window_start, window_end, cpu_avg, rack_temp\n\
+         FROM host_in_rack WHERE cpu_avg > 85 AND rack_temp > 35\n",
+    )
+    .expect("rule");
     sql
 }
 
@@ -116,6 +145,7 @@ fn config(
             "[alerting]\ngroup_by = [\"alertname\"]\ngroup_wait = \"30s\"\ngroup_interval = \"1m\"\nrepeat_interval = \"1h\"\n",
         )
         .replace("[engine]\n", "[engine]\nrepartition = true\n")
+        + &inline_model(2, 3, 3)
 }
 
 /// A notification as the test compares it: status, group and each alert's
@@ -398,6 +428,14 @@ async fn three_instances_send_the_notifications_one_instance_sends() {
         "one instance runs the group's alerting: {notified:?}"
     );
     assert!(by_one.len() >= 4, "the fixture notifies: {by_one:#?}");
+    assert!(
+        by_one.keys().any(|l| l.contains("HostAnomalous")),
+        "the model's rule notifies: {by_one:#?}"
+    );
+    assert!(
+        by_one.keys().any(|l| l.contains("HotHostInHotRack")),
+        "the join's rule notifies: {by_one:#?}"
+    );
     let one_set: Vec<&String> = by_one.keys().collect();
     let three_set: Vec<&String> = by_three.keys().collect();
     assert_eq!(three_set, one_set, "three instances notify what one does");

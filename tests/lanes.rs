@@ -50,13 +50,10 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sql_dir = dir.path().join("sql");
-    for sub in ["features", "rules"] {
-        std::fs::create_dir_all(sql_dir.join(sub)).expect("dir");
-    }
-    for file in ["features/host_1m.sql", "rules/host_cpu_saturated.sql"] {
-        std::fs::copy(repo().join("sql").join(file), sql_dir.join(file)).expect("copy");
-    }
+    let sql_dir = sql_with(
+        dir.path(),
+        &["features/host_1m.sql", "rules/host_cpu_saturated.sql"],
+    );
     let text = config_text("unused:9092", "g", "t", &sql_dir).replacen(
         "idle_timeout = \"2s\"",
         "idle_timeout = \"2s\"\nkey = [\"host\"]",

@@ -36,6 +36,24 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     alone.join("; ")
                 );
             }
+            if let Some(d) = telemine::engine::scoring::Deferral::plan(&set) {
+                let names = |ix: &mut dyn Iterator<Item = String>| {
+                    let v: Vec<String> = ix.map(|n| format!("`{n}`")).collect();
+                    if v.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                let view = |&i: &usize| set.views[i].name.clone();
+                println!(
+                    "where the alerting runs (the instance holding the group's alerting relay, so that they see every partition whatever the number of instances): scored view(s) {}, view(s) over views {}, rule(s) {}; each instance relays the closed windows of view(s) {} there (one row per series and window, Arrow IPC)",
+                    names(&mut d.scored.iter().map(view)),
+                    names(&mut d.over.iter().map(view)),
+                    names(&mut d.rules.iter().map(|&r| set.rules[r].name.clone())),
+                    names(&mut d.views.iter().map(view)),
+                );
+            }
             for m in &cfg.models {
                 let s = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
                 let values = s.values_per_series();

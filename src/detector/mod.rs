@@ -471,6 +471,12 @@ impl Detector {
         self.state.lock().map(|s| s.rows.len()).unwrap_or(0)
     }
 
+    /// The newest window end the detector has taken (restored with its
+    /// state): what the scoring stage has scored (`engine/scoring.rs`).
+    pub fn last_window_end(&self) -> Option<i64> {
+        self.state.lock().ok().and_then(|s| s.last_end)
+    }
+
     /// Series held now, and series forgotten to stay within `max_series`.
     pub fn series(&self) -> (usize, u64) {
         self.state

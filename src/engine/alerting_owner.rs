@@ -17,19 +17,53 @@
 //! relay offset are committed in one transaction instead).
 //! On losing the partition it drops the alerter; the next owner goes on
 //! from the committed offset and the saved state.
+//!
+//! When models score views, the owner also scores them (`scoring.rs`):
+//! on gaining the relay it gives the models fresh detectors with the state
+//! the group saved, takes the scored views' rows from the relay, scores
+//! them as the alerting clock passes their window ends and hands the rule
+//! rows and evaluations to the alerter with the relayed ones. Each save
+//! saves the detectors' state too, and commits the relay no further than
+//! the first message whose rows are still waiting to be scored.
 
 use std::time::{Duration, Instant};
 
-use telemine_connectors::kafka::{OwnedEvent, OwnedTopic, Table, partition_counts};
+use telemine_connectors::kafka::{OwnedEvent, OwnedTopic, Table};
 use tokio::sync::{mpsc, watch};
+
+use std::sync::Arc;
 
 use super::alerting_stage::AlertingStage;
 use super::chunked;
 use super::outputs::Outputs;
-use super::pipeline::{PipelineError, read_group_state};
+use super::pipeline::{PipelineError, partition_counts_patiently, read_group_state};
 use super::relay::{self, Board, Relay};
+use super::scoring::{self, Scored, ScoringStage, ViewRows};
 use super::state_store::StateStore;
-use crate::config::Config;
+use crate::config::{Config, ModelConfig};
+use crate::detector::Detector;
+use crate::metrics::Metrics;
+use crate::sql::SqlSet;
+
+/// What the owner needs to score the models' views (see `scoring.rs`).
+pub(crate) struct OwnerScoring {
+    /// The owner's own SQL set (planned apart from the input side's, whose
+    /// evaluations run meanwhile); each gain scores through a handle on
+    /// it with fresh detectors.
+    pub sql: SqlSet,
+    pub models: Vec<ModelConfig>,
+    pub max_lateness_ms: i64,
+    pub metrics: Arc<Metrics>,
+    /// SQL reloaded by the input side (handles whose files are planned
+    /// again here).
+    pub reloads: mpsc::UnboundedReceiver<SqlSet>,
+}
+
+/// The scoring of one ownership.
+struct Scoring {
+    stage: ScoringStage,
+    detectors: Vec<Arc<Detector>>,
+}
 
 /// What the instance's input side tells the owner task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +93,7 @@ struct Held {
     next: Option<i64>,
     /// Every partition was reported at its end, and the alerter finished.
     finished: bool,
+    scoring: Option<Scoring>,
 }
 
 /// Runs until told to stop (or, once the input is done, until the alerting
@@ -69,6 +104,7 @@ pub(crate) async fn run(
     mut stage: AlertingStage,
     mut outputs: Outputs<'_>,
     mut control: watch::Receiver<Control>,
+    mut scoring: Option<OwnerScoring>,
 ) -> Result<(), PipelineError> {
     let topic = relay::topic(config);
     let group = relay::group(config);
@@ -94,7 +130,13 @@ pub(crate) async fn run(
                     Control::InputDone => {
                         input_done = true;
                         last_message = Instant::now();
-                        if held.as_ref().is_none_or(|h| h.finished) {
+                        // A member the group has not yet given its share
+                        // may be about to get the relay: it waits for that.
+                        let done = match held.as_ref() {
+                            Some(h) => h.finished,
+                            None => consumer.joined(),
+                        };
+                        if done {
                             break last_save(&mut held, &mut stage, &mut outputs, &consumer).await;
                         }
                     }
@@ -104,7 +146,7 @@ pub(crate) async fn run(
                 None => break Ok(()),
                 Some(OwnedEvent::Gained) => {
                     tracing::info!(%topic, "this instance runs the group's alerting now");
-                    match gain(config, topics, &mut stage).await {
+                    match gain(config, topics, &mut stage, scoring.as_mut()).await {
                         Ok(h) => held = Some(h),
                         Err(e) => break Err(e),
                     }
@@ -136,18 +178,29 @@ pub(crate) async fn run(
                     }
                 }
             },
+            Some(sql) = async {
+                match scoring.as_mut() {
+                    Some(s) => s.reloads.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(s) = scoring.as_mut() {
+                    reload(s, held.as_mut(), sql).await;
+                }
+            }
             _ = tick.tick() => {
+                if input_done && held.is_none() && (consumer.joined() || last_message.elapsed() > DRAIN_WAIT) {
+                    break Ok(());
+                }
                 if let Some(h) = held.as_mut() {
                     if let Err(e) = save(h, &mut stage, &mut outputs, &consumer).await {
                         break Err(e);
                     }
                     if input_done && !h.finished && last_message.elapsed() > DRAIN_WAIT {
                         tracing::warn!(waiting_on = ?h.board.waiting_on(), "no progress on the alerting relay for {} s after the input was drained: finishing with what was relayed", DRAIN_WAIT.as_secs());
-                        let last = stage.finish();
-                        if let Err(e) = outputs.notify(last).await {
-                            break Err(e.into());
+                        if let Err(e) = finish(h, &mut stage, &mut outputs).await {
+                            break Err(e);
                         }
-                        h.finished = true;
                         break last_save(&mut held, &mut stage, &mut outputs, &consumer).await;
                     }
                 }
@@ -167,6 +220,7 @@ async fn gain(
     config: &Config,
     topics: &[String],
     stage: &mut AlertingStage,
+    scoring: Option<&mut OwnerScoring>,
 ) -> Result<Held, PipelineError> {
     let group = &config.kafka.group_id;
     let table: Table = read_group_state(config).await?;
@@ -182,24 +236,81 @@ async fn gain(
         None => tracing::info!(%group, "no saved alerting state: starting fresh"),
     }
     stage.take_over(&config.alerting, saved.as_deref());
-    let counts = partition_counts(&config.kafka, topics, Duration::from_secs(10)).await?;
+    let counts = partition_counts_patiently(config, topics).await?;
     tracing::info!(
         ?counts,
         "the alerting clock waits for every partition of these topics"
     );
-    let state = StateStore::new(
+    let mut state = StateStore::new(
         &config.alerting.state_topic,
         group,
         config.sinks.max_payload_bytes(),
         table,
         stage.snapshot(),
     );
+    let scoring = match scoring {
+        Some(s) => Some(take_scoring(s, &mut state)?),
+        None => None,
+    };
     Ok(Held {
         state,
         board: Board::new(&counts),
         next: None,
         finished: false,
+        scoring,
     })
+}
+
+/// Fresh detectors for the models, with the state the group saved, on a
+/// handle on the owner's SQL: scoring goes on from what was saved.
+fn take_scoring(s: &OwnerScoring, state: &mut StateStore) -> Result<Scoring, PipelineError> {
+    let mut sql = s.sql.fork();
+    let detectors =
+        crate::detector::attach(&mut sql, &s.models, true, None).map_err(PipelineError::Config)?;
+    state.restore_detectors(&detectors);
+    let plan = scoring::Deferral::plan(&sql).ok_or_else(|| {
+        PipelineError::Engine(super::windows::EngineError::Internal(
+            "the alerting owner scores, but its SQL has nothing to score".into(),
+        ))
+    })?;
+    // What every model has taken was scored; the oldest of them is where
+    // scoring goes on.
+    let done_until = detectors
+        .iter()
+        .map(|d| d.last_window_end())
+        .min()
+        .flatten();
+    if let Some(at) = done_until {
+        tracing::info!(
+            window_end = at,
+            "scoring goes on after the last window end scored"
+        );
+    }
+    let stage = ScoringStage::new(sql, plan, done_until, s.max_lateness_ms, s.metrics.clone());
+    Ok(Scoring { stage, detectors })
+}
+
+/// The input side reloaded its SQL: the owner plans the same files again
+/// for its scoring (and for its next gains).
+async fn reload(s: &mut OwnerScoring, held: Option<&mut Held>, handle: SqlSet) {
+    let sql = match handle.replan().await {
+        Ok(sql) => sql,
+        Err(d) => {
+            tracing::error!(
+                "the reloaded SQL does not plan for the alerting owner's scoring; it keeps the SQL it had:\n{d}"
+            );
+            return;
+        }
+    };
+    if let Some(h) = held.and_then(|h| h.scoring.as_mut())
+        && h.stage.replace_sql(sql.fork()).is_none()
+    {
+        tracing::error!(
+            "the reloaded SQL cannot be scored by the alerting owner; it keeps the SQL it had"
+        );
+        return;
+    }
+    s.sql = sql;
 }
 
 /// Applies one relay message; an unreadable one is logged and skipped
@@ -212,6 +323,10 @@ async fn apply(
     payload: &[u8],
 ) -> Result<(), PipelineError> {
     h.next = Some(offset + 1);
+    if let Some(rows) = scoring::decode(payload) {
+        take_rows(h, offset, rows);
+        return Ok(());
+    }
     let relay = match Relay::read(payload) {
         Ok((relay, dropped)) => {
             if dropped > 0 {
@@ -231,13 +346,74 @@ async fn apply(
     for p in &relay.progress {
         h.board.note(p);
     }
-    let payloads = stage.step(relay.evaluations, relay.rows, h.board.clock());
+    let clock = h.board.clock();
+    let (mut evaluations, mut rows) = (relay.evaluations, relay.rows);
+    if let Some(s) = h.scoring.as_mut() {
+        let scored = s.stage.advance(clock).await;
+        outputs.rule_rows(&scored.rows).await?;
+        evaluations.extend(scored.evaluations);
+        rows.extend(scored.rows);
+    }
+    let payloads = stage.step(evaluations, rows, clock);
     outputs.notify(payloads).await?;
     if h.board.ended() && !h.finished {
-        let last = stage.finish();
-        outputs.notify(last).await?;
-        h.finished = true;
+        finish(h, stage, outputs).await?;
     }
+    Ok(())
+}
+
+/// A relay message of view rows, for the scoring stage.
+fn take_rows(
+    h: &mut Held,
+    offset: i64,
+    rows: Result<(String, Vec<datafusion::arrow::array::RecordBatch>), String>,
+) {
+    let Some(s) = h.scoring.as_mut() else {
+        tracing::warn!(
+            offset,
+            "view rows on the alerting relay, but no model is configured here: skipped (do the group's instances run the same config?)"
+        );
+        return;
+    };
+    let (name, batches) = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(offset, error = %e, "unreadable view rows on the alerting relay were skipped");
+            return;
+        }
+    };
+    let Some(view) = s.stage.view(&name) else {
+        tracing::warn!(offset, view = %name, "rows of a view this owner does not score were skipped (do the group's instances run the same SQL?)");
+        return;
+    };
+    if let Err(e) = s.stage.add(
+        ViewRows {
+            view,
+            name,
+            batches,
+        },
+        Some(offset),
+    ) {
+        tracing::warn!(offset, error = %e, "view rows on the alerting relay were skipped");
+    }
+}
+
+/// Every partition has ended (or the wait for them is over): everything
+/// held is scored, and every group's last notification sent.
+async fn finish(
+    h: &mut Held,
+    stage: &mut AlertingStage,
+    outputs: &mut Outputs<'_>,
+) -> Result<(), PipelineError> {
+    if let Some(s) = h.scoring.as_mut() {
+        let Scored { rows, evaluations } = s.stage.finish().await;
+        outputs.rule_rows(&rows).await?;
+        let payloads = stage.step(evaluations, rows, h.board.clock());
+        outputs.notify(payloads).await?;
+    }
+    let last = stage.finish();
+    outputs.notify(last).await?;
+    h.finished = true;
     Ok(())
 }
 
@@ -249,17 +425,28 @@ async fn save(
     outputs: &mut Outputs<'_>,
     consumer: &OwnedTopic,
 ) -> Result<(), PipelineError> {
+    if let Some(s) = &h.scoring {
+        h.state
+            .save_detectors(&mut outputs.producer, &s.detectors)
+            .await?;
+    }
     h.state
         .save_alerting(&mut outputs.producer, stage.snapshot())
         .await?;
+    // Messages whose rows are still held are read again by a new owner.
+    let held_from = h.scoring.as_ref().and_then(|s| s.stage.held_from());
+    let next = match (h.next, held_from) {
+        (Some(n), Some(f)) => Some(n.min(f)),
+        (n, _) => n,
+    };
     if outputs.producer.is_transactional() {
         // Notifications, state and the relay's offset in one transaction.
-        let txn = h.next.and_then(|n| consumer.transaction_offsets(n));
+        let txn = next.and_then(|n| consumer.transaction_offsets(n));
         outputs.producer.commit_transaction(txn).await?;
         return Ok(());
     }
     outputs.settle().await?;
-    if let Some(next) = h.next {
+    if let Some(next) = next {
         consumer.commit(next);
     }
     Ok(())

@@ -30,6 +30,7 @@ use telemine_connectors::decode::{DeadLetter, UpstreamMark};
 use telemine_connectors::schema::PARTITION_COLUMN;
 
 use super::checkpoint::Checkpoint;
+use super::scoring::{Deferral, ViewRows};
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
 use crate::alert::Alert;
 use crate::alerting::Evaluation;
@@ -84,6 +85,9 @@ pub struct Step {
     /// Partitions of a derived source that every upstream partition has
     /// said its end to (a drain): nothing more will arrive there.
     pub complete: Vec<(usize, i32)>,
+    /// With scoring deferred: the closed windows of the views the scoring
+    /// stage takes (see `scoring.rs`).
+    pub scored: Vec<ViewRows>,
 }
 
 /// How far one partition's evaluations have gone.
@@ -130,6 +134,23 @@ impl Driver {
             lane_sources: Some(sources),
             held: BTreeMap::new(),
         }
+    }
+
+    /// Leaves scoring to a scoring stage (see
+    /// [`WindowEngine::defer_scoring`]); returns what the stage takes, or
+    /// `None` when this SQL is scored inline.
+    pub fn defer_scoring(&mut self) -> Option<Deferral> {
+        self.engine.defer_scoring();
+        for lane in self.lanes.values_mut() {
+            lane.defer_scoring();
+        }
+        self.engine.deferral().cloned()
+    }
+
+    /// What the scoring stage takes from the SQL now running, if scoring
+    /// is deferred.
+    pub fn deferral(&self) -> Option<&Deferral> {
+        self.engine.deferral()
     }
 
     /// Runs one input through the engine.
@@ -195,9 +216,11 @@ impl Driver {
         }
         step.evaluations = self.engine.take_evaluations();
         step.late = self.engine.take_late();
+        step.scored = self.engine.take_deferred();
         for lane in self.lanes.values_mut() {
             step.evaluations.extend(lane.take_evaluations());
             step.late.extend(lane.take_late());
+            step.scored.extend(lane.take_deferred());
         }
         step.progress = self.progress();
         Ok(step)
@@ -316,6 +339,13 @@ impl Driver {
             alerts.extend(lane.take(source, rows, &consumed, &marks).await?);
         }
         Ok(alerts)
+    }
+
+    /// The scoring stage's clock for a runner that holds every partition
+    /// (the local runner, which has no lanes): see
+    /// [`WindowEngine::deferred_clock`].
+    pub fn clock(&self) -> Option<i64> {
+        self.engine.deferred_clock()
     }
 
     /// See [`Step::progress`].

@@ -18,6 +18,7 @@ use datafusion::arrow::array::RecordBatch;
 use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
 
 use super::driver::{Driver, Input, Step};
+use super::scoring::{self, Deferral, ScoringStage};
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
 use crate::alert::Alert;
 use crate::config::SourceDef;
@@ -40,6 +41,10 @@ pub struct LocalOutcome {
 /// See the module docs.
 pub struct LocalRun {
     driver: Driver,
+    /// The scored views' scoring, the views over views and the rules that
+    /// read them (see `scoring.rs`), as the alerting clock passes their
+    /// window ends.
+    scoring: Option<ScoringStage>,
     defs: Vec<SourceDef>,
     decoders: Vec<Box<dyn Decoder>>,
     /// Per source: partitions seen and the next offset of each.
@@ -60,8 +65,23 @@ impl LocalRun {
                     .map_err(|e| EngineError::Config(format!("source `{}`: {e}", d.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (driver, scoring) = match Deferral::plan(&sql) {
+            Some(plan) => {
+                let mut driver = Driver::new(WindowEngine::new(
+                    sql.fork_unscored(),
+                    defs,
+                    metrics.clone(),
+                ));
+                driver.defer_scoring();
+                let lateness = scoring::max_lateness_ms(defs);
+                let stage = ScoringStage::new(sql, plan, None, lateness, metrics);
+                (driver, Some(stage))
+            }
+            None => (Driver::new(WindowEngine::new(sql, defs, metrics)), None),
+        };
         Ok(LocalRun {
-            driver: Driver::new(WindowEngine::new(sql, defs, metrics)),
+            driver,
+            scoring,
             defs: defs.to_vec(),
             decoders,
             offsets: vec![BTreeMap::new(); defs.len()],
@@ -118,7 +138,18 @@ impl LocalRun {
 
     /// Swaps in a new SQL set (see [`WindowEngine::replace_sql`]).
     pub fn reload(&mut self, sql: SqlSet) -> Result<(), EngineError> {
-        self.driver.replace_sql(sql)
+        match self.scoring.as_mut() {
+            Some(stage) => {
+                let unscored = sql.fork_unscored();
+                if stage.replace_sql(sql).is_none() {
+                    return Err(EngineError::Config(
+                        "the new SQL has no scored view and no view over views left: start again to run it".into(),
+                    ));
+                }
+                self.driver.replace_sql(unscored)
+            }
+            None => self.driver.replace_sql(sql),
+        }
     }
 
     /// Lets `d` of processing time pass, then closes what idleness allows.
@@ -178,12 +209,30 @@ impl LocalRun {
 
     /// Hands one input to the driver and keeps what it produced.
     async fn run(&mut self, input: Input) -> Result<(), EngineError> {
+        let finish = matches!(input, Input::Finish);
         let Step {
-            dead, rows, late, ..
+            dead,
+            rows,
+            late,
+            scored,
+            ..
         } = self.driver.handle(input).await?;
         self.out.dead.extend(dead);
         self.out.alerts.extend(rows);
         self.out.late.extend(late);
+        if let Some(stage) = self.scoring.as_mut() {
+            for rows in scored {
+                stage.add(rows, None)?;
+            }
+            // This runner holds every partition: its alerting clock is its
+            // engine's.
+            let clock = if finish {
+                Some(i64::MAX)
+            } else {
+                self.driver.clock()
+            };
+            self.out.alerts.extend(stage.advance(clock).await.rows);
+        }
         Ok(())
     }
 }

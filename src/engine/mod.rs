@@ -29,6 +29,7 @@ pub mod pipeline;
 mod relay;
 pub mod reload;
 pub mod repartition;
+pub mod scoring;
 mod state_store;
 mod window_kinds;
 pub mod windows;

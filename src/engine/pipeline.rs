@@ -22,13 +22,14 @@ use telemine_connectors::{ConnectorError, ErrorClass};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use super::alerting_owner::{self, Control};
+use super::alerting_owner::{self, Control, OwnerScoring};
 use super::alerting_stage::AlertingStage;
 use super::commits::CommitLog;
 use super::driver::{Driver, Input, Step};
 use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
 use super::repartition::{self, RepartitionDecoder, Writer};
+use super::scoring::Deferral;
 use super::state_store::StateStore;
 use super::windows::{EngineError, WindowEngine};
 use crate::alerting::Alerter;
@@ -132,8 +133,19 @@ pub async fn run_pipeline(
         &config.models
     };
     let alone = alone_reasons(&sql, &defs, models, config.engine.repartition);
-    let detectors =
-        crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
+    // The models score, and the views over views are computed, at the
+    // alerting owner (`scoring.rs`), whatever the number of instances.
+    let deferred = Deferral::plan(&sql).is_some();
+    let (detectors, owner_sql) = if deferred {
+        let owner_sql = sql.replan().await.map_err(|d| {
+            PipelineError::Config(format!("planning the SQL for the alerting owner:\n{d}"))
+        })?;
+        (Vec::new(), Some(owner_sql))
+    } else {
+        let detectors =
+            crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
+        (detectors, None)
+    };
     let engine = WindowEngine::new(sql, &defs, metrics.clone());
     // Partitions arriving from another instance get lanes of their own
     // when instances may share the group (see `driver.rs`).
@@ -141,6 +153,21 @@ pub async fn run_pipeline(
         Driver::with_lanes(engine, defs.clone())
     } else {
         Driver::new(engine)
+    };
+    let (owner_reloads, owner_scoring) = match owner_sql {
+        Some(sql) => {
+            driver.defer_scoring();
+            let (tx, reloads) = mpsc::unbounded_channel();
+            let scoring = OwnerScoring {
+                sql,
+                models: models.to_vec(),
+                max_lateness_ms: super::scoring::max_lateness_ms(&defs),
+                metrics: metrics.clone(),
+                reloads,
+            };
+            (Some(tx), Some(scoring))
+        }
+        None => (None, None),
     };
     let specs = source_specs(config, &defs)?;
     let all_topics: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
@@ -215,6 +242,7 @@ pub async fn run_pipeline(
             options.alert_tap.clone(),
         ),
         control_rx,
+        owner_scoring,
     );
     let mut first_record: Option<Instant> = None;
     let input = async {
@@ -349,7 +377,7 @@ pub async fn run_pipeline(
                             }
                             Ok(set)
                         });
-                        swap_sql(config, &mut driver, &metrics, cause, loaded)?;
+                        swap_sql(config, &mut driver, &metrics, cause, loaded, owner_reloads.as_ref())?;
                     }
                 }
                 // After SIGTERM only the last commit is made, with a bound.
@@ -524,6 +552,35 @@ async fn open_table_patiently(
     }
 }
 
+/// The partition counts of `topics`, asked again until the brokers answer
+/// (a broker just started may not yet): each failed try says so; after
+/// `alerting.startup_timeout` the run ends with an error.
+pub(crate) async fn partition_counts_patiently(
+    config: &Config,
+    topics: &[String],
+) -> Result<Vec<(String, i32)>, PipelineError> {
+    let started = Instant::now();
+    let limit = config.alerting.startup_timeout;
+    loop {
+        match partition_counts(&config.kafka, topics, Duration::from_secs(10)).await {
+            Ok(counts) => return Ok(counts),
+            Err(e) if started.elapsed() < limit => {
+                tracing::warn!(?topics, error = %e, waited_s = started.elapsed().as_secs(),
+                    "cannot read the topics' partition counts yet (are the brokers at {} reachable?); telemine waits, up to alerting.startup_timeout = {}s",
+                    config.kafka.bootstrap_servers, limit.as_secs());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                return Err(PipelineError::Unavailable(format!(
+                    "cannot read the partition counts of {topics:?} (brokers {}) after {}s: {e}",
+                    config.kafka.bootstrap_servers,
+                    started.elapsed().as_secs()
+                )));
+            }
+        }
+    }
+}
+
 /// Reads the silences topic to its end into `alerter`, then follows it on
 /// a thread of its own.
 async fn follow_silences(
@@ -576,18 +633,14 @@ pub fn alone_reasons(
                 "view `{}` does not group by its source's message key (set [engine] repartition = true to compute it across instances through Kafka)",
                 v.name
             )),
-            Placement::OverViews => why.push(format!(
-                "view `{}` reads other views, and bringing their rows together across instances is not built yet",
-                v.name
-            )),
+            // Computed where the alerting runs, from its inputs' rows
+            // (`scoring.rs`).
+            Placement::OverViews => {}
         }
     }
-    for m in models {
-        why.push(format!(
-            "model `{}` keeps its detector state per instance, not yet per partition",
-            m.name
-        ));
-    }
+    // Models score where the alerting runs too (`scoring.rs`): they do
+    // not keep the group to one instance.
+    let _ = models;
     why
 }
 
@@ -600,10 +653,19 @@ fn swap_sql(
     metrics: &Metrics,
     cause: super::reload::ReloadCause,
     loaded: Result<SqlSet, crate::diagnostic::Diagnostics>,
+    owner: Option<&mpsc::UnboundedSender<SqlSet>>,
 ) -> Result<(), PipelineError> {
     let dir = &config.sql.dir;
     match loaded {
+        Ok(set) if owner.is_some() != Deferral::plan(&set).is_some() => {
+            Metrics::add(&metrics.sql_reload_failures, 1);
+            tracing::error!(dir = %dir.display(), cause = cause.as_str(), "SQL reload refused, the running SQL keeps going: the new SQL adds the first (or drops the last) view over views or scored view, which moves work between the instances and the alerting owner (restart to apply it)");
+        }
         Ok(set) => {
+            if let Some(owner) = owner {
+                // The owner plans the same files for its scoring.
+                owner.send(set.fork()).ok();
+            }
             let (views, rules) = (set.views.len(), set.rules.len());
             driver.replace_sql(set)?;
             Metrics::add(&metrics.sql_reloads, 1);
@@ -630,9 +692,8 @@ async fn plan_repartition(
     if needed.is_empty() {
         return Ok(None);
     }
-    let wait = Duration::from_secs(10);
     let upstream: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
-    let counts = partition_counts(&config.kafka, &upstream, wait).await?;
+    let counts = partition_counts_patiently(config, &upstream).await?;
     let count_of = |counts: &[(String, i32)], t: &str| {
         counts
             .iter()
@@ -650,7 +711,7 @@ async fn plan_repartition(
         }
     }
     let topics: Vec<String> = derived.iter().map(|d| d.topic.clone()).collect();
-    let made = partition_counts(&config.kafka, &topics, wait).await?;
+    let made = partition_counts_patiently(config, &topics).await?;
     for (topic, n) in &made {
         if *n == 0 {
             return Err(PipelineError::Unavailable(format!(
@@ -911,6 +972,7 @@ impl Stages<'_> {
             evaluations,
             progress,
             late,
+            scored,
             ..
         } = step;
         for (s, d) in dead {
@@ -928,7 +990,12 @@ impl Stages<'_> {
                 Some(self.relay.progress(p.source, p.partition, reached))
             })
             .collect();
-        let messages = self.relay.messages(&rows, &evaluations, progress);
+        // The scored views' rows before the progress that says they are all.
+        let mut messages = Vec::new();
+        for rows in &scored {
+            messages.extend(super::scoring::encode(rows, self.relay.max_bytes)?);
+        }
+        messages.extend(self.relay.messages(&rows, &evaluations, progress));
         self.outputs.relay(&self.relay.topic, messages).await?;
         for l in late {
             self.outputs.late(source.topic(l.source), l).await?;

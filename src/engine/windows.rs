@@ -37,6 +37,7 @@ use thiserror::Error;
 
 use super::admission::{Admission, Admitted};
 use super::checkpoint::Checkpoint;
+use super::scoring::{Deferral, ViewRows};
 use super::window_kinds;
 use crate::alert::Alert;
 use crate::config::SourceDef;
@@ -243,6 +244,12 @@ pub struct WindowEngine {
     /// The rule evaluations run since the last `take_evaluations`.
     evaluations: Vec<crate::alerting::Evaluation>,
     metrics: Arc<Metrics>,
+    /// Scoring left to the scoring stage (`scoring.rs`): asked for with
+    /// [`WindowEngine::defer_scoring`], planned for each SQL set.
+    defer: bool,
+    deferral: Option<Deferral>,
+    /// Rows of the deferred views since the last `take_deferred`.
+    deferred: Vec<ViewRows>,
 }
 
 impl WindowEngine {
@@ -288,7 +295,72 @@ impl WindowEngine {
             max_lateness_ms,
             evaluations: Vec::new(),
             metrics,
+            defer: false,
+            deferral: None,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Leaves the scored views' scoring, the views over views and the
+    /// rules that read them to the scoring stage (see `scoring.rs`): the
+    /// windows' rows they need are handed on
+    /// ([`WindowEngine::take_deferred`]) instead.
+    pub fn defer_scoring(&mut self) {
+        self.defer = true;
+        self.plan_deferral();
+    }
+
+    /// What this SQL leaves to the stage; the views over views it computes
+    /// no longer read (or keep) their inputs' windows here.
+    fn plan_deferral(&mut self) {
+        self.deferral = Deferral::plan(&self.sql);
+        self.consumers = readers(&self.sql);
+        if let Some(d) = &self.deferral {
+            for readers in &mut self.consumers {
+                readers.retain(|r| !d.over.contains(r));
+            }
+        }
+    }
+
+    /// What the scoring stage takes from this engine's SQL, when scoring
+    /// is deferred.
+    pub fn deferral(&self) -> Option<&Deferral> {
+        self.deferral.as_ref()
+    }
+
+    /// The alerting clock of the scoring stage for a runner that holds
+    /// every partition (the local runner): the lowest watermark over the
+    /// sources of the views the stage takes. A source that has delivered
+    /// nothing yet holds it back, as an unreported partition holds the
+    /// owner's board back (a join waits for its slower input), unless
+    /// every partition it has is idle.
+    pub fn deferred_clock(&self) -> Option<i64> {
+        let d = self.deferral.as_ref()?;
+        let feeding: BTreeSet<usize> = d
+            .views
+            .iter()
+            .filter_map(|&v| self.sql.views[v].source)
+            .collect();
+        let now = Instant::now();
+        let mut lowest: Option<i64> = None;
+        for s in feeding {
+            let state = &self.sources[s];
+            match state.admission.watermark {
+                Some(w) => lowest = Some(lowest.map_or(w, |l| l.min(w))),
+                None if state.admission.any_active(now)
+                    || state.admission.read_to().next().is_none() =>
+                {
+                    return None;
+                }
+                None => {}
+            }
+        }
+        lowest
+    }
+
+    /// The deferred views' rows since the last call.
+    pub fn take_deferred(&mut self) -> Vec<ViewRows> {
+        std::mem::take(&mut self.deferred)
     }
 
     /// Swaps in a new SQL set (hot reload), between two batches, so every
@@ -376,6 +448,9 @@ impl WindowEngine {
         self.consumers = readers(&sql);
         self.views = views;
         self.sql = sql;
+        if self.defer {
+            self.plan_deferral();
+        }
         Ok(())
     }
 
@@ -448,7 +523,11 @@ impl WindowEngine {
     /// A new engine over the same SQL (see [`SqlSet::fork`]), holding
     /// nothing yet.
     pub fn lane(&self, sources: &[SourceDef]) -> WindowEngine {
-        WindowEngine::new(self.sql.fork(), sources, self.metrics.clone())
+        let mut lane = WindowEngine::new(self.sql.fork(), sources, self.metrics.clone());
+        if self.defer {
+            lane.defer_scoring();
+        }
+        lane
     }
 
     /// The consumer now owns exactly `partitions` of `source`. New ones hold
@@ -960,9 +1039,28 @@ impl WindowEngine {
             };
             updated.push((*vi, ends));
         }
+        if let Some(d) = &self.deferral {
+            for (vi, out) in latest.iter().chain(&joined) {
+                if d.views.contains(vi) {
+                    let scored = d.scored.contains(vi);
+                    self.deferred.push(ViewRows {
+                        view: *vi,
+                        name: self.sql.views[*vi].name.clone(),
+                        batches: out.iter().map(|b| unscored(b, scored)).collect(),
+                    });
+                }
+            }
+        }
         let mut alerts = Vec::new();
         if !updated.is_empty() {
             for (ri, rule) in self.sql.rules.iter().enumerate() {
+                if self
+                    .deferral
+                    .as_ref()
+                    .is_some_and(|d| d.rules.contains(&ri))
+                {
+                    continue;
+                }
                 let read: Vec<&std::collections::BTreeSet<i64>> = updated
                     .iter()
                     .filter(|(vi, _)| rule.views.contains(vi))
@@ -1060,7 +1158,7 @@ impl WindowEngine {
         let mut done = Vec::new();
         for d in 0..self.sql.views.len() {
             let inputs = self.sql.views[d].inputs.clone();
-            if inputs.is_empty() {
+            if inputs.is_empty() || self.deferral.as_ref().is_some_and(|x| x.over.contains(&d)) {
                 continue;
             }
             let Some(ready) = lowest_all(inputs.iter().map(|&i| self.views[i].closed_until)) else {
@@ -1412,6 +1510,16 @@ impl WindowEngine {
         state.buffer = window_kinds::rows_in(&state.buffer, state.ts_index, Some(floor), i64::MAX)?;
         Ok(())
     }
+}
+
+/// A scored view's rows without their (NULL) score columns: what its SQL
+/// computed, for the scoring stage.
+fn unscored(batch: &RecordBatch, scored: bool) -> RecordBatch {
+    if !scored {
+        return batch.clone();
+    }
+    let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(2)).collect();
+    batch.project(&keep).unwrap_or_else(|_| batch.clone())
 }
 
 /// Counts a failed view or rule evaluation (and whether it was its memory

@@ -210,6 +210,16 @@ pub struct SqlSet {
     scorers: HashMap<String, Arc<dyn ViewScorer>>,
     /// What one evaluation may take: time, and bytes of output.
     limits: QueryLimits,
+    /// What it was planned from, to plan it again.
+    origin: Arc<Origin>,
+}
+
+/// The files, sources and options a SQL set was planned from.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    files: Vec<SqlFile>,
+    sources: Vec<SourceDef>,
+    options: SqlOptions,
 }
 
 /// The bounds of one evaluation (see [`bounded`]).
@@ -290,7 +300,17 @@ impl SqlSet {
             slots: self.slots.clone(),
             scorers: self.scorers.clone(),
             limits: self.limits,
+            origin: self.origin.clone(),
         }
+    }
+
+    /// The same files planned again, in a context and table slots of their
+    /// own (no scorers): a set that can evaluate while this one does, on
+    /// another task (the scoring stage of `run`). Views bound to derived
+    /// sources (`engine/repartition.rs`) are planned as they were loaded.
+    pub async fn replan(&self) -> Result<SqlSet, Diagnostics> {
+        let o = &self.origin;
+        planner::plan_all(o.files.clone(), &o.sources, &o.options).await
     }
 
     /// Loads and plans every `.sql` file under `dir`. All problems are
@@ -346,6 +366,24 @@ impl SqlSet {
     /// The scorer attached to view `view`, if any.
     pub fn scorer(&self, view: &str) -> Option<Arc<dyn ViewScorer>> {
         self.scorers.get(view).cloned()
+    }
+
+    /// View `i`'s output `out` (as its SQL computed it) scored by the
+    /// scorer attached to it (see [`SqlSet::scored`]).
+    pub fn score(
+        &self,
+        i: usize,
+        out: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        self.scored(i, out)
+    }
+
+    /// A handle like [`SqlSet::fork`] without the scorers: what an engine
+    /// whose scoring is deferred evaluates (see `engine/scoring.rs`).
+    pub fn fork_unscored(&self) -> SqlSet {
+        let mut sql = self.fork();
+        sql.scorers.clear();
+        sql
     }
 
     /// View `i`'s output with its model's score columns (NULL when no

@@ -155,6 +155,11 @@ pub(super) async fn plan_all(
             },
             slots,
             scorers: HashMap::new(),
+            origin: Arc::new(super::Origin {
+                files: files.clone(),
+                sources: sources.to_vec(),
+                options: options.clone(),
+            }),
         })
     } else {
         Err(Diagnostics(diags))

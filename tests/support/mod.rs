@@ -182,6 +182,43 @@ pub fn stdout_of(command: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A SQL folder under `dir` holding `files` of the project's SQL
+/// (`features/host_1m.sql`, …).
+#[allow(dead_code)]
+pub fn sql_with(dir: &Path, files: &[&str]) -> std::path::PathBuf {
+    let sql = dir.join("sql");
+    for sub in ["features", "rules"] {
+        std::fs::create_dir_all(sql.join(sub)).expect("sql dir");
+    }
+    for file in files {
+        std::fs::copy(repo().join("sql").join(file), sql.join(file)).expect("copy SQL");
+    }
+    sql
+}
+
+/// A model on `host_1m` trained inline (scores that do not depend on
+/// timing), as a `[[models]]` section.
+#[allow(dead_code)]
+pub fn inline_model(past_windows: u32, warmup_windows: u32, retrain_windows: u32) -> String {
+    format!(
+        r#"
+[[models]]
+name = "host_behaviour"
+view = "host_1m"
+features = ["cpu_avg", "power_avg", "temp_avg", "fan_avg", "lat_avg"]
+kind = "pca"
+device = "cpu"
+training = "inline"
+past_windows = {past_windows}
+warmup_windows = {warmup_windows}
+retrain_windows = {retrain_windows}
+score = "likelihood"
+range_margin = 0.02
+refractory_windows = 3
+"#
+    )
+}
+
 /// A copy of the project's SQL folder under `dir`, to add files to.
 pub fn copy_default_sql(dir: &Path) -> std::path::PathBuf {
     let sql = dir.join("sql");

@@ -28,6 +28,8 @@ pub struct Quiet {
     pub(crate) commits: Commits,
     /// When librdkafka last reported the group session lost (SESSTMOUT).
     session_lost: Mutex<Option<Instant>>,
+    /// The group has given this consumer an assignment (empty or not).
+    assigned: AtomicBool,
 }
 
 /// What became of a consumer's asynchronous commits (their results arrive
@@ -76,7 +78,14 @@ impl Quiet {
             brokers: client.bootstrap_servers.clone(),
             commits: Commits::default(),
             session_lost: Mutex::default(),
+            assigned: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the group has given the consumer an assignment yet (an
+    /// empty one included: another member holds what it would read).
+    pub fn assigned_once(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed)
     }
 
     /// Logs a client error, at most once per kind and interval: librdkafka's
@@ -165,6 +174,16 @@ impl ClientContext for Quiet {
 }
 
 impl ConsumerContext for Quiet {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.assigned.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => self.commits.confirm(offsets),

@@ -154,6 +154,12 @@ impl OwnedTopic {
             .clone()
     }
 
+    /// Whether the group has assigned this member its share yet: before,
+    /// not holding the topic says nothing of who does.
+    pub fn joined(&self) -> bool {
+        self.current().context().assigned_once()
+    }
+
     /// Asks the poll thread to end (the consumer leaves the group when
     /// this value is dropped).
     pub fn stop(&self) {
