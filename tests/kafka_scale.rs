@@ -414,6 +414,27 @@ async fn three_instances_send_the_notifications_one_instance_sends() {
         low.iter().sum::<i64>() > 0,
         "what was read back and committed is deleted: low {low:?}, high {high:?}"
     );
+    // What the relay carried: the windows of the views scored and joined
+    // where the alerting runs (Arrow IPC), and the JSON of rule rows,
+    // evaluations and progress.
+    let relay = read_topic(
+        &brokers,
+        &format!("{group}.alerting-relay"),
+        1,
+        1,
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+    );
+    let (views, json): (Vec<_>, Vec<_>) = relay.iter().partition(|m| m.payload.starts_with(b"TMV1"));
+    let bytes = |v: &[&support::broker::Read]| v.iter().map(|m| m.payload.len()).sum::<usize>();
+    println!(
+        "relay of the three: {} messages of view rows ({} bytes), {} of rule rows, evaluations and progress ({} bytes)",
+        views.len(),
+        bytes(&views),
+        json.len(),
+        bytes(&json)
+    );
+    assert!(!views.is_empty(), "the scored and joined views' windows ride the relay");
     assert_eq!(one.records, (HOSTS as u64) * (MINUTES as u64) * 60);
     assert_eq!(
         records.iter().sum::<u64>(),
