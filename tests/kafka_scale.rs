@@ -425,7 +425,8 @@ async fn three_instances_send_the_notifications_one_instance_sends() {
         Duration::from_secs(2),
         Duration::from_secs(20),
     );
-    let (views, json): (Vec<_>, Vec<_>) = relay.iter().partition(|m| m.payload.starts_with(b"TMV1"));
+    let (views, json): (Vec<_>, Vec<_>) =
+        relay.iter().partition(|m| m.payload.starts_with(b"TMV1"));
     let bytes = |v: &[&support::broker::Read]| v.iter().map(|m| m.payload.len()).sum::<usize>();
     println!(
         "relay of the three: {} messages of view rows ({} bytes), {} of rule rows, evaluations and progress ({} bytes)",
@@ -434,7 +435,10 @@ async fn three_instances_send_the_notifications_one_instance_sends() {
         json.len(),
         bytes(&json)
     );
-    assert!(!views.is_empty(), "the scored and joined views' windows ride the relay");
+    assert!(
+        !views.is_empty(),
+        "the scored and joined views' windows ride the relay"
+    );
     assert_eq!(one.records, (HOSTS as u64) * (MINUTES as u64) * 60);
     assert_eq!(
         records.iter().sum::<u64>(),
