@@ -13,6 +13,40 @@ use support::*;
 use telemine::engine::{Checkpoint, RunOptions, Stop, run_pipeline};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 
+/// Producers that compress (zstd is Kafka's recommended codec, and what
+/// many clusters' producers are set to) are read like any other:
+/// librdkafka is built with zstd, lz4, gzip and snappy. The stream is
+/// written in four parts, one per codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_written_with_zstd_lz4_gzip_or_snappy_are_read_and_alert() {
+    let Some(s) = Setup::new("codecs").await else {
+        return;
+    };
+    let records = telemetry(0, 300, SATURATED);
+    let quarter = records.len().div_ceil(4);
+    for (part, codec) in records
+        .chunks(quarter)
+        .zip(["zstd", "lz4", "gzip", "snappy"])
+    {
+        produce_with(
+            &s.brokers,
+            &s.topic("telemetry"),
+            part,
+            &[("compression.type", codec)],
+        )
+        .await;
+    }
+    let run = s.run_to_end().await;
+    assert_eq!(
+        run.records,
+        300 * 4,
+        "every record read, whatever its codec"
+    );
+    assert_eq!(run.dead_letters, 0);
+    assert_eq!(run.alerts, 2, "alerts produced");
+    assert_eq!(summary(&s.alerts(2)), expected());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_anomaly_yields_exactly_its_alerts_and_offsets_are_committed() {
     let Some(s) = Setup::new("alerts").await else {

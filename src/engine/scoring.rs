@@ -374,9 +374,14 @@ impl ScoringStage {
             |e: datafusion::arrow::error::ArrowError| EngineError::Internal(e.to_string());
         let end = schema.index_of(WINDOW_END).map_err(internal)?;
         let mut id_columns = vec![schema.index_of(WINDOW_START).map_err(internal)?];
-        for k in &self.sql.views[rows.view].keys {
-            id_columns.push(schema.index_of(k).map_err(internal)?);
-        }
+        // The series: the view's keys it selects (a key not selected
+        // cannot tell series apart here, nor in the detector).
+        id_columns.extend(
+            self.sql.views[rows.view]
+                .keys
+                .iter()
+                .filter_map(|k| schema.index_of(k).ok()),
+        );
         let mut dropped = 0u64;
         for (at, batches) in split_by_time(&rows.batches, end)? {
             let scored_before = self.done_until.is_some_and(|d| at <= d);

@@ -31,11 +31,25 @@ pub fn brokers() -> Option<String> {
 
 /// Produces keyed records in order; returns each one's (partition, offset).
 pub async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) -> Vec<(i32, i64)> {
-    let producer: FutureProducer = ClientConfig::new()
+    produce_with(brokers, topic, records, &[]).await
+}
+
+/// [`produce`] with producer properties of the test's own (compression,
+/// for example).
+pub async fn produce_with(
+    brokers: &str,
+    topic: &str,
+    records: &[(String, String)],
+    properties: &[(&str, &str)],
+) -> Vec<(i32, i64)> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .expect("test producer");
+        .set("linger.ms", "5");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let producer: FutureProducer = config.create().expect("test producer");
     let mut futures = Vec::with_capacity(records.len());
     for (k, v) in records {
         let f = producer
