@@ -207,6 +207,8 @@ pub(crate) async fn run(
             }
         }
     };
+    // Closed first: the poll thread may be blocked on a full queue.
+    drop(rx);
     tokio::task::spawn_blocking(move || consumer.join())
         .await
         .ok();

@@ -455,6 +455,9 @@ pub async fn run_pipeline(
     for (name, c) in driver.source_counts() {
         tracing::info!(source = %name, late = c.late, duplicates = c.duplicates, "per-source counts");
     }
+    // Nothing reads the source's queue any more: closing it lets a poll or
+    // decode thread blocked on a full queue end, so the join cannot hang.
+    drop(rx);
     tokio::task::spawn_blocking(move || source.join())
         .await
         .ok();
