@@ -135,16 +135,13 @@ pub async fn run_pipeline(
     let alone = alone_reasons(&sql, &defs, models, config.engine.repartition);
     // The models score, and the views over views are computed, at the
     // alerting owner (`scoring.rs`), whatever the number of instances.
-    let deferred = Deferral::plan(&sql).is_some();
-    let (detectors, owner_sql) = if deferred {
-        let owner_sql = sql.replan().await.map_err(|d| {
+    // (Every configured model scores a view, so there is nothing to score
+    // on the input side.)
+    let owner_sql = match Deferral::plan(&sql) {
+        Some(_) => Some(sql.replan().await.map_err(|d| {
             PipelineError::Config(format!("planning the SQL for the alerting owner:\n{d}"))
-        })?;
-        (Vec::new(), Some(owner_sql))
-    } else {
-        let detectors =
-            crate::detector::attach(&mut sql, models, true, None).map_err(PipelineError::Config)?;
-        (detectors, None)
+        })?),
+        None => None,
     };
     let engine = WindowEngine::new(sql, &defs, metrics.clone());
     // Partitions arriving from another instance get lanes of their own
@@ -200,14 +197,13 @@ pub async fn run_pipeline(
         r = startup => r?,
     };
     let follower = Some(follower);
-    let mut state = StateStore::new(
+    let state = StateStore::new(
         &config.alerting.state_topic,
         &config.kafka.group_id,
         config.sinks.max_payload_bytes(),
         state_table,
         String::new(),
     );
-    state.restore_detectors(&detectors);
     let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
     let source = KafkaSource::start(
         &config.kafka,
@@ -224,7 +220,6 @@ pub async fn run_pipeline(
         outputs: Outputs::for_input(config, producer, metrics.clone()),
         relay: RelayOut::new(config, &source.topics()),
         state,
-        detectors,
         purge: writer.as_ref().and_then(|_| Purge::new(config)),
         writer,
     };
@@ -793,7 +788,6 @@ async fn commit(
     committed: &mut CommitLog,
     last: bool,
 ) -> Result<(), PipelineError> {
-    stages.save_state().await?;
     let mut offsets = Vec::new();
     let mut stored = Vec::new();
     for s in 0..defs.len() {
@@ -955,8 +949,6 @@ struct Stages<'a> {
     outputs: Outputs<'a>,
     relay: RelayOut,
     state: StateStore,
-    /// The models' detectors, whose state is saved with each commit.
-    detectors: Vec<Arc<crate::detector::Detector>>,
     /// Writes what the repartitioned views read (see `repartition.rs`).
     writer: Option<Writer>,
     /// Deletes what was read back from the repartition topics.
@@ -1036,15 +1028,6 @@ impl Stages<'_> {
         let end = self.relay.held_at(Reached::End);
         let messages = self.relay.messages(&[], &[], end);
         self.outputs.relay(&self.relay.topic, messages).await?;
-        Ok(())
-    }
-
-    /// Saves the detectors' state where it changed; the commit that
-    /// follows settles it like the outputs.
-    async fn save_state(&mut self) -> Result<(), PipelineError> {
-        self.state
-            .save_detectors(&mut self.outputs.producer, &self.detectors)
-            .await?;
         Ok(())
     }
 }
