@@ -109,6 +109,125 @@ pub struct AlertingConfig {
     /// receiver does), besides the alerts topic.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Alertmanagers the alerts themselves (firing, resolved) are POSTed
+    /// to, as Prometheus sends them (`/api/v2/alerts`), so Alertmanager's
+    /// routing, receivers and silences apply. Default: none.
+    #[serde(default)]
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+/// A secret from the config (a password, a token): deserialised from a
+/// plain string, never shown by `Debug`, so a logged config leaks nothing.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// The user name. Required.
+    pub username: String,
+    /// The password. Required.
+    pub password: Secret,
+}
+
+/// How an HTTP client checks the server (https:// URLs) and proves who it
+/// is.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// PEM file of the CA certificates the server's certificate must chain
+    /// to; they replace the system's roots. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate (chain), for servers that ask for
+    /// one; needs `key_file`. Default: none.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key, in PKCS#8 form
+    /// (`-----BEGIN PRIVATE KEY-----`; convert others with `openssl pkcs8
+    /// -topk8 -nocrypt`). Default: none.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate and host name (testing only: anyone on
+    /// the path can read and forge the traffic). Default: false.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// An Alertmanager that telemine sends its alerts to, as Prometheus does:
+/// a JSON array of `{labels, annotations, startsAt, endsAt, generatorURL}`
+/// POSTed to `URL/api/v2/alerts`. A firing alert is sent when it starts
+/// firing (or its labels or annotations change) and again every
+/// `resend_interval` of wall time, each time with `endsAt` four resend
+/// intervals ahead (a lease: should telemine stop sending, Alertmanager
+/// resolves it then); a resolved alert is sent with `endsAt` = when it
+/// resolved. See `src/alerting/alertmanager.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// The Alertmanager's base URL, http:// or https://, e.g.
+    /// "http://127.0.0.1:9093" (a path prefix is kept). Required.
+    pub url: Spanned<String>,
+    /// How often a still-firing alert is sent again (wall time); its lease
+    /// is four times this. Default: "1m" (Prometheus' `resend_delay`).
+    #[serde(default = "default_am_resend_interval", with = "serde_duration")]
+    pub resend_interval: Duration,
+    /// Most alerts held for this Alertmanager (firing, and resolved ones
+    /// not yet delivered): a new alert past it is dropped and counted
+    /// (`alertmanager_queue_drops`); alerts already held are always
+    /// updated. Default: 10000.
+    #[serde(default = "default_am_queue_size")]
+    pub queue_size: usize,
+    /// Tries after the first for one POST (a failed batch is also sent
+    /// again with the next re-send). Default: 2.
+    #[serde(default = "default_am_retries")]
+    pub max_retries: u32,
+    /// The first wait between tries, doubled each time (at most 1 minute).
+    /// Default: "500ms".
+    #[serde(default = "default_webhook_backoff", with = "serde_duration")]
+    pub backoff: Duration,
+    /// Per request. Default: "10s".
+    #[serde(default = "default_webhook_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    /// Extra request headers (e.g. `X-Scope-OrgID` for a multi-tenant
+    /// Alertmanager). Their values are never logged. Default: none.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// `Authorization: Bearer TOKEN`. Default: none.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the bearer token, read again for every request (so a
+    /// rotated token is picked up). Default: none.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// `basic_auth = { username = "…", password = "…" }`. Default: none.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// TLS for https:// URLs (`ca_file`, `cert_file`, `key_file`,
+    /// `insecure_skip_verify`). Default: the system's roots.
+    #[serde(default)]
+    pub tls: HttpTlsConfig,
+}
+
+fn default_am_resend_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_am_queue_size() -> usize {
+    10_000
+}
+fn default_am_retries() -> u32 {
+    2
+}
+fn default_webhook_queue_size() -> usize {
+    1000
 }
 
 /// A webhook receiver: each notification is POSTed as JSON; a failure
@@ -129,6 +248,31 @@ pub struct WebhookConfig {
     /// Per request. Default: "10s".
     #[serde(default = "default_webhook_timeout", with = "serde_duration")]
     pub timeout: Duration,
+    /// Notifications waiting for this receiver (each receiver has its own
+    /// thread and queue, so a slow or dead one never delays another): when
+    /// full, the oldest waiting notification is dropped and counted
+    /// (`webhook_queue_drops`) — a group's newer notification supersedes
+    /// it. Default: 1000.
+    #[serde(default = "default_webhook_queue_size")]
+    pub queue_size: usize,
+    /// Extra request headers. Their values are never logged. Default: none.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// `Authorization: Bearer TOKEN`. Default: none.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the bearer token, read again for every request.
+    /// Default: none.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// `basic_auth = { username = "…", password = "…" }` (instead of
+    /// `user:pass@` in the URL). Default: none.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// TLS for https:// URLs (`ca_file`, `cert_file`, `key_file`,
+    /// `insecure_skip_verify`). Default: the system's roots.
+    #[serde(default)]
+    pub tls: HttpTlsConfig,
 }
 
 fn default_webhook_retries() -> u32 {
@@ -197,6 +341,7 @@ impl Default for AlertingConfig {
             startup_timeout: default_startup_timeout(),
             inhibit: Vec::new(),
             webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
         }
     }
 }
@@ -872,14 +1017,37 @@ impl Config {
                 }
             }
         }
-        for w in &config.alerting.webhooks {
-            let url = w.url.get_ref();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+        // Webhooks and Alertmanagers: the URL, the headers, one kind of
+        // authentication, readable TLS files; reported at the entry's url.
+        let http = config
+            .alerting
+            .webhooks
+            .iter()
+            .map(|w| ("webhook", &w.url, crate::alerting::http::Target::webhook(w)))
+            .chain(config.alerting.alertmanagers.iter().map(|a| {
+                (
+                    "alertmanager",
+                    &a.url,
+                    crate::alerting::http::Target::alertmanager(a),
+                )
+            }));
+        for (kind, url, target) in http {
+            for problem in crate::alerting::http::problems(url.get_ref(), target) {
                 diags.push(Diagnostic::at_offset(
                     path,
                     text,
-                    w.url.span().start,
-                    format!("webhook url `{url}` must start with http:// or https://"),
+                    url.span().start,
+                    format!("{kind}: {problem}"),
+                ));
+            }
+        }
+        for a in &config.alerting.alertmanagers {
+            if a.resend_interval.is_zero() {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    a.url.span().start,
+                    "alertmanager: resend_interval must be more than 0s",
                 ));
             }
         }
@@ -1042,6 +1210,82 @@ event_time = "ts"
         assert_eq!(c.sinks.alerts_topic, "telemine.alerts");
         assert_eq!(c.sources[0].max_out_of_orderness, Duration::from_secs(5));
         assert_eq!(c.source_defs().unwrap()[0].schema.event_time_name(), "ts");
+    }
+
+    #[test]
+    fn alertmanagers_and_webhooks_take_auth_headers_and_tls() {
+        let text = format!(
+            r#"{MINIMAL}
+[[alerting.alertmanagers]]
+url = "http://127.0.0.1:9093"
+resend_interval = "30s"
+queue_size = 500
+max_retries = 1
+backoff = "1s"
+timeout = "5s"
+basic_auth = {{ username = "telemine", password = "s3cret" }}
+headers = {{ "X-Scope-OrgID" = "team-a" }}
+tls = {{ insecure_skip_verify = true }}
+
+[[alerting.webhooks]]
+url = "https://oncall:8443/hook"
+queue_size = 10
+bearer_token = "t0k3n"
+"#
+        );
+        let c = Config::parse(Path::new("t.toml"), &text).expect("valid");
+        let a = &c.alerting.alertmanagers[0];
+        assert_eq!(a.resend_interval, Duration::from_secs(30));
+        assert_eq!(a.queue_size, 500);
+        assert_eq!(
+            a.basic_auth.as_ref().map(|b| b.password.0.as_str()),
+            Some("s3cret")
+        );
+        assert!(a.tls.insecure_skip_verify);
+        assert_eq!(c.alerting.webhooks[0].queue_size, 10);
+        let shown = format!("{c:?}");
+        for secret in ["s3cret", "t0k3n", "team-a"] {
+            assert!(!shown.contains(secret), "{secret} shown by Debug");
+        }
+        // Refusals, at the entry's url line.
+        let bad = format!(
+            r#"{MINIMAL}
+[[alerting.alertmanagers]]
+url = "127.0.0.1:9093"
+bearer_token = "a"
+bearer_token_file = "/run/secrets/am"
+resend_interval = "0s"
+tls = {{ ca_file = "/nonexistent/ca.pem" }}
+headers = {{ "bad header" = "x" }}
+"#
+        );
+        let e = Config::parse(Path::new("t.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "t.toml:12:7: alertmanager: url",
+            "alertmanager: url `127.0.0.1:9093` must start with http:// or https://",
+            "alertmanager: set at most one of `bearer_token`, `bearer_token_file` and `basic_auth`",
+            "alertmanager: resend_interval must be more than 0s",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let bad = format!(
+            "{MINIMAL}\n[[alerting.webhooks]]\nurl = \"http://x\"\ntls = {{ ca_file = \"/nonexistent/ca.pem\" }}\nheaders = {{ \"bad header\" = \"x\" }}\n"
+        );
+        let e = Config::parse(Path::new("t.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "webhook: tls.ca_file /nonexistent/ca.pem",
+            "webhook: headers: `bad header` is not a valid header name",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let unknown = format!(
+            "{MINIMAL}\n[[alerting.alertmanagers]]\nurl = \"http://x\"\npassword = \"p\"\n"
+        );
+        assert!(Config::parse(Path::new("t.toml"), &unknown).is_err());
     }
 
     #[test]

@@ -36,6 +36,19 @@ pub struct Metrics {
     pub webhook_deliveries: AtomicU64,
     /// Notifications a webhook receiver refused, or whose retries ran out.
     pub webhook_failures: AtomicU64,
+    /// Notifications dropped because a webhook receiver's queue was full
+    /// (the oldest waiting one goes; summed over receivers, each drop is
+    /// logged with the receiver's URL).
+    pub webhook_queue_drops: AtomicU64,
+    /// Batches of alerts an Alertmanager accepted (`POST /api/v2/alerts`).
+    pub alertmanager_deliveries: AtomicU64,
+    /// Batches of alerts an Alertmanager refused, or whose retries ran out
+    /// (firing ones go again with the next re-send).
+    pub alertmanager_failures: AtomicU64,
+    /// Alerts not taken because an Alertmanager's `queue_size` alerts were
+    /// already held (summed over Alertmanagers, each drop logged with the
+    /// URL).
+    pub alertmanager_queue_drops: AtomicU64,
     /// View or rule evaluations that failed (the engine keeps going).
     pub sql_errors: AtomicU64,
     /// View or rule evaluations stopped because they exceeded
@@ -83,7 +96,7 @@ impl Metrics {
     /// One line for logs: `records=… dead_letters=… …`.
     pub fn summary(&self) -> String {
         format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={} scoring_copies={} scoring_forced={}",
+            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} webhook_queue_drops={} alertmanager_deliveries={} alertmanager_failures={} alertmanager_queue_drops={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={} scoring_copies={} scoring_forced={}",
             Self::get(&self.records_decoded),
             Self::get(&self.dead_letters),
             Self::get(&self.late_records),
@@ -95,6 +108,10 @@ impl Metrics {
             Self::get(&self.notifications),
             Self::get(&self.webhook_deliveries),
             Self::get(&self.webhook_failures),
+            Self::get(&self.webhook_queue_drops),
+            Self::get(&self.alertmanager_deliveries),
+            Self::get(&self.alertmanager_failures),
+            Self::get(&self.alertmanager_queue_drops),
             Self::get(&self.sql_errors),
             Self::get(&self.sql_memory_exceeded),
             Self::get(&self.sql_time_exceeded),

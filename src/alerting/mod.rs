@@ -14,7 +14,9 @@
 //! so a replay of the same records sends the same notifications.
 //! [`template`] renders the rules' annotations.
 
+pub mod alertmanager;
 pub mod dispatch;
+pub mod http;
 pub mod lifecycle;
 pub mod payload;
 pub mod silence;
@@ -51,6 +53,10 @@ pub struct Alerter {
     /// once the clock reaches them, so a fast source cannot fire and
     /// resolve an alert in one step before any look at its group.
     pending: BTreeMap<(i64, String), Held>,
+    /// The lifecycle's state changes since [`Alerter::take_states`], when
+    /// [`Alerter::record_states`] asked for them (the Alertmanager
+    /// senders read alert state, not notifications). Not saved.
+    states: Option<Vec<lifecycle::Update>>,
 }
 
 /// An evaluation held until the alerting clock reaches it.
@@ -74,7 +80,24 @@ impl Alerter {
             last_at: BTreeMap::new(),
             clock: i64::MIN,
             pending: BTreeMap::new(),
+            states: None,
         }
+    }
+
+    /// Keeps every state change of the lifecycle (firing, resolved) for
+    /// [`Alerter::take_states`], which must then be called after each step.
+    pub fn record_states(&mut self) {
+        self.states.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether [`Alerter::record_states`] was asked for.
+    pub fn records_states(&self) -> bool {
+        self.states.is_some()
+    }
+
+    /// The state changes since the last call, in the order they happened.
+    pub fn take_states(&mut self) -> Vec<lifecycle::Update> {
+        self.states.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Takes one engine step: the rule evaluations it ran and the rows
@@ -129,6 +152,9 @@ impl Alerter {
             // Looks due before this evaluation see the state before it.
             sent.extend(self.dispatcher.flush(at - 1, &self.silences));
             for u in self.lifecycle.evaluate(&rule, held.timing, at, held.rows) {
+                if let Some(states) = &mut self.states {
+                    states.push(u.clone());
+                }
                 self.dispatcher.insert(u, at);
             }
             self.clock = self.clock.max(at);

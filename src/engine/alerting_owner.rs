@@ -154,6 +154,9 @@ pub(crate) async fn run(
                 Some(OwnedEvent::Lost) => {
                     tracing::info!(%topic, "another instance runs the group's alerting now");
                     held = None;
+                    // The new owner sends the alerts now: re-sending what
+                    // this one last knew could undo its resolutions.
+                    outputs.forget_alert_states();
                     // The new owner sends again what was not committed.
                     let settled = if outputs.producer.is_transactional() {
                         outputs.producer.discard_transaction().await
@@ -212,6 +215,13 @@ pub(crate) async fn run(
     tokio::task::spawn_blocking(move || consumer.join())
         .await
         .ok();
+    // What is queued for the webhooks and Alertmanagers goes out (each
+    // within its bounded wait, side by side) before the run ends.
+    let (webhooks, alertmanagers) = (outputs.webhooks.take(), outputs.alertmanagers.take());
+    let _ = tokio::join!(
+        tokio::task::spawn_blocking(move || webhooks.map(|w| w.finish())),
+        tokio::task::spawn_blocking(move || alertmanagers.map(|a| a.finish())),
+    );
     result
 }
 
@@ -358,6 +368,7 @@ async fn apply(
     }
     let payloads = stage.step(evaluations, rows, clock);
     outputs.notify(payloads).await?;
+    outputs.alert_states(stage.take_states());
     if h.board.ended() && !h.finished {
         finish(h, stage, outputs).await?;
     }
@@ -415,6 +426,7 @@ async fn finish(
     }
     let last = stage.finish();
     outputs.notify(last).await?;
+    outputs.alert_states(stage.take_states());
     h.finished = true;
     Ok(())
 }

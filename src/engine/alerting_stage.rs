@@ -8,6 +8,7 @@ use telemine_connectors::kafka::TableEntry;
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
+use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::{Alerter, Evaluation};
 use crate::config::AlertingConfig;
@@ -29,6 +30,9 @@ impl AlertingStage {
     /// logged and the alerter starts without it.
     pub(crate) fn take_over(&mut self, config: &AlertingConfig, saved: Option<&[u8]>) {
         let mut alerter = Alerter::new(config);
+        if self.alerter.records_states() {
+            alerter.record_states();
+        }
         alerter.silences = std::mem::take(&mut self.alerter.silences);
         if let Some(state) = saved
             && let Err(e) = alerter.restore(state)
@@ -57,6 +61,12 @@ impl AlertingStage {
     /// [`Alerter::finish`]).
     pub(crate) fn finish(&mut self) -> Vec<Payload> {
         self.alerter.finish()
+    }
+
+    /// The alerts' state changes since the last call (for the
+    /// Alertmanagers; empty unless the alerter records them).
+    pub(crate) fn take_states(&mut self) -> Vec<Update> {
+        self.alerter.take_states()
     }
 
     /// The alerting state as saved to the state topic.

@@ -1,6 +1,6 @@
 //! What the Kafka pipeline produces, on one producer whose deliveries the
 //! next offset commit settles first: notifications (to the alerts topic,
-//! the webhooks and a test's tap), rule rows (`sinks.rows_topic`), late
+//! the webhooks and a test's tap; the alerts' state to the Alertmanagers), rule rows (`sinks.rows_topic`), late
 //! rows and dead letters (with their origin in headers). Everything fits
 //! `sinks.max_message_bytes`: notifications are split, a record taken out
 //! of the stream is cut with its size and digest in headers.
@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use super::pipeline::PipelineError;
 use super::windows::{EngineError, LateRows};
 use crate::alert::Alert;
+use crate::alerting::alertmanager::{self, Alertmanagers};
+use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::webhook::Webhooks;
 use crate::config::Config;
@@ -37,6 +39,9 @@ pub(crate) struct Outputs<'a> {
     tap: Option<mpsc::UnboundedSender<Payload>>,
     /// `[[alerting.webhooks]]`: the same payloads, POSTed.
     pub(crate) webhooks: Option<Webhooks>,
+    /// `[[alerting.alertmanagers]]`: the alerts' state (firing, resolved),
+    /// as Prometheus sends it.
+    pub(crate) alertmanagers: Option<Alertmanagers>,
 }
 
 impl<'a> Outputs<'a> {
@@ -47,12 +52,19 @@ impl<'a> Outputs<'a> {
         tap: Option<mpsc::UnboundedSender<Payload>>,
     ) -> Outputs<'a> {
         let webhooks = Webhooks::start(&config.alerting.webhooks, metrics.clone());
+        let alertmanagers = Alertmanagers::start(
+            &config.alerting.alertmanagers,
+            &config.alerting.external_url,
+            metrics.clone(),
+            alertmanager::system_clock(),
+        );
         Outputs {
             config,
             producer,
             metrics,
             tap,
             webhooks,
+            alertmanagers,
         }
     }
 
@@ -70,6 +82,7 @@ impl<'a> Outputs<'a> {
             metrics,
             tap: None,
             webhooks: None,
+            alertmanagers: None,
         }
     }
 
@@ -173,6 +186,23 @@ impl<'a> Outputs<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Hands the alerts' state changes of a step to the Alertmanagers
+    /// (never waits for them).
+    pub(crate) fn alert_states(&self, states: Vec<Update>) {
+        if let Some(a) = &self.alertmanagers {
+            a.update(&states);
+        }
+    }
+
+    /// This instance no longer runs the alerting: the Alertmanagers stop
+    /// re-sending what it knew (their leases end them unless the new owner
+    /// sends them).
+    pub(crate) fn forget_alert_states(&self) {
+        if let Some(a) = &self.alertmanagers {
+            a.forget();
+        }
     }
 
     /// Produces late rows as JSON, one message each, with their lateness and

@@ -223,6 +223,10 @@ pub async fn run_pipeline(
         purge: writer.as_ref().and_then(|_| Purge::new(config)),
         writer,
     };
+    // The Alertmanagers read the alerts' state changes.
+    if !config.alerting.alertmanagers.is_empty() {
+        alerter.record_states();
+    }
     // The group's alerting, if this instance gets the relay (see
     // `alerting_owner.rs`), on its own producer.
     let (control, control_rx) = watch::channel(Control::Running);
