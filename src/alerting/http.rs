@@ -478,6 +478,18 @@ pub(crate) mod testing {
         })
     }
 
+    /// Waits (at most [`PATIENCE`]) until `done` holds; whether it did.
+    pub fn eventually(done: impl Fn() -> bool) -> bool {
+        let end = std::time::Instant::now() + PATIENCE;
+        while !done() {
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
     /// Bound on any wait in a test for something that must come (never a
     /// timing assertion: only a failing test waits this long).
     pub const PATIENCE: Duration = Duration::from_secs(30);
