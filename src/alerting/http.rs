@@ -366,6 +366,122 @@ mod tests {
         assert!(both.is_err());
     }
 
+    /// A self-signed certificate for 127.0.0.1 and its PKCS#8 key, made by
+    /// the `openssl` command; `None` (with a message) when it is absent.
+    fn self_signed(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made && std::env::var("TELEMINE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+            panic!("TELEMINE_REQUIRE_PEERS=1 but the openssl command cannot make a certificate");
+        }
+        if !made {
+            eprintln!("skipped: the openssl command cannot make a test certificate");
+        }
+        made.then_some((cert, key))
+    }
+
+    /// An HTTPS server answering 200 to every request, on its own thread;
+    /// each request's path comes out of the channel.
+    fn https_server(cert: &[u8], key: &[u8]) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let identity = native_tls::Identity::from_pkcs8(cert, key).expect("identity");
+        let acceptor = native_tls::TlsAcceptor::new(identity).expect("acceptor");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                // A client refusing our certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(stream) else {
+                    continue;
+                };
+                let mut reader = BufReader::new(tls);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let mut tls = reader.into_inner();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                if tx.send(path).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn https_with_a_ca_file_or_without_verification_and_not_otherwise() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Some((cert, key)) = self_signed(dir.path()) else {
+            return;
+        };
+        let pem = |p: &PathBuf| std::fs::read(p).expect("read pem");
+        let (url, requests) = https_server(&pem(&cert), &pem(&key));
+        let target = |tls: HttpTlsConfig| Target {
+            url: format!("{url}/hook"),
+            timeout: Duration::from_secs(10),
+            max_retries: 0,
+            backoff: Duration::from_millis(1),
+            headers: vec![],
+            auth: Auth::None,
+            tls,
+        };
+        let trusted = Client::new(target(HttpTlsConfig {
+            ca_file: Some(cert.clone()),
+            ..Default::default()
+        }))
+        .expect("client");
+        assert_eq!(trusted.post_once("{}"), Outcome::Delivered);
+        assert_eq!(
+            requests.recv_timeout(testing::PATIENCE).expect("request"),
+            "/hook"
+        );
+        let insecure = Client::new(target(HttpTlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }))
+        .expect("client");
+        assert_eq!(insecure.post_once("{}"), Outcome::Delivered);
+        // The system's roots do not know a self-signed certificate.
+        let system = Client::new(target(HttpTlsConfig::default())).expect("client");
+        assert!(
+            matches!(system.post_once("{}"), Outcome::Retry(_)),
+            "an unknown certificate is refused"
+        );
+    }
+
     #[test]
     fn tls_files_that_cannot_work_are_named() {
         let tls = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| HttpTlsConfig {
