@@ -6,12 +6,16 @@
 //! matching alert while a control alert still notifies; a resolution
 //! reaches the receiver as resolved.
 //!
-//! The test drives the alerter and the sender directly (not the Kafka
-//! pipeline, which `tests/kafka_broker.rs` covers); `Outputs` starts the
-//! same sender from the same config under `telemine run`.
+//! That test drives the alerter and the sender directly. A second one
+//! runs the whole pipeline on the real broker (as `telemine run` does) with
+//! a local server standing in for Alertmanager's API, to show the pipeline
+//! feeds the sender.
 //!
 //! Skipped, with a message, when `prometheus-alertmanager` is not
-//! installed, unless `TELEMINE_REQUIRE_PEERS=1`.
+//! installed, unless `TELEMINE_REQUIRE_PEERS=1` (the pipeline test: when
+//! no broker is named, unless `TELEMINE_REQUIRE_BROKER=1`).
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -362,4 +366,55 @@ timeout = "5s"
     sender.finish();
     assert!(Metrics::get(&metrics.alertmanager_deliveries) >= 3);
     assert_eq!(Metrics::get(&metrics.alertmanager_failures), 0);
+}
+
+/// The pipeline (`run_pipeline`, as under `telemine run`) sends the
+/// alerts' state to `[[alerting.alertmanagers]]`: h2's saturated CPU
+/// reaches it, last as resolved. (The backlog is read far faster than
+/// the sender posts, so the sender's table may coalesce h2's firing into
+/// its resolution: Alertmanager needs only the newest state.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_sends_alert_state_to_alertmanagers() {
+    use support::setup::{SATURATED, Setup};
+    let Some(s) = Setup::new("alertmanager").await else {
+        return;
+    };
+    let (hook, posts) = receiver();
+    let am = hook.trim_end_matches("/hook");
+    let text = format!(
+        "{}\n[[alerting.alertmanagers]]\nurl = \"{am}\"\n",
+        s.config_text
+    );
+    support::broker::produce(
+        &s.brokers,
+        &s.topic("telemetry"),
+        &support::telemetry(0, 300, SATURATED),
+    )
+    .await;
+    let run = s.run_text_to_end(&text).await;
+    assert!(run.notifications > 0);
+    // The run ends after the senders sent what changed last.
+    let sent: Vec<serde_json::Value> = posts
+        .try_iter()
+        .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["host"] == "h2" && a["labels"]["alertname"] == "HostCpuSaturated")
+        .collect();
+    assert!(!sent.is_empty(), "h2's alert was sent");
+    let ms = |a: &serde_json::Value, key: &str| {
+        telemine::alert::parse_ms(a[key].as_str().unwrap_or("")).expect("RFC 3339")
+    };
+    // Resolved: its end is its resolution (or now, whichever is earlier),
+    // never a firing lease of 4 minutes past its start.
+    let last = &sent[sent.len() - 1];
+    assert!(
+        ms(last, "endsAt") - ms(last, "startsAt") < 4 * MIN,
+        "last sent as resolved: {sent:?}"
+    );
+    assert_eq!(last["labels"]["severity"], "warning");
+    assert!(
+        last["generatorURL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/rules/HostCpuSaturated")),
+        "{last}"
+    );
 }

@@ -41,8 +41,9 @@
 //! Each Alertmanager has a thread and a table of its own (alerts by
 //! fingerprint, at most `queue_size`), so one that is down never delays
 //! another, and the engine only updates the tables, never waiting for
-//! HTTP. A table coalesces: while an Alertmanager is down, an alert's
-//! newer state replaces its older one, so nothing but new alerts past
+//! HTTP. A table coalesces: while an Alertmanager is down (or a backlog is
+//! read faster than it is sent), an alert's newer state replaces its older
+//! one — Alertmanager needs only the newest — so nothing but new alerts past
 //! `queue_size` is ever dropped (counted in `alertmanager_queue_drops`).
 //!
 //! Label and annotation names must be `[a-zA-Z_][a-zA-Z0-9_]*` for
