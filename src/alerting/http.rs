@@ -246,6 +246,9 @@ pub struct Client {
 impl Client {
     pub fn new(target: Target) -> Result<Client, String> {
         let tls = tls_config(&target.tls)?;
+        if target.tls.insecure_skip_verify && target.url.starts_with("https://") {
+            tracing::warn!(url = %redact(&target.url), "tls.insecure_skip_verify: the server's certificate is not checked");
+        }
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(target.timeout))
             .http_status_as_error(false)
