@@ -42,10 +42,60 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub alerting: AlertingConfig,
+    /// The HTTP server of `telemine run`: `/metrics`, `/healthz`,
+    /// `/readyz`, the JSON API and the live page.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Not a key: the wall clock the decoders compare event times with
     /// (`max_future_skew`); the system clock except where a test sets it.
     #[serde(skip)]
     pub clock: Clock,
+}
+
+/// `[http]`: the HTTP server of `telemine run` (see README, "HTTP API").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on, e.g. "127.0.0.1:9464" (port 0: any
+    /// free port, logged). Default: none (no HTTP server).
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token the API's changes (adding and expiring silences) need
+    /// in `Authorization: Bearer …`; without it they get 401. Default:
+    /// none (changes are refused with 401; reads need no token).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding that token (its first line), instead of `token`.
+    /// Default: none.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `/readyz` answers 200 only while every assigned partition's
+    /// consumer lag is at most this many messages. Default: 10000.
+    #[serde(default = "default_ready_max_lag")]
+    pub ready_max_lag: u64,
+}
+
+fn default_ready_max_lag() -> u64 {
+    10_000
+}
+
+impl HttpConfig {
+    /// The token changes need: `token`, or the first line of
+    /// `token_file`.
+    pub fn bearer_token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("[http] token_file `{}`: {e}", path.display()))?;
+        match text.lines().next().map(str::trim) {
+            Some(t) if !t.is_empty() => Ok(Some(t.to_string())),
+            _ => Err(format!("[http] token_file `{}` is empty", path.display())),
+        }
+    }
 }
 
 /// How alerts become notifications, with Alertmanager's meanings and
@@ -785,6 +835,15 @@ pub struct EngineConfig {
     /// runs alone in its group. Default: false.
     #[serde(default)]
     pub repartition: bool,
+    /// How often `run` logs a progress line (records/s, the largest
+    /// consumer lag, alerts firing, notifications sent); "0s" turns them
+    /// off. Default: "60s".
+    #[serde(default = "default_progress_interval", with = "serde_duration")]
+    pub progress_interval: Duration,
+}
+
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// How outputs are delivered (see [`EngineConfig::delivery`]).
@@ -833,6 +892,7 @@ impl Default for EngineConfig {
             query_time_limit: default_query_time_limit(),
             delivery: Delivery::default(),
             repartition: false,
+            progress_interval: default_progress_interval(),
         }
     }
 }
@@ -1016,6 +1076,29 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Some(listen) = &config.http.listen
+            && listen.get_ref().parse::<std::net::SocketAddr>().is_err()
+        {
+            diags.push(Diagnostic::at_offset(
+                path,
+                text,
+                listen.span().start,
+                format!(
+                    "[http] listen `{}` is not an address and port such as \"127.0.0.1:9464\"",
+                    listen.get_ref()
+                ),
+            ));
+        }
+        if config.http.token.is_some() && config.http.token_file.is_some() {
+            diags.push(Diagnostic::new(
+                path,
+                1,
+                1,
+                "[http] give `token` or `token_file`, not both",
+            ));
+        } else if let Err(e) = config.http.bearer_token() {
+            diags.push(Diagnostic::new(path, 1, 1, e));
         }
         // Webhooks and Alertmanagers: the URL, the headers, one kind of
         // authentication, readable TLS files; reported at the entry's url.

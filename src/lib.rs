@@ -6,6 +6,8 @@ pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod eval;
+pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod recorded;
 pub mod ruletest;

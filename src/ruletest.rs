@@ -312,6 +312,7 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                 engine: file.engine.clone(),
                 models: Vec::new(),
                 alerting: Default::default(),
+                http: Default::default(),
                 clock: Default::default(),
             };
             let diags = config.validate(path, text);

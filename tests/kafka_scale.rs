@@ -264,7 +264,7 @@ async fn spread(instances: &[&Instance]) -> Vec<u64> {
     loop {
         let held: Vec<u64> = instances
             .iter()
-            .map(|i| Metrics::get(&i.metrics.partitions_assigned))
+            .map(|i| i.metrics.partitions_assigned.get().max(0) as u64)
             .collect();
         let ok =
             held.iter().sum::<u64>() == 2 * PARTITIONS as u64 + 1 && held.iter().all(|&n| n > 0);

@@ -138,6 +138,30 @@ impl Lifecycle {
             })
             .unwrap_or_default()
     }
+
+    /// Every pending and firing instance, as the API shows them: the alert
+    /// with its state, when it became active and when it fired (event
+    /// time, RFC 3339).
+    pub fn active(&self) -> Vec<serde_json::Value> {
+        self.rules
+            .values()
+            .flat_map(|m| m.values())
+            .map(|i| {
+                serde_json::json!({
+                    "state": if i.fired_at.is_some() { "firing" } else { "pending" },
+                    "rule": i.alert.rule,
+                    "severity": i.alert.severity,
+                    "fingerprint": i.alert.fingerprint,
+                    "labels": i.alert.labels,
+                    "annotations": i.alert.annotations,
+                    "values": i.alert.values,
+                    "activeAt": crate::alert::format_ms(i.active_at),
+                    "firedAt": i.fired_at.map(crate::alert::format_ms),
+                    "lastTrueAt": crate::alert::format_ms(i.last_true),
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

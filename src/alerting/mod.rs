@@ -166,6 +166,11 @@ impl Alerter {
         sent
     }
 
+    /// The alerts pending and firing now (see [`Lifecycle::active`]).
+    pub fn active(&self) -> Vec<serde_json::Value> {
+        self.lifecycle.active()
+    }
+
     /// The lifecycle, groups and clocks as JSON, to restore after a
     /// restart (silences are not part of it: they live in their topic).
     pub fn snapshot(&self) -> String {

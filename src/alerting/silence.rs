@@ -136,6 +136,69 @@ impl Silences {
     }
 }
 
+/// Writes `s` to the silences topic (`[alerting] silences_topic`,
+/// created compacted if missing) and waits until the broker has it.
+pub async fn write_to_topic(
+    cfg: &crate::config::Config,
+    s: &Silence,
+) -> Result<(), telemine_connectors::ConnectorError> {
+    use telemine_connectors::kafka::{KafkaProducer, create_compacted_topic};
+    let topic = &cfg.alerting.silences_topic;
+    create_compacted_topic(&cfg.kafka, topic).await?;
+    let mut producer = KafkaProducer::new(&cfg.kafka)?;
+    producer
+        .send(
+            topic,
+            Some(s.id.as_bytes()),
+            s.to_json().as_bytes(),
+            &[("content-type", b"application/json")],
+        )
+        .await?;
+    producer.acknowledged(topic).await?;
+    Ok(())
+}
+
+/// The silences topic, read to its end (at most `wait` for the brokers).
+pub async fn read_topic(
+    cfg: &crate::config::Config,
+    wait: std::time::Duration,
+) -> Result<Silences, telemine_connectors::ConnectorError> {
+    use telemine_connectors::kafka::{TableReader, create_compacted_topic};
+    let topic = &cfg.alerting.silences_topic;
+    create_compacted_topic(&cfg.kafka, topic).await?;
+    let (_, table) = TableReader::open(&cfg.kafka, topic, wait).await?;
+    Ok(Silences::from_table(&table))
+}
+
+/// A new silence id: 32 hex digits from the time, the process and the
+/// standard library's random hasher keys.
+pub fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// What a silence is at `now`: "active", "pending" (not started) or
+/// "expired".
+pub fn state_at(s: &Silence, now: i64) -> &'static str {
+    if s.active_at(now) {
+        "active"
+    } else if now < s.starts_at_ms {
+        "pending"
+    } else {
+        "expired"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

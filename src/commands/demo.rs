@@ -145,7 +145,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     // before it is read.
     let wanted = (TELEMETRY_PARTITIONS + MARKET_PARTITIONS) as u64;
     let deadline = Instant::now() + ASSIGNMENT_WAIT;
-    while metrics.partitions_assigned.load(Ordering::Relaxed) < wanted {
+    while (metrics.partitions_assigned.get().max(0) as u64) < wanted {
         if engine.is_finished() {
             break;
         }

@@ -1,10 +1,13 @@
 //! `telemine run`: the production job. Edits to the SQL folder (or
-//! SIGHUP) reload it without a restart.
+//! SIGHUP) reload it without a restart. With `[http] listen`, the HTTP
+//! server (`/metrics`, health, the API, the live page) runs beside it.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use telemine::engine::{RunOptions, Stop, run_pipeline};
+use telemine::http::HttpServer;
+use telemine::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
@@ -26,11 +29,24 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
         Stop::Now
     };
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let server = match HttpServer::start(&cfg, metrics.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let options = RunOptions {
         hot_reload: true,
+        metrics: Some(metrics),
         ..RunOptions::default()
     };
-    let summary = run_pipeline(&cfg, sql, options, stop).await?;
+    let summary = run_pipeline(&cfg, sql, options, stop).await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    let summary = summary?;
     tracing::info!(
         records = summary.records,
         alerts = summary.alerts,

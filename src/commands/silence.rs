@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use telemine::alert::matcher::Matcher;
 use telemine::alert::{format_ms, parse_ms};
-use telemine::alerting::silence::{Silence, Silences};
+use telemine::alerting::silence::{self, Silence, Silences};
 use telemine::config::Config;
-use telemine_connectors::kafka::{KafkaProducer, TableReader, create_compacted_topic};
 
 use crate::cli::{SilenceClock, SilenceCommand};
 
@@ -55,7 +54,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
                     format_ms(start_ms)
                 );
             }
-            let id = new_id();
+            let id = silence::new_id();
             let created_by = created_by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "telemine".into());
@@ -68,13 +67,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config).map_err(|d| anyhow!("{d}"))?;
             let now = now_of(&clock)?;
             for s in read(&cfg).await?.all() {
-                let state = if s.active_at(now) {
-                    "active"
-                } else if now < s.starts_at_ms {
-                    "pending"
-                } else {
-                    "expired"
-                };
+                let state = silence::state_at(s, now);
                 if all || state != "expired" {
                     let matchers: Vec<String> =
                         s.matchers.iter().map(ToString::to_string).collect();
@@ -117,22 +110,6 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
 
 /// 128 random bits as hex, from the standard library's per-process
 /// random hash keys and the clock.
-fn new_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let half = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(nanos);
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(), half())
-}
-
-/// `--now`, or the wall clock.
 fn now_of(clock: &SilenceClock) -> anyhow::Result<i64> {
     match &clock.now {
         Some(t) => parse_time(t).context("--now"),
@@ -146,25 +123,10 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
 }
 
 async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
-    let topic = &cfg.alerting.silences_topic;
-    create_compacted_topic(&cfg.kafka, topic).await?;
-    let mut producer = KafkaProducer::new(&cfg.kafka)?;
-    producer
-        .send(
-            topic,
-            Some(s.id.as_bytes()),
-            s.to_json().as_bytes(),
-            &[("content-type", b"application/json")],
-        )
-        .await?;
-    producer.acknowledged(topic).await?;
-    Ok(())
+    Ok(silence::write_to_topic(cfg, s).await?)
 }
 
 /// The silences topic, read to its end.
 pub async fn read(cfg: &Config) -> anyhow::Result<Silences> {
-    let topic = &cfg.alerting.silences_topic;
-    create_compacted_topic(&cfg.kafka, topic).await?;
-    let (_, table) = TableReader::open(&cfg.kafka, topic, Duration::from_secs(30)).await?;
-    Ok(Silences::from_table(&table))
+    Ok(silence::read_topic(cfg, Duration::from_secs(30)).await?)
 }

@@ -195,6 +195,7 @@ pub(crate) async fn run(
                 if input_done && held.is_none() && (consumer.joined() || last_message.elapsed() > DRAIN_WAIT) {
                     break Ok(());
                 }
+                stage.publish(outputs.metrics(), false);
                 if let Some(h) = held.as_mut() {
                     if let Err(e) = save(h, &mut stage, &mut outputs, &consumer).await {
                         break Err(e);
@@ -367,6 +368,7 @@ async fn apply(
         rows.extend(scored.rows);
     }
     let payloads = stage.step(evaluations, rows, clock);
+    stage.publish(outputs.metrics(), false);
     outputs.notify(payloads).await?;
     outputs.alert_states(stage.take_states());
     if h.board.ended() && !h.finished {
@@ -425,6 +427,7 @@ async fn finish(
         outputs.notify(payloads).await?;
     }
     let last = stage.finish();
+    stage.publish(outputs.metrics(), true);
     outputs.notify(last).await?;
     outputs.alert_states(stage.take_states());
     h.finished = true;

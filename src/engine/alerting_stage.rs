@@ -12,17 +12,32 @@ use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::{Alerter, Evaluation};
 use crate::config::AlertingConfig;
+use crate::metrics::Metrics;
 
 /// See the module docs.
 pub(crate) struct AlertingStage {
     alerter: Alerter,
     /// Changes to the silences topic since the last step.
     silences: mpsc::UnboundedReceiver<TableEntry>,
+    /// When the active alerts were last shown to the API.
+    published: Option<std::time::Instant>,
+    /// A step ran since they were.
+    unpublished: bool,
 }
+
+/// How often the active alerts are shown to the API and `/metrics` at
+/// most: a step may come with every relay message, and an incident may
+/// hold thousands of alerts.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AlertingStage {
     pub(crate) fn new(alerter: Alerter, silences: mpsc::UnboundedReceiver<TableEntry>) -> Self {
-        AlertingStage { alerter, silences }
+        AlertingStage {
+            alerter,
+            silences,
+            published: None,
+            unpublished: false,
+        }
     }
 
     /// Starts afresh from `saved` (the state the group's last owner
@@ -54,6 +69,7 @@ impl AlertingStage {
         while let Ok((id, value)) = self.silences.try_recv() {
             self.alerter.silences.apply_message(&id, value.as_deref());
         }
+        self.unpublished = true;
         self.alerter.step(evaluations, rows, watermark)
     }
 
@@ -67,6 +83,31 @@ impl AlertingStage {
     /// Alertmanagers; empty unless the alerter records them).
     pub(crate) fn take_states(&mut self) -> Vec<Update> {
         self.alerter.take_states()
+    }
+
+    /// Shows the alerts pending and firing now to the API and in
+    /// `telemine_alerts_active`, if a step ran since they were last shown:
+    /// at most every [`PUBLISH_EVERY`], unless `now`. The owner also calls
+    /// it on its timer, so the last step is shown within a tick of that.
+    pub(crate) fn publish(&mut self, metrics: &Metrics, now: bool) {
+        let recent = self.published.is_some_and(|t| t.elapsed() < PUBLISH_EVERY);
+        if !self.unpublished || (recent && !now) {
+            return;
+        }
+        self.unpublished = false;
+        self.published = Some(std::time::Instant::now());
+        let active = self.alerter.active();
+        let firing = active.iter().filter(|a| a["state"] == "firing").count();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics
+            .alerts_active
+            .with_label_values(&["firing"])
+            .set(count(firing));
+        metrics
+            .alerts_active
+            .with_label_values(&["pending"])
+            .set(count(active.len() - firing));
+        metrics.live.set_alerts(active);
     }
 
     /// The alerting state as saved to the state topic.

@@ -26,6 +26,7 @@ pub mod driver;
 pub mod local;
 mod outputs;
 pub mod pipeline;
+mod progress;
 mod relay;
 pub mod reload;
 pub mod repartition;

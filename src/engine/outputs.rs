@@ -114,7 +114,7 @@ impl<'a> Outputs<'a> {
         Ok(())
     }
 
-    pub(crate) fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

@@ -36,6 +36,7 @@ use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
 use crate::alerting::silence::Silences;
 use crate::config::{Config, Delivery, ModelConfig, SourceDef};
+use crate::live::Catalog;
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
 
@@ -143,6 +144,7 @@ pub async fn run_pipeline(
         })?),
         None => None,
     };
+    metrics.live.set_catalog(Catalog::of(&sql, &defs));
     let engine = WindowEngine::new(sql, &defs, metrics.clone());
     // Partitions arriving from another instance get lanes of their own
     // when instances may share the group (see `driver.rs`).
@@ -222,6 +224,7 @@ pub async fn run_pipeline(
         state,
         purge: writer.as_ref().and_then(|_| Purge::new(config)),
         writer,
+        names: defs.iter().map(|d| d.name.clone()).collect(),
     };
     // The Alertmanagers read the alerts' state changes.
     if !config.alerting.alertmanagers.is_empty() {
@@ -259,7 +262,10 @@ pub async fn run_pipeline(
         let mut abandoned = false;
         // Partitions assigned, per source.
         let mut assigned = vec![0u64; defs.len()];
+        let mut progress =
+            super::progress::Progress::new(config.engine.progress_interval, &metrics);
         loop {
+            metrics.live.beat();
             tokio::select! {
                 biased;
                 how = &mut stop, if !stop_requested => {
@@ -297,7 +303,7 @@ pub async fn run_pipeline(
                         }
                         metrics
                             .partitions_assigned
-                            .store(assigned.iter().sum(), std::sync::atomic::Ordering::Relaxed);
+                            .set(i64::try_from(assigned.iter().sum::<u64>()).unwrap_or(i64::MAX));
                     }
                     Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
                         let checkpoint = committed
@@ -376,11 +382,12 @@ pub async fn run_pipeline(
                             }
                             Ok(set)
                         });
-                        swap_sql(config, &mut driver, &metrics, cause, loaded, owner_reloads.as_ref())?;
+                        swap_sql(config, &mut driver, &metrics, &defs, cause, loaded, owner_reloads.as_ref())?;
                     }
                 }
                 // After SIGTERM only the last commit is made, with a bound.
                 _ = commit_tick.tick(), if !stopping => {
+                    progress.tick(&metrics, &source.consumer_lag());
                     // The evaluations, the outputs and the commit (which waits
                     // for the broker): a stop meanwhile abandons them
                     // (at-least-once).
@@ -653,6 +660,7 @@ fn swap_sql(
     config: &Config,
     driver: &mut Driver,
     metrics: &Metrics,
+    defs: &[SourceDef],
     cause: super::reload::ReloadCause,
     loaded: Result<SqlSet, crate::diagnostic::Diagnostics>,
     owner: Option<&mpsc::UnboundedSender<SqlSet>>,
@@ -669,7 +677,9 @@ fn swap_sql(
                 owner.send(set.fork()).ok();
             }
             let (views, rules) = (set.views.len(), set.rules.len());
+            let catalog = Catalog::of(&set, defs);
             driver.replace_sql(set)?;
+            metrics.live.set_catalog(catalog);
             Metrics::add(&metrics.sql_reloads, 1);
             tracing::info!(dir = %dir.display(), cause = cause.as_str(), views, rules, "SQL reloaded");
         }
@@ -957,6 +967,8 @@ struct Stages<'a> {
     writer: Option<Writer>,
     /// Deletes what was read back from the repartition topics.
     purge: Option<Purge>,
+    /// The sources' names, in source order (metric labels).
+    names: Vec<String>,
 }
 
 impl Stages<'_> {
@@ -974,8 +986,19 @@ impl Stages<'_> {
             scored,
             ..
         } = step;
+        let metrics = self.outputs.metrics().clone();
+        let name = |s: usize| self.names.get(s).map_or("?", String::as_str);
         for (s, d) in dead {
+            Metrics::add_to(&metrics.source_dead_letters_total, &[name(s)], 1);
             self.outputs.dead_letter(source.topic(s), d).await?;
+        }
+        for p in &progress {
+            if let Some(clock) = p.clock {
+                metrics
+                    .watermark_seconds
+                    .with_label_values(&[name(p.source), &p.partition.to_string()])
+                    .set(clock as f64 / 1000.0);
+            }
         }
         self.outputs.rule_rows(&rows).await?;
         let progress: Vec<Progress> = progress

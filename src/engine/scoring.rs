@@ -272,12 +272,13 @@ impl ScoringStage {
     /// A stage over `sql` (its scored views' scorers attached), which has
     /// scored every window end up to `done_until` (restored state).
     pub fn new(
-        sql: SqlSet,
+        mut sql: SqlSet,
         plan: Deferral,
         done_until: Option<i64>,
         max_lateness_ms: i64,
         metrics: Arc<Metrics>,
     ) -> ScoringStage {
+        sql.observe(metrics.clone());
         ScoringStage {
             sql,
             plan,
@@ -308,6 +309,7 @@ impl ScoringStage {
     /// deferred at all (see [`Deferral::plan`]): the stage is then left
     /// as it was.
     pub fn replace_sql(&mut self, mut sql: SqlSet) -> Option<()> {
+        sql.observe(self.metrics.clone());
         for v in &self.sql.views {
             if let Some(s) = self.sql.scorer(&v.name) {
                 sql.attach_scorer(&v.name, s);

@@ -253,7 +253,8 @@ pub struct WindowEngine {
 }
 
 impl WindowEngine {
-    pub fn new(sql: SqlSet, sources: &[SourceDef], metrics: Arc<Metrics>) -> Self {
+    pub fn new(mut sql: SqlSet, sources: &[SourceDef], metrics: Arc<Metrics>) -> Self {
+        sql.observe(metrics.clone());
         let states = sources
             .iter()
             .enumerate()
@@ -372,6 +373,7 @@ impl WindowEngine {
     /// changed, starts at its next window boundary after the watermark; a
     /// new view over views with the next window its inputs close.
     pub fn replace_sql(&mut self, mut sql: SqlSet) -> Result<(), EngineError> {
+        sql.observe(self.metrics.clone());
         // Models keep scoring (and learning) across reloads.
         for v in &self.sql.views {
             if let Some(s) = self.sql.scorer(&v.name) {
@@ -878,6 +880,19 @@ impl WindowEngine {
         Metrics::add(&self.metrics.late_records, late);
         Metrics::add(&self.metrics.replayed_skipped, replayed);
         Metrics::add(&self.metrics.duplicates_dropped, duplicates);
+        if !state.admission.is_derived() {
+            count_per_partition(&self.metrics, &state.name, parts.values(), &keep);
+        }
+        Metrics::add_to(
+            &self.metrics.source_late_records_total,
+            &[&state.name],
+            late,
+        );
+        Metrics::add_to(
+            &self.metrics.source_duplicates_total,
+            &[&state.name],
+            duplicates,
+        );
         if late > 0 {
             let first = is_late.iter().position(|l| *l).unwrap_or(0);
             tracing::debug!(
@@ -1524,6 +1539,23 @@ fn unscored(batch: &RecordBatch, scored: bool) -> RecordBatch {
 
 /// Counts a failed view or rule evaluation (and whether it was its memory
 /// limit); returns what happened, for the log line.
+/// Rows read (`records_in_total`) and taken into windows
+/// (`records_out_total`) per partition of source `source`: one count per
+/// partition the batch holds, not per row.
+fn count_per_partition(metrics: &Metrics, source: &str, parts: &[i32], keep: &[bool]) {
+    let mut counts: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
+    for (p, kept) in parts.iter().zip(keep) {
+        let c = counts.entry(*p).or_default();
+        c.0 += 1;
+        c.1 += u64::from(*kept);
+    }
+    for (p, (read, kept)) in counts {
+        let p = p.to_string();
+        Metrics::add_to(&metrics.records_in_total, &[source, &p], read);
+        Metrics::add_to(&metrics.records_out_total, &[source, &p], kept);
+    }
+}
+
 fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &'static str {
     Metrics::add(&metrics.sql_errors, 1);
     if crate::sql::is_memory_exceeded(e) {

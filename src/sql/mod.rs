@@ -212,6 +212,9 @@ pub struct SqlSet {
     limits: QueryLimits,
     /// What it was planned from, to plan it again.
     origin: Arc<Origin>,
+    /// Where evaluation times, model figures and the rows made are
+    /// reported (`None`: nowhere, as under `telemine check`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The files, sources and options a SQL set was planned from.
@@ -301,7 +304,14 @@ impl SqlSet {
             scorers: self.scorers.clone(),
             limits: self.limits,
             origin: self.origin.clone(),
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// Reports each evaluation's time, each model's scoring and the rows
+    /// each view makes to `metrics` (and so to `/metrics` and the API).
+    pub fn observe(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// The same files planned again, in a context and table slots of their
@@ -310,7 +320,9 @@ impl SqlSet {
     /// sources (`engine/repartition.rs`) are planned as they were loaded.
     pub async fn replan(&self) -> Result<SqlSet, Diagnostics> {
         let o = &self.origin;
-        planner::plan_all(o.files.clone(), &o.sources, &o.options).await
+        let mut set = planner::plan_all(o.files.clone(), &o.sources, &o.options).await?;
+        set.metrics = self.metrics.clone();
+        Ok(set)
     }
 
     /// Loads and plans every `.sql` file under `dir`. All problems are
@@ -351,7 +363,9 @@ impl SqlSet {
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let view = &self.views[i];
         self.fill(&view.input_table, input).await;
-        let result = self.execute(&view.plan).await;
+        let result = self
+            .timed("view", &view.name, self.execute(&view.plan))
+            .await;
         self.fill(&view.input_table, Vec::new()).await;
         let out = self.scored(i, result?)?;
         self.fill(&view.name, out.clone()).await;
@@ -390,11 +404,35 @@ impl SqlSet {
     /// scorer is attached, as under `telemine check`).
     fn scored(&self, i: usize, out: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, DataFusionError> {
         let view = &self.views[i];
-        if view.model.is_none() || out.is_empty() {
+        if out.is_empty() {
             return Ok(out);
         }
+        let Some(model) = &view.model else {
+            if let Some(m) = &self.metrics {
+                m.live.record(&view.name, &view.keys, &out);
+            }
+            return Ok(out);
+        };
         match self.scorers.get(&view.name) {
-            Some(s) => s.score(view, out),
+            Some(s) => {
+                let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+                let started = std::time::Instant::now();
+                let scored = s.score(view, out)?;
+                if let Some(m) = &self.metrics {
+                    m.model_scoring_seconds
+                        .with_label_values(&[&model.name])
+                        .observe(started.elapsed().as_secs_f64());
+                    crate::metrics::Metrics::add_to(
+                        &m.model_rows_total,
+                        &[&model.name],
+                        rows as u64,
+                    );
+                    m.live.record(&view.name, &view.keys, &scored);
+                }
+                Ok(scored)
+            }
+            // Unscored here (deferred to the scoring stage, or under
+            // `check`): the stage shows the scored rows.
             None => out
                 .into_iter()
                 .map(|b| {
@@ -433,7 +471,13 @@ impl SqlSet {
         merged: RecordBatch,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let plan = self.pane_plan(i)?;
-        let out = panes::run_upper(&self.ctx, plan, merged, self.limits).await?;
+        let out = self
+            .timed(
+                "view",
+                &self.views[i].name,
+                panes::run_upper(&self.ctx, plan, merged, self.limits),
+            )
+            .await?;
         let out = self.scored(i, out)?;
         self.fill(&self.views[i].name, out.clone()).await;
         Ok(out)
@@ -459,7 +503,13 @@ impl SqlSet {
         for (vi, batches) in inputs {
             self.fill(&self.views[vi].name, batches).await;
         }
-        let out = self.execute(&self.views[i].plan).await;
+        let out = self
+            .timed(
+                "view",
+                &self.views[i].name,
+                self.execute(&self.views[i].plan),
+            )
+            .await;
         self.clear_views().await;
         self.scored(i, out?)
     }
@@ -471,7 +521,30 @@ impl SqlSet {
 
     /// Runs rule `i` over the views' latest output.
     pub async fn run_rule(&self, i: usize) -> Result<Vec<RecordBatch>, DataFusionError> {
-        self.execute(&self.rules[i].plan).await
+        let rule = &self.rules[i];
+        self.timed("rule", &rule.name, self.execute(&rule.plan))
+            .await
+    }
+
+    /// Runs `work`, an evaluation of view or rule `name`, into the
+    /// evaluation-time histogram (and a failure into its errors).
+    async fn timed<T>(
+        &self,
+        kind: &str,
+        name: &str,
+        work: impl Future<Output = Result<T, DataFusionError>>,
+    ) -> Result<T, DataFusionError> {
+        let started = std::time::Instant::now();
+        let out = work.await;
+        if let Some(m) = &self.metrics {
+            m.evaluation_seconds
+                .with_label_values(&[kind, name])
+                .observe(started.elapsed().as_secs_f64());
+            if out.is_err() {
+                crate::metrics::Metrics::add_to(&m.evaluation_errors_total, &[kind, name], 1);
+            }
+        }
+        out
     }
 
     /// Forgets the views' latest output (after the rules ran).
@@ -494,6 +567,51 @@ impl SqlSet {
             *slot.write().await = batches;
         }
     }
+}
+
+/// The values `plan` compares [`ANOMALY_SCORE`] with, as a lower bound
+/// (`anomaly_score > 0.99`, `>=`, or the literal on the left with `<` /
+/// `<=`): a rule's score thresholds, for the live page.
+pub fn score_thresholds(plan: &LogicalPlan) -> Vec<f64> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+    fn column(e: &Expr) -> bool {
+        match e {
+            Expr::Column(c) => c.name == ANOMALY_SCORE,
+            Expr::Cast(c) => column(&c.expr),
+            Expr::TryCast(c) => column(&c.expr),
+            _ => false,
+        }
+    }
+    fn literal(e: &Expr) -> Option<f64> {
+        match e {
+            Expr::Literal(v, _) => v.to_string().parse().ok(),
+            Expr::Cast(c) => literal(&c.expr),
+            Expr::TryCast(c) => literal(&c.expr),
+            _ => None,
+        }
+    }
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = x {
+                    let t = match op {
+                        Operator::Gt | Operator::GtEq if column(left) => literal(right),
+                        Operator::Lt | Operator::LtEq if column(right) => literal(left),
+                        _ => None,
+                    };
+                    if let Some(t) = t.filter(|t| t.is_finite()) {
+                        found.push(t);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found.sort_by(f64::total_cmp);
+    found.dedup();
+    found
 }
 
 /// Whether a view's or rule's failure was its memory limit.

@@ -155,6 +155,7 @@ pub(super) async fn plan_all(
             },
             slots,
             scorers: HashMap::new(),
+            metrics: None,
             origin: Arc::new(super::Origin {
                 files: files.clone(),
                 sources: sources.to_vec(),

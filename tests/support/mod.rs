@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod peers;
 pub mod setup;
 
 use std::path::{Path, PathBuf};

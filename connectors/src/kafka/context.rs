@@ -30,6 +30,9 @@ pub struct Quiet {
     session_lost: Mutex<Option<Instant>>,
     /// The group has given this consumer an assignment (empty or not).
     assigned: AtomicBool,
+    /// From the latest statistics: consumer lag per (topic, partition)
+    /// of the partitions assigned.
+    lag: Mutex<Vec<(String, i32, i64)>>,
 }
 
 /// What became of a consumer's asynchronous commits (their results arrive
@@ -79,6 +82,7 @@ impl Quiet {
             commits: Commits::default(),
             session_lost: Mutex::default(),
             assigned: AtomicBool::new(false),
+            lag: Mutex::default(),
         }
     }
 
@@ -170,6 +174,44 @@ impl ClientContext for Quiet {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.report(&error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag: Vec<(String, i32, i64)> = statistics
+            .topics
+            .into_iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .into_values()
+                    // -1 is librdkafka's "unassigned" pseudo-partition;
+                    // `desired` marks the partitions assigned here.
+                    .filter(|p| p.partition >= 0 && p.desired)
+                    .map(move |p| (topic.clone(), p.partition, lag_of(&p)))
+            })
+            .collect();
+        lag.sort();
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+}
+
+/// A partition's consumer lag. librdkafka says -1 until this consumer
+/// has a position there, even for a partition holding nothing: then the
+/// lag is what the partition holds (0 when empty), -1 only while its
+/// offsets are unknown too.
+fn lag_of(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.consumer_lag >= 0 {
+        p.consumer_lag
+    } else if p.hi_offset >= 0 && p.lo_offset >= 0 {
+        (p.hi_offset - p.lo_offset).max(0)
+    } else {
+        -1
+    }
+}
+
+impl Quiet {
+    /// See [`super::KafkaSource::consumer_lag`].
+    pub fn consumer_lag(&self) -> Vec<(String, i32, i64)> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -152,6 +152,10 @@ impl KafkaSource {
         if !client.properties.contains_key("fetch.queue.backoff.ms") {
             c.set("fetch.queue.backoff.ms", "5");
         }
+        // Statistics carry each partition's consumer lag (`consumer_lag`).
+        if !client.properties.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", "5000");
+        }
         let instance = client.group_instance_id();
         if let Some(id) = &instance {
             c.set("group.instance.id", id);
@@ -319,6 +323,14 @@ impl KafkaSource {
             }
         }
         (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// Consumer lag per (topic, partition) of the partitions this
+    /// consumer is assigned, from librdkafka's latest statistics (every
+    /// `statistics.interval.ms`, 5 s unless set); -1 where it is not known
+    /// yet.
+    pub fn consumer_lag(&self) -> Vec<(String, i32, i64)> {
+        self.current().context().consumer_lag()
     }
 
     /// The consumer in use now.
