@@ -406,6 +406,7 @@ impl Decoder for InfluxDecoder {
             parts,
             offs,
             |_| Vec::new(),
+            Vec::new(),
             &mut dead,
         );
         Decoded {
