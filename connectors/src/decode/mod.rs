@@ -73,6 +73,12 @@ pub struct InfluxOptions {
     /// "s". Default: "ns".
     #[serde(default = "default_precision")]
     pub precision: String,
+    /// Prefix of the column each tag fills: with "tag_", tag `cpu` fills
+    /// column `tag_cpu`, so it never meets a field `cpu`. Without one, a
+    /// tag and a field of the same name share the column and the field
+    /// fills it. Default: "" (tags fill the column of their name).
+    #[serde(default)]
+    pub tag_prefix: String,
 }
 
 fn default_precision() -> String {
@@ -84,6 +90,7 @@ impl Default for InfluxOptions {
         InfluxOptions {
             measurement_column: None,
             precision: default_precision(),
+            tag_prefix: String::new(),
         }
     }
 }
