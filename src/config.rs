@@ -1049,11 +1049,13 @@ impl SourceConfig {
     /// are not set on a line-protocol source.
     fn check_topic_and_format(&self) -> Result<(), String> {
         if self.topics.is_some() {
-            return Err("`topics` (a list) is not supported: a source reads one topic, \
+            return Err(
+                "`topics` (a list) is not supported: a source reads one topic, \
                  because its watermarks, checkpoints and the alerting clock are kept per \
                  partition number and two topics' partitions would collide; declare one \
                  [[sources]] per topic (same columns) and UNION ALL them in SQL"
-                .into());
+                    .into(),
+            );
         }
         check_topic_name(&self.topic)?;
         if self.format == Format::Influx {
@@ -1063,7 +1065,9 @@ impl SourceConfig {
                     .into());
             }
             if !self.paths.is_empty() {
-                return Err("paths apply to json and collectd sources, not to line protocol".into());
+                return Err(
+                    "paths apply to json and collectd sources, not to line protocol".into(),
+                );
             }
         }
         Ok(())
@@ -1074,8 +1078,9 @@ impl SourceConfig {
             Format::Collectd => TimestampUnit::S,
             _ => TimestampUnit::Ms,
         });
-        let mut schema = SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?
-            .with_time_unit(unit);
+        let mut schema =
+            SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?
+                .with_time_unit(unit);
         for (column, p) in &self.paths {
             schema = schema.with_path(column, p)?;
         }
@@ -1203,7 +1208,9 @@ event_time = "ts"
     fn regex_topics_and_topic_lists_are_refused_with_the_reason() {
         let e = source_error("topic = \"telemetry\"", "topic = \"^telemetry-.*\"");
         assert!(
-            e.starts_with("t.toml:6:8: source `telemetry`: topic `^telemetry-.*` is a regular expression"),
+            e.starts_with(
+                "t.toml:6:8: source `telemetry`: topic `^telemetry-.*` is a regular expression"
+            ),
             "{e}"
         );
         let e = source_error("topic = \"telemetry\"", "topic = \"telemetry-*\"");
@@ -1229,17 +1236,29 @@ event_time = "ts"
         assert_eq!(schema.path(2).map(|p| p.as_str()), Some("values[0]"));
         // Defaults: "ms" for json (what it read before), "s" for collectd.
         let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
-        assert_eq!(c.source_defs().unwrap()[0].schema.time_unit(), TimestampUnit::Ms);
+        assert_eq!(
+            c.source_defs().unwrap()[0].schema.time_unit(),
+            TimestampUnit::Ms
+        );
         let collectd = MINIMAL.replace("event_time", "format = \"collectd\"\nevent_time");
         let c = Config::parse(Path::new("t.toml"), &collectd).unwrap();
-        assert_eq!(c.source_defs().unwrap()[0].schema.time_unit(), TimestampUnit::S);
-        let e = source_error("event_time = \"ts\"", "event_time = \"ts\"\ntimestamp_unit = \"minutes\"");
+        assert_eq!(
+            c.source_defs().unwrap()[0].schema.time_unit(),
+            TimestampUnit::S
+        );
+        let e = source_error(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\ntimestamp_unit = \"minutes\"",
+        );
         assert!(e.contains("unknown variant `minutes`"), "{e}");
         let e = source_error(
             "event_time = \"ts\"",
             "event_time = \"ts\"\n[sources.paths]\nnope = \"a.b\"",
         );
-        assert!(e.contains("paths: column `nope` is not one of the declared columns"), "{e}");
+        assert!(
+            e.contains("paths: column `nope` is not one of the declared columns"),
+            "{e}"
+        );
         let e = source_error(
             "event_time = \"ts\"",
             "event_time = \"ts\"\n[sources.paths]\nhost = \"a[x]\"",

@@ -31,7 +31,9 @@ fn collectd() -> Option<PathBuf> {
         .find(|p| p.exists());
     if found.is_none() {
         if std::env::var("TELEMINE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-            panic!("TELEMINE_REQUIRE_PEERS=1 but collectd is not installed: apt-get install collectd-core");
+            panic!(
+                "TELEMINE_REQUIRE_PEERS=1 but collectd is not installed: apt-get install collectd-core"
+            );
         }
         eprintln!("skipped: collectd is not installed (apt-get install collectd-core)");
     }
@@ -127,17 +129,20 @@ async fn a_real_collectd_over_write_kafka_decodes_with_no_dead_letter() {
             ends(&brokers, &topic, 1)[0]
         );
         if let Ok(Some(status)) = collectd.0.try_wait() {
-            panic!("collectd exited early ({status}); config {}", conf.display());
+            panic!(
+                "collectd exited early ({status}); config {}",
+                conf.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(collectd);
 
-    let config = Config::parse(Path::new("collectd.toml"), &config_text(&brokers, &topic))
-        .expect("config");
+    let config =
+        Config::parse(Path::new("collectd.toml"), &config_text(&brokers, &topic)).expect("config");
     let def = config.source_defs().expect("sources").remove(0);
-    let decoder = decoder_for(&def.format, &def.influx, &def.schema, 1024, &def.limits)
-        .expect("decoder");
+    let decoder =
+        decoder_for(&def.format, &def.influx, &def.schema, 1024, &def.limits).expect("decoder");
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let source = KafkaSource::start(
         &config.kafka,
@@ -159,9 +164,7 @@ async fn a_real_collectd_over_write_kafka_decodes_with_no_dead_letter() {
     let read = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(event) = rx.recv().await {
             match event {
-                SourceEvent::Batch {
-                    batch, dead: d, ..
-                } => {
+                SourceEvent::Batch { batch, dead: d, .. } => {
                     batches.extend(batch);
                     dead.extend(d);
                 }
@@ -177,10 +180,11 @@ async fn a_real_collectd_over_write_kafka_decodes_with_no_dead_letter() {
     assert!(read.is_ok(), "the topic was not read to its end in 60 s");
 
     assert!(dead.is_empty(), "dead letters: {dead:?}");
-    let all: RecordBatch =
-        concat_batches(def.schema.batch_schema(), &batches).expect("one schema");
+    let all: RecordBatch = concat_batches(def.schema.batch_schema(), &batches).expect("one schema");
     assert!(all.num_rows() >= 40, "{} rows", all.num_rows());
-    for column in ["time", "host", "plugin", "type", "dsname", "dstype", "interval"] {
+    for column in [
+        "time", "host", "plugin", "type", "dsname", "dstype", "interval",
+    ] {
         let c = all.column_by_name(column).expect("declared");
         assert_eq!(c.null_count(), 0, "column {column} has NULLs");
     }
@@ -215,7 +219,10 @@ async fn a_real_collectd_over_write_kafka_decodes_with_no_dead_letter() {
     }
     // Memory and load readings are numbers (collectd writes no NaN for
     // them), and the event time is the reading's, not 1970.
-    let value = all.column_by_name("value").expect("value").as_primitive::<arrow::datatypes::Float64Type>();
+    let value = all
+        .column_by_name("value")
+        .expect("value")
+        .as_primitive::<arrow::datatypes::Float64Type>();
     let time = all
         .column_by_name("time")
         .expect("time")
@@ -225,6 +232,10 @@ async fn a_real_collectd_over_write_kafka_decodes_with_no_dead_letter() {
             assert!(value.is_valid(i), "row {i} has no value");
         }
         // After 2020-09-13 (1.6e12 ms): read as seconds, not milliseconds.
-        assert!(time.value(i) > 1_600_000_000_000, "row {i} dated {}", time.value(i));
+        assert!(
+            time.value(i) > 1_600_000_000_000,
+            "row {i} dated {}",
+            time.value(i)
+        );
     }
 }

@@ -153,28 +153,37 @@ impl TimestampUnit {
     /// The unit a numeric epoch time `v` looks like, by magnitude alone
     /// (fixed bands, independent of today's date): |v| in [1e8, 1e11) is
     /// seconds (1973-03-03 to 5138-11-16), [1e11, 1e14) milliseconds,
-    /// [1e14, 1e17) microseconds, [1e17, 1e20) nanoseconds. `Ok(None)`
-    /// below 1e8 (taken in any unit, see [`UNCHECKED_BELOW`]); `Err` at
-    /// 1e20 and above, or for NaN and infinities: no unit fits.
-    pub fn looks_like(v: f64) -> Result<Option<TimestampUnit>, ()> {
+    /// [1e14, 1e17) microseconds, [1e17, 1e20) nanoseconds. Below 1e8 it
+    /// is [`Magnitude::Any`] (see [`UNCHECKED_BELOW`]); at 1e20 and above,
+    /// or NaN and infinities, [`Magnitude::None`].
+    pub fn looks_like(v: f64) -> Magnitude {
         let a = v.abs();
-        if a.is_nan() {
-            return Err(());
-        }
-        Ok(Some(if a < UNCHECKED_BELOW {
-            return Ok(None);
+        if a.is_nan() || a >= 1e20 {
+            Magnitude::None
+        } else if a < UNCHECKED_BELOW {
+            Magnitude::Any
         } else if a < 1e11 {
-            TimestampUnit::S
+            Magnitude::Unit(TimestampUnit::S)
         } else if a < 1e14 {
-            TimestampUnit::Ms
+            Magnitude::Unit(TimestampUnit::Ms)
         } else if a < 1e17 {
-            TimestampUnit::Us
-        } else if a < 1e20 {
-            TimestampUnit::Ns
+            Magnitude::Unit(TimestampUnit::Us)
         } else {
-            return Err(());
-        }))
+            Magnitude::Unit(TimestampUnit::Ns)
+        }
     }
+}
+
+/// What the magnitude of a numeric event time says of its unit (see
+/// [`TimestampUnit::looks_like`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Magnitude {
+    /// Small enough to be taken in any unit.
+    Any,
+    /// The magnitude of this unit.
+    Unit(TimestampUnit),
+    /// No unit's (1e20 and above, or not a number).
+    None,
 }
 
 /// Where a column is read from inside a JSON object: keys and array
@@ -326,7 +335,9 @@ impl SourceSchema {
             .columns
             .iter()
             .position(|c| c.name == column)
-            .ok_or_else(|| format!("paths: column `{column}` is not one of the declared columns"))?;
+            .ok_or_else(|| {
+                format!("paths: column `{column}` is not one of the declared columns")
+            })?;
         self.paths[i] = Some(path.parse().map_err(|e| format!("paths.{column}: {e}"))?);
         Ok(self)
     }
@@ -412,14 +423,16 @@ mod tests {
     #[test]
     fn timestamp_bands_do_not_depend_on_the_date() {
         use TimestampUnit::*;
-        assert_eq!(TimestampUnit::looks_like(1000.0), Ok(None));
-        assert_eq!(TimestampUnit::looks_like(1_796_078_349.826), Ok(Some(S)));
-        assert_eq!(TimestampUnit::looks_like(1_796_078_349_826.0), Ok(Some(Ms)));
-        assert_eq!(TimestampUnit::looks_like(1.796e15), Ok(Some(Us)));
-        assert_eq!(TimestampUnit::looks_like(1.796e18), Ok(Some(Ns)));
-        assert_eq!(TimestampUnit::looks_like(-1.796e12), Ok(Some(Ms)));
-        assert!(TimestampUnit::looks_like(1e20).is_err());
-        assert!(TimestampUnit::looks_like(f64::NAN).is_err());
+        let looks = TimestampUnit::looks_like;
+        assert_eq!(looks(1000.0), Magnitude::Any);
+        assert_eq!(looks(1_796_078_349.826), Magnitude::Unit(S));
+        assert_eq!(looks(1_796_078_349_826.0), Magnitude::Unit(Ms));
+        assert_eq!(looks(1.796e15), Magnitude::Unit(Us));
+        assert_eq!(looks(1.796e18), Magnitude::Unit(Ns));
+        assert_eq!(looks(-1.796e12), Magnitude::Unit(Ms));
+        assert_eq!(looks(1e20), Magnitude::None);
+        assert_eq!(looks(f64::NAN), Magnitude::None);
+        assert_eq!(looks(f64::INFINITY), Magnitude::None);
     }
 
     #[test]

@@ -49,8 +49,7 @@ pub fn json_decoder(data: &[u8]) {
         d.push(m, 0, i as i64);
     }
     let out = d.flush();
-    let is_array =
-        |m: &[u8]| m.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let is_array = |m: &[u8]| m.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut per_message = vec![0usize; messages.len()];
     for o in offsets(&out) {
         per_message[o as usize] += 1;
@@ -106,7 +105,10 @@ pub fn collectd_decoder(data: &[u8]) {
     }
     let out = d.flush();
     for dead in &out.dead {
-        assert!((dead.offset as usize) < messages.len(), "a message's offset");
+        assert!(
+            (dead.offset as usize) < messages.len(),
+            "a message's offset"
+        );
     }
     if let Some(b) = &out.batch {
         assert_eq!(b.column(0).null_count(), 0, "every row has an event time");
@@ -158,7 +160,10 @@ pub fn influx_decoder(data: &[u8]) {
             // trimmed).
             let line_of_m = std::str::from_utf8(m)
                 .is_ok_and(|t| t.lines().any(|l| l.trim().as_bytes() == dead.payload));
-            assert!(line_of_m, "a dead letter holds its message or one line of it");
+            assert!(
+                line_of_m,
+                "a dead letter holds its message or one line of it"
+            );
         }
     }
     let mut rows = vec![0usize; messages.len()];
@@ -167,6 +172,9 @@ pub fn influx_decoder(data: &[u8]) {
     }
     for (i, m) in messages.iter().enumerate() {
         let lines = std::str::from_utf8(m).map_or(1, |t| t.lines().count().max(1));
-        assert!(rows[i] + dead_lines[i] <= lines, "a line is a row or a dead letter");
+        assert!(
+            rows[i] + dead_lines[i] <= lines,
+            "a line is a row or a dead letter"
+        );
     }
 }

@@ -330,7 +330,14 @@ impl InfluxDecoder {
     }
 
     /// Whether `val` (written `v` under key `k`) fits column `col`.
-    fn fits(&self, col: usize, val: &Value<'_>, what: &str, k: &str, v: &str) -> Result<(), String> {
+    fn fits(
+        &self,
+        col: usize,
+        val: &Value<'_>,
+        what: &str,
+        k: &str,
+        v: &str,
+    ) -> Result<(), String> {
         if self.columns[col].check(val) {
             return Ok(());
         }
@@ -343,7 +350,9 @@ impl InfluxDecoder {
                 self.schema.columns()[col].name
             ));
         }
-        Err(format!("{what} `{k}` = `{v}` does not fit column type {ty:?}"))
+        Err(format!(
+            "{what} `{k}` = `{v}` does not fit column type {ty:?}"
+        ))
     }
 
     /// Appends one parsed line as a row.
@@ -748,20 +757,34 @@ mod tests {
         assert_eq!(b.column(2).as_string::<i32>().value(0), "cpu0");
         assert_eq!(b.column(3).as_primitive::<Float64Type>().value(0), 12.5);
         // A tag alone still fills the column of its name, and must fit it.
-        let mut d = decoder_of(
-            &["ts timestamp", "cpu double", "name string"],
-            &options(""),
+        let mut d = decoder_of(&["ts timestamp", "cpu double", "name string"], &options(""));
+        d.push(
+            b"m,cpu=7 x=1 1795737600000000000\nm,cpu=cpu0 x=1 1795737600000000000",
+            0,
+            1,
         );
-        d.push(b"m,cpu=7 x=1 1795737600000000000\nm,cpu=cpu0 x=1 1795737600000000000", 0, 1);
         let out = d.flush();
         assert_eq!(out.batch.unwrap().num_rows(), 1);
-        assert!(out.dead[0].reason.contains("tag `cpu` = `cpu0` does not fit"), "{:?}", out.dead);
+        assert!(
+            out.dead[0]
+                .reason
+                .contains("tag `cpu` = `cpu0` does not fit"),
+            "{:?}",
+            out.dead
+        );
     }
 
     #[test]
     fn escapes_follow_the_line_protocol_exactly() {
         let mut d = decoder_of(
-            &["ts timestamp", "host string", "path string", "note string", "name string", "k=1 string"],
+            &[
+                "ts timestamp",
+                "host string",
+                "path string",
+                "note string",
+                "name string",
+                "k=1 string",
+            ],
             &options(""),
         );
         d.push(
@@ -773,7 +796,11 @@ mod tests {
         assert!(out.dead.is_empty(), "{:?}", out.dead);
         let b = out.batch.unwrap();
         let s = |c: usize| b.column(c).as_string::<i32>().value(0).to_string();
-        assert_eq!(s(4), r"dis k,io\=x", "measurement: only `,` and space escape");
+        assert_eq!(
+            s(4),
+            r"dis k,io\=x",
+            "measurement: only `,` and space escape"
+        );
         assert_eq!(s(1), "a,b c=d");
         assert_eq!(s(2), r"C:\temp\tx", "`\\t` stays a backslash and a t");
         assert_eq!(s(3), r#"say "hi" \ \t \n end"#);
@@ -783,7 +810,13 @@ mod tests {
     #[test]
     fn unsigned_values_up_to_u64_max() {
         let mut d = decoder_of(
-            &["ts timestamp", "n bigint", "big double", "text string", "name string"],
+            &[
+                "ts timestamp",
+                "n bigint",
+                "big double",
+                "text string",
+                "name string",
+            ],
             &options(""),
         );
         d.push(
@@ -801,7 +834,10 @@ mod tests {
             b.column(2).as_primitive::<Float64Type>().value(0),
             18_446_744_073_709_551_615u64 as f64
         );
-        assert_eq!(b.column(3).as_string::<i32>().value(0), "18446744073709551615");
+        assert_eq!(
+            b.column(3).as_string::<i32>().value(0),
+            "18446744073709551615"
+        );
         assert_eq!(b.column(1).as_primitive::<Int64Type>().value(1), 5);
         assert_eq!(out.dead.len(), 1);
         let why = &out.dead[0].reason;
@@ -810,6 +846,9 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("declare the column `n` as double"), "{why}");
-        assert_eq!(out.dead[0].payload, b"m n=18446744073709551615u 1795737600000000000");
+        assert_eq!(
+            out.dead[0].payload,
+            b"m n=18446744073709551615u 1795737600000000000"
+        );
     }
 }

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use super::limits::{Guard, Syntax};
 use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
-use crate::schema::{SourceSchema, TimestampUnit};
+use crate::schema::{Magnitude, SourceSchema, TimestampUnit};
 
 /// Decodes JSON messages straight into Arrow arrays. See the module docs.
 ///
@@ -239,7 +239,10 @@ impl JsonDecoder {
             };
             let (elements, whole) = match &tree {
                 Value::Array(a) if a.is_empty() => {
-                    bury(payload.to_vec(), "the message is an empty array: no record".into());
+                    bury(
+                        payload.to_vec(),
+                        "the message is an empty array: no record".into(),
+                    );
                     continue;
                 }
                 Value::Array(a) => (a.as_slice(), false),
@@ -315,8 +318,7 @@ impl JsonDecoder {
                         let s = origins.arena.len();
                         if whole {
                             origins.arena.extend_from_slice(payload);
-                        } else if serde_json::to_writer(&mut origins.arena, &elements[e]).is_err()
-                        {
+                        } else if serde_json::to_writer(&mut origins.arena, &elements[e]).is_err() {
                             origins.arena.truncate(s);
                         }
                         (s, origins.arena.len())
@@ -354,7 +356,12 @@ fn origin_of(
     i: usize,
 ) -> Vec<u8> {
     let (s, e) = match origins {
-        Some(o) => return o.spans.get(i).map_or_else(Vec::new, |&(s, e)| o.arena[s..e].to_vec()),
+        Some(o) => {
+            return o
+                .spans
+                .get(i)
+                .map_or_else(Vec::new, |&(s, e)| o.arena[s..e].to_vec());
+        }
         None => spans[i],
     };
     arena[s..e].to_vec()
@@ -402,7 +409,11 @@ fn build(raw: &SchemaRef, max_records: usize) -> Result<ArrowJsonDecoder, String
 }
 
 /// Decodes a single payload that must hold exactly one JSON object.
-fn decode_one(raw: &SchemaRef, schema: &SourceSchema, payload: &[u8]) -> Result<RecordBatch, String> {
+fn decode_one(
+    raw: &SchemaRef,
+    schema: &SourceSchema,
+    payload: &[u8],
+) -> Result<RecordBatch, String> {
     let mut d = build(raw, 1)?;
     let n = d
         .decode(payload)
@@ -420,10 +431,10 @@ fn decode_one(raw: &SchemaRef, schema: &SourceSchema, payload: &[u8]) -> Result<
             let ts = schema.event_time_name();
             let hint = if e.to_string().contains(&format!("'{ts}'")) {
                 match schema.time_unit() {
-                    TimestampUnit::Rfc3339 => format!(
-                        " (the source's timestamp_unit = \"rfc3339\" takes strings only: \
-                         for epoch numbers set timestamp_unit to \"s\", \"ms\", \"us\" or \"ns\")"
-                    ),
+                    TimestampUnit::Rfc3339 => " (the source's timestamp_unit = \"rfc3339\" \
+                        takes strings only: for epoch numbers set timestamp_unit to \"s\", \
+                        \"ms\", \"us\" or \"ns\")"
+                        .to_string(),
                     TimestampUnit::Ms => String::new(),
                     u => format!(
                         " (the source's timestamp_unit = \"{}\" takes epoch numbers: \
@@ -476,9 +487,9 @@ const COLLECTD_FIELDS: [&str; 7] = [
 /// One collectd value list → one record per (dsname, value) pair.
 fn collectd_records(list: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
     let array = |key: &str| {
-        list.get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("is not a collectd value list: `{key}` is missing or not an array"))
+        list.get(key).and_then(Value::as_array).ok_or_else(|| {
+            format!("is not a collectd value list: `{key}` is missing or not an array")
+        })
     };
     let (values, dsnames, dstypes) = (array("values")?, array("dsnames")?, array("dstypes")?);
     if values.len() != dsnames.len() || values.len() != dstypes.len() {
@@ -546,10 +557,8 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
                     // future skew, never wrapped.
                     let t = (v * factor).floor();
                     if t.abs() >= 9.0e18 {
-                        refused[i] = Some(format!(
-                            "event time {v} {} is out of range",
-                            unit.name()
-                        ));
+                        refused[i] =
+                            Some(format!("event time {v} {} is out of range", unit.name()));
                         return None;
                     }
                     Some(t as i64)
@@ -590,9 +599,9 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
 /// of that unit; the reason to refuse it if not.
 fn check_unit(v: f64, unit: TimestampUnit) -> Result<(), String> {
     match TimestampUnit::looks_like(v) {
-        Ok(None) => Ok(()),
-        Ok(Some(u)) if u == unit => Ok(()),
-        Ok(Some(u)) => Err(format!(
+        Magnitude::Any => Ok(()),
+        Magnitude::Unit(u) if u == unit => Ok(()),
+        Magnitude::Unit(u) => Err(format!(
             "event time {v} looks like epoch {} but the source's timestamp_unit is \"{}\": \
              set timestamp_unit = \"{}\" on the source if its producers write {}",
             long_name(u),
@@ -600,7 +609,7 @@ fn check_unit(v: f64, unit: TimestampUnit) -> Result<(), String> {
             u.name(),
             long_name(u),
         )),
-        Err(()) => Err(format!(
+        Magnitude::None => Err(format!(
             "event time {v} is no epoch time in any unit (at most 1e20, as nanoseconds; \
              the source's timestamp_unit is \"{}\")",
             unit.name()
@@ -890,7 +899,10 @@ mod tests {
         assert!(dead[3].1.contains("non-finite value inf"), "{dead:?}");
         assert!(dead[4].1.contains("max_future_skew"), "{dead:?}");
         // Year 9999 in milliseconds has the magnitude of microseconds.
-        assert!(dead[6].1.contains("looks like epoch microseconds"), "{dead:?}");
+        assert!(
+            dead[6].1.contains("looks like epoch microseconds"),
+            "{dead:?}"
+        );
         // The dead letter keeps the original bytes.
         assert_eq!(
             out.dead
@@ -1029,7 +1041,10 @@ mod tests {
                 .value(0),
             7
         );
-        assert!(b.column(4).as_boolean().value(0), "plain columns still work");
+        assert!(
+            b.column(4).as_boolean().value(0),
+            "plain columns still work"
+        );
         let r = reasons(&out);
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].1.starts_with("wrong type"), "{r:?}");
@@ -1094,12 +1109,9 @@ mod tests {
     }
 
     fn collectd_schema(columns: &[&str]) -> SourceSchema {
-        SourceSchema::new(
-            columns.iter().map(|c| c.parse().unwrap()).collect(),
-            "time",
-        )
-        .unwrap()
-        .with_time_unit(TimestampUnit::S)
+        SourceSchema::new(columns.iter().map(|c| c.parse().unwrap()).collect(), "time")
+            .unwrap()
+            .with_time_unit(TimestampUnit::S)
     }
 
     #[test]
@@ -1133,7 +1145,12 @@ mod tests {
         assert_eq!(t.value(3), 1_795_737_600_000);
         assert_eq!(
             (s(2, 0), s(6, 0), s(7, 0), f(8, 0)),
-            ("memory".into(), "value".into(), "gauge".into(), 2565611520.0)
+            (
+                "memory".into(),
+                "value".into(),
+                "gauge".into(),
+                2565611520.0
+            )
         );
         let load: Vec<_> = (1..4).map(|i| (s(6, i), f(8, i))).collect();
         assert_eq!(
@@ -1158,7 +1175,9 @@ mod tests {
         let mut d = decoder_with(schema, 64, true);
         let out = run(
             &mut d,
-            &[r#"[{"values":[1,null],"dstypes":["derive","gauge"],"dsnames":["rx","tx"],"time":1795737600.5,"host":"h","plugin":"interface"}]"#],
+            &[
+                r#"[{"values":[1,null],"dstypes":["derive","gauge"],"dsnames":["rx","tx"],"time":1795737600.5,"host":"h","plugin":"interface"}]"#,
+            ],
         );
         assert!(out.dead.is_empty(), "{:?}", out.dead);
         let b = out.batch.unwrap();

@@ -198,11 +198,7 @@ pub fn decoder_for(
     Ok(match format {
         Format::Json => Box::new(JsonDecoder::new(schema.clone(), max_records, guard)?),
         Format::Influx => Box::new(InfluxDecoder::new(schema.clone(), influx, guard)?),
-        Format::Collectd => Box::new(JsonDecoder::collectd(
-            schema.clone(),
-            max_records,
-            guard,
-        )?),
+        Format::Collectd => Box::new(JsonDecoder::collectd(schema.clone(), max_records, guard)?),
     })
 }
 
