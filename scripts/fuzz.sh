@@ -43,9 +43,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ ${#targets[@]} -eq 0 ] && [ "$decoders" = 1 ]; then
-  targets=(json_decoder influx_decoder)
+  targets=(json_decoder collectd_decoder influx_decoder)
 elif [ ${#targets[@]} -eq 0 ]; then
-  targets=(json_decoder influx_decoder rule_metadata config_loader silence_reader alerting_state_reader)
+  targets=(json_decoder collectd_decoder influx_decoder rule_metadata config_loader silence_reader alerting_state_reader)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

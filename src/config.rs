@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, NonFinite, limits};
 use telemine_connectors::kafka::KafkaClientConfig;
-use telemine_connectors::schema::{ColumnSpec, SourceSchema};
+use telemine_connectors::schema::{ColumnSpec, SourceSchema, TimestampUnit};
 use toml::Spanned;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -579,12 +579,36 @@ fn default_device() -> String {
 pub struct SourceConfig {
     /// Table name in SQL (`TUMBLE(<name>, …)`). Required, unique.
     pub name: Spanned<String>,
-    /// Kafka topic to consume. Required.
+    /// Kafka topic to consume: one topic named in full. A regular
+    /// expression (`^telemetry-.*`) is refused, as is any name Kafka would
+    /// refuse (letters, digits, `.`, `_`, `-`; at most 249). Required.
     pub topic: String,
-    /// Message format: "json" (one object per message) or "influx" (InfluxDB
-    /// line protocol, as Telegraf writes). Default: "json".
+    /// Refused: a source reads one topic (its watermarks and checkpoints
+    /// are kept per partition number, which two topics would share).
+    /// Declare one source per topic and `UNION ALL` them in SQL.
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
+    /// Message format: "json" (one object per message, or an array of
+    /// objects), "influx" (InfluxDB line protocol, as Telegraf writes) or
+    /// "collectd" (collectd's write_kafka plugin, `Format JSON`).
+    /// Default: "json".
     #[serde(default)]
     pub format: Format,
+    /// How JSON and collectd sources write the event time: "s", "ms", "us",
+    /// "ns" (epoch numbers, fractions allowed) or "rfc3339" (strings). "ms"
+    /// also takes RFC 3339 strings. A number whose magnitude is another
+    /// unit's (|t| in [1e8, 1e11) is seconds, [1e11, 1e14) milliseconds,
+    /// [1e14, 1e17) microseconds, [1e17, 1e20) nanoseconds; below 1e8 it is
+    /// taken as declared) is a dead letter naming that unit. Line protocol
+    /// uses `influx.precision` instead. Default: "ms" ("s" with
+    /// `format = "collectd"`).
+    #[serde(default)]
+    pub timestamp_unit: Option<TimestampUnit>,
+    /// JSON and collectd sources: columns read from a path inside the
+    /// object instead of the field of their name, as `[sources.paths]
+    /// host = "meta.host"`, `cpu = "values[0]"`. Default: none.
+    #[serde(default)]
+    pub paths: std::collections::BTreeMap<String, String>,
     /// Line-protocol options (only with `format = "influx"`).
     #[serde(default)]
     pub influx: InfluxOptions,
@@ -1173,6 +1197,14 @@ impl Config {
                     ),
                 ));
             }
+            if let Err(e) = s.check_topic_and_format() {
+                diags.push(Diagnostic::at_offset(
+                    path,
+                    text,
+                    s.name.span().start,
+                    format!("source `{}`: {e}", s.name.get_ref()),
+                ));
+            }
             if let Err(e) = s.schema() {
                 let at = if e.contains("event_time") {
                     s.event_time.span().start
@@ -1222,6 +1254,34 @@ impl Config {
     }
 }
 
+/// Kafka's rule for topic names (letters, digits, `.`, `_`, `-`; 1 to 249
+/// characters), and no regular expression: librdkafka subscribes by
+/// pattern to a name starting with `^`, and telemine routes records by
+/// their exact topic, so a pattern would consume nothing it could route.
+fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.starts_with('^') {
+        return Err(format!(
+            "topic `{topic}` is a regular expression: telemine reads topics named in full \
+             (records are routed to a source by their exact topic, and a source's state is \
+             kept per partition of one topic); set `topic` to one topic's name, one [[sources]] \
+             per topic"
+        ));
+    }
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
+        return Err(format!(
+            "topic `{topic}` is not a Kafka topic name (1 to 249 characters, not `.` or `..`)"
+        ));
+    }
+    if let Some(c) = topic.chars().find(|c| !legal(*c)) {
+        return Err(format!(
+            "topic `{topic}` is not a Kafka topic name: `{c}` is not allowed (letters, digits, \
+             `.`, `_` and `-` only; regular expressions are not supported)"
+        ));
+    }
+    Ok(())
+}
+
 impl SourceConfig {
     /// The decoders' bounds, on `clock`.
     fn limits(&self, clock: &Clock) -> Limits {
@@ -1236,8 +1296,45 @@ impl SourceConfig {
         }
     }
 
+    /// The topic is one Kafka topic named in full, and the JSON-only keys
+    /// are not set on a line-protocol source.
+    fn check_topic_and_format(&self) -> Result<(), String> {
+        if self.topics.is_some() {
+            return Err(
+                "`topics` (a list) is not supported: a source reads one topic, \
+                 because its watermarks, checkpoints and the alerting clock are kept per \
+                 partition number and two topics' partitions would collide; declare one \
+                 [[sources]] per topic (same columns) and UNION ALL them in SQL"
+                    .into(),
+            );
+        }
+        check_topic_name(&self.topic)?;
+        if self.format == Format::Influx {
+            if self.timestamp_unit.is_some() {
+                return Err("timestamp_unit applies to json and collectd sources; \
+                     line protocol's timestamps are set by influx.precision"
+                    .into());
+            }
+            if !self.paths.is_empty() {
+                return Err(
+                    "paths apply to json and collectd sources, not to line protocol".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn schema(&self) -> Result<SourceSchema, String> {
-        let schema = SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?;
+        let unit = self.timestamp_unit.unwrap_or(match self.format {
+            Format::Collectd => TimestampUnit::S,
+            _ => TimestampUnit::Ms,
+        });
+        let mut schema =
+            SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?
+                .with_time_unit(unit);
+        for (column, p) in &self.paths {
+            schema = schema.with_path(column, p)?;
+        }
         for (what, cols) in [("dedupe_by", &self.dedupe_by), ("key", &self.key)] {
             for c in cols {
                 if !schema.columns().iter().any(|d| &d.name == c) {
@@ -1425,5 +1522,79 @@ headers = {{ "bad header" = "x" }}
             e.contains("t.toml:8:") && e.contains("unknown column type `decimal`"),
             "{e}"
         );
+    }
+
+    fn source_error(replace: &str, with: &str) -> String {
+        let text = MINIMAL.replace(replace, with);
+        Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn regex_topics_and_topic_lists_are_refused_with_the_reason() {
+        let e = source_error("topic = \"telemetry\"", "topic = \"^telemetry-.*\"");
+        assert!(
+            e.starts_with(
+                "t.toml:6:8: source `telemetry`: topic `^telemetry-.*` is a regular expression"
+            ),
+            "{e}"
+        );
+        let e = source_error("topic = \"telemetry\"", "topic = \"telemetry-*\"");
+        assert!(e.contains("`*` is not allowed"), "{e}");
+        let e = source_error(
+            "topic = \"telemetry\"",
+            "topic = \"a\"\ntopics = [\"a\", \"b\"]",
+        );
+        assert!(e.contains("`topics` (a list) is not supported"), "{e}");
+        assert!(e.contains("one [[sources]] per topic"), "{e}");
+    }
+
+    #[test]
+    fn timestamp_unit_and_paths_reach_the_schema() {
+        let text = MINIMAL.replace(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\ntimestamp_unit = \"s\"\n[sources.paths]\nhost = \"meta.host\"\ncpu = \"values[0]\"",
+        );
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        let schema = &c.source_defs().unwrap()[0].schema;
+        assert_eq!(schema.time_unit(), TimestampUnit::S);
+        assert_eq!(schema.path(1).map(|p| p.as_str()), Some("meta.host"));
+        assert_eq!(schema.path(2).map(|p| p.as_str()), Some("values[0]"));
+        // Defaults: "ms" for json (what it read before), "s" for collectd.
+        let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(
+            c.source_defs().unwrap()[0].schema.time_unit(),
+            TimestampUnit::Ms
+        );
+        let collectd = MINIMAL.replace("event_time", "format = \"collectd\"\nevent_time");
+        let c = Config::parse(Path::new("t.toml"), &collectd).unwrap();
+        assert_eq!(
+            c.source_defs().unwrap()[0].schema.time_unit(),
+            TimestampUnit::S
+        );
+        let e = source_error(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\ntimestamp_unit = \"minutes\"",
+        );
+        assert!(e.contains("unknown variant `minutes`"), "{e}");
+        let e = source_error(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\n[sources.paths]\nnope = \"a.b\"",
+        );
+        assert!(
+            e.contains("paths: column `nope` is not one of the declared columns"),
+            "{e}"
+        );
+        let e = source_error(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\n[sources.paths]\nhost = \"a[x]\"",
+        );
+        assert!(e.contains("paths.host: path `a[x]`"), "{e}");
+        let e = source_error(
+            "event_time = \"ts\"",
+            "event_time = \"ts\"\nformat = \"influx\"\ntimestamp_unit = \"s\"",
+        );
+        assert!(e.contains("influx.precision"), "{e}");
     }
 }

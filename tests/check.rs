@@ -215,6 +215,24 @@ fn an_unknown_config_key_is_reported_with_its_position() {
     );
 }
 
+/// A regular-expression topic passed `check` once and then consumed
+/// nothing: it is refused now, at the source, with the reason.
+#[test]
+fn a_regex_topic_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repo().join("config/telemine.toml")).expect("config");
+    let text = text.replacen("topic = \"telemetry\"", "topic = \"^telemetry-.*\"", 1);
+    let path = dir.path().join("regex.toml");
+    std::fs::write(&path, text).expect("write");
+    let o = check(&["--config", &path.to_string_lossy(), "--sql", "sql"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("source `telemetry`: topic `^telemetry-.*` is a regular expression"),
+        "{err}"
+    );
+}
+
 /// librdkafka itself checks every `[kafka.properties]` entry: a misspelt
 /// name or a value it cannot parse is an error at its line, and no value
 /// that could be a secret is ever printed — a misspelt `sasl.pasword`

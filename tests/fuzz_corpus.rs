@@ -33,8 +33,9 @@ type Target = fn(&[u8]);
 
 #[test]
 fn the_fuzz_corpus_passes_every_target() {
-    let targets: [(&str, Target); 6] = [
+    let targets: [(&str, Target); 7] = [
         ("json_decoder", decoders::json_decoder),
+        ("collectd_decoder", decoders::collectd_decoder),
         ("influx_decoder", decoders::influx_decoder),
         ("rule_metadata", engine::rule_metadata),
         ("config_loader", engine::config_loader),

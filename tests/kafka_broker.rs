@@ -115,6 +115,13 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
             r#"{"dc":"fra1","rack":"fra1-r01","host":"h3","cpu":50}"#.to_string(),
             "missing event time",
         ),
+        // Epoch seconds on a source whose timestamp_unit is "ms" (the
+        // default): once silently dated 1970.
+        (
+            "h4",
+            record(T0 / 1000 + 200, "h4", 0.0, 0),
+            "event time 1795737800 looks like epoch seconds",
+        ),
     ];
     for (i, (k, v, _)) in bad.iter().enumerate() {
         records.insert(400 + i * 100, (k.to_string(), v.clone()));
@@ -122,7 +129,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
     let positions = produce(&s.brokers, &s.topic("telemetry"), &records).await;
 
     let run = s.run_to_end().await;
-    assert_eq!(run.dead_letters, 3);
+    assert_eq!(run.dead_letters, 4);
     assert_eq!(summary(&s.alerts(2)), expected());
     assert!(s.valid_notifications(1) >= 1);
 
@@ -130,11 +137,11 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
         &s.brokers,
         &s.topic("dead-letter"),
         1,
-        3,
+        4,
         Duration::from_secs(1),
         Duration::from_secs(30),
     );
-    assert_eq!(dead.len(), 3);
+    assert_eq!(dead.len(), 4);
     for (i, (_, payload, reason)) in bad.iter().enumerate() {
         let (partition, offset) = positions[400 + i * 100];
         let m = dead

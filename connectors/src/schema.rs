@@ -98,11 +98,185 @@ impl<'de> Deserialize<'de> for ColumnSpec {
     }
 }
 
+/// How a JSON source writes its event time (the source's
+/// `timestamp_unit`).
+///
+/// A numeric event time is also checked against the magnitude bands of
+/// [`TimestampUnit::looks_like`], so a record written in another unit than
+/// the declared one is a dead letter instead of a row dated 1970 or 50,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampUnit {
+    /// Epoch seconds, fractions allowed (collectd's `time`).
+    S,
+    /// Epoch milliseconds; RFC 3339 strings are taken too (what JSON
+    /// sources read before the key existed).
+    #[default]
+    Ms,
+    /// Epoch microseconds.
+    Us,
+    /// Epoch nanoseconds.
+    Ns,
+    /// RFC 3339 strings only (`2026-11-27T00:00:00Z`); a number is a
+    /// dead letter.
+    Rfc3339,
+}
+
+/// Below this magnitude a numeric event time is taken in the declared
+/// unit without a check: every unit gives a time before 1973-03-03, which
+/// no producer clock reads, but replays and tests start clocks near zero.
+pub const UNCHECKED_BELOW: f64 = 1e8;
+
+impl TimestampUnit {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampUnit::S => "s",
+            TimestampUnit::Ms => "ms",
+            TimestampUnit::Us => "us",
+            TimestampUnit::Ns => "ns",
+            TimestampUnit::Rfc3339 => "rfc3339",
+        }
+    }
+
+    /// Milliseconds per unit (`None` for RFC 3339).
+    pub fn ms_per_unit(self) -> Option<f64> {
+        match self {
+            TimestampUnit::S => Some(1e3),
+            TimestampUnit::Ms => Some(1.0),
+            TimestampUnit::Us => Some(1e-3),
+            TimestampUnit::Ns => Some(1e-6),
+            TimestampUnit::Rfc3339 => None,
+        }
+    }
+
+    /// The unit a numeric epoch time `v` looks like, by magnitude alone
+    /// (fixed bands, independent of today's date): |v| in [1e8, 1e11) is
+    /// seconds (1973-03-03 to 5138-11-16), [1e11, 1e14) milliseconds,
+    /// [1e14, 1e17) microseconds, [1e17, 1e20) nanoseconds. Below 1e8 it
+    /// is [`Magnitude::Any`] (see [`UNCHECKED_BELOW`]); at 1e20 and above,
+    /// or NaN and infinities, [`Magnitude::None`].
+    pub fn looks_like(v: f64) -> Magnitude {
+        let a = v.abs();
+        if a.is_nan() || a >= 1e20 {
+            Magnitude::None
+        } else if a < UNCHECKED_BELOW {
+            Magnitude::Any
+        } else if a < 1e11 {
+            Magnitude::Unit(TimestampUnit::S)
+        } else if a < 1e14 {
+            Magnitude::Unit(TimestampUnit::Ms)
+        } else if a < 1e17 {
+            Magnitude::Unit(TimestampUnit::Us)
+        } else {
+            Magnitude::Unit(TimestampUnit::Ns)
+        }
+    }
+}
+
+/// What the magnitude of a numeric event time says of its unit (see
+/// [`TimestampUnit::looks_like`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Magnitude {
+    /// Small enough to be taken in any unit.
+    Any,
+    /// The magnitude of this unit.
+    Unit(TimestampUnit),
+    /// No unit's (1e20 and above, or not a number).
+    None,
+}
+
+/// Where a column is read from inside a JSON object: keys and array
+/// indexes, written `meta.host`, `values[0]`, `a.b[2][0].c`. Keys holding
+/// `.` or `[` cannot be addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    text: String,
+    steps: Vec<PathStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    /// The path as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value at this path in `v`, if every step exists.
+    pub fn lookup<'a>(&self, v: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        let mut at = v;
+        for step in &self.steps {
+            at = match step {
+                PathStep::Key(k) => at.as_object()?.get(k)?,
+                PathStep::Index(i) => at.as_array()?.get(*i)?,
+            };
+        }
+        Some(at)
+    }
+}
+
+/// Steps a path may take at most: deeper objects are refused by the
+/// source's `max_depth` anyway.
+const MAX_PATH_STEPS: usize = 64;
+
+impl FromStr for FieldPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            format!("path `{s}`: {why} (write keys and indexes as in `meta.host` or `values[0]`)")
+        };
+        let mut steps = Vec::new();
+        for part in s.split('.') {
+            let (key, mut rest) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if key.is_empty() && (steps.is_empty() || rest.is_empty()) {
+                return Err(bad("a key is empty"));
+            }
+            if !key.is_empty() {
+                if key.contains(']') {
+                    return Err(bad("a `]` without its `[`"));
+                }
+                steps.push(PathStep::Key(key.to_string()));
+            }
+            while !rest.is_empty() {
+                let close = rest.find(']').ok_or_else(|| bad("a `[` is not closed"))?;
+                let index: usize = rest[1..close]
+                    .parse()
+                    .map_err(|_| bad("an index is not a whole number"))?;
+                steps.push(PathStep::Index(index));
+                rest = &rest[close + 1..];
+                if !rest.is_empty() && !rest.starts_with('[') {
+                    return Err(bad("text after `]` must be `[` or `.`"));
+                }
+            }
+        }
+        if steps.len() > MAX_PATH_STEPS {
+            return Err(bad(&format!("more than {MAX_PATH_STEPS} steps")));
+        }
+        Ok(FieldPath {
+            text: s.to_string(),
+            steps,
+        })
+    }
+}
+
 /// The schema of one source: its columns and which one is event time.
 #[derive(Debug, Clone)]
 pub struct SourceSchema {
     columns: Vec<ColumnSpec>,
     event_time: usize,
+    /// Per column, where a JSON decoder reads it (`None`: the top-level
+    /// field of the column's name).
+    paths: Vec<Option<FieldPath>>,
+    /// How a JSON decoder reads the event time.
+    time_unit: TimestampUnit,
     /// Columns as decoded (all nullable: a missing field is a null).
     decoded: SchemaRef,
     /// Decoded columns plus `_partition` and `_offset`.
@@ -145,11 +319,47 @@ impl SourceSchema {
         meta_fields.push(Field::new(PARTITION_COLUMN, DataType::Int32, false));
         meta_fields.push(Field::new(OFFSET_COLUMN, DataType::Int64, false));
         Ok(SourceSchema {
+            paths: vec![None; columns.len()],
+            time_unit: TimestampUnit::default(),
             columns,
             event_time: event_time_idx,
             decoded,
             with_meta: Arc::new(Schema::new(meta_fields)),
         })
+    }
+
+    /// Reads `column` from `path` (JSON sources). Fails when the column is
+    /// not declared or the path does not parse.
+    pub fn with_path(mut self, column: &str, path: &str) -> Result<Self, String> {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| {
+                format!("paths: column `{column}` is not one of the declared columns")
+            })?;
+        self.paths[i] = Some(path.parse().map_err(|e| format!("paths.{column}: {e}"))?);
+        Ok(self)
+    }
+
+    /// Reads the event time in `unit` (JSON sources).
+    pub fn with_time_unit(mut self, unit: TimestampUnit) -> Self {
+        self.time_unit = unit;
+        self
+    }
+
+    /// Where a JSON decoder reads column `i` (`None`: the field of its name).
+    pub fn path(&self, i: usize) -> Option<&FieldPath> {
+        self.paths.get(i).and_then(Option::as_ref)
+    }
+
+    /// Whether any column is read from a path.
+    pub fn has_paths(&self) -> bool {
+        self.paths.iter().any(Option::is_some)
+    }
+
+    pub fn time_unit(&self) -> TimestampUnit {
+        self.time_unit
     }
 
     pub fn columns(&self) -> &[ColumnSpec] {
@@ -192,6 +402,37 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown column type")
         );
+    }
+
+    #[test]
+    fn parses_field_paths() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"meta":{"host":"h","l":[[1,2],[3]]},"values":[7]}"#).unwrap();
+        let at = |p: &str| p.parse::<FieldPath>().unwrap().lookup(&v).cloned();
+        assert_eq!(at("meta.host"), Some("h".into()));
+        assert_eq!(at("values[0]"), Some(7.into()));
+        assert_eq!(at("meta.l[1][0]"), Some(3.into()));
+        assert_eq!(at("meta.l[5]"), None);
+        assert_eq!(at("values.x"), None);
+        for bad in ["", "a..b", "a[", "a[x]", "a]b", "a[0]b", ".a"] {
+            let e = bad.parse::<FieldPath>().unwrap_err();
+            assert!(e.contains("path"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn timestamp_bands_do_not_depend_on_the_date() {
+        use TimestampUnit::*;
+        let looks = TimestampUnit::looks_like;
+        assert_eq!(looks(1000.0), Magnitude::Any);
+        assert_eq!(looks(1_796_078_349.826), Magnitude::Unit(S));
+        assert_eq!(looks(1_796_078_349_826.0), Magnitude::Unit(Ms));
+        assert_eq!(looks(1.796e15), Magnitude::Unit(Us));
+        assert_eq!(looks(1.796e18), Magnitude::Unit(Ns));
+        assert_eq!(looks(-1.796e12), Magnitude::Unit(Ms));
+        assert_eq!(looks(1e20), Magnitude::None);
+        assert_eq!(looks(f64::NAN), Magnitude::None);
+        assert_eq!(looks(f64::INFINITY), Magnitude::None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `tests/fuzz_corpus.rs`, which replays the corpus in every test run.
 
 use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
-use telemine_connectors::schema::SourceSchema;
+use telemine_connectors::schema::{SourceSchema, TimestampUnit};
 
 /// A telemetry source with every column type, plus `extra` columns.
 pub fn schema(extra: &[&str]) -> SourceSchema {
@@ -32,8 +32,9 @@ pub fn limits() -> Limits {
     }
 }
 
-/// JSON: every line is one Kafka message, and becomes exactly one row or
-/// one dead letter that keeps its bytes.
+/// JSON: every line is one Kafka message. A message that is not an array
+/// becomes exactly one row or one dead letter that keeps its bytes; an
+/// array becomes rows and dead letters of that message only.
 pub fn json_decoder(data: &[u8]) {
     let mut d = decoder_for(
         &Format::Json,
@@ -48,27 +49,94 @@ pub fn json_decoder(data: &[u8]) {
         d.push(m, 0, i as i64);
     }
     let out = d.flush();
-    let rows = out.batch.as_ref().map_or(0, |b| b.num_rows());
-    assert_eq!(
-        rows + out.dead.len(),
-        messages.len(),
-        "one row or one dead letter per message"
-    );
+    let is_array = |m: &[u8]| m.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let mut per_message = vec![0usize; messages.len()];
+    for o in offsets(&out) {
+        per_message[o as usize] += 1;
+    }
     for dead in &out.dead {
-        assert_eq!(
-            dead.payload, messages[dead.offset as usize],
-            "dead letters keep their bytes"
-        );
+        let m = messages[dead.offset as usize];
+        per_message[dead.offset as usize] += 1;
+        if !is_array(m) {
+            assert_eq!(dead.payload, m, "dead letters keep their bytes");
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if !is_array(m) {
+            assert_eq!(per_message[i], 1, "one row or one dead letter per message");
+        } else {
+            assert!(per_message[i] >= 1, "an array gives rows or dead letters");
+        }
     }
 }
 
+/// collectd's JSON: any bytes as messages (split at newlines), never a
+/// panic; every row has an event time and every dead letter its message.
+pub fn collectd_decoder(data: &[u8]) {
+    let schema = SourceSchema::new(
+        [
+            "time timestamp",
+            "host string",
+            "plugin string",
+            "type_instance string",
+            "dsname string",
+            "dstype string",
+            "value double",
+            "interval double",
+        ]
+        .iter()
+        .map(|c| c.parse().expect("column"))
+        .collect(),
+        "time",
+    )
+    .expect("schema")
+    .with_time_unit(TimestampUnit::S);
+    let mut d = decoder_for(
+        &Format::Collectd,
+        &InfluxOptions::default(),
+        &schema,
+        64,
+        &limits(),
+    )
+    .expect("decoder");
+    let messages: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    for (i, m) in messages.iter().enumerate() {
+        d.push(m, 0, i as i64);
+    }
+    let out = d.flush();
+    for dead in &out.dead {
+        assert!(
+            (dead.offset as usize) < messages.len(),
+            "a message's offset"
+        );
+    }
+    if let Some(b) = &out.batch {
+        assert_eq!(b.column(0).null_count(), 0, "every row has an event time");
+    }
+}
+
+/// The `_offset` of every decoded row.
+fn offsets(out: &telemine_connectors::decode::Decoded) -> Vec<i64> {
+    out.batch.as_ref().map_or_else(Vec::new, |b| {
+        b.column_by_name("_offset")
+            .expect("offsets")
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("int64")
+            .values()
+            .to_vec()
+    })
+}
+
 /// Line protocol: every 0x00 byte separates two messages (a message may
-/// hold several lines); each message is wholly rows or one dead letter
-/// that keeps its bytes.
+/// hold several lines); a dead letter holds its whole message (not UTF-8,
+/// too large, no point) or one of its lines, and a line is a row or a dead
+/// letter, never both.
 pub fn influx_decoder(data: &[u8]) {
     let options = InfluxOptions {
         measurement_column: Some("m".into()),
         precision: "ns".into(),
+        ..Default::default()
     };
     let mut d = decoder_for(
         &Format::Influx,
@@ -83,24 +151,30 @@ pub fn influx_decoder(data: &[u8]) {
         d.push(m, 0, i as i64);
     }
     let out = d.flush();
+    let mut dead_lines = vec![0usize; messages.len()];
     for dead in &out.dead {
-        assert_eq!(
-            dead.payload, messages[dead.offset as usize],
-            "dead letters keep their bytes"
-        );
-    }
-    if let Some(b) = &out.batch {
-        let offsets = b
-            .column_by_name("_offset")
-            .expect("offsets")
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .expect("int64");
-        for o in offsets.values() {
+        let m = messages[dead.offset as usize];
+        if dead.payload != m {
+            dead_lines[dead.offset as usize] += 1;
+            // Lines as the decoder reads them (a UTF-8 message's lines,
+            // trimmed).
+            let line_of_m = std::str::from_utf8(m)
+                .is_ok_and(|t| t.lines().any(|l| l.trim().as_bytes() == dead.payload));
             assert!(
-                !out.dead.iter().any(|d| d.offset == *o),
-                "a message is all rows or one dead letter"
+                line_of_m,
+                "a dead letter holds its message or one line of it"
             );
         }
+    }
+    let mut rows = vec![0usize; messages.len()];
+    for o in offsets(&out) {
+        rows[o as usize] += 1;
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let lines = std::str::from_utf8(m).map_or(1, |t| t.lines().count().max(1));
+        assert!(
+            rows[i] + dead_lines[i] <= lines,
+            "a line is a row or a dead letter"
+        );
     }
 }

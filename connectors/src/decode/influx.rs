@@ -2,10 +2,25 @@
 //!
 //! `measurement[,tag=value…] field=value[,field=value…] [timestamp]`, one
 //! point per line, several lines per message allowed (Telegraf batches).
-//! Tags and fields land in the declared column of the same name; undeclared
-//! ones are ignored. A message is all or nothing: if any of its lines is
-//! malformed the whole message goes to the dead-letter topic, so a replay of
-//! the dead letter never doubles the good lines.
+//! Tags and fields land in the declared column of the same name (a tag in
+//! column `tag_prefix` + its name, when the source sets
+//! `influx.tag_prefix`); undeclared ones are ignored. When a line has a tag
+//! and a field filling the same column, the field fills it and the tag is
+//! left out (Telegraf's `cpu` plugin tags `cpu=cpu0`; set a prefix to keep
+//! both).
+//!
+//! Escapes are exactly the line protocol's: `\,` and `\ ` in the
+//! measurement; `\,`, `\=` and `\ ` in tag keys, tag values and field
+//! keys; `\"` and `\\` in string field values. A backslash before any
+//! other character is kept as it is (`\t` stays a backslash and a `t`).
+//! Integers are `i` (i64) or `u` (u64): an unsigned value above
+//! i64::MAX fills a `double` or `string` column, and a `bigint` column
+//! refuses it (a dead letter saying to declare `double`).
+//!
+//! Each line is a record of its own: a malformed line is a dead letter
+//! carrying just that line's bytes (and its message's partition and
+//! offset), and the message's other lines are kept — so replaying a dead
+//! letter never doubles the good lines.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -98,6 +113,8 @@ enum Value<'a> {
     Str(Cow<'a, str>),
     Float(f64),
     Int(i64),
+    /// A `u` integer (u64).
+    UInt(u64),
     Bool(bool),
 }
 
@@ -106,6 +123,7 @@ impl Value<'_> {
         match self {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
+            Value::UInt(u) => Some(*u as f64),
             Value::Str(s) => s.parse().ok(),
             Value::Bool(_) => None,
         }
@@ -113,6 +131,7 @@ impl Value<'_> {
     fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
+            Value::UInt(u) => i64::try_from(*u).ok(),
             Value::Str(s) => s.parse().ok(),
             _ => None,
         }
@@ -132,6 +151,7 @@ impl std::fmt::Display for Value<'_> {
             Value::Str(s) => f.write_str(s),
             Value::Float(v) => write!(f, "{v}"),
             Value::Int(v) => write!(f, "{v}"),
+            Value::UInt(v) => write!(f, "{v}"),
             Value::Bool(v) => write!(f, "{v}"),
         }
     }
@@ -151,6 +171,8 @@ pub struct InfluxDecoder {
     columns: Vec<Column>,
     by_name: HashMap<String, usize>,
     measurement: Option<usize>,
+    /// Prefix of the column a tag fills (`influx.tag_prefix`).
+    tag_prefix: String,
     /// Multiplier to turn a line timestamp into milliseconds (as a divisor).
     ts_divisor: i64,
     partitions: Vec<i32>,
@@ -191,6 +213,7 @@ impl InfluxDecoder {
             columns,
             by_name,
             measurement,
+            tag_prefix: opts.tag_prefix.clone(),
             ts_divisor,
             partitions: Vec::new(),
             offsets: Vec::new(),
@@ -233,28 +256,9 @@ impl InfluxDecoder {
         }
     }
 
-    /// Parses every line of `text`, checking each value against its column,
-    /// into `values`: each line's (column, value) pairs followed by an
-    /// end-of-line sentinel. Stops at the first error.
-    fn parse_message<'a>(
-        &self,
-        text: &'a str,
-        values: &mut Vec<(usize, Value<'a>)>,
-    ) -> Result<(), String> {
-        for (lineno, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let start = values.len();
-            self.parse_line(line, values)
-                .map_err(|e| format!("line protocol, line {}: {e}", lineno + 1))?;
-            // Mark the end of this line's values with a sentinel.
-            values.push((usize::MAX, Value::Int(start as i64)));
-        }
-        Ok(())
-    }
-
+    /// Parses one line into `out`: its (column, value) pairs, each checked
+    /// against its column, fields before tags (so a field keeps a column a
+    /// tag of the same name would fill).
     fn parse_line<'a>(
         &self,
         line: &'a str,
@@ -269,20 +273,20 @@ impl InfluxDecoder {
             return Err("the measurement name is empty".into());
         }
         if let Some(col) = self.measurement {
-            out.push((col, Value::Str(unescape(measurement))));
+            out.push((col, Value::Str(unescape(measurement, MEASUREMENT_ESCAPES))));
         }
+        let mut tags: Vec<(usize, Value<'a>, &'a str, &'a str)> = Vec::new();
         for tag in series_parts {
             let (k, v) = split_unescaped(tag, b'=', false);
             let v = v.ok_or_else(|| format!("tag `{tag}` has no `=`"))?;
-            if let Some(&col) = self.by_name.get(unescape(k).as_ref()) {
-                let val = Value::Str(unescape(v));
-                if !self.columns[col].check(&val) {
-                    return Err(format!(
-                        "tag `{k}` = `{v}` does not fit column type {:?}",
-                        self.schema.columns()[col].ty
-                    ));
-                }
-                out.push((col, val));
+            let key = unescape(k, KEY_ESCAPES);
+            let col = if self.tag_prefix.is_empty() {
+                self.by_name.get(key.as_ref())
+            } else {
+                self.by_name.get(&format!("{}{key}", self.tag_prefix))
+            };
+            if let Some(&col) = col {
+                tags.push((col, Value::Str(unescape(v, KEY_ESCAPES)), k, v));
             }
         }
         let mut n_fields = 0;
@@ -292,18 +296,20 @@ impl InfluxDecoder {
             let val = parse_field_value(v)
                 .ok_or_else(|| format!("field `{k}` has an invalid value `{v}`"))?;
             n_fields += 1;
-            if let Some(&col) = self.by_name.get(unescape(k).as_ref()) {
-                if !self.columns[col].check(&val) {
-                    return Err(format!(
-                        "field `{k}` = `{v}` does not fit column type {:?}",
-                        self.schema.columns()[col].ty
-                    ));
-                }
+            if let Some(&col) = self.by_name.get(unescape(k, KEY_ESCAPES).as_ref()) {
+                self.fits(col, &val, "field", k, v)?;
                 out.push((col, val));
             }
         }
         if n_fields == 0 {
             return Err("a point needs at least one field".into());
+        }
+        for (col, val, k, v) in tags {
+            if out.iter().any(|(c, _)| *c == col) {
+                continue;
+            }
+            self.fits(col, &val, "tag", k, v)?;
+            out.push((col, val));
         }
         match ts.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
@@ -322,49 +328,37 @@ impl InfluxDecoder {
         }
         Ok(())
     }
-}
 
-impl Decoder for InfluxDecoder {
-    fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
-        self.pushed += 1;
-        let mut values: Vec<(usize, Value<'_>)> = Vec::new();
-        let parsed = self
-            .guard
-            .screen(payload, Syntax::LineProtocol)
-            .and_then(|()| match std::str::from_utf8(payload) {
-                Ok(text) => self.parse_message(text, &mut values),
-                Err(e) => Err(format!("line protocol: not UTF-8: {e}")),
-            });
-        let lines = values.iter().filter(|(c, _)| *c == usize::MAX).count();
-        let result = parsed.and_then(|()| {
-            if lines == 0 {
-                Err("line protocol: the message holds no point".to_string())
-            } else {
-                self.review(partition, &values)
-            }
-        });
-        if let Err(reason) = result {
-            self.dead.push(DeadLetter {
-                payload: payload.to_vec(),
-                reason,
-                partition,
-                offset,
-            });
-            return;
+    /// Whether `val` (written `v` under key `k`) fits column `col`.
+    fn fits(
+        &self,
+        col: usize,
+        val: &Value<'_>,
+        what: &str,
+        k: &str,
+        v: &str,
+    ) -> Result<(), String> {
+        if self.columns[col].check(val) {
+            return Ok(());
         }
+        let ty = self.schema.columns()[col].ty;
+        if let Value::UInt(u) = val {
+            return Err(format!(
+                "{what} `{k}` = {u}u is above the largest bigint ({}): declare the column \
+                 `{}` as double (or string) to take such values",
+                i64::MAX,
+                self.schema.columns()[col].name
+            ));
+        }
+        Err(format!(
+            "{what} `{k}` = `{v}` does not fit column type {ty:?}"
+        ))
+    }
+
+    /// Appends one parsed line as a row.
+    fn append_line(&mut self, values: &[(usize, Value<'_>)], partition: i32, offset: i64) {
         let mut set = vec![false; self.columns.len()];
-        for (col, v) in &values {
-            if *col == usize::MAX {
-                for (i, s) in set.iter_mut().enumerate() {
-                    if !*s {
-                        self.columns[i].append_null();
-                    }
-                    *s = false;
-                }
-                self.partitions.push(partition);
-                self.offsets.push(offset);
-                continue;
-            }
+        for (col, v) in values {
             if *col == self.schema.event_time_index()
                 && let Some(t) = v.as_i64()
             {
@@ -375,6 +369,67 @@ impl Decoder for InfluxDecoder {
                 self.columns[*col].append(v);
                 set[*col] = true;
             }
+        }
+        for (i, s) in set.iter().enumerate() {
+            if !*s {
+                self.columns[i].append_null();
+            }
+        }
+        self.partitions.push(partition);
+        self.offsets.push(offset);
+    }
+}
+
+impl Decoder for InfluxDecoder {
+    fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        self.pushed += 1;
+        let whole = self
+            .guard
+            .screen(payload, Syntax::LineProtocol)
+            .and_then(|()| {
+                std::str::from_utf8(payload).map_err(|e| format!("line protocol: not UTF-8: {e}"))
+            });
+        let text = match whole {
+            Ok(text) => text,
+            Err(reason) => {
+                self.dead.push(DeadLetter {
+                    payload: payload.to_vec(),
+                    reason,
+                    partition,
+                    offset,
+                });
+                return;
+            }
+        };
+        let mut points = 0usize;
+        let mut values: Vec<(usize, Value<'_>)> = Vec::new();
+        for (lineno, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            points += 1;
+            values.clear();
+            let parsed = self
+                .parse_line(line, &mut values)
+                .and_then(|()| self.review(partition, &values));
+            match parsed {
+                Ok(()) => self.append_line(&values, partition, offset),
+                Err(e) => self.dead.push(DeadLetter {
+                    payload: line.as_bytes().to_vec(),
+                    reason: format!("line protocol, line {}: {e}", lineno + 1),
+                    partition,
+                    offset,
+                }),
+            }
+        }
+        if points == 0 {
+            self.dead.push(DeadLetter {
+                payload: payload.to_vec(),
+                reason: "line protocol: the message holds no point".to_string(),
+                partition,
+                offset,
+            });
         }
     }
 
@@ -406,6 +461,7 @@ impl Decoder for InfluxDecoder {
             parts,
             offs,
             |_| Vec::new(),
+            Vec::new(),
             &mut dead,
         );
         Decoded {
@@ -479,19 +535,28 @@ impl<'a> Iterator for SplitUnescaped<'a> {
     }
 }
 
-/// Removes line-protocol backslash escapes; borrows when there are none.
-fn unescape(s: &str) -> Cow<'_, str> {
+/// What a backslash escapes in a measurement name.
+const MEASUREMENT_ESCAPES: &[char] = &[',', ' '];
+/// What a backslash escapes in tag keys, tag values and field keys.
+const KEY_ESCAPES: &[char] = &[',', '=', ' '];
+/// What a backslash escapes in a string field value.
+const STRING_ESCAPES: &[char] = &['"', '\\'];
+
+/// Removes the backslash before each of `escapable`; a backslash before
+/// anything else is kept. Borrows when there is no backslash.
+fn unescape<'a>(s: &'a str, escapable: &[char]) -> Cow<'a, str> {
     if !s.contains('\\') {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
+    let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some(n) => out.push(n),
-                None => out.push('\\'),
-            }
+        if c == '\\'
+            && let Some(&n) = chars.peek()
+            && escapable.contains(&n)
+        {
+            out.push(n);
+            chars.next();
         } else {
             out.push(c);
         }
@@ -502,17 +567,13 @@ fn unescape(s: &str) -> Cow<'_, str> {
 fn parse_field_value(v: &str) -> Option<Value<'_>> {
     if let Some(inner) = v.strip_prefix('"') {
         let inner = inner.strip_suffix('"')?;
-        return Some(Value::Str(unescape(inner)));
+        return Some(Value::Str(unescape(inner, STRING_ESCAPES)));
     }
     if let Some(i) = v.strip_suffix('i') {
         return i.parse().ok().map(Value::Int);
     }
     if let Some(u) = v.strip_suffix('u') {
-        return u
-            .parse::<u64>()
-            .ok()
-            .and_then(|u| i64::try_from(u).ok())
-            .map(Value::Int);
+        return u.parse::<u64>().ok().map(Value::UInt);
     }
     if let Some(b) = parse_bool(v) {
         return Some(Value::Bool(b));
@@ -537,6 +598,7 @@ mod tests {
         let opts = InfluxOptions {
             measurement_column: measurement.then(|| "name".to_string()),
             precision: "ns".into(),
+            ..Default::default()
         };
         InfluxDecoder::new(schema, &opts, guard()).unwrap()
     }
@@ -569,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_line_sends_its_whole_message_to_dead_letters() {
+    fn a_bad_line_is_a_dead_letter_alone_and_the_other_lines_are_kept() {
         let mut d = decoder(false);
         d.push(b"cpu,host=a cpu=1 1000000000", 0, 1);
         d.push(
@@ -581,7 +643,8 @@ mod tests {
         d.push(b"cpu,host=e n=1.5 4000000000", 0, 4);
         d.push(b"", 0, 5);
         let out = d.flush();
-        assert_eq!(out.batch.unwrap().num_rows(), 1);
+        // host=a, and host=b from the message whose line 2 is bad.
+        assert_eq!(out.batch.unwrap().num_rows(), 2);
         let reasons: Vec<_> = out
             .dead
             .iter()
@@ -589,13 +652,16 @@ mod tests {
             .collect();
         assert_eq!(reasons[0].0, 2);
         assert!(reasons[0].1.contains("line 2"), "{}", reasons[0].1);
+        // Only the bad line is in the dead letter: replaying it doubles
+        // nothing.
+        assert_eq!(out.dead[0].payload, b"cpu,host=c cpu=oops 3000000000");
         assert!(reasons[1].1.contains("missing event time"));
         assert!(reasons[2].1.contains("does not fit"));
         assert!(reasons[3].1.contains("no point"));
     }
 
     #[test]
-    fn non_finite_readings_and_future_times_refuse_the_whole_message() {
+    fn non_finite_readings_and_future_times_refuse_their_line() {
         let mut d = decoder(false);
         // The guard's clock is 2026-11-27T00:00:00Z.
         d.push(b"cpu,host=a cpu=NaN 1795737600000000000", 0, 1);
@@ -624,7 +690,8 @@ mod tests {
             reasons[2].1.contains("2100-01-01T00:00:00.000Z"),
             "{reasons:?}"
         );
-        assert_eq!(out.batch.unwrap().num_rows(), 1);
+        assert_eq!(out.dead[2].payload, b"cpu,host=c cpu=2 4102444800000000000");
+        assert_eq!(out.batch.unwrap().num_rows(), 2);
     }
 
     #[test]
@@ -642,5 +709,146 @@ mod tests {
         let b = out.batch.unwrap();
         assert!(b.column(2).is_null(0));
         assert_eq!(b.column(3).as_primitive::<Int64Type>().value(0), 1);
+    }
+
+    fn options(tag_prefix: &str) -> InfluxOptions {
+        InfluxOptions {
+            measurement_column: Some("name".into()),
+            precision: "ns".into(),
+            tag_prefix: tag_prefix.into(),
+        }
+    }
+
+    fn decoder_of(columns: &[&str], opts: &InfluxOptions) -> InfluxDecoder {
+        let schema =
+            SourceSchema::new(columns.iter().map(|c| c.parse().unwrap()).collect(), "ts").unwrap();
+        InfluxDecoder::new(schema, opts, guard()).unwrap()
+    }
+
+    #[test]
+    fn a_tag_and_a_field_of_one_name_do_not_collide() {
+        // Telegraf's cpu plugin: tag cpu=cpu0; here a field `cpu` too.
+        let line: &[u8] = b"cpu,cpu=cpu0,host=a cpu=12.5,usage_user=3 1795737600000000000";
+        let mut d = decoder_of(
+            &["ts timestamp", "host string", "cpu double", "name string"],
+            &options(""),
+        );
+        d.push(line, 0, 1);
+        let out = d.flush();
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 12.5);
+        // With a prefix, both are kept.
+        let mut d = decoder_of(
+            &[
+                "ts timestamp",
+                "tag_host string",
+                "tag_cpu string",
+                "cpu double",
+                "name string",
+            ],
+            &options("tag_"),
+        );
+        d.push(line, 0, 1);
+        let out = d.flush();
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "a");
+        assert_eq!(b.column(2).as_string::<i32>().value(0), "cpu0");
+        assert_eq!(b.column(3).as_primitive::<Float64Type>().value(0), 12.5);
+        // A tag alone still fills the column of its name, and must fit it.
+        let mut d = decoder_of(&["ts timestamp", "cpu double", "name string"], &options(""));
+        d.push(
+            b"m,cpu=7 x=1 1795737600000000000\nm,cpu=cpu0 x=1 1795737600000000000",
+            0,
+            1,
+        );
+        let out = d.flush();
+        assert_eq!(out.batch.unwrap().num_rows(), 1);
+        assert!(
+            out.dead[0]
+                .reason
+                .contains("tag `cpu` = `cpu0` does not fit"),
+            "{:?}",
+            out.dead
+        );
+    }
+
+    #[test]
+    fn escapes_follow_the_line_protocol_exactly() {
+        let mut d = decoder_of(
+            &[
+                "ts timestamp",
+                "host string",
+                "path string",
+                "note string",
+                "name string",
+                "k=1 string",
+            ],
+            &options(""),
+        );
+        d.push(
+            br#"dis\ k\,io\=x,host=a\,b\ c\=d,path=C:\temp\tx note="say \"hi\" \\ \t \n end",k\=1="v" 1795737600000000000"#,
+            0,
+            1,
+        );
+        let out = d.flush();
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        let s = |c: usize| b.column(c).as_string::<i32>().value(0).to_string();
+        assert_eq!(
+            s(4),
+            r"dis k,io\=x",
+            "measurement: only `,` and space escape"
+        );
+        assert_eq!(s(1), "a,b c=d");
+        assert_eq!(s(2), r"C:\temp\tx", "`\\t` stays a backslash and a t");
+        assert_eq!(s(3), r#"say "hi" \ \t \n end"#);
+        assert_eq!(s(5), "v", "an escaped `=` in a field key");
+    }
+
+    #[test]
+    fn unsigned_values_up_to_u64_max() {
+        let mut d = decoder_of(
+            &[
+                "ts timestamp",
+                "n bigint",
+                "big double",
+                "text string",
+                "name string",
+            ],
+            &options(""),
+        );
+        d.push(
+            b"m n=9223372036854775807u,big=18446744073709551615u,text=18446744073709551615u 1795737600000000000\n\
+              m n=18446744073709551615u 1795737600000000000\n\
+              m n=5u 1795737600000000000",
+            0,
+            1,
+        );
+        let out = d.flush();
+        let b = out.batch.unwrap();
+        assert_eq!(b.num_rows(), 2, "{:?}", out.dead);
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), i64::MAX);
+        assert_eq!(
+            b.column(2).as_primitive::<Float64Type>().value(0),
+            18_446_744_073_709_551_615u64 as f64
+        );
+        assert_eq!(
+            b.column(3).as_string::<i32>().value(0),
+            "18446744073709551615"
+        );
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().value(1), 5);
+        assert_eq!(out.dead.len(), 1);
+        let why = &out.dead[0].reason;
+        assert!(
+            why.starts_with("line protocol, line 2: field `n` = 18446744073709551615u is above the largest bigint"),
+            "{why}"
+        );
+        assert!(why.contains("declare the column `n` as double"), "{why}");
+        assert_eq!(
+            out.dead[0].payload,
+            b"m n=18446744073709551615u 1795737600000000000"
+        );
     }
 }

@@ -1,14 +1,39 @@
-//! JSON objects → Arrow, through arrow-json's tape decoder.
+//! JSON → Arrow, through arrow-json's tape decoder.
+//!
+//! Three shapes of message, decided per flush:
+//!
+//! - One object per message, every column read from the field of its
+//!   name: the payloads go straight to arrow-json (the fast path).
+//! - Columns read from paths (`[sources.paths] host = "meta.host"`), a
+//!   message that is an array of objects, or `format = "collectd"`: each
+//!   message is parsed once into a tree, and each record of it (each array
+//!   element; for collectd each (dsname, value) pair of each element) is
+//!   written as one flat object holding just the declared columns, which
+//!   arrow-json then decodes as above — so every column type converts the
+//!   same way whatever the shape. A message may give at most
+//!   `max_records` records (the engine's `max_batch_records`); a larger
+//!   one is one dead letter. A bad element is a dead letter on its own
+//!   (its JSON as the payload, the message's partition and offset), and
+//!   the other elements of its message are kept.
+//!
+//! The event time is decoded in the source's [`TimestampUnit`] and checked
+//! against the unit its magnitude suggests (see
+//! [`TimestampUnit::looks_like`]): a mismatch is a dead letter naming the
+//! unit it looks like and the `timestamp_unit` key to set.
 
-use arrow::array::{ArrayRef, RecordBatch};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
 use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimestampMillisecondType};
 use arrow::json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
+use serde_json::{Map, Value};
 
 use super::limits::{Guard, Syntax};
 use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
-use crate::schema::SourceSchema;
+use crate::schema::{Magnitude, SourceSchema, TimestampUnit};
 
-/// Decodes one JSON object per message straight into Arrow arrays.
+/// Decodes JSON messages straight into Arrow arrays. See the module docs.
 ///
 /// Payloads are copied into one arena on `push` (a memcpy, far cheaper than
 /// parsing) so that a flush that meets a bad record can fall back to
@@ -17,6 +42,11 @@ use crate::schema::SourceSchema;
 /// value.
 pub struct JsonDecoder {
     schema: SourceSchema,
+    /// The declared columns as arrow-json parses them: the event time as
+    /// the raw type its unit is written in.
+    raw: SchemaRef,
+    /// `format = "collectd"`: records are (dsname, value) pairs.
+    collectd: bool,
     max_records: usize,
     decoder: ArrowJsonDecoder,
     arena: Vec<u8>,
@@ -28,13 +58,43 @@ pub struct JsonDecoder {
     screened: Vec<DeadLetter>,
     /// Records pushed since the last flush, screened out ones included.
     pushed: usize,
+    /// A message buffered since the last flush is a JSON array.
+    arrays: bool,
+}
+
+/// The records a flush expanded its messages into (tree path): for each,
+/// the bytes a dead letter of it carries.
+struct Origins {
+    arena: Vec<u8>,
+    spans: Vec<(usize, usize)>,
 }
 
 impl JsonDecoder {
     pub fn new(schema: SourceSchema, max_records: usize, guard: Guard) -> Result<Self, String> {
-        let decoder = build(&schema, max_records)?;
+        Self::build_with(schema, max_records, guard, false)
+    }
+
+    /// A decoder of collectd's `write_kafka` JSON (see [`super::Format`]).
+    pub fn collectd(
+        schema: SourceSchema,
+        max_records: usize,
+        guard: Guard,
+    ) -> Result<Self, String> {
+        Self::build_with(schema, max_records, guard, true)
+    }
+
+    fn build_with(
+        schema: SourceSchema,
+        max_records: usize,
+        guard: Guard,
+        collectd: bool,
+    ) -> Result<Self, String> {
+        let raw = raw_schema(&schema);
+        let decoder = build(&raw, max_records)?;
         Ok(JsonDecoder {
             schema,
+            raw,
+            collectd,
             max_records,
             decoder,
             arena: Vec::new(),
@@ -44,6 +104,7 @@ impl JsonDecoder {
             guard,
             screened: Vec::new(),
             pushed: 0,
+            arrays: false,
         })
     }
 
@@ -52,7 +113,12 @@ impl JsonDecoder {
     fn admit(&mut self, payload: &[u8], partition: i32, offset: i64) -> bool {
         self.pushed += 1;
         match self.guard.screen(payload, Syntax::Json) {
-            Ok(()) => true,
+            Ok(()) => {
+                if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                    self.arrays = true;
+                }
+                true
+            }
             Err(reason) => {
                 self.screened.push(DeadLetter {
                     payload: payload.to_vec(),
@@ -94,11 +160,15 @@ impl JsonDecoder {
 
     /// Decodes payloads one at a time, so each failure is attributed to its
     /// record. Only used for flushes that contain a bad record.
-    fn slow_path(&mut self, dead: &mut Vec<DeadLetter>) -> Option<Salvaged> {
+    fn slow_path(
+        &mut self,
+        origins: Option<&Origins>,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Option<Salvaged> {
         let mut batches: Vec<RecordBatch> = Vec::new();
         let (mut parts, mut offs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..self.spans.len() {
-            match decode_one(&self.schema, self.payload(i)) {
+            match decode_one(&self.raw, &self.schema, self.payload(i)) {
                 Ok(b) => {
                     batches.push(b);
                     parts.push(self.partitions[i]);
@@ -106,7 +176,7 @@ impl JsonDecoder {
                     kept.push(i);
                 }
                 Err(reason) => dead.push(DeadLetter {
-                    payload: self.payload(i).to_vec(),
+                    payload: origin_of(&self.arena, &self.spans, origins, i),
                     reason,
                     partition: self.partitions[i],
                     offset: self.offsets[i],
@@ -116,7 +186,7 @@ impl JsonDecoder {
         if batches.is_empty() {
             return None;
         }
-        match concat_batches(self.schema.decoded_schema(), &batches) {
+        match concat_batches(&self.raw, &batches) {
             Ok(merged) => Some(Salvaged {
                 columns: merged.columns().to_vec(),
                 partitions: parts,
@@ -127,7 +197,7 @@ impl JsonDecoder {
                 // Cannot happen for batches of one schema; never lose rows.
                 for i in kept {
                     dead.push(DeadLetter {
-                        payload: self.payload(i).to_vec(),
+                        payload: origin_of(&self.arena, &self.spans, origins, i),
                         reason: format!("internal error (a bug in telemine): {e}"),
                         partition: self.partitions[i],
                         offset: self.offsets[i],
@@ -137,6 +207,164 @@ impl JsonDecoder {
             }
         }
     }
+
+    /// The tree path: replaces the buffered messages by one flat object per
+    /// record (see the module docs), sending what cannot be a record to
+    /// `dead`. Returns what each record's dead letter would carry.
+    fn expand(&mut self, dead: &mut Vec<DeadLetter>) -> Origins {
+        let mut rows = Vec::with_capacity(self.arena.len());
+        let mut spans = Vec::with_capacity(self.spans.len());
+        let (mut parts, mut offs) = (Vec::new(), Vec::new());
+        let mut origins = Origins {
+            arena: Vec::new(),
+            spans: Vec::new(),
+        };
+        for i in 0..self.spans.len() {
+            let (partition, offset) = (self.partitions[i], self.offsets[i]);
+            let payload = self.payload(i);
+            let mut bury = |payload: Vec<u8>, reason: String| {
+                dead.push(DeadLetter {
+                    payload,
+                    reason,
+                    partition,
+                    offset,
+                })
+            };
+            let tree: Value = match serde_json::from_slice(payload) {
+                Ok(v) => v,
+                Err(e) => {
+                    bury(payload.to_vec(), format!("invalid JSON: {e}"));
+                    continue;
+                }
+            };
+            let (elements, whole) = match &tree {
+                Value::Array(a) if a.is_empty() => {
+                    bury(
+                        payload.to_vec(),
+                        "the message is an empty array: no record".into(),
+                    );
+                    continue;
+                }
+                Value::Array(a) => (a.as_slice(), false),
+                Value::Object(_) => (std::slice::from_ref(&tree), true),
+                _ => {
+                    bury(
+                        payload.to_vec(),
+                        "invalid JSON: expected an object or an array of objects".into(),
+                    );
+                    continue;
+                }
+            };
+            let mut records: Vec<(Map<String, Value>, usize)> = Vec::new();
+            let mut failed: Vec<(usize, String)> = Vec::new();
+            for (e, element) in elements.iter().enumerate() {
+                let Some(object) = element.as_object() else {
+                    failed.push((e, "is not an object".into()));
+                    continue;
+                };
+                if self.collectd {
+                    match collectd_records(object) {
+                        Ok(recs) => records.extend(
+                            recs.iter()
+                                .map(|r| (flatten(&self.schema, element, Some(r)), e)),
+                        ),
+                        Err(why) => failed.push((e, why)),
+                    }
+                } else {
+                    records.push((flatten(&self.schema, element, None), e));
+                }
+            }
+            if records.len() > self.max_records {
+                bury(
+                    payload.to_vec(),
+                    format!(
+                        "the message holds {} records, more than a batch may hold \
+                         ([engine] max_batch_records = {})",
+                        records.len(),
+                        self.max_records
+                    ),
+                );
+                continue;
+            }
+            let n = elements.len();
+            for (e, why) in failed {
+                let bytes = if whole {
+                    payload.to_vec()
+                } else {
+                    serde_json::to_vec(&elements[e]).unwrap_or_default()
+                };
+                let reason = if whole {
+                    format!("the message {why}")
+                } else {
+                    format!("element {} of {n} in the message's array {why}", e + 1)
+                };
+                bury(bytes, reason);
+            }
+            let mut last_origin: Option<(usize, (usize, usize))> = None;
+            for (record, e) in records {
+                let start = rows.len();
+                if serde_json::to_writer(&mut rows, &Value::Object(record)).is_err() {
+                    rows.truncate(start);
+                    continue;
+                }
+                spans.push((start, rows.len()));
+                parts.push(partition);
+                offs.push(offset);
+                // collectd gives several records per element: one copy of
+                // the element serves them all.
+                let origin = match last_origin {
+                    Some((le, span)) if le == e => span,
+                    _ => {
+                        let s = origins.arena.len();
+                        if whole {
+                            origins.arena.extend_from_slice(payload);
+                        } else if serde_json::to_writer(&mut origins.arena, &elements[e]).is_err() {
+                            origins.arena.truncate(s);
+                        }
+                        (s, origins.arena.len())
+                    }
+                };
+                last_origin = Some((e, origin));
+                origins.spans.push(origin);
+            }
+        }
+        self.arena = rows;
+        self.spans = spans;
+        self.partitions = parts;
+        self.offsets = offs;
+        origins
+    }
+
+    /// Turns the raw event-time column into milliseconds, refusing (per
+    /// row, in the returned list) times in another unit than the declared
+    /// one.
+    fn event_times(&self, columns: &mut [ArrayRef]) -> Vec<Option<String>> {
+        let at = self.schema.event_time_index();
+        let unit = self.schema.time_unit();
+        let (times, refused) = convert_event_time(&columns[at], unit);
+        columns[at] = times;
+        refused
+    }
+}
+
+/// The bytes a dead letter of buffered record `i` carries: its origin on
+/// the tree path, else the payload itself.
+fn origin_of(
+    arena: &[u8],
+    spans: &[(usize, usize)],
+    origins: Option<&Origins>,
+    i: usize,
+) -> Vec<u8> {
+    let (s, e) = match origins {
+        Some(o) => {
+            return o
+                .spans
+                .get(i)
+                .map_or_else(Vec::new, |&(s, e)| o.arena[s..e].to_vec());
+        }
+        None => spans[i],
+    };
+    arena[s..e].to_vec()
 }
 
 /// The well-formed records of a flush that had bad ones: their columns, and
@@ -148,16 +376,45 @@ struct Salvaged {
     kept: Vec<usize>,
 }
 
-fn build(schema: &SourceSchema, max_records: usize) -> Result<ArrowJsonDecoder, String> {
-    ReaderBuilder::new(schema.decoded_schema().clone())
+/// The declared columns as arrow-json parses them: the event time as a
+/// `Timestamp(ms)` (unit "ms": numbers or RFC 3339 strings), a `Float64`
+/// (s, us, ns: fractions allowed) or a string (rfc3339).
+fn raw_schema(schema: &SourceSchema) -> SchemaRef {
+    let at = schema.event_time_index();
+    let fields: Vec<Field> = schema
+        .decoded_schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i != at {
+                return f.as_ref().clone();
+            }
+            let ty = match schema.time_unit() {
+                TimestampUnit::Ms => f.data_type().clone(),
+                TimestampUnit::S | TimestampUnit::Us | TimestampUnit::Ns => DataType::Float64,
+                TimestampUnit::Rfc3339 => DataType::Utf8,
+            };
+            Field::new(f.name(), ty, true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn build(raw: &SchemaRef, max_records: usize) -> Result<ArrowJsonDecoder, String> {
+    ReaderBuilder::new(raw.clone())
         .with_batch_size(max_records.max(1) + 1)
         .build_decoder()
         .map_err(|e| format!("cannot build a JSON decoder for this schema: {e}"))
 }
 
 /// Decodes a single payload that must hold exactly one JSON object.
-fn decode_one(schema: &SourceSchema, payload: &[u8]) -> Result<RecordBatch, String> {
-    let mut d = build(schema, 1)?;
+fn decode_one(
+    raw: &SchemaRef,
+    schema: &SourceSchema,
+    payload: &[u8],
+) -> Result<RecordBatch, String> {
+    let mut d = build(raw, 1)?;
     let n = d
         .decode(payload)
         .map_err(|e| format!("invalid JSON: {e}"))?;
@@ -170,7 +427,203 @@ fn decode_one(schema: &SourceSchema, payload: &[u8]) -> Result<RecordBatch, Stri
     match d.flush() {
         Ok(Some(b)) if b.num_rows() == 1 => Ok(b),
         Ok(_) => Err("invalid JSON: the message holds no object".into()),
-        Err(e) => Err(format!("wrong type: {e}")),
+        Err(e) => {
+            let ts = schema.event_time_name();
+            let hint = if e.to_string().contains(&format!("'{ts}'")) {
+                match schema.time_unit() {
+                    TimestampUnit::Rfc3339 => " (the source's timestamp_unit = \"rfc3339\" \
+                        takes strings only: for epoch numbers set timestamp_unit to \"s\", \
+                        \"ms\", \"us\" or \"ns\")"
+                        .to_string(),
+                    TimestampUnit::Ms => String::new(),
+                    u => format!(
+                        " (the source's timestamp_unit = \"{}\" takes epoch numbers: \
+                         for RFC 3339 strings set timestamp_unit = \"rfc3339\" or \"ms\")",
+                        u.name()
+                    ),
+                }
+            } else {
+                String::new()
+            };
+            Err(format!("wrong type: {e}{hint}"))
+        }
+    }
+}
+
+/// The flat object of one record: each declared column from its path, or
+/// from `extra` (collectd's per-pair fields), or from the element's field
+/// of its name; absent and null values are left out.
+fn flatten(
+    schema: &SourceSchema,
+    element: &Value,
+    extra: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (i, c) in schema.columns().iter().enumerate() {
+        let v = match schema.path(i) {
+            Some(p) => p.lookup(element),
+            None => extra
+                .and_then(|x| x.get(&c.name))
+                .or_else(|| element.get(&c.name)),
+        };
+        if let Some(v) = v.filter(|v| !v.is_null()) {
+            out.insert(c.name.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// collectd's identity fields, copied into each of a value list's records.
+const COLLECTD_FIELDS: [&str; 7] = [
+    "host",
+    "plugin",
+    "plugin_instance",
+    "type",
+    "type_instance",
+    "time",
+    "interval",
+];
+
+/// One collectd value list → one record per (dsname, value) pair.
+fn collectd_records(list: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
+    let array = |key: &str| {
+        list.get(key).and_then(Value::as_array).ok_or_else(|| {
+            format!("is not a collectd value list: `{key}` is missing or not an array")
+        })
+    };
+    let (values, dsnames, dstypes) = (array("values")?, array("dsnames")?, array("dstypes")?);
+    if values.len() != dsnames.len() || values.len() != dstypes.len() {
+        return Err(format!(
+            "is not a collectd value list: {} values, {} dsnames, {} dstypes",
+            values.len(),
+            dsnames.len(),
+            dstypes.len()
+        ));
+    }
+    let mut base = Map::new();
+    for key in COLLECTD_FIELDS {
+        if let Some(v) = list.get(key) {
+            base.insert(key.to_string(), v.clone());
+        }
+    }
+    Ok(values
+        .iter()
+        .zip(dsnames)
+        .zip(dstypes)
+        .map(|((value, dsname), dstype)| {
+            let mut r = base.clone();
+            r.insert("dsname".into(), dsname.clone());
+            r.insert("dstype".into(), dstype.clone());
+            r.insert("value".into(), value.clone());
+            r
+        })
+        .collect())
+}
+
+/// The event-time column in milliseconds from its raw column (see
+/// [`raw_schema`]), and per row the reason it is refused, if it is: a
+/// number in another unit than `unit` by its magnitude, not a number, or
+/// not an RFC 3339 time.
+fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Option<String>>) {
+    let n = raw.len();
+    let mut refused = vec![None; n];
+    match unit {
+        TimestampUnit::Ms => {
+            if let Some(ms) = raw.as_primitive_opt::<TimestampMillisecondType>() {
+                for (i, v) in ms.iter().enumerate() {
+                    if let Some(v) = v {
+                        refused[i] = check_unit(v as f64, unit).err();
+                    }
+                }
+            }
+            (raw.clone(), refused)
+        }
+        TimestampUnit::S | TimestampUnit::Us | TimestampUnit::Ns => {
+            let factor = unit.ms_per_unit().unwrap_or(1.0);
+            let Some(values) = raw.as_primitive_opt::<Float64Type>() else {
+                return (raw.clone(), refused);
+            };
+            let ms: TimestampMillisecondArray = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let v = v?;
+                    if let Err(why) = check_unit(v, unit) {
+                        refused[i] = Some(why);
+                        return None;
+                    }
+                    // Within the bands, |v * factor| < 1e20 ms fits an i64
+                    // only up to 9.2e18: larger is refused by the guard's
+                    // future skew, never wrapped.
+                    let t = (v * factor).floor();
+                    if t.abs() >= 9.0e18 {
+                        refused[i] =
+                            Some(format!("event time {v} {} is out of range", unit.name()));
+                        return None;
+                    }
+                    Some(t as i64)
+                })
+                .collect();
+            (Arc::new(ms), refused)
+        }
+        TimestampUnit::Rfc3339 => {
+            let parsed = arrow::compute::cast(raw, &crate::schema::EVENT_TIME_TYPE);
+            let Ok(parsed) = parsed else {
+                // Whole-column failure cannot happen with the safe cast;
+                // refuse each row rather than guess.
+                for (i, r) in refused.iter_mut().enumerate() {
+                    if !raw.is_null(i) {
+                        *r = Some("event time is not an RFC 3339 time".into());
+                    }
+                }
+                return (Arc::new(TimestampMillisecondArray::new_null(n)), refused);
+            };
+            if let Some(strings) = raw.as_string_opt::<i32>() {
+                for (i, s) in strings.iter().enumerate() {
+                    if let Some(s) = s
+                        && parsed.is_null(i)
+                    {
+                        refused[i] = Some(format!(
+                            "event time `{s}` is not an RFC 3339 time (the source's \
+                             timestamp_unit is \"rfc3339\")"
+                        ));
+                    }
+                }
+            }
+            (parsed, refused)
+        }
+    }
+}
+
+/// Whether numeric event time `v`, declared in `unit`, has the magnitude
+/// of that unit; the reason to refuse it if not.
+fn check_unit(v: f64, unit: TimestampUnit) -> Result<(), String> {
+    match TimestampUnit::looks_like(v) {
+        Magnitude::Any => Ok(()),
+        Magnitude::Unit(u) if u == unit => Ok(()),
+        Magnitude::Unit(u) => Err(format!(
+            "event time {v} looks like epoch {} but the source's timestamp_unit is \"{}\": \
+             set timestamp_unit = \"{}\" on the source if its producers write {}",
+            long_name(u),
+            unit.name(),
+            u.name(),
+            long_name(u),
+        )),
+        Magnitude::None => Err(format!(
+            "event time {v} is no epoch time in any unit (at most 1e20, as nanoseconds; \
+             the source's timestamp_unit is \"{}\")",
+            unit.name()
+        )),
+    }
+}
+
+fn long_name(u: TimestampUnit) -> &'static str {
+    match u {
+        TimestampUnit::S => "seconds",
+        TimestampUnit::Ms => "milliseconds",
+        TimestampUnit::Us => "microseconds",
+        TimestampUnit::Ns => "nanoseconds",
+        TimestampUnit::Rfc3339 => "RFC 3339",
     }
 }
 
@@ -223,51 +676,66 @@ impl Decoder for JsonDecoder {
     fn flush(&mut self) -> Decoded {
         self.pushed = 0;
         let mut dead = std::mem::take(&mut self.screened);
+        let tree = self.collectd || self.arrays || self.schema.has_paths();
+        self.arrays = false;
+        let origins = if tree && !self.spans.is_empty() {
+            Some(self.expand(&mut dead))
+        } else {
+            None
+        };
         if self.spans.is_empty() {
             self.arena.clear();
+            self.partitions.clear();
+            self.offsets.clear();
             return Decoded {
                 batch: None,
                 dead,
                 ..Default::default()
             };
         }
+        // Expanded messages may give more rows than the decoder's batch.
+        let oversized = self.spans.len() > self.max_records;
+        if oversized {
+            match build(&self.raw, self.spans.len()) {
+                Ok(d) => self.decoder = d,
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         let batch = match self.fast_path() {
-            Some(columns) => {
+            Some(mut columns) => {
+                let early = self.event_times(&mut columns);
                 let parts = std::mem::take(&mut self.partitions);
                 let offs = std::mem::take(&mut self.offsets);
-                let (spans, arena) = (&self.spans, &self.arena);
+                let (spans, arena, origins) = (&self.spans, &self.arena, origins.as_ref());
                 finish_batch(
                     &self.schema,
                     &mut self.guard,
                     columns,
                     parts,
                     offs,
-                    |i| {
-                        let (s, e) = spans[i];
-                        arena[s..e].to_vec()
-                    },
+                    |i| origin_of(arena, spans, origins, i),
+                    early,
                     &mut dead,
                 )
             }
             None => {
                 // The shared decoder may hold half a record now; start afresh.
-                match build(&self.schema, self.max_records) {
+                match build(&self.raw, self.max_records) {
                     Ok(d) => self.decoder = d,
                     Err(e) => tracing::error!("{e}"),
                 }
-                match self.slow_path(&mut dead) {
-                    Some(s) => {
-                        let (spans, arena) = (&self.spans, &self.arena);
+                match self.slow_path(origins.as_ref(), &mut dead) {
+                    Some(mut s) => {
+                        let early = self.event_times(&mut s.columns);
+                        let (spans, arena, origins) = (&self.spans, &self.arena, origins.as_ref());
                         finish_batch(
                             &self.schema,
                             &mut self.guard,
                             s.columns,
                             s.partitions,
                             s.offsets,
-                            |i| {
-                                let (a, b) = spans[s.kept[i]];
-                                arena[a..b].to_vec()
-                            },
+                            |i| origin_of(arena, spans, origins, s.kept[i]),
+                            early,
                             &mut dead,
                         )
                     }
@@ -275,6 +743,12 @@ impl Decoder for JsonDecoder {
                 }
             }
         };
+        if oversized {
+            match build(&self.raw, self.max_records) {
+                Ok(d) => self.decoder = d,
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         self.arena.clear();
         self.spans.clear();
         self.partitions.clear();
@@ -424,7 +898,11 @@ mod tests {
         assert!(dead[2].1.contains("non-finite value NaN"), "{dead:?}");
         assert!(dead[3].1.contains("non-finite value inf"), "{dead:?}");
         assert!(dead[4].1.contains("max_future_skew"), "{dead:?}");
-        assert!(dead[6].1.contains("max_future_skew"), "{dead:?}");
+        // Year 9999 in milliseconds has the magnitude of microseconds.
+        assert!(
+            dead[6].1.contains("looks like epoch microseconds"),
+            "{dead:?}"
+        );
         // The dead letter keeps the original bytes.
         assert_eq!(
             out.dead
@@ -435,5 +913,276 @@ mod tests {
                 .len(),
             200_021
         );
+    }
+
+    fn decoder_with(schema: SourceSchema, max_records: usize, collectd: bool) -> JsonDecoder {
+        if collectd {
+            JsonDecoder::collectd(schema, max_records, guard()).unwrap()
+        } else {
+            JsonDecoder::new(schema, max_records, guard()).unwrap()
+        }
+    }
+
+    fn run(d: &mut JsonDecoder, records: &[&str]) -> Decoded {
+        for (i, r) in records.iter().enumerate() {
+            d.push(r.as_bytes(), 0, 100 + i as i64);
+        }
+        d.flush()
+    }
+
+    fn times(out: &Decoded) -> Vec<i64> {
+        out.batch.as_ref().map_or_else(Vec::new, |b| {
+            b.column(0)
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec()
+        })
+    }
+
+    fn reasons(out: &Decoded) -> Vec<(i64, String)> {
+        let mut r: Vec<_> = out
+            .dead
+            .iter()
+            .map(|d| (d.offset, d.reason.clone()))
+            .collect();
+        r.sort();
+        r
+    }
+
+    // The guard's clock is 2026-11-27T00:00:00Z = 1_795_737_600 s.
+
+    #[test]
+    fn epoch_seconds_with_fractions_and_other_units() {
+        use TimestampUnit::*;
+        for (unit, text, want) in [
+            (S, "1795737600.826", 1_795_737_600_826),
+            (S, "1795737600", 1_795_737_600_000),
+            (Ms, "1795737600826", 1_795_737_600_826),
+            (Ms, r#""2026-11-27T00:00:00.5Z""#, 1_795_737_600_500),
+            (Us, "1795737600826123", 1_795_737_600_826),
+            (Ns, "1795737600826123456", 1_795_737_600_826),
+            (Rfc3339, r#""2026-11-27T01:00:00+01:00""#, 1_795_737_600_000),
+            // Test and replay clocks near zero are taken in any unit.
+            (S, "12", 12_000),
+        ] {
+            let schema = telemetry_schema().with_time_unit(unit);
+            let out = run(
+                &mut decoder_with(schema, 8, false),
+                &[&format!(r#"{{"ts":{text},"host":"a"}}"#)],
+            );
+            assert!(out.dead.is_empty(), "{unit:?} {text}: {:?}", out.dead);
+            assert_eq!(times(&out), [want], "{unit:?} {text}");
+        }
+    }
+
+    #[test]
+    fn a_time_in_another_unit_is_a_dead_letter_naming_the_unit_and_key() {
+        use TimestampUnit::*;
+        for (unit, text, looks) in [
+            // The user's report: seconds read as milliseconds (1970).
+            (Ms, "1795737600", "looks like epoch seconds"),
+            (Ms, "1795737600.826", "looks like epoch seconds"),
+            (S, "1795737600826", "looks like epoch milliseconds"),
+            (S, "1795737600826123456", "looks like epoch nanoseconds"),
+            (Us, "1795737600826", "looks like epoch milliseconds"),
+            (Ns, "1795737600826123", "looks like epoch microseconds"),
+            (S, "1e25", "no epoch time in any unit"),
+            (S, r#""soon""#, "timestamp_unit = \"rfc3339\""),
+            (Rfc3339, "1795737600826", "takes strings only"),
+            (Rfc3339, r#""yesterday""#, "not an RFC 3339 time"),
+        ] {
+            let schema = telemetry_schema().with_time_unit(unit);
+            let out = run(
+                &mut decoder_with(schema, 8, false),
+                &[
+                    &format!(r#"{{"ts":{text},"host":"bad"}}"#),
+                    if unit == Rfc3339 {
+                        r#"{"ts":"2026-11-27T00:00:00Z","host":"ok"}"#
+                    } else {
+                        r#"{"ts":50,"host":"ok"}"#
+                    },
+                ],
+            );
+            assert_eq!(hosts(&out), ["ok"], "{unit:?} {text}");
+            let r = reasons(&out);
+            assert_eq!(r.len(), 1, "{unit:?} {text}: {r:?}");
+            assert!(r[0].1.contains(looks), "{unit:?} {text}: {r:?}");
+            if looks.starts_with("looks like") {
+                assert!(r[0].1.contains("set timestamp_unit"), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn columns_read_from_paths_into_objects_and_arrays() {
+        let schema = telemetry_schema()
+            .with_path("host", "meta.host")
+            .unwrap()
+            .with_path("cpu", "values[1]")
+            .unwrap()
+            .with_path("n", "deep.list[0][1].n")
+            .unwrap();
+        let mut d = decoder_with(schema, 8, false);
+        let out = run(
+            &mut d,
+            &[
+                r#"{"ts":1,"meta":{"host":"h1"},"values":[0.5,2.5],"deep":{"list":[[0,{"n":7}]]},"up":true}"#,
+                r#"{"ts":2,"host":"not-read","values":[1]}"#,
+                r#"{"ts":3,"meta":{"host":"h3"},"values":[0,"hot"]}"#,
+            ],
+        );
+        assert_eq!(hosts(&out), ["h1", ""]);
+        let b = out.batch.as_ref().unwrap();
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 2.5);
+        assert!(b.column(2).is_null(1), "a path that is not there is null");
+        assert_eq!(
+            b.column(3)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            7
+        );
+        assert!(
+            b.column(4).as_boolean().value(0),
+            "plain columns still work"
+        );
+        let r = reasons(&out);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].1.starts_with("wrong type"), "{r:?}");
+        assert_eq!(out.dead[0].offset, 102);
+    }
+
+    #[test]
+    fn an_array_gives_one_record_per_element_and_a_bad_element_alone_is_dead() {
+        let mut d = decoder_with(telemetry_schema(), 4, false);
+        let out = run(
+            &mut d,
+            &[
+                r#"[{"ts":1,"host":"a"},{"ts":2,"host":"b"}]"#,
+                r#"{"ts":3,"host":"c"}"#,
+                r#"[{"ts":4,"host":"d"},7,{"ts":5,"host":"e","cpu":"hot"},{"host":"f"}]"#,
+                "[]",
+                r#"[{"ts":6},{"ts":6},{"ts":6},{"ts":6},{"ts":6}]"#,
+                "[1,",
+            ],
+        );
+        assert_eq!(hosts(&out), ["a", "b", "c", "d"]);
+        let offsets: Vec<i64> = out
+            .batch
+            .as_ref()
+            .unwrap()
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(offsets, [100, 100, 101, 102]);
+        let r = reasons(&out);
+        let summary: Vec<_> = r
+            .iter()
+            .map(|(o, why)| (*o, why.split(':').next().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (102, "element 2 of 4 in the message's array is not an object".into()),
+                (102, "missing event time".into()),
+                (102, "wrong type".into()),
+                (103, "the message is an empty array".into()),
+                (
+                    104,
+                    "the message holds 5 records, more than a batch may hold ([engine] max_batch_records = 4)".into()
+                ),
+                (105, "invalid JSON".into()),
+            ]
+        );
+        // An element's dead letter holds that element, so replaying it
+        // doubles nothing.
+        let element = out
+            .dead
+            .iter()
+            .find(|d| d.reason.starts_with("wrong type"))
+            .unwrap();
+        assert_eq!(element.payload, br#"{"cpu":"hot","host":"e","ts":5}"#);
+        // The decoder is reusable, and a plain flush takes the fast path.
+        let out = run(&mut d, &[r#"{"ts":7,"host":"g"}"#]);
+        assert_eq!(hosts(&out), ["g"]);
+    }
+
+    fn collectd_schema(columns: &[&str]) -> SourceSchema {
+        SourceSchema::new(columns.iter().map(|c| c.parse().unwrap()).collect(), "time")
+            .unwrap()
+            .with_time_unit(TimestampUnit::S)
+    }
+
+    #[test]
+    fn collectd_value_lists_give_one_row_per_data_source() {
+        let schema = collectd_schema(&[
+            "time timestamp",
+            "host string",
+            "plugin string",
+            "plugin_instance string",
+            "type string",
+            "type_instance string",
+            "dsname string",
+            "dstype string",
+            "value double",
+            "interval double",
+        ]);
+        let mut d = decoder_with(schema, 64, true);
+        let out = run(
+            &mut d,
+            &[
+                r#"[{"values":[2565611520],"dstypes":["gauge"],"dsnames":["value"],"time":1795737599.826,"interval":2.000,"host":"h","plugin":"memory","plugin_instance":"","type":"memory","type_instance":"cached"}]"#,
+                r#"[{"values":[3.94,2.53,1.04],"dstypes":["gauge","gauge","gauge"],"dsnames":["shortterm","midterm","longterm"],"time":1795737600.0,"interval":2.0,"host":"h","plugin":"load","plugin_instance":"","type":"load","type_instance":""},{"values":[1],"dsnames":[],"dstypes":[],"time":1795737600,"host":"h"}]"#,
+            ],
+        );
+        let b = out.batch.clone().unwrap();
+        assert_eq!(b.num_rows(), 4);
+        let s = |c: usize, i: usize| b.column(c).as_string::<i32>().value(i).to_string();
+        let f = |c: usize, i: usize| b.column(c).as_primitive::<Float64Type>().value(i);
+        let t = b.column(0).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(t.value(0), 1_795_737_599_826);
+        assert_eq!(t.value(3), 1_795_737_600_000);
+        assert_eq!(
+            (s(2, 0), s(6, 0), s(7, 0), f(8, 0)),
+            (
+                "memory".into(),
+                "value".into(),
+                "gauge".into(),
+                2565611520.0
+            )
+        );
+        let load: Vec<_> = (1..4).map(|i| (s(6, i), f(8, i))).collect();
+        assert_eq!(
+            load,
+            [
+                ("shortterm".to_string(), 3.94),
+                ("midterm".to_string(), 2.53),
+                ("longterm".to_string(), 1.04)
+            ]
+        );
+        assert_eq!(f(9, 1), 2.0);
+        assert_eq!(s(3, 1), "", "empty strings stay empty strings");
+        let r = reasons(&out);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].1.contains("1 values, 0 dsnames, 0 dstypes"), "{r:?}");
+        assert!(r[0].1.starts_with("element 2 of 2"), "{r:?}");
+    }
+
+    #[test]
+    fn collectd_takes_only_the_declared_columns() {
+        let schema = collectd_schema(&["time timestamp", "host string", "value double"]);
+        let mut d = decoder_with(schema, 64, true);
+        let out = run(
+            &mut d,
+            &[
+                r#"[{"values":[1,null],"dstypes":["derive","gauge"],"dsnames":["rx","tx"],"time":1795737600.5,"host":"h","plugin":"interface"}]"#,
+            ],
+        );
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        let b = out.batch.unwrap();
+        assert_eq!(b.num_columns(), 5);
+        assert_eq!(b.num_rows(), 2);
+        assert!(b.column(2).is_null(1), "a null value is a NULL reading");
     }
 }

@@ -44,14 +44,22 @@ use crate::schema::SourceSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// One JSON object per message. Unknown fields are ignored; missing
-    /// fields are null. Timestamps may be RFC 3339 strings or epoch
-    /// milliseconds.
+    /// One JSON object per message, or an array of objects (one record
+    /// each). Unknown fields are ignored; missing fields are null; a column
+    /// may be read from a path (`meta.host`, `values[0]`). Event times are
+    /// read in the source's `timestamp_unit` (default: epoch milliseconds
+    /// or RFC 3339 strings).
     #[default]
     Json,
     /// InfluxDB line protocol, as Telegraf's Kafka output writes it: one or
     /// more lines per message; tags and fields map to columns by name.
     Influx,
+    /// collectd's `write_kafka` plugin with `Format JSON`: an array of
+    /// value lists per message; each (dsname, value) pair of each becomes
+    /// one row with columns host, plugin, plugin_instance, type,
+    /// type_instance, dsname, dstype, value, interval and time (epoch
+    /// seconds, so the source's `timestamp_unit` defaults to "s").
+    Collectd,
 }
 
 /// Options of the line-protocol decoder.
@@ -65,6 +73,12 @@ pub struct InfluxOptions {
     /// "s". Default: "ns".
     #[serde(default = "default_precision")]
     pub precision: String,
+    /// Prefix of the column each tag fills: with "tag_", tag `cpu` fills
+    /// column `tag_cpu`, so it never meets a field `cpu`. Without one, a
+    /// tag and a field of the same name share the column and the field
+    /// fills it. Default: "" (tags fill the column of their name).
+    #[serde(default)]
+    pub tag_prefix: String,
 }
 
 fn default_precision() -> String {
@@ -76,6 +90,7 @@ impl Default for InfluxOptions {
         InfluxOptions {
             measurement_column: None,
             precision: default_precision(),
+            tag_prefix: String::new(),
         }
     }
 }
@@ -183,6 +198,7 @@ pub fn decoder_for(
     Ok(match format {
         Format::Json => Box::new(JsonDecoder::new(schema.clone(), max_records, guard)?),
         Format::Influx => Box::new(InfluxDecoder::new(schema.clone(), influx, guard)?),
+        Format::Collectd => Box::new(JsonDecoder::collectd(schema.clone(), max_records, guard)?),
     })
 }
 
@@ -190,6 +206,9 @@ pub fn decoder_for(
 /// rows without an event time, and rows the source's [`Guard`] refuses
 /// (non-finite values, event times beyond `max_future_skew`), become dead
 /// letters; the `_partition` / `_offset` columns are appended.
+///
+/// `early` holds, per row, a refusal the decoder already made (empty: none).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn finish_batch(
     schema: &SourceSchema,
     guard: &mut Guard,
@@ -197,6 +216,7 @@ pub(crate) fn finish_batch(
     partitions: Vec<i32>,
     offsets: Vec<i64>,
     payload_of: impl Fn(usize) -> Vec<u8>,
+    early: Vec<Option<String>>,
     dead: &mut Vec<DeadLetter>,
 ) -> Option<RecordBatch> {
     let n = partitions.len();
@@ -229,6 +249,9 @@ pub(crate) fn finish_batch(
         let ts = batch.column(ts_index);
         (0..n)
             .map(|i| {
+                if let Some(Some(why)) = early.get(i) {
+                    return Some(why.clone());
+                }
                 ts.is_null(i).then(|| {
                     format!(
                         "missing event time: field `{}` is absent or null",
