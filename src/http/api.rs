@@ -31,10 +31,35 @@ const MAX_ROWS: usize = crate::live::RECENT_ROWS;
 /// Most series names one answer lists.
 const MAX_SERIES_LISTED: usize = 5_000;
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, ApiError>;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// An answer that is not 2xx: its status and what to do about it.
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// 401: say which scheme the API takes.
+    challenge: bool,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.challenge {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        challenge: false,
+    }
 }
 
 fn ok(value: impl serde::Serialize) -> Answer {
@@ -46,7 +71,7 @@ pub(super) async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-pub(super) async fn not_found() -> Response {
+pub(super) async fn not_found() -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint: GET /api/v1 lists them",
@@ -69,8 +94,9 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Response {
         Some(d) if d > STALLED_AFTER => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the engine's loop has not turned for {} s", d.as_secs()),
-        ),
-        _ => ok(json!({ "status": "ok" })).unwrap_or_else(|e| e),
+        )
+        .into_response(),
+        _ => Json(json!({ "status": "ok" })).into_response(),
     }
 }
 
@@ -236,7 +262,7 @@ pub(super) async fn view_rows(
 }
 
 /// 404 for a view without rows: unknown, or known and not closed yet.
-fn unknown_view(s: &AppState, view: &str) -> Response {
+fn unknown_view(s: &AppState, view: &str) -> ApiError {
     if s.metrics
         .live
         .catalog()
@@ -303,7 +329,7 @@ fn silence_json(x: &Silence, now: i64) -> Value {
     })
 }
 
-fn broker_error(e: telemine_connectors::ConnectorError) -> Response {
+fn broker_error(e: telemine_connectors::ConnectorError) -> ApiError {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("the silences topic could not be reached: {e}"),
@@ -320,14 +346,11 @@ pub(super) async fn list_silences(State(s): State<AppState>) -> Answer {
 }
 
 /// 401 unless the request carries `Authorization: Bearer <[http] token>`.
-fn authorised(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let refuse = |why: &str| {
-        let mut r = error(StatusCode::UNAUTHORIZED, why);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        r
+fn authorised(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = |why: &str| ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: why.to_string(),
+        challenge: true,
     };
     let Some(token) = &s.token else {
         return Err(refuse(
