@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs telemine's whole test suite on this machine: installs and starts a
-# real single-node Apache Kafka broker (scripts/kafka.sh), runs every test
-# with it required, and stops it again.
+# real single-node Apache Kafka broker (scripts/kafka.sh), installs the
+# other real peers from Debian, runs every test with them required, and
+# stops the broker again.
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -19,6 +20,27 @@ if ! need java || ! need mvn; then
     echo "test.sh: Java 17 and Maven are needed to run the Kafka broker; install them first" >&2
     exit 1
   fi
+fi
+
+# The other real peers the tests talk to, from Debian: Prometheus and
+# promtool (scrape /metrics), Alertmanager (the native sender), collectd
+# (write_kafka), headless Chromium with chromedriver (the live page).
+# Installed when missing and this runs as root; then a test whose peer is
+# missing fails instead of skipping.
+peers=(prometheus promtool prometheus-alertmanager collectd chromium chromedriver)
+missing=()
+for p in "${peers[@]}"; do need "$p" || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && need apt-get; then
+  echo "test.sh: installing the test peers (${missing[*]}) from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager collectd-core chromium chromium-driver >/dev/null
+fi
+missing=()
+for p in "${peers[@]}"; do need "$p" || missing+=("$p"); done
+if [ "${#missing[@]}" -eq 0 ]; then
+  export TELEMINE_REQUIRE_PEERS=1
+else
+  echo "test.sh: ${missing[*]} not installed (run as root to install them): the tests needing them skip" >&2
 fi
 
 export TELEMINE_KAFKA_PORT="${TELEMINE_KAFKA_PORT:-39092}"

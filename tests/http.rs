@@ -281,6 +281,8 @@ fn look_at_everything(base: &str, shots: &std::path::Path) {
         r#"telemine_model_scoring_seconds_count{model="host_behaviour"}"#,
         r#"telemine_model_rows_total{model="host_behaviour"}"#,
         r#"telemine_alerts_active{state="firing"}"#,
+        r#"telemine_open_windows{view="host_1m"}"#,
+        r#"telemine_buffered_rows{source="telemetry"}"#,
         "telemine_notifications_total",
         "telemine_sql_memory_exceeded_total 0",
         "telemine_sql_reloads_total 0",

@@ -111,6 +111,31 @@ async fn a_window_is_computed_once_when_the_watermark_passes_its_end() {
     let more = h.feed(&telemetry(246, 250, SATURATED), 97).await;
     assert!(more.is_empty());
     assert_eq!(Metrics::get(&h.metrics.late_records), 0);
+    // What /metrics shows: minute 4 is the one window open; its rows are
+    // buffered; every record read was taken into windows.
+    let held = h.engine.held();
+    assert!(
+        held.open_windows.contains(&("host_1m".to_string(), 1)),
+        "{held:?}"
+    );
+    let telemetry_rows = held
+        .buffered_rows
+        .iter()
+        .find(|(s, _)| s == "telemetry")
+        .map_or(0, |r| r.1);
+    assert!(telemetry_rows >= 4 * 10, "{held:?}");
+    let text = h.metrics.exposition();
+    let read = 4 * 250;
+    assert!(
+        text.contains(&format!(
+            "telemine_records_in_total{{partition=\"0\",source=\"telemetry\"}} {read}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "telemine_records_out_total{{partition=\"0\",source=\"telemetry\"}} {read}"
+    )));
+    assert!(text.contains(r#"telemine_evaluation_seconds_count{kind="view",name="host_1m"} 4"#));
 }
 
 #[tokio::test]

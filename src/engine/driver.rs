@@ -398,6 +398,22 @@ impl Driver {
         self.engine.replace_sql(sql)
     }
 
+    /// [`WindowEngine::held`] over the engine and its lanes (summed by
+    /// name).
+    pub fn held(&self) -> super::windows::Held {
+        let mut held = self.engine.held();
+        for lane in self.lanes.values() {
+            let l = lane.held();
+            for (total, (_, n)) in held.open_windows.iter_mut().zip(l.open_windows) {
+                total.1 += n;
+            }
+            for (total, (_, n)) in held.buffered_rows.iter_mut().zip(l.buffered_rows) {
+                total.1 += n;
+            }
+        }
+        held
+    }
+
     /// Late and duplicate counts per source name, over the engine and its
     /// lanes.
     pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {

@@ -388,6 +388,7 @@ pub async fn run_pipeline(
                 // After SIGTERM only the last commit is made, with a bound.
                 _ = commit_tick.tick(), if !stopping => {
                     progress.tick(&metrics, &source.consumer_lag());
+                    progress.held(&metrics, driver.held());
                     // The evaluations, the outputs and the commit (which waits
                     // for the broker): a stop meanwhile abandons them
                     // (at-least-once).

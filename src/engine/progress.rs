@@ -26,6 +26,18 @@ impl Progress {
         }
     }
 
+    /// Publishes what the engine holds (see
+    /// [`crate::engine::driver::Driver::held`]): open windows per view,
+    /// buffered rows per source.
+    pub(crate) fn held(&self, metrics: &Metrics, held: super::windows::Held) {
+        for (view, n) in held.open_windows {
+            metrics.open_windows.with_label_values(&[&view]).set(n);
+        }
+        for (source, n) in held.buffered_rows {
+            metrics.buffered_rows.with_label_values(&[&source]).set(n);
+        }
+    }
+
     /// Publishes `lag` (per topic and partition assigned here, from
     /// [`telemine_connectors::kafka::KafkaSource::consumer_lag`]) and logs
     /// the progress line when it is due.

@@ -81,6 +81,15 @@ struct SourceState {
     late: Vec<LateRows>,
 }
 
+/// What an engine holds (see [`WindowEngine::held`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Per windowed view (not SESSION): windows open.
+    pub open_windows: Vec<(String, i64)>,
+    /// Per source: rows buffered.
+    pub buffered_rows: Vec<(String, i64)>,
+}
+
 /// Per-source counts of rows that did not reach a window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceCounts {
@@ -612,6 +621,52 @@ impl WindowEngine {
     /// including those that returned no rows.
     pub fn take_evaluations(&mut self) -> Vec<crate::alerting::Evaluation> {
         std::mem::take(&mut self.evaluations)
+    }
+
+    /// What `/metrics` shows of the state held: per windowed view, the
+    /// windows its source's buffered rows fall in that have not closed
+    /// (TUMBLE and HOP; SESSION views are left out: their sessions are
+    /// found only when they close); per source, the rows buffered.
+    pub fn held(&self) -> Held {
+        let mut windows = Vec::new();
+        let mut rows = Vec::new();
+        for state in &self.sources {
+            let n: usize = state.buffer.iter().map(|b| b.num_rows()).sum();
+            rows.push((state.name.clone(), i64::try_from(n).unwrap_or(i64::MAX)));
+            let span = state
+                .buffer
+                .iter()
+                .fold(None, |acc: Option<(i64, i64)>, b| {
+                    let ts = b
+                        .column(state.ts_index)
+                        .as_primitive_opt::<TimestampMillisecondType>()?;
+                    let lo = datafusion::arrow::compute::min(ts)?;
+                    let hi = datafusion::arrow::compute::max(ts)?;
+                    Some(acc.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))))
+                });
+            for &vi in &state.views {
+                let w = &self.sql.views[vi].window;
+                let step = w.step_ms().max(1);
+                let open = match (w.kind, span) {
+                    (WindowKind::Session, _) => continue,
+                    (_, None) => 0,
+                    (_, Some((lo, hi))) => {
+                        let lo = self.views[vi].closed_until.map_or(lo, |c| lo.max(c));
+                        let first = w.start_of(lo) - (w.size_ms - step).max(0);
+                        if hi < lo {
+                            0
+                        } else {
+                            (w.start_of(hi) - first) / step + 1
+                        }
+                    }
+                };
+                windows.push((self.sql.views[vi].name.clone(), open));
+            }
+        }
+        Held {
+            open_windows: windows,
+            buffered_rows: rows,
+        }
     }
 
     /// The alerting clock: the lowest watermark over every source. A
