@@ -8,6 +8,7 @@ pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod recorded;
 pub mod ruletest;

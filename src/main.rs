@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            telemine::logging::problem(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -27,13 +27,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let class = classify(&e);
-            eprintln!("error: {e:#}");
-            if class == ErrorClass::Retryable {
-                eprintln!(
-                    "(a peer is unavailable; running again later may succeed — exit code 75)"
-                );
-            }
-            ExitCode::from(class.exit_code())
+            let code = class.exit_code();
+            telemine::logging::fatal(&e, code, class == ErrorClass::Retryable);
+            ExitCode::from(code)
         }
     }
 }
@@ -71,13 +67,9 @@ fn init_logging(format: cli::LogFormat, command: &cli::Command) {
         | cli::Command::Silence { .. } => "warn",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        cli::LogFormat::Text => builder.init(),
-        cli::LogFormat::Json => builder.json().init(),
-    }
+    let format = match format {
+        cli::LogFormat::Text => telemine::logging::Format::Text,
+        cli::LogFormat::Json => telemine::logging::Format::Json,
+    };
+    telemine::logging::init(format, default);
 }

@@ -186,9 +186,11 @@ declare_metrics! {
     source_late_records_total: IntCounterVec ["source"];
     /// Duplicates dropped per source (`dedupe_by`).
     source_duplicates_total: IntCounterVec ["source"];
-    /// Errors reading a source, by kind (consumer: the broker or the
-    /// client; decode: a partition whose records keep failing to decode).
-    /// One log line says the first of a kind; this counts every one.
+    /// Errors reading a source, by kind (decode: a record not decoded,
+    /// sent to the dead-letter topic; consumer: an error the Kafka consumer
+    /// reported for the source's topic, source "*" when it names no
+    /// source's topic). The log tells the first of a spell and summarises
+    /// the rest once a minute; this counts every one.
     source_errors_total: IntCounterVec ["source", "kind"];
     /// Messages the consumer has not read yet, per topic and partition
     /// (librdkafka's consumer lag; -1 while unknown).

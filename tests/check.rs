@@ -46,6 +46,37 @@ fn the_default_config_and_sql_are_valid() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("3 feature views and 6 rules"));
 }
 
+/// What the bundled librdkafka was built with: zstd always; GSSAPI and
+/// OIDC with the `kafka-gssapi` and `kafka-oidc` features.
+#[test]
+fn check_says_what_the_kafka_client_was_built_with() {
+    let o = check(&["--config", "config/telemine.toml"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("kafka client: librdkafka "))
+        .unwrap_or_else(|| panic!("no kafka client line:\n{out}"));
+    let features: Vec<&str> = line
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    for f in ["zstd", "lz4", "snappy", "gzip", "ssl", "sasl_scram"] {
+        assert!(features.contains(&f), "{f} missing: {line}");
+    }
+    assert_eq!(
+        features.contains(&"sasl_gssapi"),
+        cfg!(feature = "kafka-gssapi"),
+        "{line}"
+    );
+    assert_eq!(
+        features.contains(&"oidc"),
+        cfg!(feature = "kafka-oidc"),
+        "{line}"
+    );
+}
+
 #[test]
 fn check_says_which_views_scale_out_by_partition_and_which_need_their_records_brought_together() {
     let o = check(&["--config", "config/telemine.toml"]);

@@ -128,8 +128,15 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
     }
     let positions = produce(&s.brokers, &s.topic("telemetry"), &records).await;
 
-    let run = s.run_to_end().await;
+    let metrics = std::sync::Arc::new(telemine::metrics::Metrics::default());
+    let run = s.run_to_end_counting(metrics.clone()).await;
     assert_eq!(run.dead_letters, 4);
+    // Counted per source and kind (and told in one log line, not four).
+    let exposition = metrics.exposition();
+    assert!(
+        exposition.contains(r#"telemine_source_errors_total{kind="decode",source="telemetry"} 4"#),
+        "{exposition}"
+    );
     assert_eq!(summary(&s.alerts(2)), expected());
     assert!(s.valid_notifications(1) >= 1);
 

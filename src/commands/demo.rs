@@ -100,7 +100,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         ..Default::default()
     });
     let anomalies = generator.anomalies().to_vec();
-    eprintln!(
+    telemine::note!(
         "demo: embedded Kafka at {bootstrap}; generating {} hosts + market ticks for {}s at {}x real time ({} min of event time, {} anomalies injected)",
         generator.hosts(),
         o.seconds,
@@ -112,6 +112,22 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     // The engine, exactly as `run` starts it, told to drain when the
     // generator is done.
     let metrics = Arc::new(Metrics::default());
+    // The config's `[http] listen`, as `run` serves it: the live page and
+    // /metrics while the demo runs. A port taken is no reason to stop it.
+    let server = match telemine::http::HttpServer::start(&cfg, metrics.clone()).await {
+        Ok(Some(server)) => {
+            telemine::note!(
+                "demo: live page at http://{}/ (metrics at /metrics) while the demo runs",
+                server.addr
+            );
+            Some(server)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            telemine::note!("demo: no HTTP server: {e}");
+            None
+        }
+    };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let options = RunOptions {
         stop_at_end: false,
@@ -150,7 +166,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
             break;
         }
         if Instant::now() >= deadline {
-            eprintln!(
+            telemine::note!(
                 "demo: the engine was not assigned its partitions within {} s; generating anyway (the oldest records may be gone before they are read)",
                 ASSIGNMENT_WAIT.as_secs()
             );
@@ -175,6 +191,9 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     .await??;
     let _ = done_tx.send(());
     let summary = engine.await.context("the engine task failed")??;
+    if let Some(server) = server {
+        server.stop().await;
+    }
 
     // Let the reader catch up with every alert the engine produced.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -189,14 +208,14 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let alerts = episodes(&payloads, 60_000);
     let s = score(&alerts, &anomalies);
     let secs = summary.busy.as_secs_f64().max(1e-9);
-    eprintln!(
+    telemine::note!(
         "demo: produced {produced} records; engine processed {} events ({} dead letters, {} late) in {secs:.1} s: {:.0} events/s (paced by the generator; `telemine bench` measures capacity)",
         summary.records,
         summary.dead_letters,
         summary.late,
         summary.records as f64 / secs
     );
-    eprintln!(
+    telemine::note!(
         "demo: {} rule rows raised {} alerts; {} notifications produced, {} read back from {}",
         summary.alerts,
         alerts.len(),
@@ -205,9 +224,14 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         cfg.sinks.alerts_topic
     );
     report_by_path(&alerts, &anomalies);
-    eprintln!(
+    telemine::note!(
         "demo: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies detected)",
-        s.precision, s.true_alerts, s.alerts, s.recall, s.detected, s.anomalies
+        s.precision,
+        s.true_alerts,
+        s.alerts,
+        s.recall,
+        s.detected,
+        s.anomalies
     );
     drop(cluster);
     Ok(ExitCode::SUCCESS)
@@ -240,16 +264,20 @@ fn report_by_path(
         score(&of("model"), anomalies),
         score(alerts, anomalies),
     );
-    eprintln!(
+    telemine::note!(
         "demo: {:<22} {:>8} {:>6} {:>6} {:>6}",
-        "anomaly kind", "injected", "rules", "model", "any"
+        "anomaly kind",
+        "injected",
+        "rules",
+        "model",
+        "any"
     );
     for (kind, (n, any)) in &all.by_kind {
         let found = |s: &telemine::scoring::Score| s.by_kind.get(kind).map_or(0, |k| k.1);
         let relational = anomalies
             .iter()
             .any(|a| a.kind.name() == *kind && a.kind.relational());
-        eprintln!(
+        telemine::note!(
             "demo: {:<22} {n:>8} {:>6} {:>6} {any:>6}{}",
             kind,
             found(&rules),
@@ -258,9 +286,14 @@ fn report_by_path(
         );
     }
     for (path, s) in [("rules", &rules), ("model", &model)] {
-        eprintln!(
+        telemine::note!(
             "demo: {path} path: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies)",
-            s.precision, s.true_alerts, s.alerts, s.recall, s.detected, s.anomalies
+            s.precision,
+            s.true_alerts,
+            s.alerts,
+            s.recall,
+            s.detected,
+            s.anomalies
         );
     }
 }
@@ -341,7 +374,7 @@ fn read_alerts(
     while !stop.load(Ordering::SeqCst) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
             let payload = m.payload().unwrap_or_default();
-            println!("{}", String::from_utf8_lossy(payload));
+            telemine::out!("{}", String::from_utf8_lossy(payload));
             match Payload::from_json(payload) {
                 Ok(a) => alerts.push(a),
                 Err(e) => {

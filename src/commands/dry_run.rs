@@ -33,10 +33,10 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
         write_scores(path, &log.take())?;
     }
     for a in &out.alerts {
-        println!("{}", a.to_json());
+        telemine::out!("{}", a.to_json());
     }
     for d in &recorded.dead {
-        eprintln!(
+        telemine::note!(
             "{}:{}: not decoded: {}",
             opts.recorded.input.display(),
             d.offset + 1,
@@ -44,7 +44,7 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
         );
     }
     let late: usize = out.late.iter().map(|l| l.rows.num_rows()).sum();
-    eprintln!(
+    telemine::note!(
         "dry run of {} over {}: {rows} rows, {} not decoded, {late} late, {} duplicates, {} alerts ({})",
         cfg.sql.dir.display(),
         opts.recorded.input.display(),

@@ -46,7 +46,7 @@ pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
             let series = corpus::read_nab(&opts.data).map_err(anyhow::Error::msg)?;
             for d in detectors {
                 if !telemine::eval::univariate(d) {
-                    eprintln!("eval: {d} is for multivariate server metrics; skipped on NAB");
+                    telemine::note!("eval: {d} is for multivariate server metrics; skipped on NAB");
                     continue;
                 }
                 eval_nab(&series, d, &opts, &out).await?;
@@ -171,7 +171,7 @@ async fn eval_nab(
             p.name, sweep.normalized, sweep.threshold
         ));
     }
-    println!("{line}");
+    telemine::out!("{line}");
     if series.len() >= 2 {
         let mut line = format!(
             "nab {detector} two-fold (alternate series; threshold fitted on one half, the other half scored at it, its own best in brackets):"
@@ -183,7 +183,7 @@ async fn eval_nab(
                 p.name
             ));
         }
-        println!("{line}");
+        telemine::out!("{line}");
     }
     Ok(())
 }
@@ -323,7 +323,7 @@ async fn eval_asd(
     progress.finish_and_clear();
     let rows = all_labels.len();
     let mean_best = best_per_server.iter().sum::<f64>() / best_per_server.len().max(1) as f64;
-    println!(
+    telemine::out!(
         "asd {detector}: {} servers, {rows} test rows ({} anomalous); point-wise P {:.3} R {:.3} F1 {:.3} at the label-free threshold; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%)",
         servers.len(),
         all_labels.iter().filter(|l| **l).count(),
@@ -349,7 +349,7 @@ async fn eval_asd(
                 .join(" ")
         };
         let [a, b] = &halves;
-        println!(
+        telemine::out!(
             "asd {detector} halves (alternate servers, the same settings): A ({}) F1 {:.3} AUC {:.3}; B ({}) F1 {:.3} AUC {:.3}",
             names(0),
             a.0.f1(),

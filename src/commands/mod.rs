@@ -42,7 +42,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => match telemine::config::Config::load(&config) {
                     Ok(c) => c.sql.dir.join("tests"),
                     Err(d) => {
-                        eprintln!("{d}");
+                        telemine::logging::diagnostics(&d);
                         return Ok(ExitCode::FAILURE);
                     }
                 },
@@ -107,7 +107,7 @@ pub(crate) async fn load(
     let mut cfg = match telemine::config::Config::load(config) {
         Ok(c) => c,
         Err(d) => {
-            eprintln!("{d}");
+            telemine::logging::diagnostics(&d);
             return Ok(None);
         }
     };
@@ -124,7 +124,7 @@ pub(crate) async fn load(
     {
         Ok(set) => Ok(Some((cfg, set))),
         Err(d) => {
-            eprintln!("{d}");
+            telemine::logging::diagnostics(&d);
             Ok(None)
         }
     }

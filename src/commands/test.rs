@@ -10,10 +10,10 @@ use telemine::ruletest::{find_files, run_file};
 pub async fn test(path: &Path) -> anyhow::Result<ExitCode> {
     let files = find_files(path);
     if files.is_empty() {
-        eprintln!(
-            "error: no rule test files (*.toml) under {}",
+        telemine::logging::problem(format_args!(
+            "no rule test files (*.toml) under {}",
             path.display()
-        );
+        ));
         return Ok(ExitCode::FAILURE);
     }
     let (mut passed, mut failed) = (0, 0);
@@ -22,19 +22,19 @@ pub async fn test(path: &Path) -> anyhow::Result<ExitCode> {
             match &result.failure {
                 None => {
                     passed += 1;
-                    println!("ok    {}", result.label());
+                    telemine::out!("ok    {}", result.label());
                 }
                 Some(why) => {
                     failed += 1;
-                    println!("FAIL  {}", result.label());
+                    telemine::out!("FAIL  {}", result.label());
                     for line in why.lines() {
-                        println!("      {line}");
+                        telemine::out!("      {line}");
                     }
                 }
             }
         }
     }
-    println!("\n{passed} passed, {failed} failed ({} files)", files.len());
+    telemine::out!("\n{passed} passed, {failed} failed ({} files)", files.len());
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -45,7 +45,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     let choice: DeviceChoice = opts.device.parse().map_err(anyhow::Error::msg)?;
     let (device, note) = pick_device(choice);
     if let Some(note) = note {
-        eprintln!("train: {note}");
+        telemine::note!("train: {note}");
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
     let source = super::pick_source(&defs, input.source.as_deref(), &input.config)?;
@@ -66,7 +66,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         run.push_batch(source, 0, batch).await?;
     }
     run.finish().await?;
-    eprintln!(
+    telemine::note!(
         "train: {rows} records from {} ({} not decoded)",
         input.input.display(),
         recorded.dead.len()
@@ -105,7 +105,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         }
         scorer.save(&path)?;
         let s = scorer.sidecar();
-        eprintln!(
+        telemine::note!(
             "train: model `{name}` ({}) on {} feature rows of view `{}` ({} held out to calibrate): loss {:.4}, data hash {} -> {}",
             s.kind.name(),
             s.training.rows,

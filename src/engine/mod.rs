@@ -31,6 +31,7 @@ mod relay;
 pub mod reload;
 pub mod repartition;
 pub mod scoring;
+mod source_errors;
 mod state_store;
 mod window_kinds;
 pub mod windows;

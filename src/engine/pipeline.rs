@@ -30,6 +30,7 @@ use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
 use super::repartition::{self, RepartitionDecoder, Writer};
 use super::scoring::Deferral;
+use super::source_errors::{self, SourceError, SourceErrors};
 use super::state_store::StateStore;
 use super::windows::{EngineError, WindowEngine};
 use crate::alerting::Alerter;
@@ -225,6 +226,7 @@ pub async fn run_pipeline(
         purge: writer.as_ref().and_then(|_| Purge::new(config)),
         writer,
         names: defs.iter().map(|d| d.name.clone()).collect(),
+        errors: SourceErrors::default(),
     };
     // The Alertmanagers read the alerts' state changes.
     if !config.alerting.alertmanagers.is_empty() {
@@ -388,6 +390,7 @@ pub async fn run_pipeline(
                 // After SIGTERM only the last commit is made, with a bound.
                 _ = commit_tick.tick(), if !stopping => {
                     progress.tick(&metrics, &source.consumer_lag());
+                    stages.consumer_errors(&source, &metrics);
                     progress.held(&metrics, driver.held());
                     // The evaluations, the outputs and the commit (which waits
                     // for the broker): a stop meanwhile abandons them
@@ -970,9 +973,33 @@ struct Stages<'a> {
     purge: Option<Purge>,
     /// The sources' names, in source order (metric labels).
     names: Vec<String>,
+    /// Dead letters and consumer errors per source, counted and told once
+    /// per spell.
+    errors: SourceErrors,
 }
 
 impl Stages<'_> {
+    /// Counts and tells the consumer's errors since the last look; writes
+    /// the summaries of the error spells that are due.
+    fn consumer_errors(&mut self, source: &KafkaSource, metrics: &Metrics) {
+        let now = Instant::now();
+        for e in source.take_consumer_errors() {
+            let name = e
+                .source
+                .and_then(|s| self.names.get(s))
+                .map_or("*", String::as_str);
+            let error = SourceError {
+                source: name,
+                kind: source_errors::Kind::Consumer,
+                partition: None,
+                offset: None,
+                reason: &e.error,
+            };
+            self.errors.record_many(metrics, &error, e.count, now);
+        }
+        self.errors.tick(now);
+    }
+
     /// What the engine produced in one step: its dead letters (to the
     /// dead-letter topic), its rule rows (to the rows topic; with the
     /// evaluations and this instance's progress, to the alerting relay);
@@ -989,8 +1016,17 @@ impl Stages<'_> {
         } = step;
         let metrics = self.outputs.metrics().clone();
         let name = |s: usize| self.names.get(s).map_or("?", String::as_str);
+        let now = Instant::now();
         for (s, d) in dead {
             Metrics::add_to(&metrics.source_dead_letters_total, &[name(s)], 1);
+            let e = SourceError {
+                source: name(s),
+                kind: source_errors::Kind::Decode,
+                partition: Some(d.partition),
+                offset: Some(d.offset),
+                reason: &d.reason,
+            };
+            self.errors.record(&metrics, &e, now);
             self.outputs.dead_letter(source.topic(s), d).await?;
         }
         for p in &progress {

@@ -1598,11 +1598,18 @@ fn unscored(batch: &RecordBatch, scored: bool) -> RecordBatch {
 /// (`records_out_total`) per partition of source `source`: one count per
 /// partition the batch holds, not per row.
 fn count_per_partition(metrics: &Metrics, source: &str, parts: &[i32], keep: &[bool]) {
+    // A batch holds runs of one partition each (usually one run): the map
+    // is touched once per run, not per row.
     let mut counts: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
-    for (p, kept) in parts.iter().zip(keep) {
-        let c = counts.entry(*p).or_default();
-        c.0 += 1;
-        c.1 += u64::from(*kept);
+    let mut start = 0;
+    while start < parts.len() {
+        let p = parts[start];
+        let len = parts[start..].iter().take_while(|&&q| q == p).count();
+        let kept = keep[start..start + len].iter().filter(|&&k| k).count();
+        let c = counts.entry(p).or_default();
+        c.0 += len as u64;
+        c.1 += kept as u64;
+        start += len;
     }
     for (p, (read, kept)) in counts {
         let p = p.to_string();

@@ -87,9 +87,29 @@ impl Setup {
     }
 
     pub async fn run_text_to_end(&self, config_text: &str) -> RunSummary {
+        self.run_text_to_end_with(config_text, Default::default())
+            .await
+    }
+
+    /// [`Setup::run_to_end`], counting into `metrics`.
+    #[allow(dead_code)]
+    pub async fn run_to_end_counting(
+        &self,
+        metrics: std::sync::Arc<telemine::metrics::Metrics>,
+    ) -> RunSummary {
+        self.run_text_to_end_with(&self.config_text, Some(metrics))
+            .await
+    }
+
+    async fn run_text_to_end_with(
+        &self,
+        config_text: &str,
+        metrics: Option<std::sync::Arc<telemine::metrics::Metrics>>,
+    ) -> RunSummary {
         let (config, sql) = load_config(config_text).await;
         let options = RunOptions {
             stop_at_end: true,
+            metrics,
             ..Default::default()
         };
         run_pipeline(&config, sql, options, std::future::pending::<Stop>())

@@ -3,7 +3,7 @@
 //! so a stopped broker says so once every few seconds (with how many lines
 //! were held back) instead of dozens of times a second.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ pub struct Quiet {
     /// From the latest statistics: consumer lag per (topic, partition)
     /// of the partitions assigned.
     lag: Mutex<Vec<(String, i32, i64)>>,
+    /// Errors a consumer's poll returned since they were last taken, per
+    /// kind: how many, and the latest one's text (see
+    /// [`Quiet::poll_error`]).
+    poll_errors: Mutex<BTreeMap<String, (u64, String)>>,
 }
 
 /// What became of a consumer's asynchronous commits (their results arrive
@@ -83,6 +87,7 @@ impl Quiet {
             session_lost: Mutex::default(),
             assigned: AtomicBool::new(false),
             lag: Mutex::default(),
+            poll_errors: Mutex::default(),
         }
     }
 
@@ -111,6 +116,36 @@ impl Quiet {
                 tracing::warn!(target: "librdkafka", held_back = held, %error, reason, "kafka client error; continuing")
             }
         }
+    }
+
+    /// An error a consumer's poll returned. Losing the brokers is the
+    /// cluster's problem and logged as such ([`Quiet::report`]); any other
+    /// error (a partition that cannot be read or decompressed, a topic not
+    /// authorised) is counted for the source it belongs to, and told by
+    /// whoever takes them ([`Quiet::take_poll_errors`]) once per spell, not
+    /// once per poll.
+    pub(crate) fn poll_error(&self, error: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve)
+        ) {
+            self.report(error, "polling the consumer");
+            return;
+        }
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        let mut errors = self.poll_errors.lock().unwrap_or_else(|p| p.into_inner());
+        // Kinds are librdkafka's error codes: a bounded set.
+        let entry = errors.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 = error.to_string();
+    }
+
+    /// The consumer's errors since the last call: per kind, how many and
+    /// the latest one's text.
+    pub fn take_poll_errors(&self) -> Vec<(u64, String)> {
+        let mut errors = self.poll_errors.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *errors).into_values().collect()
     }
 
     /// Whether librdkafka reported the group session lost within `d`.

@@ -23,8 +23,21 @@ pub use admin::{
 pub use context::Quiet;
 pub use owned::{OwnedEvent, OwnedTopic};
 pub use producer::{KafkaProducer, TransactionOffsets};
-pub use source::{CommitOffset, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec};
+pub use source::{
+    CommitOffset, ConsumerErrors, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec,
+};
 pub use table::{Table, TableEntry, TableReader};
+
+/// The librdkafka this build links, and what it was built with
+/// (`builtin.features`: compression codecs, TLS, SASL mechanisms, OIDC).
+pub fn librdkafka_build() -> String {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = rdkafka::ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    format!("librdkafka {version} with {features}")
+}
 
 /// How to reach the cluster.
 #[derive(Debug, Clone, Deserialize)]

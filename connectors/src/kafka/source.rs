@@ -333,6 +333,29 @@ impl KafkaSource {
         self.current().context().consumer_lag()
     }
 
+    /// The errors the consumer reported since the last call (losing the
+    /// brokers excepted: that is logged as the cluster's problem), each
+    /// with the source it belongs to: the one whose topic the error names,
+    /// else the only source; `None` when the consumer reads several and the
+    /// error names none of their topics.
+    pub fn take_consumer_errors(&self) -> Vec<ConsumerErrors> {
+        self.current()
+            .context()
+            .take_poll_errors()
+            .into_iter()
+            .map(|(count, error)| ConsumerErrors {
+                // The longest topic named wins (`telemetry-v2` over
+                // `telemetry`).
+                source: (0..self.topics.len())
+                    .filter(|&i| error.contains(self.topics[i].as_str()))
+                    .max_by_key(|&i| self.topics[i].len())
+                    .or((self.topics.len() == 1).then_some(0)),
+                count,
+                error,
+            })
+            .collect()
+    }
+
     /// The consumer in use now.
     fn current(&self) -> Arc<BaseConsumer<Quiet>> {
         self.consumer
@@ -403,6 +426,18 @@ impl KafkaSource {
     pub fn topics(&self) -> Vec<String> {
         self.topics.clone()
     }
+}
+
+/// Errors of one kind the consumer reported (see
+/// [`KafkaSource::take_consumer_errors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerErrors {
+    /// The source they belong to, when known.
+    pub source: Option<usize>,
+    /// How many since the last look.
+    pub count: u64,
+    /// The latest one, as librdkafka words it.
+    pub error: String,
 }
 
 impl Drop for KafkaSource {
@@ -889,7 +924,7 @@ impl PollLoop {
                         let _ = self.send(Stage::Event(SourceEvent::Failed(why)));
                         return;
                     }
-                    consumer.context().report(&e, "polling the consumer")
+                    consumer.context().poll_error(&e)
                 }
             }
             for s in 0..sources {
