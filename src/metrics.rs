@@ -200,8 +200,12 @@ declare_metrics! {
     watermark_seconds: GaugeVec ["source", "partition"];
     /// Windows open now, per view.
     open_windows: IntGaugeVec ["view"];
-    /// Input rows held for windows not yet closed, per view's source.
+    /// Input rows held for windows not yet closed, per source (its views
+    /// share them).
     buffered_rows: IntGaugeVec ["source"];
+    /// Per view: the rows of its source's buffer inside its open windows
+    /// (a SESSION view: every row its source buffers).
+    view_buffered_rows: IntGaugeVec ["view"];
     /// How long one evaluation of a view or a rule took (kind "view" or
     /// "rule").
     evaluation_seconds: HistogramVec ["kind", "name"];

@@ -124,6 +124,13 @@ async fn a_window_is_computed_once_when_the_watermark_passes_its_end() {
         .find(|(s, _)| s == "telemetry")
         .map_or(0, |r| r.1);
     assert!(telemetry_rows >= 4 * 10, "{held:?}");
+    // The view's share of them: the rows of its open minute, no more.
+    let view_rows = held
+        .view_rows
+        .iter()
+        .find(|(v, _)| v == "host_1m")
+        .map_or(0, |r| r.1);
+    assert!(view_rows > 0 && view_rows <= telemetry_rows, "{held:?}");
     let text = h.metrics.exposition();
     let read = 4 * 250;
     assert!(

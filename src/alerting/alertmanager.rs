@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::http::{Client, Target, redact};
+use super::http::{Client, Target, redact, wait_until};
 use super::lifecycle::{Status, Update};
 use crate::alert::format_ms;
 use crate::config::AlertmanagerConfig;
@@ -414,19 +414,7 @@ impl Alertmanagers {
             s.shared.changed.notify_all();
         }
         for s in &mut self.senders {
-            let mut state = s.shared.lock();
-            while !state.done {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                state = s
-                    .shared
-                    .changed
-                    .wait_timeout(state, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
+            let state = wait_until(s.shared.lock(), &s.shared.changed, deadline, |st| st.done);
             if state.done {
                 drop(state);
                 if let Some(t) = s.thread.take() {

@@ -211,6 +211,28 @@ fn tls_config(tls: &HttpTlsConfig) -> Result<TlsConfig, String> {
         .build())
 }
 
+/// Waits on `changed` until `done` holds of the guarded state or
+/// `deadline` passes; gives the guard back either way (a sender's worker
+/// finishing its queue before a stop).
+pub(crate) fn wait_until<'a, T>(
+    mut guard: std::sync::MutexGuard<'a, T>,
+    changed: &std::sync::Condvar,
+    deadline: std::time::Instant,
+    done: impl Fn(&T) -> bool,
+) -> std::sync::MutexGuard<'a, T> {
+    while !done(&guard) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        guard = changed
+            .wait_timeout(guard, left)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+    guard
+}
+
 /// A URL fit for logs: without its `user:pass@`.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

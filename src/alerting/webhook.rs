@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http::{Client, Target};
+use super::http::{Client, Target, wait_until};
 use crate::config::WebhookConfig;
 use crate::metrics::Metrics;
 
@@ -155,19 +155,7 @@ impl Webhooks {
             r.shared.changed.notify_all();
         }
         for r in &mut self.receivers {
-            let mut inbox = r.shared.lock();
-            while !inbox.done {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                inbox = r
-                    .shared
-                    .changed
-                    .wait_timeout(inbox, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
+            let inbox = wait_until(r.shared.lock(), &r.shared.changed, deadline, |i| i.done);
             if inbox.done {
                 drop(inbox);
                 if let Some(t) = r.thread.take() {

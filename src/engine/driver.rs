@@ -410,6 +410,9 @@ impl Driver {
             for (total, (_, n)) in held.buffered_rows.iter_mut().zip(l.buffered_rows) {
                 total.1 += n;
             }
+            for (total, (_, n)) in held.view_rows.iter_mut().zip(l.view_rows) {
+                total.1 += n;
+            }
         }
         held
     }

@@ -36,6 +36,12 @@ impl Progress {
         for (source, n) in held.buffered_rows {
             metrics.buffered_rows.with_label_values(&[&source]).set(n);
         }
+        for (view, n) in held.view_rows {
+            metrics
+                .view_buffered_rows
+                .with_label_values(&[&view])
+                .set(n);
+        }
     }
 
     /// Publishes `lag` (per topic and partition assigned here, from

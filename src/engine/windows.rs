@@ -88,6 +88,10 @@ pub struct Held {
     pub open_windows: Vec<(String, i64)>,
     /// Per source: rows buffered.
     pub buffered_rows: Vec<(String, i64)>,
+    /// Per windowed view: the rows of its source's buffer inside its open
+    /// windows (what it still has to evaluate; a SESSION view: every row
+    /// buffered). Views share their source's buffer, so these overlap.
+    pub view_rows: Vec<(String, i64)>,
 }
 
 /// Per-source counts of rows that did not reach a window.
@@ -630,8 +634,22 @@ impl WindowEngine {
     pub fn held(&self) -> Held {
         let mut windows = Vec::new();
         let mut rows = Vec::new();
+        let mut view_rows = Vec::new();
         for state in &self.sources {
             let n: usize = state.buffer.iter().map(|b| b.num_rows()).sum();
+            // Rows of the buffer at or after `from` (event time).
+            let since = |from: i64| -> i64 {
+                let counted: usize = state
+                    .buffer
+                    .iter()
+                    .filter_map(|b| {
+                        b.column(state.ts_index)
+                            .as_primitive_opt::<TimestampMillisecondType>()
+                    })
+                    .map(|ts| ts.values().iter().filter(|&&t| t >= from).count())
+                    .sum();
+                i64::try_from(counted).unwrap_or(i64::MAX)
+            };
             rows.push((state.name.clone(), i64::try_from(n).unwrap_or(i64::MAX)));
             let span = state
                 .buffer
@@ -647,12 +665,20 @@ impl WindowEngine {
             for &vi in &state.views {
                 let w = &self.sql.views[vi].window;
                 let step = w.step_ms().max(1);
+                let name = self.sql.views[vi].name.clone();
                 let open = match (w.kind, span) {
-                    (WindowKind::Session, _) => continue,
-                    (_, None) => 0,
+                    (WindowKind::Session, _) => {
+                        view_rows.push((name, i64::try_from(n).unwrap_or(i64::MAX)));
+                        continue;
+                    }
+                    (_, None) => {
+                        view_rows.push((name.clone(), 0));
+                        0
+                    }
                     (_, Some((lo, hi))) => {
                         let lo = self.views[vi].closed_until.map_or(lo, |c| lo.max(c));
                         let first = w.start_of(lo) - (w.size_ms - step).max(0);
+                        view_rows.push((name.clone(), since(first)));
                         if hi < lo {
                             0
                         } else {
@@ -660,12 +686,13 @@ impl WindowEngine {
                         }
                     }
                 };
-                windows.push((self.sql.views[vi].name.clone(), open));
+                windows.push((name, open));
             }
         }
         Held {
             open_windows: windows,
             buffered_rows: rows,
+            view_rows,
         }
     }
 
