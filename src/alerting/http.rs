@@ -507,6 +507,96 @@ mod tests {
         );
     }
 
+    /// An HTTPS server that requires a client certificate signed by
+    /// `client_ca` (mutual TLS, as an Alertmanager behind a proxy may);
+    /// answers 200 to every request it reads.
+    fn mtls_server(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: &std::path::Path,
+    ) -> String {
+        use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        builder
+            .set_certificate_chain_file(cert)
+            .expect("server certificate");
+        builder
+            .set_private_key_file(key, SslFiletype::PEM)
+            .expect("server key");
+        builder.set_ca_file(client_ca).expect("client CA");
+        builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        let acceptor = builder.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                // No certificate, or one the CA did not sign: no session.
+                let Ok(tls) = acceptor.accept(stream) else {
+                    continue;
+                };
+                let mut reader = BufReader::new(tls);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = write!(
+                    reader.into_inner(),
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_client_certificate_is_presented_when_the_server_requires_one() {
+        let server_dir = tempfile::tempdir().expect("temp dir");
+        let client_dir = tempfile::tempdir().expect("temp dir");
+        let (Some((server_cert, server_key)), Some((client_cert, client_key))) = (
+            self_signed(server_dir.path()),
+            self_signed(client_dir.path()),
+        ) else {
+            return;
+        };
+        let url = mtls_server(&server_cert, &server_key, &client_cert);
+        let client = |cert: Option<&PathBuf>, key: Option<&PathBuf>| {
+            Client::new(Target {
+                url: format!("{url}/api/v2/alerts"),
+                timeout: Duration::from_secs(10),
+                max_retries: 0,
+                backoff: Duration::from_millis(1),
+                headers: vec![],
+                auth: Auth::None,
+                tls: HttpTlsConfig {
+                    ca_file: Some(server_cert.clone()),
+                    cert_file: cert.cloned(),
+                    key_file: key.cloned(),
+                    insecure_skip_verify: false,
+                },
+            })
+            .expect("client")
+        };
+        assert_eq!(
+            client(Some(&client_cert), Some(&client_key)).post_once("[]"),
+            Outcome::Delivered,
+            "tls.cert_file and tls.key_file are presented"
+        );
+        assert!(
+            matches!(client(None, None).post_once("[]"), Outcome::Retry(_)),
+            "without a client certificate the server ends the handshake"
+        );
+    }
+
     #[test]
     fn tls_files_that_cannot_work_are_named() {
         let tls = |ca: Option<&str>, cert: Option<&str>, key: Option<&str>| HttpTlsConfig {
