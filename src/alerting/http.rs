@@ -421,10 +421,35 @@ mod tests {
         made.then_some((cert, key))
     }
 
+    /// Reads one request (its head and its `content-length` body) from
+    /// `stream` and answers 200; the request line back.
+    fn answer_ok<S: std::io::Read + std::io::Write>(stream: S) -> String {
+        use std::io::{BufRead, BufReader, Read};
+        let mut reader = BufReader::new(stream);
+        let mut first = String::new();
+        let _ = reader.read_line(&mut first);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let _ = write!(
+            reader.into_inner(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        first
+    }
+
     /// An HTTPS server answering 200 to every request, on its own thread;
     /// each request's path comes out of the channel.
     fn https_server(cert: &[u8], key: &[u8]) -> (String, std::sync::mpsc::Receiver<String>) {
-        use std::io::{BufRead, BufReader, Read, Write};
         let identity = native_tls::Identity::from_pkcs8(cert, key).expect("identity");
         let acceptor = native_tls::TlsAcceptor::new(identity).expect("acceptor");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -437,26 +462,7 @@ mod tests {
                 let Ok(tls) = acceptor.accept(stream) else {
                     continue;
                 };
-                let mut reader = BufReader::new(tls);
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let mut tls = reader.into_inner();
-                let _ = write!(
-                    tls,
-                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
+                let first = answer_ok(tls);
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
                 if tx.send(path).is_err() {
                     return;
@@ -516,7 +522,6 @@ mod tests {
         client_ca: &std::path::Path,
     ) -> String {
         use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
-        use std::io::{BufRead, BufReader, Read, Write};
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
         builder
             .set_certificate_chain_file(cert)
@@ -536,23 +541,7 @@ mod tests {
                 let Ok(tls) = acceptor.accept(stream) else {
                     continue;
                 };
-                let mut reader = BufReader::new(tls);
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let _ = write!(
-                    reader.into_inner(),
-                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
+                answer_ok(tls);
             }
         });
         url
