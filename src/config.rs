@@ -425,7 +425,10 @@ pub struct ModelConfig {
     #[serde(default = "default_warmup_windows")]
     pub warmup_windows: usize,
     /// Online training: train again every this many windows, on the
-    /// latest rows, and swap the new model in (0: never). Default: 360.
+    /// latest rows, and swap the new model in (0: never); while fewer
+    /// windows than this have been seen, each training comes when they
+    /// have doubled, so the first models learn from more than the
+    /// warm-up. Default: 360.
     #[serde(default = "default_retrain_windows")]
     pub retrain_windows: usize,
     /// Online training: feature rows kept to train on. Default: 50000.
@@ -506,13 +509,31 @@ pub struct ModelConfig {
     /// See `median_range_windows`. Default: 0.05.
     #[serde(default = "default_median_range_margin")]
     pub median_range_margin: f64,
+    /// `score = "calibrated"`: a behaviour that fills this share of the
+    /// series' last `error_history` windows is its normal — a level shift
+    /// that stays, a pattern that keeps coming back — and stops alarming:
+    /// the model's error is scaled down by how far the series' own errors
+    /// at the quantile 1 − share stand above the training rows'. Never
+    /// scores a series above what the training rows alone would. 0: off
+    /// (the fleet's calibration alone). Default: 0.
+    #[serde(default)]
+    pub normal_share: f64,
+    /// Range checks ranked like surprises: a row past the range (or the
+    /// medians' range) scores 1 / (1 + the series' rows past it in its
+    /// last N windows) instead of 1, so a series that keeps setting new
+    /// extremes (a trend, a growing daily peak) stops alarming on each.
+    /// 0: every such row scores 1. At most 100000. Default: 0.
+    #[serde(default)]
+    pub range_rank_windows: usize,
     /// One alarm per burst: a score that does not beat the series' scores
     /// of this many previous windows is reported as 0. 0: off. Default: 0.
     #[serde(default)]
     pub refractory_windows: usize,
-    /// "profile": the least robust scale of a feature, in its own units,
-    /// so a feature constant in training does not make its first move an
-    /// infinite surprise. Default: 0.04 (for features scaled to [0, 1]).
+    /// "profile": the least robust scale of a feature, as a share of its
+    /// training spread (its 0.99 less its 0.01 quantile; a feature that
+    /// did not spread takes the typical spread of the others), so a
+    /// feature nearly constant in training does not make its first move
+    /// an infinite surprise, whatever its units. Default: 0.05.
     #[serde(default = "default_scale_floor")]
     pub scale_floor: f64,
     /// Series the detector keeps state for (past windows, recent errors,
@@ -546,7 +567,7 @@ fn default_past_features() -> Vec<String> {
 }
 
 fn default_scale_floor() -> f64 {
-    0.04
+    0.05
 }
 
 fn default_max_series() -> usize {

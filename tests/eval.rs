@@ -158,7 +158,8 @@ fn asd_layout_gives_pointwise_figures_and_explanations() {
         );
         let broken = lines.nth(110).unwrap();
         assert!(
-            broken.starts_with("2021-01-03T11:10:00Z,") && broken.contains(",1,1,\"m2,"),
+            broken.starts_with("2021-01-03T11:10:00Z,")
+                && broken.contains(",1,1,\"m2 higher than expected "),
             "{broken}"
         );
     }

@@ -92,9 +92,44 @@ impl Calibration {
     }
 }
 
+impl Calibration {
+    /// The training error at probability `p` (interpolated between the
+    /// quantiles kept; the largest kept past them).
+    pub fn error_at(&self, p: f64) -> f64 {
+        let i = self.probs.partition_point(|&q| q < p);
+        match (i.checked_sub(1), self.probs.get(i)) {
+            (_, None) => self.errors.last().copied().unwrap_or(0.0),
+            (None, Some(_)) => self.errors.first().copied().unwrap_or(0.0),
+            (Some(lo), Some(&p1)) => {
+                let p0 = self.probs[lo];
+                let (e0, e1) = (self.errors[lo], self.errors[i]);
+                if p1 > p0 {
+                    e0 + (e1 - e0) * (p - p0) / (p1 - p0)
+                } else {
+                    e1
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_at_a_probability_inverts_the_score() {
+        let errors: Vec<f32> = (1..=1000).map(|i| i as f32).collect();
+        let c = Calibration::fit(&errors, 0.99);
+        for p in [0.1, 0.5, 0.75, 0.93, 0.995] {
+            let e = c.error_at(p);
+            assert!(
+                (c.score(e) - p).abs() < 1e-9,
+                "{p}: {e} scores {}",
+                c.score(e)
+            );
+        }
+    }
 
     #[test]
     fn scores_are_the_share_of_training_errors_below() {

@@ -6,14 +6,17 @@
 //! 1. **Profile:** per slot, the median of the training rows in it (one
 //!    slot — the global median — when training covers fewer than
 //!    [`MIN_SEASONS`] seasons). `d = x − profile[slot]`.
-//! 2. **Prediction:** ridge regression (λ = [`RIDGE`]) of `d_t` on
+//! 2. **Prediction:** ridge regression (λ = [`RIDGE`] of a lag column's
+//!    sum of squares) of `d_t` on
 //!    `[d_{t−1}, d_{t−2}, d_{t−3}, 1]`; its residual `e`.
 //! 3. **Relations:** principal components of the robustly scaled `d` that
 //!    explain [`PCA_VARIANCE`] of it; the residual `q` off them (a broken
 //!    relation between features).
 //! 4. **Scales:** per column of `d`, `e` and `q`, the median and a
 //!    normal-consistent scale from the 99th percentile of absolute
-//!    deviations, never below `scale_floor`. A row's contribution per
+//!    deviations, never below the feature's floor: `scale_floor` times
+//!    its training spread (0.99 less 0.01 quantile), so the detector
+//!    reads watts, rpm and shares of one alike. A row's contribution per
 //!    column is its clipped squared robust z (at most [`CLIP`]²).
 //! 5. **Score:** the mean contribution over the last [`SMOOTH`] rows,
 //!    averaged over the 3k columns, divided by the 0.99 quantile of the
@@ -24,6 +27,14 @@
 //! offset alone, 20 times slower, when it scores above: the baseline
 //! follows drift without absorbing anomalies, and a permanent level shift
 //! is learned in the end instead of alarming forever.
+//!
+//! The threshold follows the series too: a running median of its raw
+//! scores (a frugal estimate, one number: up or down by a factor
+//! e^[`MEDIAN_STEP`] per row) is compared with the training scores'
+//! median, and where it stands higher the score is divided by the ratio.
+//! Trained on a few days, a series' normal rows later score higher than
+//! its training rows did; without this its threshold would sit inside
+//! normal behaviour.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +44,9 @@ use crate::{ModelError, Result};
 pub const MIN_SEASONS: usize = 3;
 /// Rows the prediction reads.
 pub const LAGS: usize = 3;
-/// Ridge penalty of the prediction.
-pub const RIDGE: f64 = 1.0;
+/// Ridge penalty of the prediction, as a share of a lag column's sum of
+/// squares over the training rows (1 where that is not positive).
+pub const RIDGE: f64 = 0.05;
 /// Share of variance the relations' components explain.
 pub const PCA_VARIANCE: f64 = 0.9;
 /// Largest robust |z| a column contributes.
@@ -49,6 +61,8 @@ const OFFSET_RATE: f64 = 1.0 / 72.0;
 const PROFILE_RATE: f64 = 0.1;
 /// Share of the offset rate rows above the gate still update at.
 const LEAK: f64 = 0.05;
+/// The running median of the raw scores moves by e^±this per row.
+pub const MEDIAN_STEP: f64 = 0.001;
 /// z of the 99.5% normal quantile: turns a 99th percentile of absolute
 /// deviations into a normal-consistent scale.
 const Z995: f64 = 2.575_829;
@@ -71,6 +85,10 @@ pub struct ProfileFit {
     scale: Vec<f64>,
     /// The training scores' quantile: a row scoring it scores 1.
     threshold: f64,
+    /// The training scores' median, in units of `threshold` (0: the
+    /// threshold does not follow the series).
+    #[serde(default)]
+    typical: f64,
 }
 
 /// What scoring carries from row to row.
@@ -82,6 +100,9 @@ pub struct ProfileState {
     lags: Vec<Vec<f64>>,
     /// The last SMOOTH − 1 rows of contributions.
     recent: Vec<Vec<f64>>,
+    /// The running median of the raw scores (units of the threshold).
+    #[serde(default)]
+    level: f64,
 }
 
 /// A row's score and each feature's share of it.
@@ -91,6 +112,9 @@ pub struct ProfileScore {
     pub score: f64,
     /// Per feature (k), its contribution over `d`, `e` and `q`.
     pub contributions: Vec<f64>,
+    /// Per feature, what the profile and the prediction from the last
+    /// rows expected of it (`x − e`), in its units.
+    pub expected: Vec<f64>,
 }
 
 impl ProfileFit {
@@ -166,8 +190,9 @@ impl ProfileFit {
             })
             .collect();
         // 3. Relations: components of the robustly scaled d.
+        let floor = floors(rows, k, scale_floor);
         let (d_med, d_scale): (Vec<f64>, Vec<f64>) = (0..k)
-            .map(|j| robust(d.iter().map(|r| r[j]).collect(), scale_floor))
+            .map(|j| robust(d.iter().map(|r| r[j]).collect(), floor[j]))
             .unzip();
         let z: Vec<Vec<f64>> = d
             .iter()
@@ -180,10 +205,10 @@ impl ProfileFit {
             .collect();
         // 4. Scales of e (from row LAGS on) and q.
         let (e_med, e_scale): (Vec<f64>, Vec<f64>) = (0..k)
-            .map(|j| robust(e[LAGS..].iter().map(|r| r[j]).collect(), scale_floor))
+            .map(|j| robust(e[LAGS..].iter().map(|r| r[j]).collect(), floor[j]))
             .unzip();
         let (q_med, q_scale): (Vec<f64>, Vec<f64>) = (0..k)
-            .map(|j| robust(q.iter().map(|r| r[j]).collect(), scale_floor))
+            .map(|j| robust(q.iter().map(|r| r[j]).collect(), floor[j]))
             .unzip();
         let mut fit = ProfileFit {
             k,
@@ -195,6 +220,7 @@ impl ProfileFit {
             median: [d_med, e_med, q_med].concat(),
             scale: [d_scale, e_scale, q_scale].concat(),
             threshold: 1.0,
+            typical: 0.0,
         };
         // 5. The training rows' scores; the threshold is their quantile.
         let c: Vec<Vec<f64>> = (0..n)
@@ -209,12 +235,18 @@ impl ProfileFit {
         let scores: Vec<f64> = (LAGS + SMOOTH - 1..n)
             .map(|t| mean(&smoothed(&c[t + 1 - SMOOTH..=t])))
             .collect();
-        fit.threshold = quantile(scores, QUANTILE).max(f64::MIN_POSITIVE);
+        fit.threshold = quantile(scores.clone(), QUANTILE).max(f64::MIN_POSITIVE);
+        let units: Vec<f64> = scores.iter().map(|a| a / fit.threshold).collect();
+        fit.typical = median(units.clone());
+        // The running median starts where the last week of training rows
+        // (at most) put it.
+        let level = median(units[units.len().saturating_sub(SEED_ROWS)..].to_vec());
         let state = ProfileState {
             profile: fit.profile.clone(),
             offset: vec![0.0; k],
             lags: d[n - LAGS..].to_vec(),
             recent: c[n - (SMOOTH - 1)..].to_vec(),
+            level,
         };
         Ok((fit, state))
     }
@@ -246,15 +278,34 @@ impl ProfileFit {
         let mut window = state.recent.clone();
         window.push(c.clone());
         let cw = smoothed(&window);
-        let score = mean(&cw) / self.threshold;
+        let raw = mean(&cw) / self.threshold;
+        // Divided by how far the series' running median stands above the
+        // training rows' (as it was before this row).
+        let factor = if self.typical > 0.0 && state.level > self.typical {
+            state.level / self.typical
+        } else {
+            1.0
+        };
+        let score = raw / factor;
+        if self.typical > 0.0 {
+            let step = if raw > state.level {
+                MEDIAN_STEP
+            } else {
+                -MEDIAN_STEP
+            };
+            state.level = (state.level * step.exp()).max(f64::MIN_POSITIVE);
+        }
         let contributions = (0..k).map(|j| cw[j] + cw[k + j] + cw[2 * k + j]).collect();
+        let expected = (0..k).map(|j| x[j] - e[j]).collect();
         // Remember the row.
         state.lags.remove(0);
         state.lags.push(d);
         state.recent.remove(0);
         state.recent.push(c);
-        // Follow drift with normal rows; slowly, the level of any.
-        let rate = if score < GATE {
+        // Follow drift with normal rows; slowly, the level of any. The
+        // gate reads the raw score: the threshold's own drift must not
+        // let an anomaly into the profile.
+        let rate = if raw < GATE {
             OFFSET_RATE
         } else {
             OFFSET_RATE * LEAK
@@ -262,13 +313,14 @@ impl ProfileFit {
         let slot_profile = &mut state.profile[s];
         for ((b, p), &v) in state.offset.iter_mut().zip(slot_profile.iter_mut()).zip(x) {
             *b += rate * (v - *p - *b);
-            if score < GATE {
+            if raw < GATE {
                 *p += PROFILE_RATE * (v - *b - *p);
             }
         }
         ProfileScore {
             score,
             contributions,
+            expected,
         }
     }
 
@@ -333,6 +385,33 @@ fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
+/// Training rows the running median of the scores starts from (a week
+/// of five-minute rows).
+const SEED_ROWS: usize = 2016;
+
+/// Each feature's least scale: `share` of its training spread (the 0.99
+/// less the 0.01 quantile); a feature that did not spread gets `share` of
+/// the typical (median) spread of those that did, or `share` itself.
+fn floors(rows: &[Vec<f64>], k: usize, share: f64) -> Vec<f64> {
+    let spread: Vec<f64> = (0..k)
+        .map(|j| {
+            let mut v: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+            v.sort_by(f64::total_cmp);
+            quantile_sorted(&v, 0.99) - quantile_sorted(&v, 0.01)
+        })
+        .collect();
+    let spreading: Vec<f64> = spread.iter().copied().filter(|s| *s > 0.0).collect();
+    let typical = if spreading.is_empty() {
+        1.0
+    } else {
+        median(spreading)
+    };
+    spread
+        .iter()
+        .map(|&s| share * if s > 0.0 { s } else { typical })
+        .collect()
+}
+
 /// Median and normal-consistent scale (from the 99th percentile of
 /// absolute deviations), never below `floor`.
 fn robust(v: Vec<f64>, floor: f64) -> (f64, f64) {
@@ -376,8 +455,18 @@ fn ridge(d: &[Vec<f64>], k: usize) -> Result<Vec<f64>> {
             }
         }
     }
-    for a in 0..p {
-        ftf[a * p + a] += RIDGE;
+    // The penalty in the lags' own units: a share of a lag column's sum
+    // of squares (the diagonal's mean), so it weighs the same whatever
+    // the features' scale and however many rows.
+    let lag_square = (0..LAGS * k).map(|a| ftf[a * p + a]).sum::<f64>() / (LAGS * k) as f64;
+    let lambda = if lag_square.is_finite() && lag_square > 0.0 {
+        RIDGE * lag_square
+    } else {
+        1.0
+    };
+    // The intercept is not penalised: its column is 1 in any units.
+    for a in 0..p - 1 {
+        ftf[a * p + a] += lambda;
     }
     let l = cholesky(&ftf, p)?;
     let mut w = vec![0.0; p * k];
@@ -528,5 +617,70 @@ mod tests {
         let (short, _) =
             ProfileFit::fit(&rows[..season * 2], &slots[..season * 2], season, 0.04).unwrap();
         assert_eq!(short.profile.len(), 1);
+    }
+
+    /// Rows of three features with a daily shape and some noise.
+    fn noisy_rows(n: usize, season: usize, noise: f64) -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|t| {
+                let a = (t % season) as f64 / season as f64;
+                let wobble = |m: usize| noise * (((t * m) % 17) as f64 / 17.0 - 0.5);
+                vec![
+                    a + wobble(7919),
+                    0.5 * a + wobble(104_729),
+                    0.3 + wobble(31),
+                ]
+            })
+            .collect()
+    }
+
+    /// Watts or shares of one: the same rows in other units score the
+    /// same, because every floor and penalty is in the rows' own units.
+    #[test]
+    fn scores_do_not_depend_on_the_features_units() {
+        let season = 24;
+        let rows = noisy_rows(season * 6, season, 0.1);
+        let slots: Vec<usize> = (0..rows.len()).collect();
+        let scaled: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v * 1000.0).collect())
+            .collect();
+        let (a, mut sa) = ProfileFit::fit(&rows, &slots, season, 0.05).unwrap();
+        let (b, mut sb) = ProfileFit::fit(&scaled, &slots, season, 0.05).unwrap();
+        for t in rows.len()..rows.len() + season {
+            let mut x = noisy_rows(t + 1, season, 0.1).pop().unwrap();
+            x[2] += if t % 5 == 0 { 0.3 } else { 0.0 };
+            let x1000: Vec<f64> = x.iter().map(|v| v * 1000.0).collect();
+            let (ra, rb) = (a.step(&mut sa, t, &x), b.step(&mut sb, t, &x1000));
+            assert!(
+                (ra.score - rb.score).abs() <= 1e-6 * ra.score.max(1.0),
+                "{t}: {} vs {}",
+                ra.score,
+                rb.score
+            );
+        }
+    }
+
+    /// Normal rows noisier than the training rows (a series trained on a
+    /// quiet few days): the threshold follows them, so in the end they
+    /// score below it again.
+    #[test]
+    fn the_threshold_follows_a_series_noisier_than_its_training() {
+        let season = 24;
+        let rows = noisy_rows(season * 6, season, 0.05);
+        let slots: Vec<usize> = (0..rows.len()).collect();
+        let (fit, mut state) = ProfileFit::fit(&rows, &slots, season, 0.05).unwrap();
+        let later = noisy_rows(rows.len() + 6000, season, 0.15);
+        let scores: Vec<f64> = (rows.len()..later.len())
+            .map(|t| fit.step(&mut state, t, &later[t]).score)
+            .collect();
+        let above = |s: &[f64]| s.iter().filter(|&&v| v > 1.0).count() as f64 / s.len() as f64;
+        let (first, last) = (&scores[..500], &scores[scores.len() - 500..]);
+        assert!(
+            above(last) < above(first) / 2.0 && above(last) < 0.05,
+            "share above the threshold: first {}, last {}",
+            above(first),
+            above(last)
+        );
     }
 }

@@ -138,6 +138,12 @@ pub struct Scored {
     pub error: Vec<f32>,
     /// Each feature's squared miss, per row (rows × features).
     pub contributions: Frame,
+    /// Each feature's signed miss, per row: how many training standard
+    /// deviations the value stands above (positive) or below (negative)
+    /// what the model expected of it (rows × features). The expected value
+    /// in the feature's units is `x − deviation · std` (see
+    /// [`Scorer::expected`]).
+    pub deviation: Frame,
     /// Whether the row could be scored (a sequence model needs its key's
     /// previous windows).
     pub ready: Vec<bool>,
@@ -389,7 +395,22 @@ impl Scorer {
         &self.device
     }
 
-    /// Raw error per row and per feature, in one pass on the device.
+    /// What the model expected of feature `j` in a row where it read `x`
+    /// and missed by `deviation` (see [`Scored::deviation`]), in the
+    /// feature's units.
+    pub fn expected(&self, j: usize, x: f64, deviation: f32) -> f64 {
+        let std = self
+            .sidecar
+            .normalization
+            .std
+            .get(j)
+            .copied()
+            .unwrap_or(1.0);
+        x - f64::from(deviation) * f64::from(std)
+    }
+
+    /// Raw error per row and each feature's signed miss (the value less
+    /// the prediction, normalised), in one pass on the device.
     fn errors(&self, frame: Frame, context: Option<&[f32]>) -> Result<(Vec<f32>, Vec<f32>)> {
         if frame.rows == 0 {
             return Ok((Vec::new(), Vec::new()));
@@ -409,11 +430,11 @@ impl Scorer {
             }
             _ => None,
         };
-        let miss = (self.net.predict(&x, ctx.as_ref())? - &x)?.sqr()?;
-        let per_row = miss.mean(1)?;
+        let deviation = (&x - self.net.predict(&x, ctx.as_ref())?)?;
+        let per_row = deviation.sqr()?.mean(1)?;
         Ok((
             per_row.to_vec1::<f32>()?,
-            miss.flatten_all()?.to_vec1::<f32>()?,
+            deviation.flatten_all()?.to_vec1::<f32>()?,
         ))
     }
 
@@ -435,7 +456,8 @@ impl Scorer {
             )));
         }
         let (rows, cols) = (frame.rows, frame.cols);
-        let (error, miss) = self.errors(frame, context.map(|c| c.0))?;
+        let (error, deviation) = self.errors(frame, context.map(|c| c.0))?;
+        let miss: Vec<f32> = deviation.iter().map(|d| d * d).collect();
         let ready: Vec<bool> = match context {
             Some((_, full)) => full.to_vec(),
             None => vec![true; rows],
@@ -455,6 +477,7 @@ impl Scorer {
             score,
             error,
             contributions: Frame::new(rows, cols, miss)?,
+            deviation: Frame::new(rows, cols, deviation)?,
             ready,
         })
     }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use telemine::detector::{ScoreLog, ScoredRow};
 use telemine::engine::local::replay;
-use telemine::eval::configs::{self, NabModel};
+use telemine::eval::configs::{self, NabModel, NabScoring};
 use telemine::eval::corpus::{self, AsdServer, Layout, NabSeries};
+use telemine::eval::cv::{self, Candidate, Folds};
 use telemine::eval::{DETECTORS, asd, nab};
 use telemine::metrics::Metrics;
 
@@ -25,49 +26,206 @@ pub struct EvalCommand {
     pub detector: String,
     pub out: PathBuf,
     pub epochs: usize,
+    /// Choose among the detectors and their variants by cross-validation
+    /// across the corpus' groups, rather than score each detector alone.
+    pub cv: bool,
 }
 
 pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
     let detectors: Vec<&str> = if opts.detector == "all" {
         DETECTORS.to_vec()
-    } else if DETECTORS.contains(&opts.detector.as_str()) {
-        vec![opts.detector.as_str()]
     } else {
-        anyhow::bail!(
-            "--detector {}: use one of {} or all",
-            opts.detector,
-            DETECTORS.join(", ")
-        );
+        let named: Vec<&str> = opts.detector.split(',').map(str::trim).collect();
+        if let Some(bad) = named.iter().find(|d| !DETECTORS.contains(d)) {
+            anyhow::bail!(
+                "--detector {bad}: use one of {} (several separated by commas) or all",
+                DETECTORS.join(", ")
+            );
+        }
+        named
     };
     std::fs::create_dir_all(&opts.out)?;
     let out = std::path::absolute(&opts.out)?;
     match corpus::layout(&opts.data).map_err(anyhow::Error::msg)? {
         Layout::Nab => {
             let series = corpus::read_nab(&opts.data).map_err(anyhow::Error::msg)?;
+            let mut candidates = Vec::new();
             for d in detectors {
                 if !telemine::eval::univariate(d) {
                     telemine::note!("eval: {d} is for multivariate server metrics; skipped on NAB");
                     continue;
                 }
-                eval_nab(&series, d, &opts, &out).await?;
+                let variants = if opts.cv {
+                    configs::nab_variants()
+                } else {
+                    vec![("shipped", NabScoring::default())]
+                };
+                let shipped = candidates.len();
+                for (variant, scoring) in variants {
+                    let name = candidate_name(d, variant);
+                    let scores = eval_nab(&series, d, &name, scoring, &opts, &out).await?;
+                    candidates.push(Candidate {
+                        name,
+                        scores,
+                        levels: Vec::new(),
+                    });
+                }
+                // The detector as shipped, its threshold alone chosen by
+                // the other folds.
+                report_nab_cv(&series, &candidates[shipped..=shipped]);
+            }
+            if opts.cv && candidates.len() > 1 {
+                report_nab_cv(&series, &candidates);
             }
         }
         Layout::Asd => {
             let servers = corpus::read_asd(&opts.data).map_err(anyhow::Error::msg)?;
+            let mut candidates = Vec::new();
             for d in detectors {
-                eval_asd(&servers, d, &opts, &out).await?;
+                let scores = eval_asd(&servers, d, &opts, &out).await?;
+                candidates.push(Candidate {
+                    name: d.to_string(),
+                    scores,
+                    levels: label_free_levels(d),
+                });
+                report_asd_cv(&servers, &candidates[candidates.len() - 1..]);
+            }
+            if opts.cv && candidates.len() > 1 {
+                report_asd_cv(&servers, &candidates);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A candidate's name: the detector, and the variant unless it is the
+/// shipped one.
+fn candidate_name(detector: &str, variant: &str) -> String {
+    if variant == "shipped" {
+        detector.to_string()
+    } else {
+        format!("{detector}-{variant}")
+    }
+}
+
+/// Prints NAB's leave-one-category-out figures over `candidates`: per
+/// profile the pooled held-out score, each fold's choice, and the
+/// in-sample best beside them.
+fn report_nab_cv(series: &[NabSeries], candidates: &[Candidate]) {
+    let folds = Folds::by_group(
+        series
+            .iter()
+            .map(|s| s.name.split_once('/').map_or("", |(c, _)| c)),
+    );
+    if folds.folds.len() < 2 || candidates.is_empty() {
+        return;
+    }
+    let windows: Vec<Vec<(usize, usize)>> = series.iter().map(|s| s.windows.clone()).collect();
+    let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    let mut line = format!(
+        "nab held-out (leave one category out, {} folds; candidates {}; detector, variant and threshold chosen on the other folds):",
+        folds.folds.len(),
+        names.join(" ")
+    );
+    let mut details = Vec::new();
+    for p in &nab::PROFILES {
+        let result = cv::nab(candidates, &windows, &folds, p);
+        line.push_str(&format!(
+            " {} {:.1} (in-sample best, not a result: {:.1} by {});",
+            p.name, result.held_out, result.in_sample.1, result.in_sample.0
+        ));
+        for f in &result.folds {
+            details.push(format!(
+                "nab held-out {} {}: chose {} at {:.6} ({:.1} on the other folds); held out raw {:.2}, normalised {:.1}",
+                p.name, f.held_out, f.chosen, f.threshold, f.training, f.raw, f.normalized
+            ));
+        }
+    }
+    telemine::out!("{line}");
+    for d in details {
+        telemine::out!("{d}");
+    }
+}
+
+/// Prints ASD's leave-servers-out figures over `candidates`: folds of two
+/// or three consecutive servers.
+fn report_asd_cv(servers: &[AsdServer], candidates: &[Candidate]) {
+    if servers.len() < 2 || candidates.is_empty() {
+        return;
+    }
+    let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+    let folds = Folds::consecutive(&names, asd_folds(servers.len()));
+    let labels: Vec<Vec<bool>> = servers.iter().map(|s| s.labels.clone()).collect();
+    let result = cv::asd(candidates, &labels, &folds);
+    let cands: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    telemine::out!(
+        "asd held-out (servers left out, {} folds; candidates {}; detector and label-free threshold chosen on the other folds): point-wise P {:.3} R {:.3} F1 {:.3}, ROC AUC {:.3} (in-sample best, not a result: F1 {:.3} by {} at {:.4})",
+        folds.folds.len(),
+        cands.join(" "),
+        result.counts.precision(),
+        result.counts.recall(),
+        result.counts.f1(),
+        result.auc,
+        result.in_sample.2,
+        result.in_sample.0,
+        result.in_sample.1
+    );
+    for f in &result.folds {
+        telemine::out!(
+            "asd held-out {}: chose {} at {:.4} (F1 {:.3} on the other folds); held out P {:.3} R {:.3} F1 {:.3}, ROC AUC {:.3}",
+            f.held_out,
+            f.chosen,
+            f.threshold,
+            f.training_f1,
+            f.counts.precision(),
+            f.counts.recall(),
+            f.counts.f1(),
+            f.auc
+        );
+    }
+}
+
+/// Folds for `n` servers: two or three servers each.
+fn asd_folds(n: usize) -> usize {
+    ((n as f64 / 2.5).round() as usize).clamp(2, n.max(2))
+}
+
 /// Runs `input` through the engine with the config at `config` and
 /// returns every row its models scored, in the order they took them.
-async fn score_through_engine(config: &Path, input: &Path) -> anyhow::Result<Vec<ScoredRow>> {
+/// What running a detector cost: rows through the engine (decoding, the
+/// view's SQL, the model with its online training), the time they took,
+/// and the most state one series held (`Settings::values_per_series`).
+#[derive(Debug, Default)]
+struct Cost {
+    rows: usize,
+    seconds: f64,
+    values_per_series: usize,
+}
+
+impl Cost {
+    fn text(&self) -> String {
+        format!(
+            "cost: {:.0} rows/s through the engine (decode, SQL, model and its online training; this machine), at most {} values ({} bytes) of state per series",
+            self.rows as f64 / self.seconds.max(1e-9),
+            self.values_per_series,
+            8 * self.values_per_series
+        )
+    }
+}
+
+async fn score_through_engine(
+    config: &Path,
+    input: &Path,
+    cost: &mut Cost,
+) -> anyhow::Result<Vec<ScoredRow>> {
+    let started = std::time::Instant::now();
     let Some((cfg, mut sql)) = super::load(config, None).await? else {
         anyhow::bail!("{}: the config eval wrote does not load", config.display());
     };
+    for m in &cfg.models {
+        let settings = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
+        cost.values_per_series = cost.values_per_series.max(settings.values_per_series());
+    }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
     let recorded = telemine::recorded::read(input, &defs[0])?;
     if let Some(d) = recorded.dead.first() {
@@ -96,7 +254,10 @@ async fn score_through_engine(config: &Path, input: &Path) -> anyhow::Result<Vec
             input.display()
         );
     }
-    Ok(log.take())
+    let rows = log.take();
+    cost.rows += rows.len();
+    cost.seconds += started.elapsed().as_secs_f64();
+    Ok(rows)
 }
 
 /// Writes `text` to `path`, making its folder.
@@ -112,15 +273,18 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn eval_nab(
     series: &[NabSeries],
     detector: &str,
+    name: &str,
+    scoring: NabScoring,
     opts: &EvalCommand,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let total: usize = series.iter().map(|s| s.values.len()).sum();
-    let progress = super::progress_bar(total as u64, format!("nab {detector}"), "")?;
-    let configs_dir = out.join("configs").join(detector);
+    let progress = super::progress_bar(total as u64, format!("nab {name}"), "")?;
+    let configs_dir = out.join("configs").join(name);
     let sql_dir = configs_dir.join("nab-sql");
     write_file(&sql_dir.join("features/series.sql"), configs::NAB_VIEW)?;
     let mut all_scores = Vec::with_capacity(series.len());
+    let mut cost = Cost::default();
     for s in series {
         progress.set_message(s.name.clone());
         let model = NabModel {
@@ -130,13 +294,15 @@ async fn eval_nab(
                 .filter(|&d| d >= 2)
                 .unwrap_or(0),
             epochs: opts.epochs,
+            scoring,
         };
         let config = configs_dir.join(s.name.replace(".csv", ".toml"));
         write_file(
             &config,
             &configs::nab_config(&model, &sql_dir.to_string_lossy(), &s.name),
         )?;
-        let rows = score_through_engine(&config, &opts.data.join("data").join(&s.name)).await?;
+        let rows =
+            score_through_engine(&config, &opts.data.join("data").join(&s.name), &mut cost).await?;
         let by_start: HashMap<i64, f64> = rows
             .iter()
             .filter_map(|r| Some((r.window_start?, r.score.unwrap_or(0.0))))
@@ -147,7 +313,7 @@ async fn eval_nab(
             scores.push(by_start.get(&ms).copied().unwrap_or(0.0));
         }
         progress.inc(s.values.len() as u64);
-        write_nab_results(out, detector, s, &scores)?;
+        write_nab_results(out, name, s, &scores)?;
         all_scores.push(scores);
     }
     progress.finish_and_clear();
@@ -161,31 +327,18 @@ async fn eval_nab(
         .collect();
     let windows: usize = series.iter().map(|s| s.windows.len()).sum();
     let mut line = format!(
-        "nab {detector}: {} series, {total} records, {windows} windows;",
+        "nab {name}: {} series, {total} records, {windows} windows; in-sample (the threshold fitted to these series):",
         series.len()
     );
     for p in &nab::PROFILES {
-        let sweep = nab::best_threshold(&scored, p, 2000);
+        let sweep = nab::best_threshold(&scored, p);
         line.push_str(&format!(
             " {} {:.1} (threshold {:.6})",
             p.name, sweep.normalized, sweep.threshold
         ));
     }
-    telemine::out!("{line}");
-    if series.len() >= 2 {
-        let mut line = format!(
-            "nab {detector} two-fold (alternate series; threshold fitted on one half, the other half scored at it, its own best in brackets):"
-        );
-        for p in &nab::PROFILES {
-            let [ab, b_best, ba, a_best] = nab::two_fold(&scored, p, 2000);
-            line.push_str(&format!(
-                " {} A→B {ab:.1} ({b_best:.1}), B→A {ba:.1} ({a_best:.1});",
-                p.name
-            ));
-        }
-        telemine::out!("{line}");
-    }
-    Ok(())
+    telemine::out!("{line}; {}", cost.text());
+    Ok(all_scores)
 }
 
 /// A NAB timestamp (`YYYY-MM-DD HH:MM:SS`, UTC) in epoch milliseconds.
@@ -227,16 +380,44 @@ fn label_free_threshold(detector: &str) -> f64 {
     }
 }
 
+/// The share of a model's training rows scoring at least its label-free
+/// threshold: the profile detector's threshold is its training scores'
+/// 0.99 quantile; a calibrated score above `t` is the top `1 − t` of the
+/// training rows' errors.
+fn training_share_above(detector: &str) -> f64 {
+    if detector == telemine::detector::PROFILE {
+        0.01
+    } else {
+        1.0 - label_free_threshold(detector)
+    }
+}
+
+/// The label-free thresholds `eval` may choose among for a detector by
+/// cross-validation: for the profile detector `s/(1 + s)` with `s` the
+/// multiple of its training scores' 0.99 quantile, for a calibrated score
+/// quantiles of the training rows' errors.
+fn label_free_levels(detector: &str) -> Vec<f64> {
+    if detector == telemine::detector::PROFILE {
+        [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
+            .iter()
+            .map(|s| s / (1.0 + s))
+            .collect()
+    } else {
+        vec![0.99, 0.995, 0.998, 0.999, 0.9995]
+    }
+}
+
 /// Runs every server's training rows, then its test rows, through the
-/// engine with its config; prints point-wise and adjusted figures, ROC
-/// AUC and how often the explanation names a responsible metric; writes
-/// each server's scores.
+/// engine with its config; prints point-wise and adjusted figures at the
+/// shipped label-free threshold, ROC AUC and how often the explanation
+/// names a responsible metric; writes each server's scores, and returns
+/// each server's test rows' scores.
 async fn eval_asd(
     servers: &[AsdServer],
     detector: &str,
     opts: &EvalCommand,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let progress = super::progress_bar(servers.len() as u64, format!("asd {detector}"), "")?;
     let (mut point, mut adjusted) = (asd::Counts::default(), asd::Counts::default());
     let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
@@ -245,9 +426,9 @@ async fn eval_asd(
     let mut by_chance = 0f64;
     let mut best_per_server = Vec::new();
     let configs_dir = out.join("configs").join(detector);
-    // The two halves of alternate servers, for the check across servers.
-    let mut halves: [(asd::Counts, Vec<f64>, Vec<bool>); 2] = Default::default();
-    for (index, server) in servers.iter().enumerate() {
+    let mut per_server = Vec::with_capacity(servers.len());
+    let mut cost = Cost::default();
+    for server in servers {
         progress.set_message(server.name.clone());
         let k = server.features.len();
         let spacing = spacing_ms(&opts.data, server)?;
@@ -272,7 +453,7 @@ async fn eval_asd(
         // The engine's input: training rows, then test rows.
         let input = configs_dir.join(format!("{}.csv", server.name));
         write_server_input(&opts.data, server, &input)?;
-        let mut rows = score_through_engine(&config, &input).await?;
+        let mut rows = score_through_engine(&config, &input, &mut cost).await?;
         rows.sort_by_key(|r| r.window_start);
         let n = server.train.len() + server.test.len();
         if rows.len() != n {
@@ -287,10 +468,7 @@ async fn eval_asd(
         let tops: Vec<Vec<usize>> = test
             .iter()
             .map(|r| {
-                r.features
-                    .as_deref()
-                    .unwrap_or_default()
-                    .split(',')
+                telemine::detector::explain::named(r.features.as_deref().unwrap_or_default())
                     .filter_map(|f| server.features.iter().position(|x| x == f))
                     .collect()
             })
@@ -299,16 +477,13 @@ async fn eval_asd(
         let flagged: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
         write_asd_scores(out, detector, server, test, &flagged)?;
         point.add(asd::pointwise(&flagged, &server.labels));
-        let half = &mut halves[index % 2];
-        half.0.add(asd::pointwise(&flagged, &server.labels));
-        half.1.extend_from_slice(&scores);
-        half.2.extend_from_slice(&server.labels);
         adjusted.add(asd::point_adjusted(&flagged, &server.labels));
         if server.labels.iter().any(|l| *l) {
             best_per_server.push(asd::best_f1(&scores, &server.labels).0);
         }
         all_scores.extend_from_slice(&scores);
         all_labels.extend_from_slice(&server.labels);
+        per_server.push(scores);
         for (a, b, metrics) in &server.interpretation {
             for i in (*a..=*b).filter(|&i| i < flagged.len() && flagged[i]) {
                 explained += 1;
@@ -322,9 +497,18 @@ async fn eval_asd(
     }
     progress.finish_and_clear();
     let rows = all_labels.len();
+    // Calibration: the share of label-normal test rows at or above the
+    // label-free threshold, against the share of training rows there.
+    let threshold = label_free_threshold(detector);
+    let normal = all_labels.iter().filter(|l| !**l).count();
+    let normal_above = all_scores
+        .iter()
+        .zip(&all_labels)
+        .filter(|(s, l)| !**l && **s >= threshold)
+        .count();
     let mean_best = best_per_server.iter().sum::<f64>() / best_per_server.len().max(1) as f64;
     telemine::out!(
-        "asd {detector}: {} servers, {rows} test rows ({} anomalous); point-wise P {:.3} R {:.3} F1 {:.3} at the label-free threshold; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%)",
+        "asd {detector}: {} servers, {rows} test rows ({} anomalous); at the shipped label-free threshold, in-sample: point-wise P {:.3} R {:.3} F1 {:.3} at the label-free threshold; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%); calibration: {:.2}% of the {normal} label-normal test rows score at least {threshold} ({:.2}% of training rows do); {}",
         servers.len(),
         all_labels.iter().filter(|l| **l).count(),
         point.precision(),
@@ -336,30 +520,12 @@ async fn eval_asd(
         asd::roc_auc(&all_scores, &all_labels),
         asd::best_f1(&all_scores, &all_labels).0,
         100.0 * named_right as f64 / explained.max(1) as f64,
-        100.0 * by_chance / explained.max(1) as f64
+        100.0 * by_chance / explained.max(1) as f64,
+        100.0 * normal_above as f64 / normal.max(1) as f64,
+        100.0 * training_share_above(detector),
+        cost.text()
     );
-    if servers.len() >= 2 {
-        let names = |r: usize| -> String {
-            servers
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % 2 == r)
-                .map(|(_, s)| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let [a, b] = &halves;
-        telemine::out!(
-            "asd {detector} halves (alternate servers, the same settings): A ({}) F1 {:.3} AUC {:.3}; B ({}) F1 {:.3} AUC {:.3}",
-            names(0),
-            a.0.f1(),
-            asd::roc_auc(&a.1, &a.2),
-            names(1),
-            b.0.f1(),
-            asd::roc_auc(&b.1, &b.2)
-        );
-    }
-    Ok(())
+    Ok(per_server)
 }
 
 /// The spacing of a server's records, in milliseconds: the median gap

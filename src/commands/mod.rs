@@ -5,6 +5,7 @@ mod check;
 mod demo;
 mod dry_run;
 mod eval;
+mod fleet;
 mod run;
 mod silence;
 mod test;
@@ -69,18 +70,36 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Eval {
             data,
+            fleet,
+            anomalies,
+            config,
+            seed,
             detector,
             out,
             epochs,
-        } => {
-            eval::eval(eval::EvalCommand {
-                data,
-                detector,
-                out,
-                epochs,
-            })
-            .await
-        }
+            cv,
+        } => match (data, fleet) {
+            (_, Some(duration)) => {
+                fleet::fleet(fleet::FleetCommand {
+                    duration,
+                    anomalies,
+                    config,
+                    seed,
+                })
+                .await
+            }
+            (Some(data), None) => {
+                eval::eval(eval::EvalCommand {
+                    data,
+                    detector,
+                    out,
+                    epochs,
+                    cv,
+                })
+                .await
+            }
+            (None, None) => anyhow::bail!("eval needs --data or --fleet"),
+        },
         Command::Bench {
             brokers,
             records,

@@ -49,6 +49,20 @@ impl PastFeatures {
         (self.window / 2).max(1)
     }
 
+    /// How many model features each view feature becomes: the feature
+    /// itself first, then its past features (see [`PastFeatures::names`]).
+    pub fn per_view(&self) -> usize {
+        if self.identity() {
+            return 1;
+        }
+        let parts = if self.window > 0 {
+            self.parts.iter().filter(|p| **p).count()
+        } else {
+            0
+        };
+        1 + parts + usize::from(self.season > 0)
+    }
+
     /// The model's feature names, from the view's.
     pub fn names(&self, view: &[String]) -> Vec<String> {
         if self.identity() {
@@ -134,6 +148,11 @@ impl Past {
             self.rows.pop_front();
         }
         self.rows.push_back(x.to_vec());
+    }
+
+    /// Windows the series has had.
+    pub fn seen(&self) -> usize {
+        self.seen
     }
 
     /// The last `n` windows (fewer when fewer are kept), oldest first.

@@ -14,8 +14,10 @@
 //!    series' recent errors, with the range check and one alarm per burst.
 //!
 //! The view gains two columns: `anomaly_score` (in [0, 1]; NULL while the
-//! model warms up) and `anomaly_features` (the three model features that
-//! missed most, worst first). Rules read them like any other column.
+//! model warms up) and `anomaly_features` (the three view columns that
+//! missed most, worst first, each with its direction and the value
+//! expected of it: see [`explain`]). Rules read them like any other
+//! column.
 //!
 //! Without a checkpoint the model trains online, on the rows it has seen:
 //! first after `warmup_windows` windows, then again on the `retrain`
@@ -33,6 +35,7 @@
 //! - state per series is bounded (see [`Settings::values_per_series`]),
 //!   and so is the number of series (`max_series`).
 
+pub mod explain;
 pub mod features;
 pub mod score;
 
@@ -54,7 +57,7 @@ use telemine_model::{
 };
 
 pub use features::{Past, PastFeatures};
-pub use score::{Recent, ScoreMode, Scoring};
+pub use score::{Miss, Recent, ScoreMode, Scoring};
 
 use crate::config::ModelConfig;
 use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
@@ -73,7 +76,8 @@ pub const TOP_FEATURES: usize = 3;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Retrain {
-    /// Every `retrain_windows` windows.
+    /// Every `retrain_windows` windows (each time the windows seen have
+    /// doubled, until that is sooner).
     #[default]
     Every,
     /// Each time the windows seen have doubled since the last training.
@@ -131,6 +135,7 @@ impl Settings {
             ("error_history", m.error_history, MAX_ERROR_HISTORY),
             ("refractory_windows", m.refractory_windows, MAX_REFRACTORY),
             ("rank_history", m.rank_history, MAX_RANK_HISTORY),
+            ("range_rank_windows", m.range_rank_windows, MAX_RANK_HISTORY),
             (
                 "median_range_windows",
                 m.median_range_windows,
@@ -154,6 +159,12 @@ impl Settings {
             && !(r.is_finite() && r >= 0.0)
         {
             out.push(format!("range_margin = {r}: zero or more"));
+        }
+        if !(m.normal_share.is_finite() && (0.0..1.0).contains(&m.normal_share)) {
+            out.push(format!(
+                "normal_share = {}: at least 0, below 1",
+                m.normal_share
+            ));
         }
         if !(m.median_range_margin.is_finite() && m.median_range_margin >= 0.0) {
             out.push(format!(
@@ -221,7 +232,9 @@ impl Settings {
                 range_margin: m.range_margin,
                 median_windows: m.median_range_windows,
                 median_margin: m.median_range_margin,
+                range_rank: m.range_rank_windows,
                 refractory: m.refractory_windows,
+                normal_share: m.normal_share,
                 rank_history: m.rank_history,
             },
             warmup_windows: m.warmup_windows.max(1),
@@ -239,7 +252,11 @@ impl Settings {
     /// taken trains next (`None`: never).
     fn next_training_after(&self, windows: usize) -> Option<usize> {
         match self.retrain {
-            Retrain::Every if self.retrain_windows > 0 => Some(windows + self.retrain_windows),
+            // Sooner while the windows seen are fewer: the first models
+            // are trained on little, and their calibration shows it.
+            Retrain::Every if self.retrain_windows > 0 => {
+                Some(windows + self.retrain_windows.min(windows.max(1)))
+            }
             Retrain::Every => None,
             Retrain::Doubling => Some(windows.max(1) * 2),
         }
@@ -280,6 +297,7 @@ impl Settings {
             + self.scoring.history
             + 4 * k
             + self.scoring.refractory
+            + self.scoring.range_rank
             + 2 * self.scoring.rank_history
             + context
             + profile
@@ -605,15 +623,15 @@ impl Detector {
         } else {
             fit.step(&mut state.clone(), slot, x)
         };
-        let mut order: Vec<usize> = (0..scored.contributions.len()).collect();
-        order.sort_by(|&a, &b| scored.contributions[b].total_cmp(&scored.contributions[a]));
-        let top: Vec<&str> = order
-            .iter()
-            .take(TOP_FEATURES)
-            .map(|&j| self.settings.view_features[j].as_str())
-            .collect();
+        let named = explain::explain(
+            &self.settings.view_features,
+            x,
+            &scored.contributions,
+            &scored.expected,
+            TOP_FEATURES,
+        );
         let s = scored.score.max(0.0);
-        Some((s / (1.0 + s), top.join(",")))
+        Some((s / (1.0 + s), named))
     }
 
     /// The series `key`, made room for within `max_series`.
@@ -633,6 +651,35 @@ impl Detector {
             }
         }
         state.series.entry(key.to_string()).or_default()
+    }
+
+    /// `anomaly_features` of row `i` a model scored, whose view features
+    /// are `x`: each view feature's share is the miss of every model
+    /// feature made from it, and its expected value the model's
+    /// prediction of the feature itself.
+    fn explain_model_row(&self, scorer: &Scorer, s: &Scored, i: usize, x: &[f64]) -> String {
+        let per = self.settings.past.per_view();
+        let miss = s.contributions.row(i);
+        let deviation = s.deviation.row(i);
+        let k = self.settings.view_features.len();
+        let mut share = vec![0.0; k];
+        let mut expected = vec![f64::NAN; k];
+        for j in 0..k {
+            let group = j * per..((j + 1) * per).min(miss.len());
+            share[j] = miss
+                .get(group.clone())
+                .map_or(0.0, |m| m.iter().map(|v| f64::from(*v)).sum::<f64>());
+            if let Some(&d) = deviation.get(j * per) {
+                expected[j] = scorer.expected(j * per, x[j], d);
+            }
+        }
+        explain::explain(
+            &self.settings.view_features,
+            x,
+            &share,
+            &expected,
+            TOP_FEATURES,
+        )
     }
 
     fn score_all(
@@ -721,6 +768,11 @@ impl Detector {
             let mut row = Vec::with_capacity(cols);
             self.settings.past.row(&series.past, x, &mut row);
             t.medians = series.past.medians(x, self.settings.scoring.median_windows);
+            // Until the series has had the windows its past features read,
+            // they mean something else: such rows get no model score
+            // (NULL: warming up). They still train the model, as a few
+            // rows among many.
+            let warming = series.past.seen() < self.settings.past.window;
             let context = context_len.map(|len| {
                 let full = series.context.len() == len;
                 let mut ctx = Vec::with_capacity(len * cols);
@@ -754,7 +806,7 @@ impl Detector {
                 state.rows.push_back((t.key.clone(), row.clone()));
                 state.rows_total += 1;
             }
-            if let Some(scorer) = &state.scorer {
+            if !warming && let Some(scorer) = &state.scorer {
                 let m = match models.iter().position(|(s, ..)| Arc::ptr_eq(s, scorer)) {
                     Some(m) => m,
                     None => {
@@ -811,21 +863,18 @@ impl Detector {
             if self.settings.kind.is_none() {
                 continue;
             }
-            let (error, calibrated, top) = match t.model {
+            let (miss, top) = match t.model {
                 Some((m, i)) if scored[m].ready[i] => {
                     let s = &scored[m];
-                    let top: Vec<&str> = s
-                        .top(i, TOP_FEATURES)
-                        .into_iter()
-                        .map(|j| self.settings.model_features[j].as_str())
-                        .collect();
                     (
-                        Some(f64::from(s.error[i])),
-                        Some(f64::from(s.score[i])),
-                        Some(top.join(",")),
+                        Some(Miss {
+                            error: f64::from(s.error[i]),
+                            calibration: &models[m].0.sidecar().calibration,
+                        }),
+                        Some(self.explain_model_row(&models[m].0, s, i, x)),
                     )
                 }
-                _ => (None, None, None),
+                _ => (None, None),
             };
             let medians = t.medians.as_deref();
             // A series forgotten within this call (max_series) scores
@@ -839,7 +888,7 @@ impl Detector {
                 }
                 None => &mut scratch,
             };
-            let score = scoring.step(recent, x, medians, error, calibrated);
+            let score = scoring.step(recent, x, medians, miss);
             scores[t.batch][t.row] = score;
             named[t.batch][t.row] = top.filter(|_| score.is_some());
         }

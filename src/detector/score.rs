@@ -11,19 +11,33 @@
 //!    `rank_history = N`, `L` is first divided by one plus the number of
 //!    the series' last N values of `L` at least as high: a surprise the
 //!    series has often shown counts for less than its first. Or
-//!    (`"calibrated"`) the share of training rows with a lower error.
+//!    (`"calibrated"`) the share of training rows with a lower error —
+//!    on data like the training rows, a score above `t` comes `1 − t` of
+//!    the time. With `normal_share = s` the error is first measured
+//!    against the series' own: where the series' last `error_history`
+//!    errors at their `1 − s` quantile stand above the training rows'
+//!    at that quantile (plus two standard errors of the estimate), the
+//!    error is scaled down by that ratio. A
+//!    behaviour that fills a share `s` of the series' recent windows —
+//!    a level shift that stays, a pattern that keeps coming back — is
+//!    then its normal, and alerts on it resolve; a series is never
+//!    scored as more surprising than the fleet would make it.
 //! 2. **Range** (`range_margin`): a feature further past the range the
 //!    series has shown than that share of the range scores 1 — a new
 //!    extreme needs no model to be surprising. The same for the median of
 //!    the series' last windows (`median_range_windows`,
 //!    `median_range_margin`): a shift of level that single values hide in
-//!    their noise.
+//!    their noise. With `range_rank_windows = N` such a row scores
+//!    1 / (1 + the series' rows past a range in its last N windows)
+//!    instead: a new extreme is surprising in a series that rarely sets
+//!    one, not in one that keeps setting them (a trend).
 //! 3. **Refractory** (`refractory_windows`): a score no higher than one of
 //!    the series' previous scores is reported as 0: one alarm per burst.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
+use telemine_model::Calibration;
 
 /// How the model's error becomes `anomaly_score`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -45,9 +59,23 @@ pub struct Scoring {
     /// and its margin.
     pub median_windows: usize,
     pub median_margin: f64,
+    /// Windows over which rows past a range are counted to rank the next
+    /// (0: each scores 1).
+    pub range_rank: usize,
     pub refractory: usize,
     /// Earlier likelihoods a likelihood is ranked against (0: none).
     pub rank_history: usize,
+    /// `"calibrated"`: the share of a series' recent windows a behaviour
+    /// must fill to be its normal (0: off).
+    pub normal_share: f64,
+}
+
+/// A model's miss on a row: its raw error and how the model calibrated
+/// its training rows' errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Miss<'a> {
+    pub error: f64,
+    pub calibration: &'a Calibration,
 }
 
 /// Errors a likelihood needs before it scores above 0.
@@ -67,6 +95,12 @@ pub struct Recent {
     /// The last `rank_history` likelihoods, in arrival order and sorted.
     likelihoods: VecDeque<f64>,
     ranked: Vec<f64>,
+    /// Rows stepped, and the rows (by that count) past a range within the
+    /// last `range_rank` windows.
+    #[serde(default)]
+    steps: u64,
+    #[serde(default)]
+    outside_at: VecDeque<u64>,
 }
 
 impl Recent {
@@ -78,6 +112,7 @@ impl Recent {
             + self.scores.len()
             + self.likelihoods.len()
             + self.ranked.len()
+            + self.outside_at.len()
     }
 }
 
@@ -85,16 +120,14 @@ impl Scoring {
     /// The score of a row of the series `recent` remembers, and remembers
     /// it: `x` its view features, `medians` their medians over the last
     /// windows (when the median range check is on and the series has had
-    /// enough), `error` the model's error (`None` while no model is
-    /// trained), `calibrated` that error as a share of training rows.
-    /// `None` when there is nothing to score with yet.
+    /// enough), `miss` the model's miss (`None` while no model is
+    /// trained). `None` when there is nothing to score with yet.
     pub fn step(
         &self,
         recent: &mut Recent,
         x: &[f64],
         medians: Option<&[f64]>,
-        error: Option<f64>,
-        calibrated: Option<f64>,
+        miss: Option<Miss<'_>>,
     ) -> Option<f64> {
         let mut outside = match self.range_margin {
             Some(margin) => outside_range(&mut recent.range, x, margin),
@@ -103,18 +136,73 @@ impl Scoring {
         if let Some(m) = medians {
             outside |= outside_range(&mut recent.median_range, m, self.median_margin);
         }
-        let model = match self.mode {
-            ScoreMode::Likelihood => error.map(|e| self.likelihood(recent, e)),
-            ScoreMode::Calibrated => calibrated,
-        };
+        let model = miss.map(|m| match self.mode {
+            ScoreMode::Likelihood => self.likelihood(recent, m.error),
+            ScoreMode::Calibrated => self.calibrated(recent, m),
+        });
+        recent.steps += 1;
         let score = match (outside, model) {
-            (true, _) => 1.0,
+            (true, Some(s)) => self.outside_score(recent).max(s),
+            (true, None) => self.outside_score(recent),
             (false, Some(s)) => s,
             // Before the first model, the range check alone scores.
             (false, None) if self.range_margin.is_some() || self.median_windows > 0 => 0.0,
             (false, None) => return None,
         };
         Some(self.refractory(recent, score))
+    }
+
+    /// The calibrated score of `miss`, measured against the series' own
+    /// errors with `normal_share`; remembers the error.
+    fn calibrated(&self, recent: &mut Recent, miss: Miss<'_>) -> f64 {
+        let error = miss.error;
+        if !error.is_finite() {
+            return 1.0;
+        }
+        if self.normal_share <= 0.0 {
+            return miss.calibration.score(error);
+        }
+        let p = (1.0 - self.normal_share).clamp(0.0, 1.0);
+        // A behaviour is the series' normal once it fills `normal_share`
+        // of `error_history` windows — counted against the whole history,
+        // so a young series does not take its first anomaly for its
+        // normal: `own` is the k-th largest of the recent errors.
+        let k = ((self.normal_share * self.history as f64).ceil() as usize).max(1);
+        let own =
+            (recent.errors.len() >= k.max(MIN_ERRORS)).then(|| kth_largest(&recent.errors, k));
+        // That estimate must stand above the training rows' quantile two
+        // standard errors higher before it counts, so a normal series'
+        // sampling noise is not taken for a new normal (which would bias
+        // its scores low).
+        let margin = 2.0 * (p * (1.0 - p) / self.history.max(1) as f64).sqrt();
+        let fleet = miss.calibration.error_at(p);
+        let beyond = miss.calibration.error_at((p + margin).min((1.0 + p) / 2.0));
+        let scaled = match own {
+            Some(own) if own > beyond && own > 0.0 => error * fleet / own,
+            _ => error,
+        };
+        recent.errors.push_back(error);
+        if recent.errors.len() > self.history {
+            recent.errors.pop_front();
+        }
+        miss.calibration.score(scaled)
+    }
+
+    /// What a row past a range scores: 1, or with `range_rank` 1 over one
+    /// plus the rows past a range in the last `range_rank` windows;
+    /// remembers the row.
+    fn outside_score(&self, recent: &mut Recent) -> f64 {
+        if self.range_rank == 0 {
+            return 1.0;
+        }
+        let now = recent.steps;
+        let window = self.range_rank as u64;
+        while recent.outside_at.front().is_some_and(|&t| now - t > window) {
+            recent.outside_at.pop_front();
+        }
+        let score = 1.0 / (1 + recent.outside_at.len()) as f64;
+        recent.outside_at.push_back(now);
+        score
     }
 
     fn likelihood(&self, recent: &mut Recent, error: f64) -> f64 {
@@ -176,6 +264,17 @@ impl Scoring {
     }
 }
 
+/// The `k`-th largest of `values` (1: the largest).
+fn kth_largest(values: &VecDeque<f64>, k: usize) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted
+        .get(k.saturating_sub(1))
+        .or(sorted.last())
+        .copied()
+        .unwrap_or(0.0)
+}
+
 /// Whether a feature of `x` falls further outside the range seen so far
 /// than `margin` of it; widens the ranges to take `x` in.
 fn outside_range(range: &mut Vec<(f64, f64)>, x: &[f64], margin: f64) -> bool {
@@ -231,8 +330,10 @@ mod tests {
             range_margin: Some(0.02),
             median_windows: 0,
             median_margin: 0.05,
+            range_rank: 0,
             refractory: 30,
             rank_history: 0,
+            normal_share: 0.0,
         }
     }
 
@@ -277,16 +378,16 @@ mod tests {
         };
         let mut r = Recent::default();
         for v in [0.0, 10.0, 5.0] {
-            assert_eq!(s.step(&mut r, &[v], None, None, None), Some(0.0));
+            assert_eq!(s.step(&mut r, &[v], None, None), Some(0.0));
         }
         // 2% of the range 0..10 past its top: 10.2 is not past, 10.3 is.
-        assert_eq!(s.step(&mut r, &[10.2], None, None, None), Some(0.0));
-        assert_eq!(s.step(&mut r, &[10.5], None, None, None), Some(1.0));
+        assert_eq!(s.step(&mut r, &[10.2], None, None), Some(0.0));
+        assert_eq!(s.step(&mut r, &[10.5], None, None), Some(1.0));
         let no_range = Scoring {
             range_margin: None,
             ..s
         };
-        assert_eq!(no_range.step(&mut r, &[99.0], None, None, None), None);
+        assert_eq!(no_range.step(&mut r, &[99.0], None, None), None);
     }
 
     #[test]
@@ -297,17 +398,127 @@ mod tests {
             ..scoring()
         };
         let mut r = Recent::default();
+        let cal = Calibration::fit(&[1.0, 2.0], 0.99);
+        let miss = |error: f64| {
+            Some(Miss {
+                error,
+                calibration: &cal,
+            })
+        };
         for i in 0..300 {
             let e = 1.0 + (i % 7) as f64 * 0.1;
-            let score = s.step(&mut r, &[0.0], None, Some(e), None).unwrap();
+            let score = s.step(&mut r, &[0.0], None, miss(e)).unwrap();
             assert!(score < 0.2, "{i}: {score}");
         }
         assert_eq!(r.errors.len(), 200);
-        let high = s.step(&mut r, &[0.0], None, Some(20.0), None).unwrap();
+        let high = s.step(&mut r, &[0.0], None, miss(20.0)).unwrap();
         assert!(high > 0.8 && high < 1.0, "{high}");
-        let nan = s.step(&mut r, &[0.0], None, Some(f64::NAN), None).unwrap();
+        let nan = s.step(&mut r, &[0.0], None, miss(f64::NAN)).unwrap();
         assert!(nan > high, "a non-finite error is the worst: {nan}");
         assert!(r.errors.iter().all(|e| e.is_finite()));
+    }
+}
+
+#[cfg(test)]
+mod adapt_tests {
+    use super::*;
+
+    fn calibrated(normal_share: f64) -> Scoring {
+        Scoring {
+            mode: ScoreMode::Calibrated,
+            history: 120,
+            spread_floor: 1.0,
+            range_margin: None,
+            median_windows: 0,
+            median_margin: 0.05,
+            range_rank: 0,
+            refractory: 0,
+            rank_history: 0,
+            normal_share,
+        }
+    }
+
+    /// Training errors 1.000 … 2.000: a calibrated score is the share of
+    /// them below the error.
+    fn training() -> Calibration {
+        let errors: Vec<f32> = (0..=1000).map(|i| 1.0 + i as f32 / 1000.0).collect();
+        Calibration::fit(&errors, 0.999)
+    }
+
+    /// A series' errors: normal (1.0–2.0, cycling) for 200 windows, then
+    /// three times as high for good. Returns each window's score.
+    fn shifted(s: &Scoring, cal: &Calibration) -> Vec<f64> {
+        let mut r = Recent::default();
+        (0..400)
+            .map(|i| {
+                let normal = 1.0 + (i * 37 % 100) as f64 / 100.0;
+                let error = if i < 200 { normal } else { 3.0 * normal };
+                s.step(
+                    &mut r,
+                    &[0.0],
+                    None,
+                    Some(Miss {
+                        error,
+                        calibration: cal,
+                    }),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_level_shift_that_stays_becomes_the_series_normal() {
+        let cal = training();
+        let fixed = shifted(&calibrated(0.0), &cal);
+        let adapting = shifted(&calibrated(0.25), &cal);
+        // Before the shift both are the plain calibrated score.
+        assert_eq!(fixed[..200], adapting[..200]);
+        // At the shift both alarm.
+        assert!(fixed[200] > 0.999 && adapting[200] > 0.999);
+        // The fixed score alarms for ever; the adapting one stops once
+        // the shift fills a quarter of the last 120 windows (30), and
+        // then scores like a normal series.
+        assert!(fixed[300..].iter().all(|&s| s > 0.999));
+        let first_quiet = adapting[200..].iter().position(|&s| s < 0.999).unwrap();
+        assert!(
+            (20..=40).contains(&first_quiet),
+            "quiet after {first_quiet}"
+        );
+        let late = &adapting[300..];
+        let above = late.iter().filter(|&&s| s > 0.99).count();
+        assert!(above <= 3, "{above} of the last 100 above 0.99: {late:?}");
+    }
+
+    #[test]
+    fn a_quiet_series_is_never_scored_above_what_the_fleet_would_say() {
+        let cal = training();
+        let s = calibrated(0.25);
+        let mut r = Recent::default();
+        // A series much quieter than the fleet's training rows.
+        for _ in 0..200 {
+            s.step(
+                &mut r,
+                &[0.0],
+                None,
+                Some(Miss {
+                    error: 0.5,
+                    calibration: &cal,
+                }),
+            );
+        }
+        let score = s
+            .step(
+                &mut r,
+                &[0.0],
+                None,
+                Some(Miss {
+                    error: 1.5,
+                    calibration: &cal,
+                }),
+            )
+            .unwrap();
+        assert!((score - cal.score(1.5)).abs() < 1e-12, "{score}");
     }
 }
 
@@ -324,8 +535,10 @@ mod rank_tests {
             range_margin: None,
             median_windows: 0,
             median_margin: 0.05,
+            range_rank: 0,
             refractory: 0,
             rank_history: 3,
+            normal_share: 0.0,
         };
         let mut r = Recent::default();
         let ranked: Vec<f64> = [4.0, 2.0, 4.0, 1.0, 8.0, 2.0]

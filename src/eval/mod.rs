@@ -1,11 +1,14 @@
 //! Detection quality on labelled data (`telemine eval`): the NAB score for
 //! univariate series streamed record by record ([`nab`]), and
 //! point-wise figures for multivariate servers ([`asd`]); [`corpus`] reads
-//! both layouts.
+//! both layouts; [`fleet`] runs an operator's config over the generated
+//! fleet and counts the notifications it would send.
 
 pub mod asd;
 pub mod configs;
 pub mod corpus;
+pub mod cv;
+pub mod fleet;
 pub mod nab;
 
 /// The detectors `eval` knows, by their config names.

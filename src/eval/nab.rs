@@ -54,16 +54,28 @@ pub fn scaled_sigmoid(y: f64) -> f64 {
 /// The raw NAB score of one series: `detections[i]` says whether record
 /// `i` was flagged; `windows` are inclusive index ranges, in order.
 pub fn score_series(detections: &[bool], windows: &[(usize, usize)], profile: &Profile) -> f64 {
-    let skip = probation(detections.len());
+    let flagged = detections
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| i);
+    score_flagged(detections.len(), flagged, windows, profile)
+}
+
+/// The raw NAB score of a series of `records` records whose flagged
+/// records are `flagged` (indices, ascending); detections in probation
+/// are ignored.
+pub fn score_flagged(
+    records: usize,
+    flagged: impl Iterator<Item = usize>,
+    windows: &[(usize, usize)],
+    profile: &Profile,
+) -> f64 {
+    let skip = probation(records);
     let mut total = 0.0;
     let mut detected = vec![false; windows.len()];
     let mut w = 0; // first window not yet passed
-    for (i, _) in detections
-        .iter()
-        .enumerate()
-        .skip(skip)
-        .filter(|(_, d)| **d)
-    {
+    for i in flagged.filter(|&i| i >= skip) {
         while w < windows.len() && windows[w].1 < i {
             w += 1;
         }
@@ -108,89 +120,126 @@ pub struct Sweep {
     pub normalized: f64,
 }
 
-/// The threshold that maximises the summed score over `series`, among the
-/// distinct score values (at most `candidates` of them, spread by rank).
-pub fn best_threshold(series: &[Scored<'_>], profile: &Profile, candidates: usize) -> Sweep {
+/// The (null, perfect) raw scores of series holding `windows` windows.
+pub fn bounds(windows: usize, profile: &Profile) -> (f64, f64) {
+    (-(windows as f64) * profile.fn_, windows as f64 * profile.tp)
+}
+
+/// `raw` normalised between the null detector (0) and a perfect one
+/// (100) over `windows` windows.
+pub fn normalize(raw: f64, windows: usize, profile: &Profile) -> f64 {
+    let (null, perfect) = bounds(windows, profile);
+    100.0 * (raw - null) / (perfect - null).max(f64::MIN_POSITIVE)
+}
+
+/// Where a flaggable record of a series falls, for a sweep: in a window
+/// (its number over all series swept, and what a first detection there
+/// earns before `tp`), or outside every window (what a detection there
+/// costs before `fp`: σ, negative).
+#[derive(Clone, Copy)]
+enum Place {
+    Window(usize, f64),
+    Outside(f64),
+}
+
+/// The threshold that maximises the summed score over `series`: every
+/// distinct score value is tried, exactly, by walking the records from
+/// the highest score down and adding each detection's worth as it comes
+/// (a false positive's is its own; a window keeps its earliest
+/// detection's). Of equal sums the highest threshold wins (the fewest
+/// detections); infinity stands for the null detector.
+pub fn best_threshold(series: &[Scored<'_>], profile: &Profile) -> Sweep {
     let windows: usize = series.iter().map(|s| s.windows.len()).sum();
-    let perfect = windows as f64 * profile.tp;
-    let null = -(windows as f64) * profile.fn_;
-    let mut values: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.scores.iter().copied())
-        .filter(|v| v.is_finite())
-        .collect();
-    values.sort_by(f64::total_cmp);
-    values.dedup();
-    let step = (values.len() / candidates.max(1)).max(1);
-    let mut thresholds: Vec<f64> = values.iter().step_by(step).copied().collect();
-    // The top scores matter most: every one of the highest is a candidate.
-    thresholds.extend(values.iter().rev().take(candidates));
-    thresholds.push(f64::INFINITY); // never fire: the null detector
+    let mut events: Vec<(f64, Place)> = Vec::new();
+    let mut first_window = 0;
+    for s in series {
+        let skip = probation(s.scores.len());
+        let mut w = 0;
+        for (i, &v) in s.scores.iter().enumerate().skip(skip) {
+            while w < s.windows.len() && s.windows[w].1 < i {
+                w += 1;
+            }
+            if !v.is_finite() {
+                continue;
+            }
+            let place = match s.windows.get(w) {
+                Some(&(start, end)) if start <= i => {
+                    let width = (end - start + 1) as f64;
+                    let y = -((end - i + 1) as f64) / width;
+                    Place::Window(first_window + w, scaled_sigmoid(y) / scaled_sigmoid(-1.0))
+                }
+                _ => Place::Outside(match w.checked_sub(1).map(|p| s.windows[p]) {
+                    None => -1.0,
+                    Some((start, end)) => {
+                        let width = (end - start + 1) as f64;
+                        scaled_sigmoid((i - end) as f64 / (width - 1.0).max(1.0))
+                    }
+                }),
+            };
+            events.push((v, place));
+        }
+        first_window += s.windows.len();
+    }
+    events.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (null, _) = bounds(windows, profile);
     let mut best = Sweep {
         threshold: f64::INFINITY,
-        raw: f64::NEG_INFINITY,
+        raw: null,
         normalized: 0.0,
     };
-    for t in thresholds {
-        let raw: f64 = series
-            .iter()
-            .map(|s| {
-                let d: Vec<bool> = s.scores.iter().map(|&v| v >= t).collect();
-                score_series(&d, s.windows, profile)
-            })
-            .sum();
+    // The earliest detection's worth per window (0: none yet).
+    let mut earned = vec![0.0f64; windows];
+    let (mut fp, mut tp, mut detected) = (0.0, 0.0, 0usize);
+    let mut i = 0;
+    while i < events.len() {
+        let t = events[i].0;
+        while i < events.len() && events[i].0 == t {
+            match events[i].1 {
+                Place::Outside(sigma) => fp += profile.fp * sigma,
+                Place::Window(w, worth) if worth > earned[w] => {
+                    if earned[w] == 0.0 {
+                        detected += 1;
+                    }
+                    tp += profile.tp * (worth - earned[w]);
+                    earned[w] = worth;
+                }
+                Place::Window(..) => {}
+            }
+            i += 1;
+        }
+        let raw = tp + fp - profile.fn_ * (windows - detected) as f64;
         if raw > best.raw {
             best = Sweep {
                 threshold: t,
                 raw,
-                normalized: 100.0 * (raw - null) / (perfect - null).max(f64::MIN_POSITIVE),
+                normalized: 0.0,
             };
         }
     }
+    best.normalized = normalize(best.raw, windows, profile);
     best
+}
+
+/// The summed raw score of `series` at one threshold.
+pub fn raw_at(series: &[Scored<'_>], profile: &Profile, threshold: f64) -> f64 {
+    series
+        .iter()
+        .map(|s| {
+            let flagged = s
+                .scores
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v >= threshold)
+                .map(|(i, _)| i);
+            score_flagged(s.scores.len(), flagged, s.windows, profile)
+        })
+        .sum()
 }
 
 /// The normalised score of `series` at one threshold.
 pub fn score_at(series: &[Scored<'_>], profile: &Profile, threshold: f64) -> f64 {
     let windows: usize = series.iter().map(|s| s.windows.len()).sum();
-    let perfect = windows as f64 * profile.tp;
-    let null = -(windows as f64) * profile.fn_;
-    let raw: f64 = series
-        .iter()
-        .map(|s| {
-            let d: Vec<bool> = s.scores.iter().map(|&v| v >= threshold).collect();
-            score_series(&d, s.windows, profile)
-        })
-        .sum();
-    100.0 * (raw - null) / (perfect - null).max(f64::MIN_POSITIVE)
-}
-
-/// The two-fold check: the series split into alternate halves (in the
-/// order given), the threshold fitted on one half and the other half
-/// scored at it, both ways: (A→B, B's own best, B→A, A's own best).
-pub fn two_fold(series: &[Scored<'_>], profile: &Profile, candidates: usize) -> [f64; 4] {
-    let half = |r: usize| -> Vec<Scored<'_>> {
-        series
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == r)
-            .map(|(_, s)| Scored {
-                scores: s.scores,
-                windows: s.windows,
-            })
-            .collect()
-    };
-    let (a, b) = (half(0), half(1));
-    let (fit_a, fit_b) = (
-        best_threshold(&a, profile, candidates),
-        best_threshold(&b, profile, candidates),
-    );
-    [
-        score_at(&b, profile, fit_a.threshold),
-        fit_b.normalized,
-        score_at(&a, profile, fit_b.threshold),
-        fit_a.normalized,
-    ]
+    normalize(raw_at(series, profile, threshold), windows, profile)
 }
 
 #[cfg(test)]
@@ -217,9 +266,9 @@ mod tests {
             scores: &[0.0, 0.0, 0.9, 0.0, 0.0, 0.9, 0.0, 0.0, 0.9, 0.0],
             windows: &w,
         }];
-        let s = best_threshold(&series, &PROFILES[0], 100);
+        let s = best_threshold(&series, &PROFILES[0]);
         assert!((s.normalized - 86.260_734).abs() < 1e-4, "{s:?}");
-        let s = best_threshold(&series, &PROFILES[2], 100);
+        let s = best_threshold(&series, &PROFILES[2]);
         assert!((s.normalized - 90.840_490).abs() < 1e-4, "{s:?}");
         assert!((score_at(&series, &PROFILES[2], s.threshold) - s.normalized).abs() < 1e-9);
     }
@@ -234,5 +283,42 @@ mod tests {
         let s = score_series(&d, &w, &PROFILES[0]);
         assert!((s - 1.0).abs() < 1e-12, "{s}");
         assert_eq!(score_series(&[false; 100], &w, &PROFILES[2]), -2.0);
+    }
+
+    #[test]
+    fn the_sweep_finds_what_trying_every_threshold_finds() {
+        // Pseudo-random scores (a fixed LCG) over three series with
+        // windows, one without: the walk from the top must agree with
+        // scoring each distinct value on its own.
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) % 1000) as f64 / 1000.0
+        };
+        let scores: Vec<Vec<f64>> = (0..3).map(|_| (0..400).map(|_| next()).collect()).collect();
+        let windows: [&[(usize, usize)]; 3] = [&[(100, 140), (300, 330)], &[], &[(390, 399)]];
+        let series: Vec<Scored<'_>> = scores
+            .iter()
+            .zip(windows)
+            .map(|(s, w)| Scored {
+                scores: s,
+                windows: w,
+            })
+            .collect();
+        for p in &PROFILES {
+            let sweep = best_threshold(&series, p);
+            let mut values: Vec<f64> = scores.iter().flatten().copied().collect();
+            values.push(f64::INFINITY);
+            let brute = values
+                .iter()
+                .map(|&t| raw_at(&series, p, t))
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert!(
+                (sweep.raw - brute).abs() < 1e-9,
+                "{}: {sweep:?} vs {brute}",
+                p.name
+            );
+            assert!((raw_at(&series, p, sweep.threshold) - sweep.raw).abs() < 1e-9);
+        }
     }
 }
