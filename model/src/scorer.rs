@@ -21,7 +21,8 @@ pub enum ModelKind {
     Autoencoder { hidden: usize, latent: usize },
     /// Prediction from the key's previous `window` windows (Candle GRU).
     Sequence { window: usize, hidden: usize },
-    /// Reconstruction from principal components (`principal::Principal`).
+    /// Reconstruction from principal components (`principal::Principal`);
+    /// 0 components: as many as explain [`PCA_VARIANCE`], chosen in training.
     Pca { components: usize },
     /// Distance to the nearest k-means centroid (linfa-clustering).
     Kmeans { clusters: usize },
@@ -42,9 +43,9 @@ impl ModelKind {
                 window: 8,
                 hidden: (2 * k).max(16),
             },
-            "pca" => ModelKind::Pca {
-                components: (k / 3).max(1).min(k),
-            },
+            // As many components as explain PCA_VARIANCE of the training
+            // rows' variance, chosen when it trains.
+            "pca" => ModelKind::Pca { components: 0 },
             "kmeans" => ModelKind::Kmeans { clusters: 8 },
             "nearest" => ModelKind::Nearest,
             _ => return None,
@@ -160,6 +161,12 @@ impl Scored {
     }
 }
 
+/// The share of the training rows' variance PCA's components explain
+/// when the count is left to training (`ModelKind::Pca { components: 0 }`,
+/// what `kind = "pca"` asks for): the rest, a broken relation between
+/// features, is what it scores.
+pub const PCA_VARIANCE: f64 = 0.95;
+
 /// A trained detector with its normalisation and calibration.
 pub struct Scorer {
     sidecar: Sidecar,
@@ -251,6 +258,8 @@ impl Scorer {
         };
         let mut epochs = 0;
         let mut final_loss = 0f32;
+        // The kind as trained (PCA's component count, once chosen).
+        let mut trained_kind = kind.clone();
         let net: Box<dyn Net> = match &kind {
             ModelKind::Autoencoder { .. } | ModelKind::Sequence { .. } => {
                 kind.network(vb.clone(), k)?
@@ -259,7 +268,12 @@ impl Scorer {
                 let rows = host_rows(&x.index_select(&index(&fit_rows)?, 0)?)?;
                 let rows: Vec<Vec<f64>> = rows.outer_iter().map(|r| r.to_vec()).collect();
                 let pca = crate::principal::Principal::fit(&rows);
-                let r = (*components).clamp(1, k);
+                let r = match *components {
+                    0 => pca.components_for(PCA_VARIANCE),
+                    c => c,
+                }
+                .clamp(1, k);
+                trained_kind = ModelKind::Pca { components: r };
                 // k × r, one direction a column.
                 let w: Vec<f32> = (0..k)
                     .flat_map(|j| pca.directions[..r].iter().map(move |d| d[j] as f32))
@@ -353,7 +367,7 @@ impl Scorer {
         let mut scorer = Scorer {
             sidecar: Sidecar {
                 format: Sidecar::FORMAT.to_string(),
-                kind,
+                kind: trained_kind,
                 features,
                 normalization,
                 calibration: Calibration::fit(&[], options.threshold_quantile),

@@ -1,9 +1,16 @@
 -- A host behaves unlike itself and the fleet: the anomaly model
 -- (`host_behaviour` in config/telemine.toml) finds the relation between its
 -- CPU, power, temperature, fans and latency broken, though each may stay
--- inside its normal range. anomaly_features names the model features that
--- missed most, worst first.
--- A single unusual minute is left pending: it must hold for two windows.
+-- inside its normal range. anomaly_features names the view's columns that
+-- missed most, worst first, with direction and expected value.
+-- The lifecycle (tests/default_model.rs holds it to this):
+-- - @for 1m: a single unusual minute is left pending; two in a row fire.
+-- - no @keep_firing_for: the alert resolves at the first normal minute, so
+--   a burst notifies once and resolves when the host is normal again.
+-- - a level shift that stays, or a pattern that keeps coming back, fires at
+--   first and becomes the host's normal once it fills a quarter of its last
+--   120 minutes (the model's normal_share and error_history): it resolves
+--   and stays resolved instead of firing for ever.
 -- @name: HostBehaviourAnomaly
 -- @severity: warning
 -- @for: 1m
