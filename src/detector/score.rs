@@ -322,7 +322,7 @@ pub fn normal_cdf(z: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn scoring() -> Scoring {
+    pub(super) fn scoring() -> Scoring {
         Scoring {
             mode: ScoreMode::Likelihood,
             history: 200,
@@ -427,14 +427,10 @@ mod adapt_tests {
         Scoring {
             mode: ScoreMode::Calibrated,
             history: 120,
-            spread_floor: 1.0,
             range_margin: None,
-            median_windows: 0,
-            median_margin: 0.05,
-            range_rank: 0,
             refractory: 0,
-            rank_history: 0,
             normal_share,
+            ..super::tests::scoring()
         }
     }
 
@@ -529,16 +525,10 @@ mod rank_tests {
     #[test]
     fn a_likelihood_is_divided_by_one_plus_the_earlier_ones_at_least_as_high() {
         let s = Scoring {
-            mode: ScoreMode::Likelihood,
-            history: 200,
-            spread_floor: 1.0,
             range_margin: None,
-            median_windows: 0,
-            median_margin: 0.05,
-            range_rank: 0,
             refractory: 0,
             rank_history: 3,
-            normal_share: 0.0,
+            ..super::tests::scoring()
         };
         let mut r = Recent::default();
         let ranked: Vec<f64> = [4.0, 2.0, 4.0, 1.0, 8.0, 2.0]
