@@ -28,15 +28,22 @@ fi
 # Installed when missing and this runs as root; then a test whose peer is
 # missing fails instead of skipping.
 peers=(prometheus promtool prometheus-alertmanager collectd chromium chromedriver)
-missing=()
-for p in "${peers[@]}"; do need "$p" || missing+=("$p"); done
+# collectd-core does not pull in what its write_kafka plugin links to
+# (libyajl2, librdkafka1): without them collectd refuses the config.
+write_kafka=/usr/lib/collectd/write_kafka.so
+plugin_ok() { [ -e "$write_kafka" ] && ! ldd "$write_kafka" 2>/dev/null | grep -q "not found"; }
+check_peers() {
+  missing=()
+  for p in "${peers[@]}"; do need "$p" || missing+=("$p"); done
+  if need collectd && ! plugin_ok; then missing+=("collectd's write_kafka libraries"); fi
+}
+check_peers
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && need apt-get; then
   echo "test.sh: installing the test peers (${missing[*]}) from Debian" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager collectd-core chromium chromium-driver >/dev/null
+    prometheus prometheus-alertmanager collectd-core libyajl2 librdkafka1 chromium chromium-driver >/dev/null
 fi
-missing=()
-for p in "${peers[@]}"; do need "$p" || missing+=("$p"); done
+check_peers
 if [ "${#missing[@]}" -eq 0 ]; then
   export TELEMINE_REQUIRE_PEERS=1
 else
