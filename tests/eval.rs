@@ -263,7 +263,10 @@ fn the_profile_score_is_calibrated_on_unseen_days_of_real_servers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let asd = root.join("../shared/data/asd");
     if !asd.join("omi-1.train.csv").exists() {
-        eprintln!("skipped: {} is absent (the shared benchmark data)", asd.display());
+        eprintln!(
+            "skipped: {} is absent (the shared benchmark data)",
+            asd.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
