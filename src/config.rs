@@ -1087,7 +1087,7 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if !crate::eval::DETECTORS.contains(&m.kind.get_ref().as_str()) {
+            if !crate::detector::KINDS.contains(&m.kind.get_ref().as_str()) {
                 diags.push(at(
                     m.kind.span(),
                     format!(

@@ -66,6 +66,16 @@ use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
 /// (`telemine_model::profile`).
 pub const PROFILE: &str = "profile";
 
+/// Every `kind` a `[[models]]` entry may name.
+pub const KINDS: [&str; 6] = [
+    "autoencoder",
+    "sequence",
+    "pca",
+    "kmeans",
+    "nearest",
+    PROFILE,
+];
+
 /// Rows of its own past the profile detector's prediction reads.
 const LAGS_PER_FEATURE: usize = telemine_model::profile::LAGS;
 

@@ -11,15 +11,8 @@ pub mod cv;
 pub mod fleet;
 pub mod nab;
 
-/// The detectors `eval` knows, by their config names.
-pub const DETECTORS: [&str; 6] = [
-    "autoencoder",
-    "sequence",
-    "pca",
-    "kmeans",
-    "nearest",
-    "profile",
-];
+/// The detectors `eval` knows, by their config names: every kind.
+pub use crate::detector::KINDS as DETECTORS;
 
 /// The detectors for univariate series (NAB): the profile detector is
 /// for multivariate server metrics.
