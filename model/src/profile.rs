@@ -120,7 +120,7 @@ pub struct ProfileScore {
 impl ProfileFit {
     /// Fits on `rows` (each k features, in time order) whose slots of a
     /// season of `season` slots are `slots`; `scale_floor` is the least
-    /// scale of a column. Returns the fit and the state to score the rows
+    /// scale of a column, as a share of its feature's training spread. Returns the fit and the state to score the rows
     /// after them with.
     pub fn fit(
         rows: &[Vec<f64>],

@@ -26,8 +26,9 @@ pub struct EvalCommand {
     pub detector: String,
     pub out: PathBuf,
     pub epochs: usize,
-    /// Choose among the detectors and their variants by cross-validation
-    /// across the corpus' groups, rather than score each detector alone.
+    /// Also run the scoring variants (NAB) and choose among all the
+    /// detectors and variants by cross-validation across the corpus'
+    /// groups; each detector as shipped is cross-validated either way.
     pub cv: bool,
 }
 
@@ -190,8 +191,6 @@ fn asd_folds(n: usize) -> usize {
     ((n as f64 / 2.5).round() as usize).clamp(2, n.max(2))
 }
 
-/// Runs `input` through the engine with the config at `config` and
-/// returns every row its models scored, in the order they took them.
 /// What running a detector cost: rows through the engine (decoding, the
 /// view's SQL, the model with its online training), the time they took,
 /// and the most state one series held (`Settings::values_per_series`).
@@ -213,6 +212,9 @@ impl Cost {
     }
 }
 
+/// Runs `input` through the engine with the config at `config` and
+/// returns every row its models scored, in the order they took them;
+/// adds what that cost to `cost`.
 async fn score_through_engine(
     config: &Path,
     input: &Path,
@@ -508,7 +510,7 @@ async fn eval_asd(
         .count();
     let mean_best = best_per_server.iter().sum::<f64>() / best_per_server.len().max(1) as f64;
     telemine::out!(
-        "asd {detector}: {} servers, {rows} test rows ({} anomalous); at the shipped label-free threshold, in-sample: point-wise P {:.3} R {:.3} F1 {:.3} at the label-free threshold; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%); calibration: {:.2}% of the {normal} label-normal test rows score at least {threshold} ({:.2}% of training rows do); {}",
+        "asd {detector}: {} servers, {rows} test rows ({} anomalous); at the shipped label-free threshold, in-sample: point-wise P {:.3} R {:.3} F1 {:.3}; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%); calibration: {:.2}% of the {normal} label-normal test rows score at least {threshold} ({:.2}% of training rows do); {}",
         servers.len(),
         all_labels.iter().filter(|l| **l).count(),
         point.precision(),

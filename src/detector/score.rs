@@ -17,8 +17,8 @@
 //!    against the series' own: where the series' last `error_history`
 //!    errors at their `1 − s` quantile stand above the training rows'
 //!    at that quantile (plus two standard errors of the estimate), the
-//!    error is scaled down by that ratio. A
-//!    behaviour that fills a share `s` of the series' recent windows —
+//!    error is scaled down by that ratio. A behaviour that fills a share
+//!    `s` of the series' recent windows —
 //!    a level shift that stays, a pattern that keeps coming back — is
 //!    then its normal, and alerts on it resolve; a series is never
 //!    scored as more surprising than the fleet would make it.
@@ -104,6 +104,14 @@ pub struct Recent {
 }
 
 impl Recent {
+    /// Keeps `error` among the series' last `history` errors.
+    fn remember_error(&mut self, error: f64, history: usize) {
+        self.errors.push_back(error);
+        if self.errors.len() > history {
+            self.errors.pop_front();
+        }
+    }
+
     /// Values held.
     pub fn values(&self) -> usize {
         self.errors.len()
@@ -181,10 +189,7 @@ impl Scoring {
             Some(own) if own > beyond && own > 0.0 => error * fleet / own,
             _ => error,
         };
-        recent.errors.push_back(error);
-        if recent.errors.len() > self.history {
-            recent.errors.pop_front();
-        }
+        recent.remember_error(error, self.history);
         miss.calibration.score(scaled)
     }
 
@@ -222,11 +227,7 @@ impl Scoring {
             // Below 1 even where `l` is huge: a new extreme ranks above.
             (l / (l + 30.0)).min(1.0 - 1e-12)
         };
-        let errors = &mut recent.errors;
-        errors.push_back(error);
-        if errors.len() > self.history {
-            errors.pop_front();
-        }
+        recent.remember_error(error, self.history);
         score
     }
 

@@ -62,6 +62,39 @@ pub fn score_series(detections: &[bool], windows: &[(usize, usize)], profile: &P
     score_flagged(detections.len(), flagged, windows, profile)
 }
 
+/// Where record `i` of a series falls: in window `w` (its index in
+/// `windows`) and what a first detection there earns before `tp`, or
+/// outside every window and what a detection there costs before `fp` (σ,
+/// negative: −1 before the first window, then by how far past the
+/// previous one). `cursor` is the first window not yet passed; records
+/// come in ascending order.
+#[derive(Clone, Copy)]
+enum Place {
+    Window(usize, f64),
+    Outside(f64),
+}
+
+fn place(windows: &[(usize, usize)], cursor: &mut usize, i: usize) -> Place {
+    while *cursor < windows.len() && windows[*cursor].1 < i {
+        *cursor += 1;
+    }
+    let w = *cursor;
+    match windows.get(w) {
+        Some(&(start, end)) if start <= i => {
+            let width = (end - start + 1) as f64;
+            let y = -((end - i + 1) as f64) / width;
+            Place::Window(w, scaled_sigmoid(y) / scaled_sigmoid(-1.0))
+        }
+        _ => Place::Outside(match w.checked_sub(1).map(|p| windows[p]) {
+            None => -1.0,
+            Some((start, end)) => {
+                let width = (end - start + 1) as f64;
+                scaled_sigmoid((i - end) as f64 / (width - 1.0).max(1.0))
+            }
+        }),
+    }
+}
+
 /// The raw NAB score of a series of `records` records whose flagged
 /// records are `flagged` (indices, ascending); detections in probation
 /// are ignored.
@@ -76,30 +109,14 @@ pub fn score_flagged(
     let mut detected = vec![false; windows.len()];
     let mut w = 0; // first window not yet passed
     for i in flagged.filter(|&i| i >= skip) {
-        while w < windows.len() && windows[w].1 < i {
-            w += 1;
-        }
-        match windows.get(w) {
-            Some(&(start, end)) if start <= i => {
+        match place(windows, &mut w, i) {
+            Place::Window(w, worth) => {
                 if !detected[w] {
                     detected[w] = true;
-                    let width = (end - start + 1) as f64;
-                    let y = -((end - i + 1) as f64) / width;
-                    total += profile.tp * scaled_sigmoid(y) / scaled_sigmoid(-1.0);
+                    total += profile.tp * worth;
                 }
             }
-            _ => {
-                // Outside every window: how far past the previous one.
-                let sigma = match w.checked_sub(1).map(|p| windows[p]) {
-                    None => -1.0,
-                    Some((start, end)) => {
-                        let width = (end - start + 1) as f64;
-                        let y = (i - end) as f64 / (width - 1.0).max(1.0);
-                        scaled_sigmoid(y)
-                    }
-                };
-                total += profile.fp * sigma;
-            }
+            Place::Outside(sigma) => total += profile.fp * sigma,
         }
     }
     total - profile.fn_ * detected.iter().filter(|d| !**d).count() as f64
@@ -132,16 +149,6 @@ pub fn normalize(raw: f64, windows: usize, profile: &Profile) -> f64 {
     100.0 * (raw - null) / (perfect - null).max(f64::MIN_POSITIVE)
 }
 
-/// Where a flaggable record of a series falls, for a sweep: in a window
-/// (its number over all series swept, and what a first detection there
-/// earns before `tp`), or outside every window (what a detection there
-/// costs before `fp`: σ, negative).
-#[derive(Clone, Copy)]
-enum Place {
-    Window(usize, f64),
-    Outside(f64),
-}
-
 /// The threshold that maximises the summed score over `series`: every
 /// distinct score value is tried, exactly, by walking the records from
 /// the highest score down and adding each detection's worth as it comes
@@ -156,27 +163,14 @@ pub fn best_threshold(series: &[Scored<'_>], profile: &Profile) -> Sweep {
         let skip = probation(s.scores.len());
         let mut w = 0;
         for (i, &v) in s.scores.iter().enumerate().skip(skip) {
-            while w < s.windows.len() && s.windows[w].1 < i {
-                w += 1;
-            }
             if !v.is_finite() {
                 continue;
             }
-            let place = match s.windows.get(w) {
-                Some(&(start, end)) if start <= i => {
-                    let width = (end - start + 1) as f64;
-                    let y = -((end - i + 1) as f64) / width;
-                    Place::Window(first_window + w, scaled_sigmoid(y) / scaled_sigmoid(-1.0))
-                }
-                _ => Place::Outside(match w.checked_sub(1).map(|p| s.windows[p]) {
-                    None => -1.0,
-                    Some((start, end)) => {
-                        let width = (end - start + 1) as f64;
-                        scaled_sigmoid((i - end) as f64 / (width - 1.0).max(1.0))
-                    }
-                }),
+            let at = match place(s.windows, &mut w, i) {
+                Place::Window(w, worth) => Place::Window(first_window + w, worth),
+                outside => outside,
             };
-            events.push((v, place));
+            events.push((v, at));
         }
         first_window += s.windows.len();
     }
