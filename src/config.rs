@@ -1493,7 +1493,8 @@ headers = {{ "bad header" = "x" }}
     fn unbounded_detector_settings_are_refused_with_the_model_named() {
         let text = format!(
             "{MINIMAL}\n[[models]]\nname = \"m\"\nview = \"v\"\nfeatures = [\"cpu\"]\n\
-             past_windows = 5000\nrank_history = 1000000\nspread_floor = -1.0\nkind = \"profile\"\n"
+             past_windows = 5000\nrank_history = 1000000\nspread_floor = -1.0\nkind = \"profile\"\n\
+             range_rank_windows = 100001\nnormal_share = 1.0\n"
         );
         let e = Config::parse(Path::new("t.toml"), &text)
             .unwrap_err()
@@ -1503,6 +1504,8 @@ headers = {{ "bad header" = "x" }}
             "model `m`: rank_history = 1000000: at most 100000",
             "model `m`: spread_floor = -1: a positive number",
             "model `m`: the profile detector reads the view's features as they are",
+            "model `m`: range_rank_windows = 100001: at most 100000",
+            "model `m`: normal_share = 1: at least 0, below 1",
         ] {
             assert!(e.contains(want), "{want} in {e}");
         }

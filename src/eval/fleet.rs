@@ -1,8 +1,10 @@
 //! The generated fleet (the demo's data) through an operator's config
 //! (`telemine eval --fleet DURATION`): the records go through the engine's
 //! local runner, every rule's rows through the alert lifecycle (`@for`,
-//! `@keep_firing_for`) as `run` takes them, so what comes out is the
-//! notifications an on-call engineer would get. Without anomalies it
+//! `@keep_firing_for`; the `Lifecycle` the alerting stage runs), so what
+//! comes out is the alert instances that would start firing — each at
+//! least one notification; the routes' grouping and repeats are not
+//! applied. Without anomalies it
 //! measures false notifications per host-day and how the models' scores
 //! are calibrated on normal data (the share of scored rows above `t`
 //! against `1 − t`); with them, precision and recall per detection path
