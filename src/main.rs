@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(cli.command)) {
+    let code = match runtime.block_on(commands::dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             let class = classify(&e);
@@ -31,8 +31,17 @@ fn main() -> ExitCode {
             telemine::logging::fatal(&e, code, class == ErrorClass::Retryable);
             ExitCode::from(code)
         }
-    }
+    };
+    // A blocking task still running (a Kafka call that does not return)
+    // must not keep the process from exiting: dropping the runtime would
+    // wait for it without end.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    code
 }
+
+/// How long the exit waits for blocking tasks still running once the
+/// command has returned.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Who has to act on an error that ended a command: the first classified
 /// error in its chain decides; an error no boundary classified came from

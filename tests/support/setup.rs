@@ -208,12 +208,30 @@ impl Engine {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "telemine did not stop within 60 s of SIGTERM"
-            );
+            if Instant::now() >= deadline {
+                dump_threads(self.child.id());
+                panic!("telemine did not stop within 60 s of SIGTERM");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Prints every thread's stack of a process that did not stop (gdb, when
+/// installed), so that a hang in CI says where it was.
+fn dump_threads(pid: u32) {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    match out {
+        Ok(o) => eprintln!("threads of {pid}:\n{}", String::from_utf8_lossy(&o.stdout)),
+        Err(e) => eprintln!("no thread dump of {pid} (gdb: {e})"),
     }
 }
 

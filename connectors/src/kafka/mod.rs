@@ -5,6 +5,7 @@
 //! timeouts — whatever the operator's cluster needs).
 
 mod admin;
+mod close;
 mod context;
 mod owned;
 mod producer;

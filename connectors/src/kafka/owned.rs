@@ -19,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::close;
 use super::producer::TransactionOffsets;
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
@@ -166,12 +167,15 @@ impl OwnedTopic {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Stops and waits for the poll thread.
+    /// Stops and waits for the poll thread, then closes the consumer (it
+    /// leaves the group) within [`close::CLOSE_WAIT`].
     pub fn join(mut self) {
         self.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let what = self.topic.clone();
+        close::close_within(self, &what, close::CLOSE_WAIT);
     }
 }
 

@@ -26,6 +26,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::close;
 use super::producer::TransactionOffsets;
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
@@ -410,11 +411,14 @@ impl KafkaSource {
             .compare_exchange(RUNNING, DRAIN, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// Waits for the poll and decode threads to end.
+    /// Waits for the poll and decode threads to end, then closes the
+    /// consumer (it leaves the group) within [`close::CLOSE_WAIT`].
     pub fn join(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        let what = self.topics.join(",");
+        close::close_within(self, &what, close::CLOSE_WAIT);
     }
 
     /// The topic of source `i`.
