@@ -13,8 +13,8 @@ use telemine_connectors::kafka::KafkaClientConfig;
 use telemine_connectors::schema::{ColumnSpec, SourceSchema, TimestampUnit};
 use toml::Spanned;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::duration::serde_duration;
+use telemine_types::diagnostic::{Diagnostic, Diagnostics};
+use telemine_types::duration::serde_duration;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -1116,7 +1116,7 @@ impl Config {
                         "an inhibition rule needs at least one source and one target matcher (an empty list would match every alert)"));
                 }
                 for t in m.get_ref() {
-                    if let Err(e) = crate::alert::matcher::Matcher::parse(t) {
+                    if let Err(e) = telemine_types::alert::matcher::Matcher::parse(t) {
                         diags.push(Diagnostic::at_offset(path, text, m.span().start, e));
                     }
                 }

@@ -1,9 +1,6 @@
-pub mod alert;
 pub mod alerting;
 pub mod config;
 pub mod detector;
-pub mod diagnostic;
-pub mod duration;
 pub mod engine;
 pub mod eval;
 pub mod http;

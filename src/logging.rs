@@ -17,7 +17,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 
 /// The logger's format (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub fn diagnostic(d: &Diagnostic) {
     match format() {
         Format::Text => eprintln!("{d}"),
         Format::Json => tracing::error!(
-            target: "telemine::diagnostic",
+            target: "telemine_types::diagnostic",
             file = %d.file.display(),
             line = d.line,
             column = d.col,

@@ -38,13 +38,13 @@ use serde::Deserialize;
 use telemine_connectors::kafka::KafkaClientConfig;
 use toml::Spanned;
 
-use crate::alert::{Alert, format_ms};
 use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
-use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::duration::parse_duration;
 use crate::engine::local::{LocalOutcome, LocalRun};
 use crate::metrics::Metrics;
 use crate::sql::{Kind, SqlFile, SqlOptions, SqlSet, read_dir};
+use telemine_types::alert::{Alert, format_ms};
+use telemine_types::diagnostic::{Diagnostic, Diagnostics};
+use telemine_types::duration::parse_duration;
 
 /// One test file as written.
 #[derive(Debug, Deserialize)]
@@ -244,7 +244,7 @@ pub async fn run_file(path: &Path) -> Vec<CaseResult> {
         Err(e) => return vec![fail(None, e)],
     };
     if let Some(now) = &file.now {
-        match crate::alert::parse_ms(now) {
+        match telemine_types::alert::parse_ms(now) {
             Ok(ms) => config.clock = telemine_connectors::decode::Clock::fixed(ms),
             Err(e) => return vec![fail(None, format!("now = `{now}`: {e}"))],
         }
@@ -468,7 +468,7 @@ fn case_files(
         } else {
             1
         };
-        let (line, _) = crate::diagnostic::line_col(text, open + skip);
+        let (line, _) = telemine_types::diagnostic::line_col(text, open + skip);
         inline.insert(virtual_path.clone(), line);
         files.push(SqlFile::new(virtual_path, kind, body.get_ref().clone()));
     }
@@ -630,7 +630,7 @@ fn compare(case: &CaseBody, out: &LocalOutcome, metrics: &Metrics) -> Result<(),
 }
 
 fn time_ms(s: &str) -> Option<i64> {
-    crate::alert::parse_ms(s).ok()
+    telemine_types::alert::parse_ms(s).ok()
 }
 
 fn matches(want: &ExpectedAlert, got: &Alert) -> bool {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use telemine_connectors::generator::Anomaly;
 
-use crate::alert::Alert;
+use telemine_types::alert::Alert;
 
 /// Precision and recall of a set of alerts, with per-kind detail.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,7 @@ fn matches(alert: &Alert, anomaly: &Anomaly) -> bool {
 /// (the window whose close fired it) to its end (or its start, while it
 /// still fires): the unit precision counts.
 pub fn episodes(payloads: &[crate::alerting::payload::Payload], window_ms: i64) -> Vec<Alert> {
-    let ms = |t: &str| crate::alert::parse_ms(t).ok();
+    let ms = |t: &str| telemine_types::alert::parse_ms(t).ok();
     let mut by_fp: BTreeMap<String, Alert> = BTreeMap::new();
     for a in payloads.iter().flat_map(|p| &p.alerts) {
         let Some(start) = ms(&a.starts_at) else {
@@ -47,7 +47,7 @@ pub fn episodes(payloads: &[crate::alerting::payload::Payload], window_ms: i64) 
         };
         let end = ms(&a.ends_at).filter(|e| *e > start).unwrap_or(start);
         let e = by_fp.entry(a.fingerprint.clone()).or_insert_with(|| Alert {
-            schema: crate::alert::ALERT_SCHEMA.into(),
+            schema: telemine_types::alert::ALERT_SCHEMA.into(),
             status: "firing".into(),
             rule: a.labels.get("alertname").cloned().unwrap_or_default(),
             severity: a.labels.get("severity").cloned().unwrap_or_default(),
@@ -99,7 +99,7 @@ mod tests {
     use telemine_connectors::generator::AnomalyKind;
 
     use super::*;
-    use crate::alert::ALERT_SCHEMA;
+    use telemine_types::alert::ALERT_SCHEMA;
 
     fn alert(labels: &[(&str, &str)], start: i64) -> Alert {
         Alert {

@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use telemine::alert::rule::Timing;
-use telemine::alert::{ALERT_SCHEMA, Alert, fingerprint};
 use telemine::alerting::alertmanager::{Alertmanagers, system_clock};
 use telemine::alerting::{Alerter, Evaluation};
 use telemine::config::Config;
 use telemine::metrics::Metrics;
+use telemine_types::alert::rule::Timing;
+use telemine_types::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
 /// Bound on every wait for something that must come.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -401,7 +401,7 @@ async fn the_pipeline_sends_alert_state_to_alertmanagers() {
         .collect();
     assert!(!sent.is_empty(), "h2's alert was sent");
     let ms = |a: &serde_json::Value, key: &str| {
-        telemine::alert::parse_ms(a[key].as_str().unwrap_or("")).expect("RFC 3339")
+        telemine_types::alert::parse_ms(a[key].as_str().unwrap_or("")).expect("RFC 3339")
     };
     // Resolved: its end is its resolution (or now, whichever is earlier),
     // never a firing lease of 4 minutes past its start.

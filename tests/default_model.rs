@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use telemine::alert::rule::Timing;
 use telemine::detector::ScoreLog;
 use telemine::engine::local::LocalRun;
 use telemine::eval::fleet::{RuleOutcome, lifecycle};
 use telemine::metrics::Metrics;
+use telemine_types::alert::rule::Timing;
 
 /// 2026-11-27T00:00:00Z.
 const T0: i64 = 1_795_737_600_000;

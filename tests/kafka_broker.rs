@@ -454,7 +454,7 @@ async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
     std::fs::write(&config, hot_hosts_config(&s, dir.path())).expect("config");
     // The silences' clock is the test's: the CLI takes `--now` (the
     // data's event time), never today's date.
-    let now = telemine::alert::format_ms(T0 + 1_000);
+    let now = telemine_types::alert::format_ms(T0 + 1_000);
     let cli = |args: &[&str]| {
         stdout_of(
             Command::new(env!("CARGO_BIN_EXE_telemine"))
@@ -467,7 +467,7 @@ async fn silences_from_the_cli_mute_what_they_match_and_nothing_more() {
         .trim()
         .to_string()
     };
-    let start = telemine::alert::format_ms(T0);
+    let start = telemine_types::alert::format_ms(T0);
     let h4 = cli(&[
         "add",
         "-m",
@@ -796,7 +796,7 @@ async fn poison_pills_go_to_the_dead_letter_topic_and_the_stream_goes_on() {
         .iter()
         .find(|a| a.labels["host"].starts_with("lll"))
         .expect("the long host's alert");
-    assert!(long_alert.labels["host"].len() <= telemine::alert::MAX_LABEL_BYTES);
+    assert!(long_alert.labels["host"].len() <= telemine_types::alert::MAX_LABEL_BYTES);
     assert!(long_alert.labels["host"].ends_with(" bytes]"));
     let normal: Vec<_> = alerts
         .iter()

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use support::*;
-use telemine::alert::Alert;
 use telemine::config::{Config, SourceDef};
 use telemine::engine::Checkpoint;
 use telemine::engine::WindowEngine;
@@ -20,6 +19,7 @@ use telemine::engine::driver::{Driver, Input};
 use telemine::metrics::Metrics;
 use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_types::alert::Alert;
 
 /// Hosts by partition: the source is keyed by host.
 const PARTITION_OF: [(&str, i32); 4] = [("h1", 0), ("h2", 0), ("h3", 1), ("h4", 1)];

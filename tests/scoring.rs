@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use support::*;
-use telemine::alert::Alert;
 use telemine::config::{Config, SourceDef};
 use telemine::detector::Detector;
 use telemine::engine::WindowEngine;
@@ -23,6 +22,7 @@ use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
 use telemine::metrics::Metrics;
 use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_types::alert::Alert;
 
 /// Hosts and the partition each is keyed to.
 const HOSTS: [(&str, i32); 4] = [("h1", 0), ("h2", 0), ("h3", 1), ("h4", 1)];

@@ -9,11 +9,11 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use telemine::alert::Alert;
 use telemine::config::{Config, SourceDef};
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
 use telemine::sql::{SqlOptions, SqlSet};
+use telemine_types::alert::Alert;
 
 const T0: i64 = 1_795_737_600_000;
 

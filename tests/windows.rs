@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use support::*;
-use telemine::alert::Alert;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
 use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_types::alert::Alert;
 
 struct Harness {
     engine: WindowEngine,

@@ -20,7 +20,7 @@ pub fn rule_metadata(data: &[u8]) {
         let mut diags = Vec::new();
         let meta = rule_meta(&file, &mut diags);
         for (_, template, _, _) in &meta.annotations {
-            let _ = telemine::alert::template::Template::parse(template, &[], &[]);
+            let _ = telemine_types::alert::template::Template::parse(template, &[], &[]);
         }
         for d in &diags {
             let _ = d.to_string();

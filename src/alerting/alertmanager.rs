@@ -60,9 +60,9 @@ use serde::Serialize;
 
 use super::http::{Client, Target, redact, wait_until};
 use super::lifecycle::{Status, Update};
-use crate::alert::format_ms;
 use crate::config::AlertmanagerConfig;
 use crate::metrics::Metrics;
+use telemine_types::alert::format_ms;
 
 /// Most alerts one POST carries (Prometheus' `maxBatchSize`).
 pub const MAX_BATCH: usize = 64;
@@ -538,8 +538,8 @@ fn run(client: &Client, shared: &Shared, metrics: &Metrics, clock: &WallClock) {
 mod tests {
     use super::super::http::testing;
     use super::*;
-    use crate::alert::parse_ms;
     use crate::alerting::tests::alert;
+    use telemine_types::alert::parse_ms;
 
     const MIN: i64 = 60_000;
     /// A wall time: 2026-01-01T00:00:00Z.

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::lifecycle::{Status, Update};
 use super::payload::{NO_END, Payload, PayloadAlert, common, group_key};
 use super::silence::Silences;
-use crate::alert::matcher::{Matcher, all_match};
-use crate::alert::{Alert, format_ms};
 use crate::config::AlertingConfig;
+use telemine_types::alert::matcher::{Matcher, all_match};
+use telemine_types::alert::{Alert, format_ms};
 
 /// How alerts are grouped and how often groups notify, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alert;
-use crate::alert::rule::Timing;
+use telemine_types::alert::Alert;
+use telemine_types::alert::rule::Timing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,9 +155,9 @@ impl Lifecycle {
                     "labels": i.alert.labels,
                     "annotations": i.alert.annotations,
                     "values": i.alert.values,
-                    "activeAt": crate::alert::format_ms(i.active_at),
-                    "firedAt": i.fired_at.map(crate::alert::format_ms),
-                    "lastTrueAt": crate::alert::format_ms(i.last_true),
+                    "activeAt": telemine_types::alert::format_ms(i.active_at),
+                    "firedAt": i.fired_at.map(telemine_types::alert::format_ms),
+                    "lastTrueAt": telemine_types::alert::format_ms(i.last_true),
                 })
             })
             .collect()

@@ -1,7 +1,7 @@
 //! From a rule's rows to the notifications subscribers receive, with the
 //! semantics Prometheus and Alertmanager users rely on:
 //!
-//! rule rows ([`crate::alert::Alert`], one per instance and window)
+//! rule rows ([`telemine_types::alert::Alert`], one per instance and window)
 //!   → [`lifecycle`]: inactive → pending → firing → resolved, with `for`
 //!     and `keep_firing_for`, per rule and fingerprint
 //!   → [`dispatch`]: groups by labels with `group_wait`, `group_interval`
@@ -24,13 +24,13 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 
-use crate::alert::Alert;
-use crate::alert::rule::Timing;
 use crate::config::AlertingConfig;
 use dispatch::{Dispatcher, InhibitRule, Route};
 use lifecycle::Lifecycle;
 use payload::Payload;
 use silence::Silences;
+use telemine_types::alert::Alert;
+use telemine_types::alert::rule::Timing;
 
 /// One evaluation of a rule: the window end it ran for.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -216,7 +216,8 @@ impl Alerter {
             .map(|(at, rule, mut held)| {
                 for a in &mut held.rows {
                     a.window_end_ms = at;
-                    a.window_start_ms = crate::alert::parse_ms(&a.window_start).unwrap_or(at);
+                    a.window_start_ms =
+                        telemine_types::alert::parse_ms(&a.window_start).unwrap_or(at);
                 }
                 ((at, rule), held)
             })
@@ -249,9 +250,9 @@ pub(crate) mod tests {
     use super::payload::Payload;
     use super::silence::{Silence, Silences};
     use super::{Alerter, Evaluation, lifecycle};
-    use crate::alert::matcher::Matcher;
-    use crate::alert::rule::Timing;
-    use crate::alert::{ALERT_SCHEMA, Alert, fingerprint};
+    use telemine_types::alert::matcher::Matcher;
+    use telemine_types::alert::rule::Timing;
+    use telemine_types::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
     /// An alert of `rule` with `labels` (plus `alertname` and `severity`).
     pub fn alert(rule: &str, labels: &[(&str, &str)]) -> Alert {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::matcher::{Matcher, all_match};
-use crate::alert::{format_ms, parse_ms};
+use telemine_types::alert::matcher::{Matcher, all_match};
+use telemine_types::alert::{format_ms, parse_ms};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -240,7 +240,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
 /// Which detection path raised an alert: the anomaly model's rules carry
 /// `detector="model"` (`@label.detector: model`); the rest are SQL
 /// threshold rules.
-fn path_of(alert: &telemine::alert::Alert) -> &'static str {
+fn path_of(alert: &telemine_types::alert::Alert) -> &'static str {
     match alert.labels.get("detector").map(String::as_str) {
         Some("model") => "model",
         _ => "rules",
@@ -249,10 +249,10 @@ fn path_of(alert: &telemine::alert::Alert) -> &'static str {
 
 /// Recall per anomaly kind and precision and recall per detection path.
 fn report_by_path(
-    alerts: &[telemine::alert::Alert],
+    alerts: &[telemine_types::alert::Alert],
     anomalies: &[telemine_connectors::generator::Anomaly],
 ) {
-    let of = |path: &str| -> Vec<telemine::alert::Alert> {
+    let of = |path: &str| -> Vec<telemine_types::alert::Alert> {
         alerts
             .iter()
             .filter(|a| path_of(a) == path)

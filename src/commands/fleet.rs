@@ -22,7 +22,7 @@ pub struct FleetCommand {
 const STEP_MS: i64 = 60_000;
 
 pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
-    let duration = telemine::duration::parse_duration(&o.duration)
+    let duration = telemine_types::duration::parse_duration(&o.duration)
         .map_err(|e| anyhow::anyhow!("--fleet {}: {e}", o.duration))?;
     let Some((cfg, sql)) = super::load(&o.config, None).await? else {
         return Ok(ExitCode::FAILURE);
@@ -90,7 +90,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
         per_500(model_notifications)
     );
     if o.anomalies {
-        let episodes = |model: Option<bool>| -> Vec<telemine::alert::Alert> {
+        let episodes = |model: Option<bool>| -> Vec<telemine_types::alert::Alert> {
             out.rules
                 .iter()
                 .filter(|(name, _)| model.is_none_or(|m| model_rules.contains(&name.as_str()) == m))

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use telemine::alert::matcher::Matcher;
-use telemine::alert::{format_ms, parse_ms};
 use telemine::alerting::silence::{self, Silence, Silences};
 use telemine::config::Config;
+use telemine_types::alert::matcher::Matcher;
+use telemine_types::alert::{format_ms, parse_ms};
 
 use crate::cli::{SilenceClock, SilenceCommand};
 
@@ -41,7 +41,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             let end_ms = match (end, duration) {
                 (Some(t), None) => parse_time(&t).context("--end")?,
                 (None, Some(d)) => {
-                    let d = telemine::duration::parse_duration(&d)
+                    let d = telemine_types::duration::parse_duration(&d)
                         .map_err(|e| anyhow!("--duration: {e}"))?;
                     start_ms + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
                 }

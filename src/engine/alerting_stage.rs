@@ -7,12 +7,12 @@
 use telemine_connectors::kafka::TableEntry;
 use tokio::sync::mpsc;
 
-use crate::alert::Alert;
 use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::{Alerter, Evaluation};
 use crate::config::AlertingConfig;
 use crate::metrics::Metrics;
+use telemine_types::alert::Alert;
 
 /// See the module docs.
 pub(crate) struct AlertingStage {

@@ -32,10 +32,10 @@ use telemine_connectors::schema::PARTITION_COLUMN;
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
-use crate::alert::Alert;
 use crate::alerting::Evaluation;
 use crate::config::SourceDef;
 use crate::sql::SqlSet;
+use telemine_types::alert::Alert;
 
 /// What a runner hands the engine.
 #[derive(Debug)]

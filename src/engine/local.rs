@@ -20,10 +20,10 @@ use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
 use super::driver::{Driver, Input, Step};
 use super::scoring::{self, Deferral, ScoringStage};
 use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
-use crate::alert::Alert;
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
+use telemine_types::alert::Alert;
 
 /// Records decoded into one batch at most; longer inputs are split.
 const MAX_BATCH: usize = 65_536;

@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 
 use super::pipeline::PipelineError;
 use super::windows::{EngineError, LateRows};
-use crate::alert::Alert;
 use crate::alerting::alertmanager::{self, Alertmanagers};
 use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::webhook::Webhooks;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use telemine_types::alert::Alert;
 
 /// Longest reason header a dead letter carries, in bytes.
 const MAX_REASON_BYTES: usize = 1024;
@@ -280,7 +280,7 @@ impl<'a> Outputs<'a> {
     ) -> Result<(), ConnectorError> {
         let partition = partition.to_string();
         let offset = offset.to_string();
-        let reason = crate::alert::cut(reason.to_string(), MAX_REASON_BYTES);
+        let reason = telemine_types::alert::cut(reason.to_string(), MAX_REASON_BYTES);
         let mut headers: Vec<(&str, &[u8])> = vec![
             (why, reason.as_bytes()),
             ("telemine.source.topic", topic.as_bytes()),

@@ -374,7 +374,7 @@ pub async fn run_pipeline(
                         let loaded = loaded.and_then(|mut set| {
                             if defs.iter().any(|d| d.derived.is_some()) {
                                 repartition::bind(&mut set, &defs).map_err(|e| {
-                                    crate::diagnostic::Diagnostics(vec![crate::diagnostic::Diagnostic::new(
+                                    telemine_types::diagnostic::Diagnostics(vec![telemine_types::diagnostic::Diagnostic::new(
                                         &config.sql.dir,
                                         1,
                                         1,
@@ -666,7 +666,7 @@ fn swap_sql(
     metrics: &Metrics,
     defs: &[SourceDef],
     cause: super::reload::ReloadCause,
-    loaded: Result<SqlSet, crate::diagnostic::Diagnostics>,
+    loaded: Result<SqlSet, telemine_types::diagnostic::Diagnostics>,
     owner: Option<&mpsc::UnboundedSender<SqlSet>>,
 ) -> Result<(), PipelineError> {
     let dir = &config.sql.dir;
@@ -1255,7 +1255,7 @@ impl RelayOut {
     /// evaluations and the progress is the one relayed last.
     fn messages(
         &mut self,
-        rows: &[crate::alert::Alert],
+        rows: &[telemine_types::alert::Alert],
         evaluations: &[crate::alerting::Evaluation],
         progress: Vec<Progress>,
     ) -> Vec<Vec<u8>> {

@@ -34,9 +34,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, parse_ms};
 use crate::alerting::Evaluation;
 use crate::config::Config;
+use telemine_types::alert::{Alert, parse_ms};
 
 /// The relay topic of `config`'s consumer group (one partition).
 pub fn topic(config: &Config) -> String {
@@ -307,8 +307,8 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::rule::Timing;
     use crate::alerting::tests::alert;
+    use telemine_types::alert::rule::Timing;
 
     fn progress(topic: &str, partition: i32, reached: Reached) -> Progress {
         Progress {

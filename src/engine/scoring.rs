@@ -47,12 +47,12 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::window_kinds::split_by_time;
 use super::windows::EngineError;
-use crate::alert::Alert;
 use crate::alerting::Evaluation;
 use crate::metrics::Metrics;
 use crate::sql::{
     ANOMALY_FEATURES, ANOMALY_SCORE, SqlSet, WINDOW_END, WINDOW_START, alerts_from_batches,
 };
+use telemine_types::alert::Alert;
 
 /// Rows held for window ends the clock has not passed, at most.
 pub const MAX_HELD_ROWS: usize = 2_000_000;

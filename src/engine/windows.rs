@@ -39,11 +39,11 @@ use super::admission::{Admission, Admitted};
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::window_kinds;
-use crate::alert::Alert;
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
 use crate::sql::alerts_from_batches;
 use crate::sql::{Sliding, SqlSet, WindowKind};
+use telemine_types::alert::Alert;
 
 /// An error of the engine itself (not of one view or rule, which are logged
 /// and counted and do not stop the stream).

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use telemine_connectors::generator::{Anomaly, Generator, GeneratorConfig, Stream, Topology};
 
-use crate::alert::Alert;
 use crate::alerting::lifecycle::{Lifecycle, Status};
 use crate::config::Config;
 use crate::detector::{ScoreLog, ScoredRow};
 use crate::engine::local::LocalRun;
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
+use telemine_types::alert::Alert;
 
 /// The score thresholds calibration is reported at.
 pub const CALIBRATION_AT: [f64; 4] = [0.9, 0.99, 0.999, 0.9999];
@@ -194,7 +194,7 @@ fn tally_scores(scores: &mut BTreeMap<String, ScoreOutcome>, rows: Vec<ScoredRow
 /// alerting stage evaluates a rule at each window end of its view.
 pub fn lifecycle(
     rows: &[Alert],
-    timing: &BTreeMap<String, crate::alert::rule::Timing>,
+    timing: &BTreeMap<String, telemine_types::alert::rule::Timing>,
     from: i64,
     to: i64,
     step_ms: i64,
@@ -258,11 +258,11 @@ pub fn lifecycle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::rule::Timing;
+    use telemine_types::alert::rule::Timing;
 
     fn row(rule: &str, host: &str, end: i64) -> Alert {
         let mut a = Alert {
-            schema: crate::alert::ALERT_SCHEMA.into(),
+            schema: telemine_types::alert::ALERT_SCHEMA.into(),
             status: "firing".into(),
             rule: rule.into(),
             severity: "warning".into(),

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppState, STALLED_AFTER};
-use crate::alert::matcher::Matcher;
-use crate::alert::{format_ms, parse_ms};
 use crate::alerting::silence::{self, Silence};
 use crate::live::RowEvent;
+use telemine_types::alert::matcher::Matcher;
+use telemine_types::alert::{format_ms, parse_ms};
 
 /// Longest a silence read or write waits for the brokers.
 const BROKER_WAIT: Duration = Duration::from_secs(10);
@@ -421,7 +421,7 @@ pub(super) async fn add_silence(
     let end = match (&new.ends_at, &new.duration) {
         (Some(t), None) => time(t, "endsAt")?,
         (None, Some(d)) => {
-            let d = crate::duration::parse_duration(d)
+            let d = telemine_types::duration::parse_duration(d)
                 .map_err(|e| bad(format!("duration `{d}`: {e}")))?;
             start.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
         }

@@ -10,7 +10,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
 use super::{Rule, WINDOW_END, WINDOW_START};
-use crate::alert::{
+use telemine_types::alert::{
     ALERT_SCHEMA, Alert, MAX_LABEL_BYTES, MAX_TEXT_BYTES, cut, fingerprint, format_ms,
 };
 

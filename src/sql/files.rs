@@ -28,9 +28,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::alert::rule::Severity;
-use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::duration::parse_duration;
+use telemine_types::alert::rule::Severity;
+use telemine_types::diagnostic::{Diagnostic, Diagnostics};
+use telemine_types::duration::parse_duration;
 
 /// What a SQL file defines, from the folder it sits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +212,7 @@ pub fn rule_meta(file: &SqlFile, diags: &mut Vec<Diagnostic>) -> RuleMeta {
             }
             k => {
                 if let Some(label) = k.strip_prefix("label.") {
-                    if !crate::alert::matcher::is_label_name(label) {
+                    if !telemine_types::alert::matcher::is_label_name(label) {
                         err(format!(
                             "@label.{label}: `{label}` is not a label name (letters, digits and _, not starting with a digit)"
                         ));
@@ -232,7 +232,7 @@ pub fn rule_meta(file: &SqlFile, diags: &mut Vec<Diagnostic>) -> RuleMeta {
                         meta.label_at.insert(label.to_string(), (m.line, m.col));
                     }
                 } else if let Some(name) = k.strip_prefix("annotation.") {
-                    if crate::alert::matcher::is_label_name(name) {
+                    if telemine_types::alert::matcher::is_label_name(name) {
                         meta.annotations.push((
                             name.to_string(),
                             m.value.clone(),

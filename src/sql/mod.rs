@@ -8,7 +8,7 @@
 //!
 //! [`SqlSet::load`] parses, rewrites and plans every file once, against the
 //! declared source schemas, and reports every problem as a
-//! `file:line:col: message` [`Diagnostic`](crate::diagnostic::Diagnostic);
+//! `file:line:col: message` [`Diagnostic`](telemine_types::diagnostic::Diagnostic);
 //! the same load is what `telemine check` runs. At run time the engine hands
 //! each view the rows of its closing windows ([`SqlSet::run_view`]) and then
 //! runs the rules over the views' fresh output ([`SqlSet::run_rule`]). This
@@ -41,7 +41,7 @@ pub use sliding::Sliding;
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
 
 use crate::config::SourceDef;
-use crate::diagnostic::Diagnostics;
+use telemine_types::diagnostic::Diagnostics;
 
 /// A feature view: SQL over the closing windows of one source.
 #[derive(Debug, Clone)]
@@ -147,7 +147,7 @@ pub trait ViewScorer: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
-    pub severity: crate::alert::rule::Severity,
+    pub severity: telemine_types::alert::rule::Severity,
     pub file: PathBuf,
     pub plan: LogicalPlan,
     /// Indices of the views it reads.
@@ -155,11 +155,11 @@ pub struct Rule {
     /// Output columns that are view keys: the alert's labels.
     pub label_columns: Vec<String>,
     /// `@for` and `@keep_firing_for`.
-    pub timing: crate::alert::rule::Timing,
+    pub timing: telemine_types::alert::rule::Timing,
     /// `@label.NAME` labels, added to every alert.
     pub extra_labels: std::collections::BTreeMap<String, String>,
     /// Annotation templates, by name.
-    pub annotations: Vec<(String, crate::alert::template::Template)>,
+    pub annotations: Vec<(String, telemine_types::alert::template::Template)>,
 }
 
 /// What a SQL set may use beyond its files: reference tables and the
@@ -344,12 +344,14 @@ impl SqlSet {
         options: &SqlOptions,
     ) -> Result<SqlSet, Diagnostics> {
         if files.iter().all(|f| f.kind != Kind::View) {
-            return Err(Diagnostics(vec![crate::diagnostic::Diagnostic::new(
-                &dir.join("features"),
-                1,
-                1,
-                "no feature views: add at least one features/*.sql",
-            )]));
+            return Err(Diagnostics(vec![
+                telemine_types::diagnostic::Diagnostic::new(
+                    &dir.join("features"),
+                    1,
+                    1,
+                    "no feature views: add at least one features/*.sql",
+                ),
+            ]));
         }
         planner::plan_all(files, sources, options).await
     }

@@ -27,8 +27,8 @@ use super::sandbox;
 use super::window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec, rewrite_window};
 use super::{Rule, SqlOptions, SqlSet, View, register_slot};
 use crate::config::SourceDef;
-use crate::diagnostic::{Diagnostic, Diagnostics};
 use datafusion::datasource::memory::PartitionData;
+use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 
 /// A session for analysts' SQL: one partition (windows are small and the
 /// other core decodes), spans collected for diagnostics, and the sandbox's
@@ -621,7 +621,7 @@ async fn plan_rule(
         plan,
         views: used,
         label_columns,
-        timing: crate::alert::rule::Timing {
+        timing: telemine_types::alert::rule::Timing {
             for_ms: meta.for_ms,
             keep_firing_for_ms: meta.keep_firing_for_ms,
         },
@@ -638,7 +638,7 @@ fn rule_annotations(
     label_columns: &[String],
     schema: &datafusion::arrow::datatypes::Schema,
     diags: &mut Vec<Diagnostic>,
-) -> Option<Vec<(String, crate::alert::template::Template)>> {
+) -> Option<Vec<(String, telemine_types::alert::template::Template)>> {
     for l in meta.labels.keys() {
         if label_columns.contains(l) {
             let (line, col) = meta.label_at.get(l).copied().unwrap_or((1, 1));
@@ -660,7 +660,7 @@ fn rule_annotations(
     let mut out = Vec::new();
     let mut ok = true;
     for (name, text, line, col) in &meta.annotations {
-        match crate::alert::template::Template::parse(text, &labels, &values) {
+        match telemine_types::alert::template::Template::parse(text, &labels, &values) {
             Ok(t) => out.push((name.clone(), t)),
             Err(e) => {
                 ok = false;
@@ -854,7 +854,7 @@ pub(crate) fn df_diagnostic(file: &SqlFile, err: &DataFusionError) -> Diagnostic
     }
     let (line, col) = mentioned_name(&full)
         .and_then(|n| find_word(&file.text, &n))
-        .map(|off| crate::diagnostic::line_col(&file.text, off))
+        .map(|off| telemine_types::diagnostic::line_col(&file.text, off))
         .unwrap_or((1, 1));
     Diagnostic::new(&file.path, line, col, clean(&full))
 }

@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, VisitMut, VisitorMut,
 };
 
-use crate::duration::parse_duration;
+use telemine_types::duration::parse_duration;
 
 /// Column with the inclusive start of a row's window.
 pub const WINDOW_START: &str = "window_start";

@@ -9,7 +9,7 @@ pub mod setup;
 
 use std::path::{Path, PathBuf};
 
-use telemine::alert::Alert;
+use telemine_types::alert::Alert;
 
 /// 2026-11-27T00:00:00Z.
 pub const T0: i64 = 1_795_737_600_000;

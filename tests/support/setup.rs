@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::broker::*;
 use super::*;
-use telemine::alert::Alert;
 use telemine::engine::{RunOptions, RunSummary, Stop, run_pipeline};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
+use telemine_types::alert::Alert;
 
 pub const SATURATED: Anomalies = &[(1, 95.0, 95.0), (3, 95.0, 84.0)];
 pub const TELEMETRY_PARTITIONS: i32 = 3;
