@@ -7,7 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
-use telemine_connectors::ErrorClass;
+use telemine_types::error::ErrorClass;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -47,8 +47,9 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// error in its chain decides; an error no boundary classified came from
 /// the command's own checks of its arguments and files (the user's).
 fn classify(e: &anyhow::Error) -> ErrorClass {
-    use telemine::engine::{PipelineError, windows::EngineError};
+    use telemine::engine::PipelineError;
     use telemine_connectors::ConnectorError;
+    use telemine_types::error::EngineError;
     for cause in e.chain() {
         if let Some(p) = cause.downcast_ref::<PipelineError>() {
             return p.class();

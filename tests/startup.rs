@@ -13,7 +13,7 @@ use support::*;
 use telemine::config::Config;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::sql::SqlSet;
-use telemine_connectors::ErrorClass;
+use telemine_types::error::ErrorClass;
 
 /// A config whose brokers are a port where nothing listens.
 async fn unreachable(startup_timeout: &str) -> (Config, SqlSet) {

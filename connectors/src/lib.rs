@@ -22,4 +22,4 @@ pub mod kafka;
 pub mod replay;
 pub mod schema;
 
-pub use error::{ConnectorError, ErrorClass};
+pub use error::ConnectorError;

@@ -36,8 +36,8 @@ use datafusion::arrow::array::{ArrayRef, PrimitiveArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use datafusion::common::hash_utils::create_hashes_with_hasher;
 
-use super::windows::{EngineError, SourceCounts};
 use crate::config::SourceDef;
+use telemine_types::error::EngineError;
 
 #[derive(Debug, Clone)]
 struct PartitionState {
@@ -59,6 +59,13 @@ impl Default for PartitionState {
             last_activity: Instant::now(),
         }
     }
+}
+
+/// Per-source counts of rows that did not reach a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub late: u64,
+    pub duplicates: u64,
 }
 
 /// See the module docs.

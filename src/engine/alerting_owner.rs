@@ -35,10 +35,11 @@ use std::sync::Arc;
 
 use super::alerting_stage::AlertingStage;
 use super::chunked;
+use super::error::PipelineError;
 use super::outputs::Outputs;
-use super::pipeline::{PipelineError, partition_counts_patiently, read_group_state};
 use super::relay::{self, Board, Relay};
 use super::scoring::{self, Scored, ScoringStage, ViewRows};
+use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
 use crate::config::{Config, ModelConfig};
 use crate::detector::Detector;
@@ -282,7 +283,7 @@ fn take_scoring(s: &OwnerScoring, state: &mut StateStore) -> Result<Scoring, Pip
         crate::detector::attach(&mut sql, &s.models, true, None).map_err(PipelineError::Config)?;
     state.restore_detectors(&detectors);
     let plan = scoring::Deferral::plan(&sql).ok_or_else(|| {
-        PipelineError::Engine(super::windows::EngineError::Internal(
+        PipelineError::Engine(telemine_types::error::EngineError::Internal(
             "the alerting owner scores, but its SQL has nothing to score".into(),
         ))
     })?;

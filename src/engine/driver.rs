@@ -29,13 +29,15 @@ use datafusion::arrow::datatypes::Int32Type;
 use telemine_connectors::decode::{DeadLetter, UpstreamMark};
 use telemine_connectors::schema::PARTITION_COLUMN;
 
+use super::admission::SourceCounts;
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
-use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
+use super::windows::{LateRows, WindowEngine};
 use crate::alerting::Evaluation;
 use crate::config::SourceDef;
 use crate::sql::SqlSet;
 use telemine_types::alert::Alert;
+use telemine_types::error::EngineError;
 
 /// What a runner hands the engine.
 #[derive(Debug)]

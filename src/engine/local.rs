@@ -17,13 +17,15 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
 
+use super::admission::SourceCounts;
 use super::driver::{Driver, Input, Step};
 use super::scoring::{self, Deferral, ScoringStage};
-use super::windows::{EngineError, LateRows, SourceCounts, WindowEngine};
+use super::windows::{LateRows, WindowEngine};
 use crate::config::SourceDef;
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
 use telemine_types::alert::Alert;
+use telemine_types::error::EngineError;
 
 /// Records decoded into one batch at most; longer inputs are split.
 const MAX_BATCH: usize = 65_536;

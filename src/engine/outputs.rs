@@ -16,8 +16,8 @@ use telemine_connectors::kafka::KafkaProducer;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use tokio::sync::mpsc;
 
-use super::pipeline::PipelineError;
-use super::windows::{EngineError, LateRows};
+use super::error::PipelineError;
+use super::windows::LateRows;
 use crate::alerting::alertmanager::{self, Alertmanagers};
 use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
@@ -25,6 +25,7 @@ use crate::alerting::webhook::Webhooks;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use telemine_types::alert::Alert;
+use telemine_types::error::EngineError;
 
 /// Longest reason header a dead letter carries, in bytes.
 const MAX_REASON_BYTES: usize = 1024;

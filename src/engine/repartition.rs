@@ -54,9 +54,9 @@ use telemine_connectors::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use super::windows::EngineError;
 use crate::config::{Derived, SourceDef};
 use crate::sql::{Placement, SqlSet};
+use telemine_types::error::EngineError;
 
 /// The upstream partition of a derived source's row (last but one column
 /// of its decoded batches; admission takes it off).

@@ -21,7 +21,7 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_recor
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 
-use super::windows::EngineError;
+use telemine_types::error::EngineError;
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())

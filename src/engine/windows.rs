@@ -30,12 +30,11 @@ use std::time::Instant;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
-use telemine_connectors::ErrorClass;
 use telemine_connectors::decode::UpstreamMark;
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
-use thiserror::Error;
+use telemine_types::error::EngineError;
 
-use super::admission::{Admission, Admitted};
+use super::admission::{Admission, Admitted, SourceCounts};
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::window_kinds;
@@ -44,27 +43,6 @@ use crate::metrics::Metrics;
 use crate::sql::alerts_from_batches;
 use crate::sql::{Sliding, SqlSet, WindowKind};
 use telemine_types::alert::Alert;
-
-/// An error of the engine itself (not of one view or rule, which are logged
-/// and counted and do not stop the stream).
-#[derive(Debug, Error)]
-pub enum EngineError {
-    /// What the engine was given cannot be run (a source's declaration).
-    #[error("{0}")]
-    Config(String),
-    #[error("internal error (a bug in telemine, please report it): {0}")]
-    Internal(String),
-}
-
-impl EngineError {
-    /// Who has to act on it.
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            EngineError::Config(_) => ErrorClass::User,
-            EngineError::Internal(_) => ErrorClass::Internal,
-        }
-    }
-}
 
 /// What the engine keeps per source: its admission state, the rows some
 /// view still needs, and the late rows not yet taken.
@@ -92,13 +70,6 @@ pub struct Held {
     /// windows (what it still has to evaluate; a SESSION view: every row
     /// buffered). Views share their source's buffer, so these overlap.
     pub view_rows: Vec<(String, i64)>,
-}
-
-/// Per-source counts of rows that did not reach a window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceCounts {
-    pub late: u64,
-    pub duplicates: u64,
 }
 
 /// Rows of one source that arrived after every window they could count in
