@@ -115,7 +115,8 @@ fn bench(c: &mut Criterion) {
             .iter()
             .find(|v| v.name == "host_1m")
             .expect("view");
-        let detector = Detector::new(&config.models[0], false).expect("detector");
+        let detector =
+            Detector::new(config.models[0].settings().expect("settings"), false).expect("detector");
         let mut w = 0i64;
         // Warm-up and training, untimed.
         while w < 30 {

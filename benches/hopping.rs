@@ -18,9 +18,10 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use telemine::config::{Config, SourceDef};
+use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
+use telemine::source::SourceDef;
 use telemine::sql::{SqlOptions, SqlSet};
 
 const T0: i64 = 1_795_737_600_000;

@@ -16,6 +16,10 @@ use toml::Spanned;
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::serde_duration;
 
+use crate::alerting::config::{AlertmanagerConfig, WebhookConfig};
+use crate::detector::{self, Settings};
+use crate::source::SourceDef;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,175 +168,6 @@ pub struct AlertingConfig {
     /// routing, receivers and silences apply. Default: none.
     #[serde(default)]
     pub alertmanagers: Vec<AlertmanagerConfig>,
-}
-
-/// A secret from the config (a password, a token): deserialised from a
-/// plain string, never shown by `Debug`, so a logged config leaks nothing.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-/// HTTP basic authentication.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuthConfig {
-    /// The user name. Required.
-    pub username: String,
-    /// The password. Required.
-    pub password: Secret,
-}
-
-/// How an HTTP client checks the server (https:// URLs) and proves who it
-/// is.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpTlsConfig {
-    /// PEM file of the CA certificates the server's certificate must chain
-    /// to; they replace the system's roots. Default: the system's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM file of a client certificate (chain), for servers that ask for
-    /// one; needs `key_file`. Default: none.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM file of the client certificate's private key, in PKCS#8 form
-    /// (`-----BEGIN PRIVATE KEY-----`; convert others with `openssl pkcs8
-    /// -topk8 -nocrypt`). Default: none.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Accept any server certificate and host name (testing only: anyone on
-    /// the path can read and forge the traffic). Default: false.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
-/// An Alertmanager that telemine sends its alerts to, as Prometheus does:
-/// a JSON array of `{labels, annotations, startsAt, endsAt, generatorURL}`
-/// POSTed to `URL/api/v2/alerts`. A firing alert is sent when it starts
-/// firing (or its labels or annotations change) and again every
-/// `resend_interval` of wall time, each time with `endsAt` four resend
-/// intervals ahead (a lease: should telemine stop sending, Alertmanager
-/// resolves it then); a resolved alert is sent with `endsAt` = when it
-/// resolved. See `src/alerting/alertmanager.rs`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerConfig {
-    /// The Alertmanager's base URL, http:// or https://, e.g.
-    /// "http://127.0.0.1:9093" (a path prefix is kept). Required.
-    pub url: Spanned<String>,
-    /// How often a still-firing alert is sent again (wall time); its lease
-    /// is four times this. Default: "1m" (Prometheus' `resend_delay`).
-    #[serde(default = "default_am_resend_interval", with = "serde_duration")]
-    pub resend_interval: Duration,
-    /// Most alerts held for this Alertmanager (firing, and resolved ones
-    /// not yet delivered): a new alert past it is dropped and counted
-    /// (`alertmanager_queue_drops`); alerts already held are always
-    /// updated. Default: 10000.
-    #[serde(default = "default_am_queue_size")]
-    pub queue_size: usize,
-    /// Tries after the first for one POST (a failed batch is also sent
-    /// again with the next re-send). Default: 2.
-    #[serde(default = "default_am_retries")]
-    pub max_retries: u32,
-    /// The first wait between tries, doubled each time (at most 1 minute).
-    /// Default: "500ms".
-    #[serde(default = "default_webhook_backoff", with = "serde_duration")]
-    pub backoff: Duration,
-    /// Per request. Default: "10s".
-    #[serde(default = "default_webhook_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// Extra request headers (e.g. `X-Scope-OrgID` for a multi-tenant
-    /// Alertmanager). Their values are never logged. Default: none.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, Secret>,
-    /// `Authorization: Bearer TOKEN`. Default: none.
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// A file holding the bearer token, read again for every request (so a
-    /// rotated token is picked up). Default: none.
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    /// `basic_auth = { username = "…", password = "…" }`. Default: none.
-    #[serde(default)]
-    pub basic_auth: Option<BasicAuthConfig>,
-    /// TLS for https:// URLs (`ca_file`, `cert_file`, `key_file`,
-    /// `insecure_skip_verify`). Default: the system's roots.
-    #[serde(default)]
-    pub tls: HttpTlsConfig,
-}
-
-fn default_am_resend_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_am_queue_size() -> usize {
-    10_000
-}
-fn default_am_retries() -> u32 {
-    2
-}
-fn default_webhook_queue_size() -> usize {
-    1000
-}
-
-/// A webhook receiver: each notification is POSTed as JSON; a failure
-/// (connection error, timeout, 429 or 5xx) is retried with exponential
-/// backoff; other 4xx answers are not.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// http:// or https:// URL. Required.
-    pub url: Spanned<String>,
-    /// Tries after the first. Default: 5.
-    #[serde(default = "default_webhook_retries")]
-    pub max_retries: u32,
-    /// The first wait between tries, doubled each time (at most 1 minute).
-    /// Default: "500ms".
-    #[serde(default = "default_webhook_backoff", with = "serde_duration")]
-    pub backoff: Duration,
-    /// Per request. Default: "10s".
-    #[serde(default = "default_webhook_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// Notifications waiting for this receiver (each receiver has its own
-    /// thread and queue, so a slow or dead one never delays another): when
-    /// full, the oldest waiting notification is dropped and counted
-    /// (`webhook_queue_drops`) — a group's newer notification supersedes
-    /// it. Default: 1000.
-    #[serde(default = "default_webhook_queue_size")]
-    pub queue_size: usize,
-    /// Extra request headers. Their values are never logged. Default: none.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, Secret>,
-    /// `Authorization: Bearer TOKEN`. Default: none.
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// A file holding the bearer token, read again for every request.
-    /// Default: none.
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    /// `basic_auth = { username = "…", password = "…" }` (instead of
-    /// `user:pass@` in the URL). Default: none.
-    #[serde(default)]
-    pub basic_auth: Option<BasicAuthConfig>,
-    /// TLS for https:// URLs (`ca_file`, `cert_file`, `key_file`,
-    /// `insecure_skip_verify`). Default: the system's roots.
-    #[serde(default)]
-    pub tls: HttpTlsConfig,
-}
-
-fn default_webhook_retries() -> u32 {
-    5
-}
-fn default_webhook_backoff() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -541,6 +376,157 @@ pub struct ModelConfig {
     /// forgotten and counted. Default: 100000.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+}
+
+impl ModelConfig {
+    /// What is wrong with a model's settings, as messages naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let m = self;
+        let mut out = Vec::new();
+        for (key, value, max) in [
+            ("past_windows", m.past_windows, detector::MAX_PAST_WINDOWS),
+            (
+                "season_windows",
+                m.season_windows,
+                detector::MAX_SEASON_WINDOWS,
+            ),
+            (
+                "error_history",
+                m.error_history,
+                detector::MAX_ERROR_HISTORY,
+            ),
+            (
+                "refractory_windows",
+                m.refractory_windows,
+                detector::MAX_REFRACTORY,
+            ),
+            ("rank_history", m.rank_history, detector::MAX_RANK_HISTORY),
+            (
+                "range_rank_windows",
+                m.range_rank_windows,
+                detector::MAX_RANK_HISTORY,
+            ),
+            (
+                "median_range_windows",
+                m.median_range_windows,
+                detector::MAX_PAST_WINDOWS,
+            ),
+        ] {
+            if value > max {
+                out.push(format!("{key} = {value}: at most {max}"));
+            }
+        }
+        if m.error_history < 10 {
+            out.push(format!("error_history = {}: at least 10", m.error_history));
+        }
+        if !(m.spread_floor.is_finite() && m.spread_floor > 0.0) {
+            out.push(format!(
+                "spread_floor = {}: a positive number",
+                m.spread_floor
+            ));
+        }
+        if let Some(r) = m.range_margin
+            && !(r.is_finite() && r >= 0.0)
+        {
+            out.push(format!("range_margin = {r}: zero or more"));
+        }
+        if !(m.normal_share.is_finite() && (0.0..1.0).contains(&m.normal_share)) {
+            out.push(format!(
+                "normal_share = {}: at least 0, below 1",
+                m.normal_share
+            ));
+        }
+        if !(m.median_range_margin.is_finite() && m.median_range_margin >= 0.0) {
+            out.push(format!(
+                "median_range_margin = {}: zero or more",
+                m.median_range_margin
+            ));
+        }
+        if m.kind.get_ref() == detector::PROFILE && m.past_windows > 0 {
+            out.push(
+                "the profile detector reads the view's features as they are: leave past_windows at 0".to_string(),
+            );
+        }
+        for f in &m.past_features {
+            if !detector::features::PARTS.contains(&f.as_str()) {
+                out.push(format!(
+                    "past_features: unknown `{f}` (use {})",
+                    detector::features::PARTS.join(", ")
+                ));
+            }
+        }
+        if !(m.scale_floor.is_finite() && m.scale_floor > 0.0) {
+            out.push(format!(
+                "scale_floor = {}: a positive number",
+                m.scale_floor
+            ));
+        }
+        if m.max_series == 0 {
+            out.push("max_series = 0: at least 1".to_string());
+        }
+        out
+    }
+
+    /// The detector's settings, checked.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let m = self;
+        let name = m.name.get_ref().clone();
+        if let Some(p) = m.problems().into_iter().next() {
+            return Err(format!("model `{name}`: {p}"));
+        }
+        let profile = m.kind.get_ref() == detector::PROFILE;
+        // The profile detector reads the season itself (its slots), not
+        // as a past feature.
+        let past = detector::PastFeatures {
+            window: m.past_windows,
+            season: if profile { 0 } else { m.season_windows },
+            parts: detector::features::PARTS.map(|p| m.past_features.iter().any(|f| f == p)),
+        };
+        let view_features = m.features.get_ref().clone();
+        let model_features = past.names(&view_features);
+        let kind = match m.kind.get_ref().as_str() {
+            detector::PROFILE => None,
+            other => Some(
+                telemine_model::ModelKind::named(other, model_features.len())
+                    .ok_or_else(|| format!("model `{name}`: unknown kind `{other}`"))?,
+            ),
+        };
+        let device = m
+            .device
+            .parse()
+            .map_err(|e| format!("model `{name}`: {e}"))?;
+        Ok(Settings {
+            name,
+            view_features,
+            model_features,
+            kind,
+            past,
+            scoring: detector::Scoring {
+                mode: m.score,
+                history: m.error_history,
+                spread_floor: m.spread_floor,
+                range_margin: m.range_margin,
+                median_windows: m.median_range_windows,
+                median_margin: m.median_range_margin,
+                range_rank: m.range_rank_windows,
+                refractory: m.refractory_windows,
+                normal_share: m.normal_share,
+                rank_history: m.rank_history,
+            },
+            warmup_windows: m.warmup_windows.max(1),
+            retrain: m.retrain,
+            retrain_windows: m.retrain_windows,
+            training_rows: m.training_rows.max(2),
+            epochs: m.epochs,
+            max_series: m.max_series,
+            scale_floor: m.scale_floor,
+            season: m.season_windows,
+            view: m.view.get_ref().clone(),
+            device,
+            checkpoint: m.checkpoint.clone(),
+            training: m.training,
+        })
+    }
 }
 
 fn default_epochs() -> usize {
@@ -942,36 +928,11 @@ impl Default for EngineConfig {
     }
 }
 
-/// A source with its schema resolved.
-#[derive(Debug, Clone)]
-pub struct SourceDef {
-    pub name: String,
-    pub topic: String,
-    pub format: Format,
-    pub influx: InfluxOptions,
-    pub schema: SourceSchema,
-    pub max_out_of_orderness: Duration,
-    pub idle_timeout: Duration,
-    pub allowed_lateness: Duration,
-    pub dedupe_by: Vec<String>,
-    /// `key`: the columns the topic's messages are keyed by.
-    pub key: Vec<String>,
-    /// What the decoders accept at all (sizes, depth, non-finite values,
-    /// future event times), with the wall clock they compare against.
-    pub limits: Limits,
-    /// Set on a source the engine derives to repartition another (see
-    /// `engine/repartition.rs`); `None` for every configured source.
-    pub derived: Option<Derived>,
-}
-
-/// A source derived from configured source `from`: its rows, written by
-/// every instance to a repartition topic keyed by `by`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Derived {
-    pub from: usize,
-    pub by: Vec<String>,
-    /// How many partitions the source `from` has.
-    pub upstream_partitions: i32,
+impl Config {
+    /// Every model's detector settings (see [`ModelConfig::settings`]).
+    pub fn model_settings(&self) -> Result<Vec<Settings>, String> {
+        self.models.iter().map(ModelConfig::settings).collect()
+    }
 }
 
 impl Config {
@@ -1102,7 +1063,7 @@ impl Config {
                     format!("model `{}`: {e}", m.name.get_ref()),
                 ));
             }
-            for problem in crate::detector::Settings::problems(m) {
+            for problem in m.problems() {
                 diags.push(at(
                     m.name.span(),
                     format!("model `{}`: {problem}", m.name.get_ref()),

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod recorded;
 pub mod ruletest;
 pub mod scoring;
+pub mod source;
 pub mod sql;

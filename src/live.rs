@@ -100,7 +100,7 @@ pub struct RuleInfo {
 
 impl Catalog {
     /// What `sql` (over `sources`) holds.
-    pub fn of(sql: &crate::sql::SqlSet, sources: &[crate::config::SourceDef]) -> Catalog {
+    pub fn of(sql: &crate::sql::SqlSet, sources: &[crate::source::SourceDef]) -> Catalog {
         use crate::sql::WindowKind;
         let secs = |ms: i64| format!("{}s", ms as f64 / 1000.0);
         let views = sql

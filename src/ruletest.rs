@@ -363,7 +363,7 @@ async fn run_case(
         (Ok(sql), None) => sql,
     };
     let mut sql = sql;
-    crate::detector::attach(&mut sql, &config.models, false, None)?;
+    crate::detector::attach(&mut sql, &config.model_settings()?, false, None)?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
     let mut current = files.files;

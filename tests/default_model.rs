@@ -103,7 +103,13 @@ fn run(minutes: i64, fault: Fault) -> Outcome {
         .await
         .unwrap();
         let log = Arc::new(ScoreLog::default());
-        telemine::detector::attach(&mut sql, &cfg.models, false, Some(log.clone())).unwrap();
+        telemine::detector::attach(
+            &mut sql,
+            &cfg.model_settings().unwrap(),
+            false,
+            Some(log.clone()),
+        )
+        .unwrap();
         let timing: BTreeMap<String, Timing> = sql
             .rules
             .iter()

@@ -128,19 +128,19 @@ fn a_restored_detector_scores_as_if_it_had_never_stopped() {
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     let model = &config.models[0];
 
-    let whole = Detector::new(model, false).unwrap();
+    let whole = Detector::new(model.settings().unwrap(), false).unwrap();
     let uninterrupted: Vec<_> = (0..200)
         .map(|w| scores(&whole.score(view, vec![window(view, w)]).unwrap()))
         .collect();
 
-    let first = Detector::new(model, false).unwrap();
+    let first = Detector::new(model.settings().unwrap(), false).unwrap();
     for w in 0..120 {
         first.score(view, vec![window(view, w)]).unwrap();
     }
     let saved = first.save().unwrap().expect("state to save");
     assert!(saved.model.is_some(), "the model trained online is saved");
     assert!(first.save().unwrap().is_none(), "nothing new to save");
-    let restarted = Detector::new(model, false).unwrap();
+    let restarted = Detector::new(model.settings().unwrap(), false).unwrap();
     restarted
         .restore(&saved.state, saved.model.as_deref(), |seg| {
             segment_of(&saved, seg)
@@ -158,7 +158,7 @@ fn a_restored_detector_scores_as_if_it_had_never_stopped() {
 
     // Without its state, a restart warms up again: no model, so no
     // features named (the range check alone scores, 0 here).
-    let fresh = Detector::new(model, false).unwrap();
+    let fresh = Detector::new(model.settings().unwrap(), false).unwrap();
     let cold = fresh.score(view, vec![window(view, 120)]).unwrap();
     let named = cold[0].column(cold[0].num_columns() - 1);
     assert_eq!(named.null_count(), HOSTS, "no model yet");
@@ -166,7 +166,7 @@ fn a_restored_detector_scores_as_if_it_had_never_stopped() {
     // State saved under other settings is refused, not misread.
     let mut other = model.clone();
     other.past_windows = 3;
-    let changed = Detector::new(&other, false).unwrap();
+    let changed = Detector::new(other.settings().unwrap(), false).unwrap();
     assert!(
         changed
             .restore(&saved.state, saved.model.as_deref(), |seg| {
@@ -183,7 +183,7 @@ fn batching_does_not_change_a_score() {
     let (config, sql) = setup(dir.path());
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     let model = &config.models[0];
-    let one_by_one = Detector::new(model, false).unwrap();
+    let one_by_one = Detector::new(model.settings().unwrap(), false).unwrap();
     let mut a = Vec::new();
     for w in 0..200 {
         a.extend(scores(
@@ -192,7 +192,7 @@ fn batching_does_not_change_a_score() {
     }
     // The same windows, 50 at a time, in one call each and newest first
     // within the call.
-    let in_bulk = Detector::new(model, false).unwrap();
+    let in_bulk = Detector::new(model.settings().unwrap(), false).unwrap();
     let mut b = Vec::new();
     for chunk in (0..200).collect::<Vec<i64>>().chunks(50) {
         let batches: Vec<RecordBatch> = chunk.iter().rev().map(|&w| window(view, w)).collect();
@@ -212,7 +212,7 @@ fn more_series_than_max_series_forgets_the_stalest_and_counts_them() {
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     let mut model = config.models[0].clone();
     model.max_series = 2;
-    let d = Detector::new(&model, false).unwrap();
+    let d = Detector::new(model.settings().unwrap(), false).unwrap();
     for w in 0..30 {
         d.score(view, vec![window(view, w)]).unwrap();
     }
@@ -228,8 +228,8 @@ fn a_null_or_non_finite_feature_scores_null_and_leaves_the_series_alone() {
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     let model = &config.models[0];
     let (clean, dirty) = (
-        Detector::new(model, false).unwrap(),
-        Detector::new(model, false).unwrap(),
+        Detector::new(model.settings().unwrap(), false).unwrap(),
+        Detector::new(model.settings().unwrap(), false).unwrap(),
     );
     let mut a = Vec::new();
     let mut b = Vec::new();
@@ -275,8 +275,8 @@ fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten()
     model.retrain_windows = 200;
     let per_window = HOSTS as u64;
 
-    let whole = Detector::new(&model, false).unwrap();
-    let first = Detector::new(&model, false).unwrap();
+    let whole = Detector::new(model.settings().unwrap(), false).unwrap();
+    let first = Detector::new(model.settings().unwrap(), false).unwrap();
     // The state topic as a compacted table: segment number to bytes.
     let mut table: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut state = None;
@@ -322,7 +322,7 @@ fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten()
         held.collect::<Vec<_>>()
     );
 
-    let restarted = Detector::new(&model, false).unwrap();
+    let restarted = Detector::new(model.settings().unwrap(), false).unwrap();
     restarted
         .restore(&saved.state, model_bytes.as_deref(), |seg| {
             table.get(&seg).cloned()
@@ -337,7 +337,7 @@ fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten()
     // A lost segment (a crash between writing it and the state) costs the
     // rows before it, not the restart.
     let oldest = *table.keys().next().unwrap();
-    let lossy = Detector::new(&model, false).unwrap();
+    let lossy = Detector::new(model.settings().unwrap(), false).unwrap();
     lossy
         .restore(&saved.state, model_bytes.as_deref(), |seg| {
             (seg != oldest + 1)

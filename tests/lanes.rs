@@ -12,11 +12,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use support::*;
-use telemine::config::{Config, SourceDef};
+use telemine::config::Config;
 use telemine::engine::Checkpoint;
 use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input};
 use telemine::metrics::Metrics;
+use telemine::source::SourceDef;
 use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_types::alert::Alert;
@@ -65,7 +66,7 @@ async fn setup() -> Setup {
         .await
         .expect("sql");
     assert!(
-        telemine::engine::alone_reasons(&sql, &defs, &config.models, false).is_empty(),
+        telemine::engine::alone_reasons(&sql, &defs, false).is_empty(),
         "the test's SQL scales out"
     );
     let decoder = decoder_for(

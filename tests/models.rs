@@ -298,7 +298,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
         ];
         RecordBatch::try_new(sql_schema.clone(), columns).unwrap()
     };
-    let scorer = Detector::new(&config.models[0], true).unwrap();
+    let scorer = Detector::new(config.models[0].settings().unwrap(), true).unwrap();
     let scored = |b: &RecordBatch| {
         let out = scorer.score(view, vec![b.clone()]).unwrap();
         let s = out[0]

@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use support::*;
-use telemine::config::{Config, SourceDef};
+use telemine::config::Config;
 use telemine::detector::Detector;
 use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input, Step};
 use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
 use telemine::metrics::Metrics;
+use telemine::source::SourceDef;
 use telemine::sql::{SqlOptions, SqlSet};
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_types::alert::Alert;
@@ -109,8 +110,13 @@ impl Setup {
 
     async fn scored_sql_with_detectors(&self) -> (SqlSet, Vec<Arc<Detector>>) {
         let mut sql = self.sql().await;
-        let detectors =
-            telemine::detector::attach(&mut sql, &self.config.models, false, None).expect("models");
+        let detectors = telemine::detector::attach(
+            &mut sql,
+            &self.config.model_settings().expect("models"),
+            false,
+            None,
+        )
+        .expect("models");
         (sql, detectors)
     }
 

@@ -58,9 +58,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::config::AlertmanagerConfig;
 use super::http::{Client, Target, redact, wait_until};
 use super::lifecycle::{Status, Update};
-use crate::config::AlertmanagerConfig;
 use crate::metrics::Metrics;
 use telemine_types::alert::format_ms;
 
@@ -701,7 +701,7 @@ mod tests {
     fn posts_prometheus_shaped_alerts_with_auth_to_api_v2_alerts() {
         let (base, server) = testing::server(vec![]);
         let mut c = config(&format!("{base}/"));
-        c.bearer_token = Some(crate::config::Secret("t0k3n".into()));
+        c.bearer_token = Some(crate::alerting::config::Secret("t0k3n".into()));
         let metrics = Arc::new(Metrics::default());
         let am = Alertmanagers::start(&[c], "http://telemine:9898", metrics.clone(), still())
             .expect("sender");

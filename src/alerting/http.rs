@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
-use crate::config::{AlertmanagerConfig, BasicAuthConfig, HttpTlsConfig, Secret, WebhookConfig};
+use super::config::{AlertmanagerConfig, BasicAuthConfig, HttpTlsConfig, Secret, WebhookConfig};
 
 /// How a receiver is reached: everything its config says about HTTP.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@
 //! [`template`] renders the rules' annotations.
 
 pub mod alertmanager;
+pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod lifecycle;

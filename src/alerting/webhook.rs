@@ -15,8 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::config::WebhookConfig;
 use super::http::{Client, Target, wait_until};
-use crate::config::WebhookConfig;
 use crate::metrics::Metrics;
 
 /// How long [`Webhooks::finish`] lets the receivers deliver what is
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn headers_bearer_and_basic_auth_are_sent() {
-        use crate::config::{BasicAuthConfig, Secret};
+        use crate::alerting::config::{BasicAuthConfig, Secret};
         let (bearer_url, bearer) = testing::server(vec![]);
         let (basic_url, basic) = testing::server(vec![]);
         let dir = std::env::temp_dir().join(format!("telemine-webhook-{}", std::process::id()));

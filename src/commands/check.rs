@@ -26,8 +26,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     placement_line(v, &defs, repartition, &cfg.kafka.group_id)
                 );
             }
-            let models = cfg.models.as_slice();
-            let alone = telemine::engine::alone_reasons(&set, &defs, models, repartition);
+            let alone = telemine::engine::alone_reasons(&set, &defs, repartition);
             if alone.is_empty() {
                 telemine::out!(
                     "scale-out: several instances may share consumer group `{}` (each with its own [kafka] instance_id); the group's alerting runs on the one holding its alerting relay",
@@ -59,7 +58,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                 );
             }
             for m in &cfg.models {
-                let s = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
+                let s = m.settings().map_err(anyhow::Error::msg)?;
                 let values = s.values_per_series();
                 telemine::out!(
                     "model `{}` on view `{}`: {} model features; state per series at most {values} values (~{:.1} KiB), at most {} series; online training keeps at most {} rows ({:.1} MiB)",
@@ -82,7 +81,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
 /// partition, and what it would cost otherwise.
 fn placement_line(
     v: &telemine::sql::View,
-    defs: &[telemine::config::SourceDef],
+    defs: &[telemine::source::SourceDef],
     repartition: bool,
     group: &str,
 ) -> String {

@@ -25,7 +25,8 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let mut sql = sql;
     let log = opts.scores.as_ref().map(|_| Arc::new(ScoreLog::default()));
-    telemine::detector::attach(&mut sql, &cfg.models, false, log.clone())
+    let models = cfg.model_settings().map_err(anyhow::Error::msg)?;
+    telemine::detector::attach(&mut sql, &models, false, log.clone())
         .map_err(anyhow::Error::msg)?;
     let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
     let out = replay(sql, &defs, source, recorded.batches, metrics.clone()).await?;

@@ -224,8 +224,8 @@ async fn score_through_engine(
     let Some((cfg, mut sql)) = super::load(config, None).await? else {
         anyhow::bail!("{}: the config eval wrote does not load", config.display());
     };
-    for m in &cfg.models {
-        let settings = telemine::detector::Settings::from_config(m).map_err(anyhow::Error::msg)?;
+    let models = cfg.model_settings().map_err(anyhow::Error::msg)?;
+    for settings in &models {
         cost.values_per_series = cost.values_per_series.max(settings.values_per_series());
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
@@ -239,7 +239,7 @@ async fn score_through_engine(
         );
     }
     let log = Arc::new(ScoreLog::default());
-    telemine::detector::attach(&mut sql, &cfg.models, false, Some(log.clone()))
+    telemine::detector::attach(&mut sql, &models, false, Some(log.clone()))
         .map_err(anyhow::Error::msg)?;
     let out = replay(
         sql,

@@ -151,7 +151,7 @@ pub(crate) async fn load(
 
 /// The source recorded data belongs to: the one named, or the only one.
 pub(crate) fn pick_source(
-    defs: &[telemine::config::SourceDef],
+    defs: &[telemine::source::SourceDef],
     name: Option<&str>,
     config: &std::path::Path,
 ) -> anyhow::Result<usize> {

@@ -54,7 +54,9 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     let recorders: Vec<Arc<Detector>> = models
         .iter()
         .map(|m| {
-            let r = Arc::new(Detector::recorder(m).map_err(anyhow::Error::msg)?);
+            let r = Arc::new(Detector::recorder(
+                m.settings().map_err(anyhow::Error::msg)?,
+            ));
             sql.attach_scorer(m.view.get_ref(), r.clone());
             Ok(r)
         })

@@ -59,7 +59,6 @@ use telemine_model::{
 pub use features::{Past, PastFeatures};
 pub use score::{Miss, Recent, ScoreMode, Scoring};
 
-use crate::config::ModelConfig;
 use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
 
 /// The `kind` of the per-series profile detector
@@ -125,139 +124,25 @@ pub struct Settings {
     /// of its season.
     pub scale_floor: f64,
     pub season: usize,
+    /// The view it scores.
+    pub view: String,
+    /// Where it scores (`cpu`, `cuda`, `auto`).
+    pub device: DeviceChoice,
+    /// A trained model to start from (`telemine train`'s sidecar).
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Where it trains online under `run`.
+    pub training: Training,
 }
 
 /// Limits on the per-series settings, so a config cannot ask for
 /// unbounded state.
-const MAX_PAST_WINDOWS: usize = 1000;
-const MAX_SEASON_WINDOWS: usize = 20_000;
-const MAX_ERROR_HISTORY: usize = 10_000;
-const MAX_REFRACTORY: usize = 10_000;
-const MAX_RANK_HISTORY: usize = 100_000;
+pub const MAX_PAST_WINDOWS: usize = 1000;
+pub const MAX_SEASON_WINDOWS: usize = 20_000;
+pub const MAX_ERROR_HISTORY: usize = 10_000;
+pub const MAX_REFRACTORY: usize = 10_000;
+pub const MAX_RANK_HISTORY: usize = 100_000;
 
 impl Settings {
-    /// What is wrong with a model's settings, as messages naming the key.
-    pub fn problems(m: &ModelConfig) -> Vec<String> {
-        let mut out = Vec::new();
-        for (key, value, max) in [
-            ("past_windows", m.past_windows, MAX_PAST_WINDOWS),
-            ("season_windows", m.season_windows, MAX_SEASON_WINDOWS),
-            ("error_history", m.error_history, MAX_ERROR_HISTORY),
-            ("refractory_windows", m.refractory_windows, MAX_REFRACTORY),
-            ("rank_history", m.rank_history, MAX_RANK_HISTORY),
-            ("range_rank_windows", m.range_rank_windows, MAX_RANK_HISTORY),
-            (
-                "median_range_windows",
-                m.median_range_windows,
-                MAX_PAST_WINDOWS,
-            ),
-        ] {
-            if value > max {
-                out.push(format!("{key} = {value}: at most {max}"));
-            }
-        }
-        if m.error_history < 10 {
-            out.push(format!("error_history = {}: at least 10", m.error_history));
-        }
-        if !(m.spread_floor.is_finite() && m.spread_floor > 0.0) {
-            out.push(format!(
-                "spread_floor = {}: a positive number",
-                m.spread_floor
-            ));
-        }
-        if let Some(r) = m.range_margin
-            && !(r.is_finite() && r >= 0.0)
-        {
-            out.push(format!("range_margin = {r}: zero or more"));
-        }
-        if !(m.normal_share.is_finite() && (0.0..1.0).contains(&m.normal_share)) {
-            out.push(format!(
-                "normal_share = {}: at least 0, below 1",
-                m.normal_share
-            ));
-        }
-        if !(m.median_range_margin.is_finite() && m.median_range_margin >= 0.0) {
-            out.push(format!(
-                "median_range_margin = {}: zero or more",
-                m.median_range_margin
-            ));
-        }
-        if m.kind.get_ref() == PROFILE && m.past_windows > 0 {
-            out.push(
-                "the profile detector reads the view's features as they are: leave past_windows at 0".to_string(),
-            );
-        }
-        for f in &m.past_features {
-            if !features::PARTS.contains(&f.as_str()) {
-                out.push(format!(
-                    "past_features: unknown `{f}` (use {})",
-                    features::PARTS.join(", ")
-                ));
-            }
-        }
-        if !(m.scale_floor.is_finite() && m.scale_floor > 0.0) {
-            out.push(format!(
-                "scale_floor = {}: a positive number",
-                m.scale_floor
-            ));
-        }
-        if m.max_series == 0 {
-            out.push("max_series = 0: at least 1".to_string());
-        }
-        out
-    }
-
-    pub fn from_config(m: &ModelConfig) -> Result<Settings, String> {
-        let name = m.name.get_ref().clone();
-        if let Some(p) = Self::problems(m).into_iter().next() {
-            return Err(format!("model `{name}`: {p}"));
-        }
-        let profile = m.kind.get_ref() == PROFILE;
-        // The profile detector reads the season itself (its slots), not
-        // as a past feature.
-        let past = PastFeatures {
-            window: m.past_windows,
-            season: if profile { 0 } else { m.season_windows },
-            parts: features::PARTS.map(|p| m.past_features.iter().any(|f| f == p)),
-        };
-        let view_features = m.features.get_ref().clone();
-        let model_features = past.names(&view_features);
-        let kind = match m.kind.get_ref().as_str() {
-            PROFILE => None,
-            other => Some(
-                ModelKind::named(other, model_features.len())
-                    .ok_or_else(|| format!("model `{name}`: unknown kind `{other}`"))?,
-            ),
-        };
-        Ok(Settings {
-            name,
-            view_features,
-            model_features,
-            kind,
-            past,
-            scoring: Scoring {
-                mode: m.score,
-                history: m.error_history,
-                spread_floor: m.spread_floor,
-                range_margin: m.range_margin,
-                median_windows: m.median_range_windows,
-                median_margin: m.median_range_margin,
-                range_rank: m.range_rank_windows,
-                refractory: m.refractory_windows,
-                normal_share: m.normal_share,
-                rank_history: m.rank_history,
-            },
-            warmup_windows: m.warmup_windows.max(1),
-            retrain: m.retrain,
-            retrain_windows: m.retrain_windows,
-            training_rows: m.training_rows.max(2),
-            epochs: m.epochs,
-            max_series: m.max_series,
-            scale_floor: m.scale_floor,
-            season: m.season_windows,
-        })
-    }
-
     /// The window count at which a model trained with `windows` windows
     /// taken trains next (`None`: never).
     fn next_training_after(&self, windows: usize) -> Option<usize> {
@@ -422,21 +307,16 @@ struct Taken {
 }
 
 impl Detector {
-    /// From its config; loads the checkpoint if one is named.
+    /// From its settings; loads the checkpoint if one is named.
     /// `background`: train online on a thread of its own (`run`).
-    pub fn new(config: &ModelConfig, background: bool) -> Result<Detector, String> {
-        let settings = Settings::from_config(config)?;
+    pub fn new(settings: Settings, background: bool) -> Result<Detector, String> {
         let name = settings.name.clone();
-        let choice: DeviceChoice = config
-            .device
-            .parse()
-            .map_err(|e| format!("model `{name}`: {e}"))?;
-        let (device, note) = pick_device(choice);
+        let (device, note) = pick_device(settings.device);
         if let Some(note) = note {
             tracing::warn!(model = %name, "{note}");
         }
         let mut state = State::default();
-        if let Some(path) = &config.checkpoint {
+        if let Some(path) = &settings.checkpoint {
             let scorer = load_checkpoint(&name, path, &settings.model_features, &device)?;
             state.scorer = Some(Arc::new(scorer));
         }
@@ -447,7 +327,7 @@ impl Detector {
             (Some(_), Retrain::Every) => settings.next_training_after(0),
             (Some(_), Retrain::Doubling) => None,
         };
-        let background = background && config.training == Training::Background;
+        let background = background && settings.training == Training::Background;
         Ok(Detector {
             settings,
             mode: Mode::Score { background },
@@ -459,15 +339,14 @@ impl Detector {
 
     /// A detector that keeps every model row its view emits and scores
     /// none: what `telemine train` learns from.
-    pub fn recorder(config: &ModelConfig) -> Result<Detector, String> {
-        let settings = Settings::from_config(config)?;
-        Ok(Detector {
+    pub fn recorder(settings: Settings) -> Detector {
+        Detector {
             settings,
             mode: Mode::Record,
             device: Device::Cpu,
             state: Mutex::new(State::default()),
             log: None,
-        })
+        }
     }
 
     /// Logs every row scored into `log`.
@@ -1354,18 +1233,18 @@ fn load_checkpoint(
 /// `background`: train online on threads of their own.
 pub fn attach(
     sql: &mut SqlSet,
-    models: &[ModelConfig],
+    models: &[Settings],
     background: bool,
     log: Option<Arc<ScoreLog>>,
 ) -> Result<Vec<Arc<Detector>>, String> {
     let mut out = Vec::with_capacity(models.len());
     for m in models {
-        let mut detector = Detector::new(m, background)?;
+        let mut detector = Detector::new(m.clone(), background)?;
         if let Some(log) = &log {
             detector = detector.with_log(log.clone());
         }
         let detector = Arc::new(detector);
-        sql.attach_scorer(m.view.get_ref(), detector.clone());
+        sql.attach_scorer(&m.view, detector.clone());
         out.push(detector);
     }
     Ok(out)

@@ -41,7 +41,7 @@ use super::relay::{self, Board, Relay};
 use super::scoring::{self, Scored, ScoringStage, ViewRows};
 use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
-use crate::config::{Config, ModelConfig};
+use crate::config::Config;
 use crate::detector::Detector;
 use crate::metrics::Metrics;
 use crate::sql::SqlSet;
@@ -52,7 +52,7 @@ pub(crate) struct OwnerScoring {
     /// evaluations run meanwhile); each gain scores through a handle on
     /// it with fresh detectors.
     pub sql: SqlSet,
-    pub models: Vec<ModelConfig>,
+    pub models: Vec<crate::detector::Settings>,
     pub max_lateness_ms: i64,
     pub metrics: Arc<Metrics>,
     /// SQL reloaded by the input side (handles whose files are planned

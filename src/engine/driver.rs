@@ -34,7 +34,7 @@ use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::windows::{LateRows, WindowEngine};
 use crate::alerting::Evaluation;
-use crate::config::SourceDef;
+use crate::source::SourceDef;
 use crate::sql::SqlSet;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;

@@ -34,9 +34,10 @@ use super::state_store::StateStore;
 use super::windows::WindowEngine;
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
-use crate::config::{Config, Delivery, ModelConfig, SourceDef};
+use crate::config::{Config, Delivery};
 use crate::live::Catalog;
 use crate::metrics::Metrics;
+use crate::source::SourceDef;
 use crate::sql::SqlSet;
 
 /// How the caller asks a running pipeline to end.
@@ -99,12 +100,12 @@ pub async fn run_pipeline(
     } else {
         None
     };
-    let models: &[crate::config::ModelConfig] = if options.without_models {
-        &[]
+    let models = if options.without_models {
+        Vec::new()
     } else {
-        &config.models
+        config.model_settings().map_err(PipelineError::Config)?
     };
-    let alone = alone_reasons(&sql, &defs, models, config.engine.repartition);
+    let alone = alone_reasons(&sql, &defs, config.engine.repartition);
     // The models score, and the views over views are computed, at the
     // alerting owner (`scoring.rs`), whatever the number of instances.
     // (Every configured model scores a view, so there is nothing to score
@@ -130,7 +131,7 @@ pub async fn run_pipeline(
             let (tx, reloads) = mpsc::unbounded_channel();
             let scoring = OwnerScoring {
                 sql,
-                models: models.to_vec(),
+                models,
                 max_lateness_ms: super::scoring::max_lateness_ms(&defs),
                 metrics: metrics.clone(),
                 reloads,
@@ -496,12 +497,7 @@ fn start_draining(source: &KafkaSource) {
 /// Empty: instances may share the group (scale-out).
 /// `repartition`: `[engine] repartition` (with it, views that do not
 /// group by their source's key are no reason).
-pub fn alone_reasons(
-    sql: &SqlSet,
-    defs: &[SourceDef],
-    models: &[ModelConfig],
-    repartition: bool,
-) -> Vec<String> {
+pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], repartition: bool) -> Vec<String> {
     use crate::sql::Placement;
     let mut why = Vec::new();
     for v in &sql.views {
@@ -519,7 +515,6 @@ pub fn alone_reasons(
     }
     // Models score where the alerting runs too (`scoring.rs`): they do
     // not keep the group to one instance.
-    let _ = models;
     why
 }
 

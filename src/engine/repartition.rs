@@ -54,7 +54,7 @@ use telemine_connectors::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use crate::config::{Derived, SourceDef};
+use crate::source::{Derived, SourceDef};
 use crate::sql::{Placement, SqlSet};
 use telemine_types::error::EngineError;
 
@@ -824,7 +824,7 @@ mod tests {
         assert_eq!(source_of(&sql, "rack_1m"), Some(defs.len()));
         assert_eq!(source_of(&sql, "host_1m"), Some(0));
         // Every view scales out now.
-        assert!(crate::engine::alone_reasons(&sql, &all, &[], true).is_empty());
+        assert!(crate::engine::alone_reasons(&sql, &all, true).is_empty());
         // A reload is bound the same way; one that needs a topic this run
         // did not set up is refused, naming the view.
         let (_, mut again) = default_set().await;

@@ -555,7 +555,7 @@ impl ScoringStage {
 }
 
 /// The largest allowed lateness over `sources`, ms.
-pub fn max_lateness_ms(sources: &[crate::config::SourceDef]) -> i64 {
+pub fn max_lateness_ms(sources: &[crate::source::SourceDef]) -> i64 {
     sources
         .iter()
         .map(|s| s.allowed_lateness.as_millis() as i64)

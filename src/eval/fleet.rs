@@ -97,7 +97,7 @@ pub async fn run(
 ) -> Result<FleetOutcome, String> {
     let defs = cfg.source_defs()?;
     let log = Arc::new(ScoreLog::default());
-    crate::detector::attach(&mut sql, &cfg.models, false, Some(log.clone()))?;
+    crate::detector::attach(&mut sql, &cfg.model_settings()?, false, Some(log.clone()))?;
     let timing: BTreeMap<String, _> = sql
         .rules
         .iter()

@@ -40,7 +40,7 @@ pub use panes::{PaneColumns, PanePlan};
 pub use sliding::Sliding;
 pub use window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec};
 
-use crate::config::SourceDef;
+use crate::source::SourceDef;
 use telemine_types::diagnostic::Diagnostics;
 
 /// A feature view: SQL over the closing windows of one source.

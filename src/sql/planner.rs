@@ -26,7 +26,7 @@ use super::panes;
 use super::sandbox;
 use super::window::{WINDOW_END, WINDOW_START, WindowKind, WindowSpec, rewrite_window};
 use super::{Rule, SqlOptions, SqlSet, View, register_slot};
-use crate::config::SourceDef;
+use crate::source::SourceDef;
 use datafusion::datasource::memory::PartitionData;
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 
