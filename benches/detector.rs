@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::Schema;
 use telemine::detector::Detector;
-use telemine::sql::{SqlOptions, SqlSet, View, ViewScorer};
+use telemine::sql::{SqlSet, View, ViewScorer};
 
 const SERIES: usize = 4096;
 const T0: i64 = 1_764_201_600_000;
@@ -63,11 +63,7 @@ refractory_windows = 5
     let defs = config.source_defs().expect("sources");
     let sql = tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(SqlSet::load(
-            &config.sql.dir,
-            &defs,
-            &SqlOptions::from_config(&config),
-        ))
+        .block_on(SqlSet::load(&config.sql.dir, &defs, &config.sql_options()))
         .expect("sql");
     (config, sql)
 }

@@ -22,7 +22,7 @@ use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
 use telemine::source::SourceDef;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 
 const T0: i64 = 1_795_737_600_000;
 
@@ -123,10 +123,9 @@ fn bench(c: &mut Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| {
                     runtime.block_on(async {
-                        let sql =
-                            SqlSet::load(dir.path(), &defs, &SqlOptions::from_config(&config))
-                                .await
-                                .expect("SQL");
+                        let sql = SqlSet::load(dir.path(), &defs, &config.sql_options())
+                            .await
+                            .expect("SQL");
                         let mut engine =
                             WindowEngine::new(sql, &defs, Arc::new(Metrics::default()));
                         for batch in &batches {

@@ -11,7 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tumbling_1m_default_views_and_rules", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let sql = SqlSet::load(&config.sql.dir, &defs, &SqlOptions::from_config(&config))
+                let sql = SqlSet::load(&config.sql.dir, &defs, &config.sql_options())
                     .await
                     .expect("default SQL");
                 let mut engine = WindowEngine::new(sql, &defs, Arc::new(Metrics::default()));

@@ -19,6 +19,7 @@ use telemine_types::duration::serde_duration;
 use crate::alerting::config::{AlertmanagerConfig, WebhookConfig};
 use crate::detector::{self, Settings};
 use crate::source::SourceDef;
+use crate::sql::{ModelSpec, ReferenceTable, SqlOptions};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -924,6 +925,40 @@ impl Default for EngineConfig {
             delivery: Delivery::default(),
             repartition: false,
             progress_interval: default_progress_interval(),
+        }
+    }
+}
+
+impl Config {
+    /// What the SQL may use beyond its files, the reference tables read
+    /// (a table that cannot be read is reported when the SQL is planned).
+    pub fn sql_options(&self) -> SqlOptions {
+        let config = self;
+        SqlOptions {
+            query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
+                .unwrap_or(usize::MAX),
+            tables: config
+                .tables
+                .iter()
+                .map(|t| ReferenceTable {
+                    name: t.name.get_ref().clone(),
+                    path: t.path.get_ref().clone(),
+                    rows: crate::recorded::read_table(t.path.get_ref(), t.columns.get_ref())
+                        .map_err(|e| e.to_string()),
+                })
+                .collect(),
+            query_time_limit: config.engine.query_time_limit,
+            models: config
+                .models
+                .iter()
+                .map(|m| ModelSpec {
+                    name: m.name.get_ref().clone(),
+                    view: m.view.get_ref().clone(),
+                    features: m.features.get_ref().clone(),
+                    keys: m.keys.clone(),
+                    config: PathBuf::from("[[models]]"),
+                })
+                .collect(),
         }
     }
 }

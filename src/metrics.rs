@@ -220,6 +220,33 @@ declare_metrics! {
     alerts_active: IntGaugeVec ["state"];
 }
 
+impl crate::sql::Observer for Metrics {
+    fn evaluated(&self, kind: &str, name: &str, seconds: f64, failed: bool) {
+        self.evaluation_seconds
+            .with_label_values(&[kind, name])
+            .observe(seconds);
+        if failed {
+            Metrics::add_to(&self.evaluation_errors_total, &[kind, name], 1);
+        }
+    }
+
+    fn scored(&self, model: &str, rows: usize, seconds: f64) {
+        self.model_scoring_seconds
+            .with_label_values(&[model])
+            .observe(seconds);
+        Metrics::add_to(&self.model_rows_total, &[model], rows as u64);
+    }
+
+    fn view_rows(
+        &self,
+        view: &str,
+        keys: &[String],
+        batches: &[datafusion::arrow::record_batch::RecordBatch],
+    ) {
+        self.live.record(view, keys, batches);
+    }
+}
+
 impl Metrics {
     pub fn add(counter: &IntCounter, n: u64) {
         counter.inc_by(n);

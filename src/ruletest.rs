@@ -41,7 +41,7 @@ use toml::Spanned;
 use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
 use crate::engine::local::{LocalOutcome, LocalRun};
 use crate::metrics::Metrics;
-use crate::sql::{Kind, SqlFile, SqlOptions, SqlSet, read_dir};
+use crate::sql::{Kind, SqlFile, SqlSet, read_dir};
 use telemine_types::alert::{Alert, format_ms};
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::parse_duration;
@@ -338,7 +338,7 @@ async fn run_case(
     case: &CaseBody,
 ) -> Result<(), String> {
     let defs = config.source_defs()?;
-    let options = SqlOptions::from_config(config);
+    let options = config.sql_options();
     let files = case_files(path, text, config, shared, case)?;
     let loaded = SqlSet::load_files(&config.sql.dir, files.files.clone(), &defs, &options)
         .await

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Float64Type, Schema};
 use telemine::detector::Detector;
-use telemine::sql::{SqlOptions, SqlSet, View, ViewScorer};
+use telemine::sql::{SqlSet, View, ViewScorer};
 
 const T0: i64 = 1_764_201_600_000;
 const HOSTS: usize = 3;
@@ -57,11 +57,7 @@ rank_history = 50
     let defs = config.source_defs().unwrap();
     let sql = tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(SqlSet::load(
-            &config.sql.dir,
-            &defs,
-            &SqlOptions::from_config(&config),
-        ))
+        .block_on(SqlSet::load(&config.sql.dir, &defs, &config.sql_options()))
         .unwrap();
     (config, sql)
 }

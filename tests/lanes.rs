@@ -18,7 +18,7 @@ use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input};
 use telemine::metrics::Metrics;
 use telemine::source::SourceDef;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_types::alert::Alert;
 
@@ -62,7 +62,7 @@ async fn setup() -> Setup {
     );
     let config = Config::parse(std::path::Path::new("test.toml"), &text).expect("config");
     let defs = config.source_defs().expect("sources");
-    let sql = SqlSet::load(&config.sql.dir, &defs, &SqlOptions::from_config(&config))
+    let sql = SqlSet::load(&config.sql.dir, &defs, &config.sql_options())
         .await
         .expect("sql");
     assert!(

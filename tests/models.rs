@@ -253,7 +253,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
     };
     use datafusion::arrow::datatypes::{Float64Type, Schema};
     use telemine::detector::Detector;
-    use telemine::sql::{SqlOptions, SqlSet, ViewScorer};
+    use telemine::sql::{SqlSet, ViewScorer};
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "autoencoder");
@@ -266,11 +266,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
     let defs = config.source_defs().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sql = runtime
-        .block_on(SqlSet::load(
-            &config.sql.dir,
-            &defs,
-            &SqlOptions::from_config(&config),
-        ))
+        .block_on(SqlSet::load(&config.sql.dir, &defs, &config.sql_options()))
         .unwrap();
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     // What the view's SQL outputs: its schema without the score columns.

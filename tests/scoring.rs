@@ -21,7 +21,7 @@ use telemine::engine::driver::{Driver, Input, Step};
 use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
 use telemine::metrics::Metrics;
 use telemine::source::SourceDef;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_types::alert::Alert;
 
@@ -94,13 +94,9 @@ fn setup() -> Setup {
 
 impl Setup {
     async fn sql(&self) -> SqlSet {
-        SqlSet::load(
-            &self.config.sql.dir,
-            &self.defs,
-            &SqlOptions::from_config(&self.config),
-        )
-        .await
-        .expect("sql")
+        SqlSet::load(&self.config.sql.dir, &self.defs, &self.config.sql_options())
+            .await
+            .expect("sql")
     }
 
     /// The SQL with the models' detectors attached (trained inline).

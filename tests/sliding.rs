@@ -13,7 +13,7 @@ use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
 use telemine::source::SourceDef;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 use telemine_types::alert::Alert;
 
 const T0: i64 = 1_795_737_600_000;
@@ -135,7 +135,7 @@ async fn run(view: &str, rules: &[String], lateness: &str) -> (Vec<Window>, u64)
     for (i, rule) in rules.iter().enumerate() {
         std::fs::write(dir.path().join(format!("rules/r{i}.sql")), rule).unwrap();
     }
-    let sql = match SqlSet::load(dir.path(), &defs, &SqlOptions::from_config(&config)).await {
+    let sql = match SqlSet::load(dir.path(), &defs, &config.sql_options()).await {
         Ok(sql) => sql,
         Err(e) => panic!("{e}"),
     };

@@ -11,7 +11,7 @@ use support::*;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::sql::{SqlOptions, SqlSet};
+use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_types::alert::Alert;
 
@@ -42,7 +42,7 @@ impl Harness {
         );
         let config = Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let defs = config.source_defs().unwrap();
-        let sql = SqlSet::load(&config.sql.dir, &defs, &SqlOptions::from_config(&config))
+        let sql = SqlSet::load(&config.sql.dir, &defs, &config.sql_options())
             .await
             .unwrap();
         let metrics = Arc::new(Metrics::default());

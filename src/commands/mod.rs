@@ -134,13 +134,7 @@ pub(crate) async fn load(
         cfg.sql.dir = dir.to_path_buf();
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    match telemine::sql::SqlSet::load(
-        &cfg.sql.dir,
-        &defs,
-        &telemine::sql::SqlOptions::from_config(&cfg),
-    )
-    .await
-    {
+    match telemine::sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options()).await {
         Ok(set) => Ok(Some((cfg, set))),
         Err(d) => {
             telemine::logging::diagnostics(&d);

@@ -333,7 +333,7 @@ pub async fn run_pipeline(
                     let (dir, defs, options) = (
                         config.sql.dir.clone(),
                         defs.iter().filter(|d| d.derived.is_none()).cloned().collect::<Vec<_>>(),
-                        crate::sql::SqlOptions::from_config(config),
+                        config.sql_options(),
                     );
                     tokio::spawn(async move {
                         let loaded = SqlSet::load(&dir, &defs, &options).await;

@@ -789,13 +789,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = Config::load(&root.join("config/telemine.toml")).expect("config");
         let defs = config.source_defs().expect("defs");
-        let sql = SqlSet::load(
-            &root.join("sql"),
-            &defs,
-            &crate::sql::SqlOptions::from_config(&config),
-        )
-        .await
-        .expect("sql");
+        let sql = SqlSet::load(&root.join("sql"), &defs, &config.sql_options())
+            .await
+            .expect("sql");
         (defs, sql)
     }
 

@@ -169,8 +169,8 @@ pub struct SqlOptions {
     /// Bytes one evaluation of a view or rule may hold (DataFusion's memory
     /// pool); more fails that evaluation with `ResourcesExhausted`.
     pub query_memory_limit: usize,
-    /// Static tables loaded from CSV, joinable by name.
-    pub tables: Vec<crate::config::TableConfig>,
+    /// Static tables, joinable by name.
+    pub tables: Vec<ReferenceTable>,
     /// Models scoring views: their score columns are part of the view.
     pub models: Vec<ModelSpec>,
     /// Longest one evaluation of a view or rule may run; longer fails it
@@ -178,26 +178,27 @@ pub struct SqlOptions {
     pub query_time_limit: std::time::Duration,
 }
 
-impl SqlOptions {
-    pub fn from_config(config: &crate::config::Config) -> SqlOptions {
-        SqlOptions {
-            query_memory_limit: usize::try_from(config.engine.query_memory_limit.as_u64())
-                .unwrap_or(usize::MAX),
-            tables: config.tables.clone(),
-            query_time_limit: config.engine.query_time_limit,
-            models: config
-                .models
-                .iter()
-                .map(|m| ModelSpec {
-                    name: m.name.get_ref().clone(),
-                    view: m.view.get_ref().clone(),
-                    features: m.features.get_ref().clone(),
-                    keys: m.keys.clone(),
-                    config: PathBuf::from("[[models]]"),
-                })
-                .collect(),
-        }
-    }
+/// Where a SQL set reports what it does: the engine's metrics and live
+/// page implement it; without one (`telemine check`) nothing is reported.
+pub trait Observer: Send + Sync {
+    /// One evaluation of view or rule (`kind`) `name` ran for `seconds`;
+    /// `failed`: it ended in an error.
+    fn evaluated(&self, kind: &str, name: &str, seconds: f64, failed: bool);
+    /// Model `model` scored `rows` rows in `seconds`.
+    fn scored(&self, model: &str, rows: usize, seconds: f64);
+    /// View `view` (its series keyed by `keys`) made these rows, scored
+    /// where a model scores it.
+    fn view_rows(&self, view: &str, keys: &[String], batches: &[RecordBatch]);
+}
+
+/// A reference table, read before planning: joinable by its name.
+#[derive(Debug, Clone)]
+pub struct ReferenceTable {
+    pub name: String,
+    /// Where it was read from (diagnostics point there).
+    pub path: PathBuf,
+    /// Its rows, or why they could not be read.
+    pub rows: Result<RecordBatch, String>,
 }
 
 /// Every view and rule of a SQL folder, planned and ready to run.
@@ -214,7 +215,7 @@ pub struct SqlSet {
     origin: Arc<Origin>,
     /// Where evaluation times, model figures and the rows made are
     /// reported (`None`: nowhere, as under `telemine check`).
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn Observer>>,
 }
 
 /// The files, sources and options a SQL set was planned from.
@@ -310,7 +311,7 @@ impl SqlSet {
 
     /// Reports each evaluation's time, each model's scoring and the rows
     /// each view makes to `metrics` (and so to `/metrics` and the API).
-    pub fn observe(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+    pub fn observe(&mut self, metrics: Arc<dyn Observer>) {
         self.metrics = Some(metrics);
     }
 
@@ -411,7 +412,7 @@ impl SqlSet {
         }
         let Some(model) = &view.model else {
             if let Some(m) = &self.metrics {
-                m.live.record(&view.name, &view.keys, &out);
+                m.view_rows(&view.name, &view.keys, &out);
             }
             return Ok(out);
         };
@@ -421,15 +422,8 @@ impl SqlSet {
                 let started = std::time::Instant::now();
                 let scored = s.score(view, out)?;
                 if let Some(m) = &self.metrics {
-                    m.model_scoring_seconds
-                        .with_label_values(&[&model.name])
-                        .observe(started.elapsed().as_secs_f64());
-                    crate::metrics::Metrics::add_to(
-                        &m.model_rows_total,
-                        &[&model.name],
-                        rows as u64,
-                    );
-                    m.live.record(&view.name, &view.keys, &scored);
+                    m.scored(&model.name, rows, started.elapsed().as_secs_f64());
+                    m.view_rows(&view.name, &view.keys, &scored);
                 }
                 Ok(scored)
             }
@@ -539,12 +533,7 @@ impl SqlSet {
         let started = std::time::Instant::now();
         let out = work.await;
         if let Some(m) = &self.metrics {
-            m.evaluation_seconds
-                .with_label_values(&[kind, name])
-                .observe(started.elapsed().as_secs_f64());
-            if out.is_err() {
-                crate::metrics::Metrics::add_to(&m.evaluation_errors_total, &[kind, name], 1);
-            }
+            m.evaluated(kind, name, started.elapsed().as_secs_f64(), out.is_err());
         }
         out
     }

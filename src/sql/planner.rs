@@ -70,14 +70,15 @@ pub(super) async fn plan_all(
     let mut slots = HashMap::new();
     let mut diags = Vec::new();
     for t in &options.tables {
-        let path = t.path.get_ref();
-        let loaded = crate::recorded::read_table(path, t.columns.get_ref())
-            .map_err(|e| e.to_string())
+        let path = &t.path;
+        let loaded = t
+            .rows
+            .clone()
             .and_then(|batch| {
                 MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| e.to_string())
             })
             .and_then(|table| {
-                ctx.register_table(t.name.get_ref().as_str(), Arc::new(table))
+                ctx.register_table(t.name.as_str(), Arc::new(table))
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = loaded {
@@ -85,7 +86,7 @@ pub(super) async fn plan_all(
                 path,
                 1,
                 1,
-                format!("reference table `{}`: {e}", t.name.get_ref()),
+                format!("reference table `{}`: {e}", t.name),
             ));
         }
     }

@@ -120,7 +120,7 @@ pub async fn load_config(text: &str) -> (telemine::config::Config, telemine::sql
     let sql = telemine::sql::SqlSet::load(
         &config.sql.dir,
         &config.source_defs().expect("sources"),
-        &telemine::sql::SqlOptions::from_config(&config),
+        &config.sql_options(),
     )
     .await
     .expect("the test's SQL");
