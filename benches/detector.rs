@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::Schema;
 use telemine::detector::Detector;
-use telemine::sql::{SqlSet, View, ViewScorer};
+use telemine_sql::{SqlSet, View, ViewScorer};
 
 const SERIES: usize = 4096;
 const T0: i64 = 1_764_201_600_000;

@@ -21,8 +21,8 @@ use datafusion::arrow::array::{
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::source::SourceDef;
-use telemine::sql::SqlSet;
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 
 const T0: i64 = 1_795_737_600_000;
 

@@ -11,9 +11,9 @@ use datafusion::arrow::array::RecordBatch;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::sql::SqlSet;
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
+use telemine_sql::SqlSet;
 
 const SECONDS: usize = 600;
 

@@ -18,8 +18,8 @@ use telemine_types::duration::serde_duration;
 
 use crate::alerting::config::{AlertmanagerConfig, WebhookConfig};
 use crate::detector::{self, Settings};
-use crate::source::SourceDef;
-use crate::sql::{ModelSpec, ReferenceTable, SqlOptions};
+use telemine_sql::source::SourceDef;
+use telemine_sql::{ModelSpec, ReferenceTable, SqlOptions};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]

@@ -10,5 +10,3 @@ pub mod metrics;
 pub mod recorded;
 pub mod ruletest;
 pub mod scoring;
-pub mod source;
-pub mod sql;

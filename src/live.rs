@@ -100,8 +100,8 @@ pub struct RuleInfo {
 
 impl Catalog {
     /// What `sql` (over `sources`) holds.
-    pub fn of(sql: &crate::sql::SqlSet, sources: &[crate::source::SourceDef]) -> Catalog {
-        use crate::sql::WindowKind;
+    pub fn of(sql: &telemine_sql::SqlSet, sources: &[telemine_sql::source::SourceDef]) -> Catalog {
+        use telemine_sql::WindowKind;
         let secs = |ms: i64| format!("{}s", ms as f64 / 1000.0);
         let views = sql
             .views
@@ -149,7 +149,7 @@ impl Catalog {
                     .filter_map(|&i| sql.views.get(i))
                     .map(|v| v.name.clone())
                     .collect(),
-                score_thresholds: crate::sql::score_thresholds(&r.plan),
+                score_thresholds: telemine_sql::score_thresholds(&r.plan),
             })
             .collect();
         Catalog { views, rules }

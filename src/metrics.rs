@@ -220,7 +220,7 @@ declare_metrics! {
     alerts_active: IntGaugeVec ["state"];
 }
 
-impl crate::sql::Observer for Metrics {
+impl telemine_sql::Observer for Metrics {
     fn evaluated(&self, kind: &str, name: &str, seconds: f64, failed: bool) {
         self.evaluation_seconds
             .with_label_values(&[kind, name])

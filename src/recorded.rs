@@ -28,7 +28,7 @@ use telemine_connectors::decode::{DeadLetter, decoder_for};
 use telemine_connectors::schema::{ColumnSpec, ColumnType, EVENT_TIME_TYPE};
 use thiserror::Error;
 
-use crate::source::SourceDef;
+use telemine_sql::source::SourceDef;
 
 /// Why a recorded file cannot be read.
 #[derive(Debug, Error)]

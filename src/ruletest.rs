@@ -41,7 +41,7 @@ use toml::Spanned;
 use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
 use crate::engine::local::{LocalOutcome, LocalRun};
 use crate::metrics::Metrics;
-use crate::sql::{Kind, SqlFile, SqlSet, read_dir};
+use telemine_sql::{Kind, SqlFile, SqlSet, read_dir};
 use telemine_types::alert::{Alert, format_ms};
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::parse_duration;

@@ -95,7 +95,7 @@ fn run(minutes: i64, fault: Fault) -> Outcome {
     let defs = cfg.source_defs().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut sql = telemine::sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options())
+        let mut sql = telemine_sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options())
             .await
             .unwrap();
         let log = Arc::new(ScoreLog::default());

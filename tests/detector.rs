@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Float64Type, Schema};
 use telemine::detector::Detector;
-use telemine::sql::{SqlSet, View, ViewScorer};
+use telemine_sql::{SqlSet, View, ViewScorer};
 
 const T0: i64 = 1_764_201_600_000;
 const HOSTS: usize = 3;

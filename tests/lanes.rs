@@ -17,9 +17,9 @@ use telemine::engine::Checkpoint;
 use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input};
 use telemine::metrics::Metrics;
-use telemine::source::SourceDef;
-use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
 
 /// Hosts by partition: the source is keyed by host.

@@ -253,7 +253,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
     };
     use datafusion::arrow::datatypes::{Float64Type, Schema};
     use telemine::detector::Detector;
-    use telemine::sql::{SqlSet, ViewScorer};
+    use telemine_sql::{SqlSet, ViewScorer};
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "autoencoder");

@@ -20,9 +20,9 @@ use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input, Step};
 use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
 use telemine::metrics::Metrics;
-use telemine::source::SourceDef;
-use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
 
 /// Hosts and the partition each is keyed to.

@@ -1,4 +1,4 @@
-//! Hopping windows merged from shared pane states (`sql/sliding.rs`) give
+//! Hopping windows merged from shared pane states (`crates/sql/src/sliding.rs`) give
 //! exactly what recomputing every window from its rows gives, for every
 //! common aggregate, with keys that come and go, NULLs, HAVING, several
 //! window shapes and rows out of order within the bound.
@@ -12,8 +12,8 @@ use datafusion::arrow::array::{
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::source::SourceDef;
-use telemine::sql::SqlSet;
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
 
 const T0: i64 = 1_795_737_600_000;

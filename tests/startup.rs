@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::*;
 use telemine::config::Config;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
-use telemine::sql::SqlSet;
+use telemine_sql::SqlSet;
 use telemine_types::error::ErrorClass;
 
 /// A config whose brokers are a port where nothing listens.

@@ -11,8 +11,8 @@ use support::*;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
 use telemine::metrics::Metrics;
-use telemine::sql::SqlSet;
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_sql::SqlSet;
 use telemine_types::alert::Alert;
 
 struct Harness {

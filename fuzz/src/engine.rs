@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use telemine::alerting::Alerter;
 use telemine::alerting::silence::{Silence, Silences};
 use telemine::engine::chunked;
-use telemine::sql::{Kind, SqlFile, rule_meta};
+use telemine_sql::{Kind, SqlFile, rule_meta};
 
 /// A rule file's `-- @key: value` metadata and annotation templates, as
 /// `telemine check` reads them: metadata or diagnostics.

@@ -82,7 +82,7 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     telemine::note!("bench: bare consumer: {bare_rate:.0} records/s ({bare_secs:.2} s)");
 
     cfg.kafka = client.clone();
-    let engine = |label: &str, sql: telemine::sql::SqlSet, without_models: bool| {
+    let engine = |label: &str, sql: telemine_sql::SqlSet, without_models: bool| {
         let mut cfg = cfg.clone();
         cfg.kafka.group_id = format!("telemine-bench-engine-{label}-{run_id}");
         async move {

@@ -80,12 +80,12 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
 /// What `check` says of a view's placement: whether it scales out by
 /// partition, and what it would cost otherwise.
 fn placement_line(
-    v: &telemine::sql::View,
-    defs: &[telemine::source::SourceDef],
+    v: &telemine_sql::View,
+    defs: &[telemine_sql::source::SourceDef],
     repartition: bool,
     group: &str,
 ) -> String {
-    use telemine::sql::Placement;
+    use telemine_sql::Placement;
     let source = v.source.and_then(|s| defs.get(s));
     match (v.placement(defs), source) {
         (Placement::PerPartition, Some(d)) => format!(

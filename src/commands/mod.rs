@@ -122,7 +122,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 pub(crate) async fn load(
     config: &std::path::Path,
     sql: Option<&std::path::Path>,
-) -> anyhow::Result<Option<(telemine::config::Config, telemine::sql::SqlSet)>> {
+) -> anyhow::Result<Option<(telemine::config::Config, telemine_sql::SqlSet)>> {
     let mut cfg = match telemine::config::Config::load(config) {
         Ok(c) => c,
         Err(d) => {
@@ -134,7 +134,7 @@ pub(crate) async fn load(
         cfg.sql.dir = dir.to_path_buf();
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
-    match telemine::sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options()).await {
+    match telemine_sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options()).await {
         Ok(set) => Ok(Some((cfg, set))),
         Err(d) => {
             telemine::logging::diagnostics(&d);
@@ -145,7 +145,7 @@ pub(crate) async fn load(
 
 /// The source recorded data belongs to: the one named, or the only one.
 pub(crate) fn pick_source(
-    defs: &[telemine::source::SourceDef],
+    defs: &[telemine_sql::source::SourceDef],
     name: Option<&str>,
     config: &std::path::Path,
 ) -> anyhow::Result<usize> {

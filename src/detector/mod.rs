@@ -59,7 +59,7 @@ use telemine_model::{
 pub use features::{Past, PastFeatures};
 pub use score::{Miss, Recent, ScoreMode, Scoring};
 
-use crate::sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
+use telemine_sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
 
 /// The `kind` of the per-series profile detector
 /// (`telemine_model::profile`).

@@ -36,7 +36,7 @@ use datafusion::arrow::array::{ArrayRef, PrimitiveArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use datafusion::common::hash_utils::create_hashes_with_hasher;
 
-use crate::source::SourceDef;
+use telemine_sql::source::SourceDef;
 use telemine_types::error::EngineError;
 
 #[derive(Debug, Clone)]
@@ -509,7 +509,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::source::Derived;
+    use telemine_sql::source::Derived;
 
     /// A derived source over 2 upstream partitions, 5 s out of order.
     fn derived() -> SourceDef {

@@ -44,7 +44,7 @@ use super::state_store::StateStore;
 use crate::config::Config;
 use crate::detector::Detector;
 use crate::metrics::Metrics;
-use crate::sql::SqlSet;
+use telemine_sql::SqlSet;
 
 /// What the owner needs to score the models' views (see `scoring.rs`).
 pub(crate) struct OwnerScoring {

@@ -34,8 +34,8 @@ use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::windows::{LateRows, WindowEngine};
 use crate::alerting::Evaluation;
-use crate::source::SourceDef;
-use crate::sql::SqlSet;
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;
 

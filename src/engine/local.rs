@@ -22,8 +22,8 @@ use super::driver::{Driver, Input, Step};
 use super::scoring::{self, Deferral, ScoringStage};
 use super::windows::{LateRows, WindowEngine};
 use crate::metrics::Metrics;
-use crate::source::SourceDef;
-use crate::sql::SqlSet;
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;
 

@@ -37,8 +37,8 @@ use crate::alerting::payload::Payload;
 use crate::config::{Config, Delivery};
 use crate::live::Catalog;
 use crate::metrics::Metrics;
-use crate::source::SourceDef;
-use crate::sql::SqlSet;
+use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
 
 /// How the caller asks a running pipeline to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,7 +498,7 @@ fn start_draining(source: &KafkaSource) {
 /// `repartition`: `[engine] repartition` (with it, views that do not
 /// group by their source's key are no reason).
 pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], repartition: bool) -> Vec<String> {
-    use crate::sql::Placement;
+    use telemine_sql::Placement;
     let mut why = Vec::new();
     for v in &sql.views {
         match v.placement(defs) {

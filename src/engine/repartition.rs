@@ -54,8 +54,8 @@ use telemine_connectors::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
 use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use crate::source::{Derived, SourceDef};
-use crate::sql::{Placement, SqlSet};
+use telemine_sql::source::{Derived, SourceDef};
+use telemine_sql::{Placement, SqlSet};
 use telemine_types::error::EngineError;
 
 /// The upstream partition of a derived source's row (last but one column

@@ -48,7 +48,7 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 use super::window_kinds::split_by_time;
 use crate::alerting::Evaluation;
 use crate::metrics::Metrics;
-use crate::sql::{
+use telemine_sql::{
     ANOMALY_FEATURES, ANOMALY_SCORE, SqlSet, WINDOW_END, WINDOW_START, alerts_from_batches,
 };
 use telemine_types::alert::Alert;
@@ -555,7 +555,7 @@ impl ScoringStage {
 }
 
 /// The largest allowed lateness over `sources`, ms.
-pub fn max_lateness_ms(sources: &[crate::source::SourceDef]) -> i64 {
+pub fn max_lateness_ms(sources: &[telemine_sql::source::SourceDef]) -> i64 {
     sources
         .iter()
         .map(|s| s.allowed_lateness.as_millis() as i64)

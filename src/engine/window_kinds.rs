@@ -5,7 +5,7 @@
 //! - TUMBLE and HOP panes: rows in `[lo, hi)` of event time, bounds from a
 //!   grid aligned to the epoch (the window size, or the HOP slide).
 //! - HOP windows: the panes' rows with their pane bounds ([`grid_rows`];
-//!   their partial states are merged per window by `sql/sliding.rs`), or —
+//!   their partial states are merged per window by `crates/sql/src/sliding.rs`), or —
 //!   for a view whose aggregate does not split — the rows copied into every
 //!   window they fall in ([`hop_rows`]).
 //! - SESSION: rows grouped per key and cut wherever two consecutive event

@@ -39,9 +39,9 @@ use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::window_kinds;
 use crate::metrics::Metrics;
-use crate::source::SourceDef;
-use crate::sql::alerts_from_batches;
-use crate::sql::{Sliding, SqlSet, WindowKind};
+use telemine_sql::alerts_from_batches;
+use telemine_sql::source::SourceDef;
+use telemine_sql::{Sliding, SqlSet, WindowKind};
 use telemine_types::alert::Alert;
 
 /// What the engine keeps per source: its admission state, the rows some
@@ -1100,7 +1100,7 @@ impl WindowEngine {
         for (vi, out) in latest.iter().chain(&joined) {
             let ends = match self.sql.views[*vi]
                 .output_schema
-                .index_of(crate::sql::WINDOW_END)
+                .index_of(telemine_sql::WINDOW_END)
             {
                 Ok(end) => window_kinds::distinct_times(out, end)?,
                 Err(_) => Default::default(),
@@ -1199,7 +1199,7 @@ impl WindowEngine {
     fn retain_output(&mut self, vi: usize, out: &[RecordBatch]) -> Result<(), EngineError> {
         let end = self.sql.views[vi]
             .output_schema
-            .index_of(crate::sql::WINDOW_END)
+            .index_of(telemine_sql::WINDOW_END)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let retained = &mut self.views[vi].retained;
         for (t, b) in window_kinds::split_by_time(out, end)? {
@@ -1618,10 +1618,10 @@ fn count_per_partition(metrics: &Metrics, source: &str, parts: &[i32], keep: &[b
 
 fn count_failure(metrics: &Metrics, e: &datafusion::error::DataFusionError) -> &'static str {
     Metrics::add(&metrics.sql_errors, 1);
-    if crate::sql::is_memory_exceeded(e) {
+    if telemine_sql::is_memory_exceeded(e) {
         Metrics::add(&metrics.sql_memory_exceeded, 1);
         "exceeded engine.query_memory_limit (raise the limit, or make the query hold less: fewer groups, smaller aggregates)"
-    } else if crate::sql::is_time_exceeded(e) {
+    } else if telemine_sql::is_time_exceeded(e) {
         Metrics::add(&metrics.sql_time_exceeded, 1);
         "ran past engine.query_time_limit and was stopped (make the query do less per window)"
     } else {

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::detector::{ScoreLog, ScoredRow};
 use crate::engine::local::LocalRun;
 use crate::metrics::Metrics;
-use crate::sql::SqlSet;
+use telemine_sql::SqlSet;
 use telemine_types::alert::Alert;
 
 /// The score thresholds calibration is reported at.

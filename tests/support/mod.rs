@@ -114,10 +114,10 @@ device = "cpu"
 }
 
 /// A config from its text, with its SQL folder loaded.
-pub async fn load_config(text: &str) -> (telemine::config::Config, telemine::sql::SqlSet) {
+pub async fn load_config(text: &str) -> (telemine::config::Config, telemine_sql::SqlSet) {
     let config =
         telemine::config::Config::parse(Path::new("test.toml"), text).expect("test config");
-    let sql = telemine::sql::SqlSet::load(
+    let sql = telemine_sql::SqlSet::load(
         &config.sql.dir,
         &config.source_defs().expect("sources"),
         &config.sql_options(),

@@ -12,7 +12,9 @@
 //! the same load is what `telemine check` runs. At run time the engine hands
 //! each view the rows of its closing windows ([`SqlSet::run_view`]) and then
 //! runs the rules over the views' fresh output ([`SqlSet::run_rule`]). This
-//! module never sees Kafka.
+//! crate never sees Kafka, the config file or the metrics: reference tables
+//! arrive read ([`ReferenceTable`]) and what a set does is reported to an
+//! [`Observer`]. [`source::SourceDef`] is a source as the engine runs it.
 
 mod alerts;
 mod files;
@@ -20,6 +22,7 @@ mod panes;
 mod planner;
 pub mod sandbox;
 mod sliding;
+pub mod source;
 mod window;
 
 use std::collections::HashMap;
