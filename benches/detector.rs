@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::Schema;
-use telemine::detector::Detector;
+use telemine_detector::Detector;
 use telemine_sql::{SqlSet, View, ViewScorer};
 
 const SERIES: usize = 4096;

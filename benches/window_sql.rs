@@ -10,9 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::array::RecordBatch;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
-use telemine::metrics::Metrics;
 use telemine_connectors::decode::decoder_for;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 
 const SECONDS: usize = 600;

@@ -17,7 +17,7 @@ use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::serde_duration;
 
 use crate::alerting::config::{AlertmanagerConfig, WebhookConfig};
-use crate::detector::{self, Settings};
+use telemine_detector::{self as detector, Settings};
 use telemine_sql::source::SourceDef;
 use telemine_sql::{ModelSpec, ReferenceTable, SqlOptions};
 
@@ -280,7 +280,7 @@ pub struct ModelConfig {
     /// that do not depend on timing, as under `dry-run`, `test` and
     /// `eval`, which always train inline). Default: "background".
     #[serde(default)]
-    pub training: crate::detector::Training,
+    pub training: telemine_detector::Training,
     /// Passes over the training rows when training online (networks).
     /// Default: 40.
     #[serde(default = "default_epochs")]
@@ -289,7 +289,7 @@ pub struct ModelConfig {
     /// "doubling" (each time the windows seen have doubled since the last
     /// training, on every row kept). Default: "every".
     #[serde(default)]
-    pub retrain: crate::detector::Retrain,
+    pub retrain: telemine_detector::Retrain,
     /// Past-only features: with N > 0 the model reads, for each feature,
     /// its value, its change since the series' previous window, its
     /// distance from the mean of the series' N previous windows and their
@@ -312,7 +312,7 @@ pub struct ModelConfig {
     /// "calibrated" (the share of training rows with a lower error).
     /// Default: "likelihood".
     #[serde(default)]
-    pub score: crate::detector::ScoreMode,
+    pub score: telemine_detector::ScoreMode,
     /// "likelihood": how many of the series' recent errors a row's error
     /// is compared with. Default: 200.
     #[serde(default = "default_error_history")]
@@ -547,7 +547,7 @@ fn default_median_range_margin() -> f64 {
 }
 
 fn default_past_features() -> Vec<String> {
-    crate::detector::features::PARTS
+    telemine_detector::features::PARTS
         .iter()
         .map(|p| p.to_string())
         .collect()
@@ -1083,7 +1083,7 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if !crate::detector::KINDS.contains(&m.kind.get_ref().as_str()) {
+            if !telemine_detector::KINDS.contains(&m.kind.get_ref().as_str()) {
                 diags.push(at(
                     m.kind.span(),
                     format!(

@@ -1,12 +1,8 @@
 pub mod alerting;
 pub mod config;
-pub mod detector;
 pub mod engine;
 pub mod eval;
 pub mod http;
-pub mod live;
-pub mod logging;
-pub mod metrics;
 pub mod recorded;
 pub mod ruletest;
 pub mod scoring;

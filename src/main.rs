@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            telemine::logging::problem(format_args!("cannot start the async runtime: {e}"));
+            telemine_observe::logging::problem(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let class = classify(&e);
             let code = class.exit_code();
-            telemine::logging::fatal(&e, code, class == ErrorClass::Retryable);
+            telemine_observe::logging::fatal(&e, code, class == ErrorClass::Retryable);
             ExitCode::from(code)
         }
     };
@@ -78,8 +78,8 @@ fn init_logging(format: cli::LogFormat, command: &cli::Command) {
         _ => "info",
     };
     let format = match format {
-        cli::LogFormat::Text => telemine::logging::Format::Text,
-        cli::LogFormat::Json => telemine::logging::Format::Json,
+        cli::LogFormat::Text => telemine_observe::logging::Format::Text,
+        cli::LogFormat::Json => telemine_observe::logging::Format::Json,
     };
-    telemine::logging::init(format, default);
+    telemine_observe::logging::init(format, default);
 }

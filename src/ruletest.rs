@@ -40,7 +40,7 @@ use toml::Spanned;
 
 use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
 use crate::engine::local::{LocalOutcome, LocalRun};
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::{Kind, SqlFile, SqlSet, read_dir};
 use telemine_types::alert::{Alert, format_ms};
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
@@ -363,7 +363,7 @@ async fn run_case(
         (Ok(sql), None) => sql,
     };
     let mut sql = sql;
-    crate::detector::attach(&mut sql, &config.model_settings()?, false, None)?;
+    telemine_detector::attach(&mut sql, &config.model_settings()?, false, None)?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
     let mut current = files.files;

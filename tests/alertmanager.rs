@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use telemine::alerting::alertmanager::{Alertmanagers, system_clock};
 use telemine::alerting::{Alerter, Evaluation};
 use telemine::config::Config;
-use telemine::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_types::alert::rule::Timing;
 use telemine_types::alert::{ALERT_SCHEMA, Alert, fingerprint};
 

@@ -30,9 +30,9 @@ const SOURCES: &[&str] = &[
     "connectors/src/schema.rs",
     "connectors/src/decode/mod.rs",
     "connectors/src/decode/limits.rs",
-    "src/detector/mod.rs",
-    "src/detector/score.rs",
-    "src/detector/features.rs",
+    "crates/detector/src/lib.rs",
+    "crates/detector/src/score.rs",
+    "crates/detector/src/features.rs",
 ];
 
 /// How a few types read in TOML.

@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use telemine::detector::ScoreLog;
 use telemine::engine::local::LocalRun;
 use telemine::eval::fleet::{RuleOutcome, lifecycle};
-use telemine::metrics::Metrics;
+use telemine_detector::ScoreLog;
+use telemine_observe::metrics::Metrics;
 use telemine_types::alert::rule::Timing;
 
 /// 2026-11-27T00:00:00Z.
@@ -99,7 +99,7 @@ fn run(minutes: i64, fault: Fault) -> Outcome {
             .await
             .unwrap();
         let log = Arc::new(ScoreLog::default());
-        telemine::detector::attach(
+        telemine_detector::attach(
             &mut sql,
             &cfg.model_settings().unwrap(),
             false,

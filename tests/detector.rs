@@ -8,7 +8,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{Float64Type, Schema};
-use telemine::detector::Detector;
+use telemine_detector::Detector;
 use telemine_sql::{SqlSet, View, ViewScorer};
 
 const T0: i64 = 1_764_201_600_000;
@@ -249,7 +249,7 @@ fn a_null_or_non_finite_feature_scores_null_and_leaves_the_series_alone() {
 }
 
 /// The segment `seg` of training rows among those `saved` wrote.
-fn segment_of(saved: &telemine::detector::Saved, seg: u64) -> Option<Vec<u8>> {
+fn segment_of(saved: &telemine_detector::Saved, seg: u64) -> Option<Vec<u8>> {
     saved
         .segments
         .iter()
@@ -260,14 +260,14 @@ fn segment_of(saved: &telemine::detector::Saved, seg: u64) -> Option<Vec<u8>> {
 #[test]
 fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten() {
     use std::collections::BTreeMap;
-    use telemine::detector::ROWS_PER_SEGMENT;
+    use telemine_detector::ROWS_PER_SEGMENT;
 
     let dir = tempfile::tempdir().unwrap();
     let (config, sql) = setup(dir.path());
     let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
     let mut model = config.models[0].clone();
     model.training_rows = 2100;
-    model.retrain = telemine::detector::Retrain::Every;
+    model.retrain = telemine_detector::Retrain::Every;
     model.retrain_windows = 200;
     let per_window = HOSTS as u64;
 

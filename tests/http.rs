@@ -21,7 +21,7 @@ use support::setup::*;
 use support::*;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::http::HttpServer;
-use telemine::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 
 /// h2's CPU is saturated in minutes 1 and 8: the second is still firing
 /// when the test looks.

@@ -128,7 +128,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_rest_still_alert(
     }
     let positions = produce(&s.brokers, &s.topic("telemetry"), &records).await;
 
-    let metrics = std::sync::Arc::new(telemine::metrics::Metrics::default());
+    let metrics = std::sync::Arc::new(telemine_observe::metrics::Metrics::default());
     let run = s.run_to_end_counting(metrics.clone()).await;
     assert_eq!(run.dead_letters, 4);
     // Counted per source and kind (and told in one log line, not four).

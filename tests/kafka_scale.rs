@@ -22,7 +22,7 @@ use support::setup::test_topics;
 use support::*;
 use telemine::alerting::payload::Payload;
 use telemine::engine::{RunOptions, RunSummary, Stop, run_pipeline};
-use telemine::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 

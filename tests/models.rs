@@ -252,7 +252,7 @@ fn online_training_runs_in_the_background_and_the_model_is_swapped_in() {
         Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     };
     use datafusion::arrow::datatypes::{Float64Type, Schema};
-    use telemine::detector::Detector;
+    use telemine_detector::Detector;
     use telemine_sql::{SqlSet, ViewScorer};
 
     let dir = tempfile::tempdir().unwrap();

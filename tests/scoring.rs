@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use support::*;
 use telemine::config::Config;
-use telemine::detector::Detector;
 use telemine::engine::WindowEngine;
 use telemine::engine::driver::{Driver, Input, Step};
 use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
-use telemine::metrics::Metrics;
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_detector::Detector;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
@@ -106,7 +106,7 @@ impl Setup {
 
     async fn scored_sql_with_detectors(&self) -> (SqlSet, Vec<Arc<Detector>>) {
         let mut sql = self.sql().await;
-        let detectors = telemine::detector::attach(
+        let detectors = telemine_detector::attach(
             &mut sql,
             &self.config.model_settings().expect("models"),
             false,

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 };
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
-use telemine::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;

@@ -10,8 +10,8 @@ use datafusion::arrow::array::RecordBatch;
 use support::*;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
-use telemine::metrics::Metrics;
 use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_types::alert::Alert;
 

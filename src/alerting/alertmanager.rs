@@ -61,7 +61,7 @@ use serde::Serialize;
 use super::config::AlertmanagerConfig;
 use super::http::{Client, Target, redact, wait_until};
 use super::lifecycle::{Status, Update};
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_types::alert::format_ms;
 
 /// Most alerts one POST carries (Prometheus' `maxBatchSize`).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::config::WebhookConfig;
 use super::http::{Client, Target, wait_until};
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 
 /// How long [`Webhooks::finish`] lets the receivers deliver what is
 /// queued; past it, what is left is dropped (and logged).

@@ -57,7 +57,7 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     create_topics(&client, &refs).await?;
 
-    telemine::note!(
+    telemine_observe::note!(
         "bench: producing {} JSON telemetry records to {topic} ({} partitions)",
         o.records,
         o.partitions
@@ -65,12 +65,12 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     let (brokers, records, t) = (o.brokers.clone(), o.records, topic.clone());
     let (bytes, produce_secs) =
         tokio::task::spawn_blocking(move || produce(&brokers, &t, records)).await??;
-    telemine::note!(
+    telemine_observe::note!(
         "bench: produced {:.0} MB in {produce_secs:.1} s",
         bytes as f64 / 1e6
     );
 
-    telemine::note!("bench: (a) bare consumer draining the topic");
+    telemine_observe::note!("bench: (a) bare consumer draining the topic");
     let (brokers, t, group) = (
         o.brokers.clone(),
         topic.clone(),
@@ -79,7 +79,7 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
     let bare_secs =
         tokio::task::spawn_blocking(move || drain_bare(&brokers, &t, &group, records)).await??;
     let bare_rate = records as f64 / bare_secs;
-    telemine::note!("bench: bare consumer: {bare_rate:.0} records/s ({bare_secs:.2} s)");
+    telemine_observe::note!("bench: bare consumer: {bare_rate:.0} records/s ({bare_secs:.2} s)");
 
     cfg.kafka = client.clone();
     let engine = |label: &str, sql: telemine_sql::SqlSet, without_models: bool| {
@@ -108,48 +108,50 @@ pub async fn bench(o: BenchOptions) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    telemine::note!(
+    telemine_observe::note!(
         "bench: (b) the engine end to end, the config's views, rules and models ({})",
         models.join(", ")
     );
     let (with_rate, with_secs, with) = engine("models", sql, false).await?;
-    telemine::note!(
+    telemine_observe::note!(
         "bench: engine with models: {with_rate:.0} records/s ({with_secs:.2} s, {} alerts)",
         with.alerts
     );
-    telemine::note!("bench: (c) the same engine without the models (scores NULL)");
+    telemine_observe::note!("bench: (c) the same engine without the models (scores NULL)");
     let Some((_, sql)) = super::load(&o.config, None).await? else {
         return Ok(ExitCode::FAILURE);
     };
     let (bare_engine_rate, bare_engine_secs, without) = engine("no-models", sql, true).await?;
-    telemine::note!(
+    telemine_observe::note!(
         "bench: engine without models: {bare_engine_rate:.0} records/s ({bare_engine_secs:.2} s, {} alerts)",
         without.alerts
     );
 
-    telemine::out!("| measure | value |");
-    telemine::out!("|---|---|");
-    telemine::out!("| records | {records} |");
-    telemine::out!(
+    telemine_observe::out!("| measure | value |");
+    telemine_observe::out!("|---|---|");
+    telemine_observe::out!("| records | {records} |");
+    telemine_observe::out!(
         "| payload bytes | {bytes} ({:.0} B/record) |",
         bytes as f64 / records as f64
     );
-    telemine::out!("| partitions | {} |", o.partitions);
-    telemine::out!("| (a) bare rdkafka consumer | {bare_rate:.0} records/s ({bare_secs:.2} s) |");
-    telemine::out!(
+    telemine_observe::out!("| partitions | {} |", o.partitions);
+    telemine_observe::out!(
+        "| (a) bare rdkafka consumer | {bare_rate:.0} records/s ({bare_secs:.2} s) |"
+    );
+    telemine_observe::out!(
         "| (b) telemine engine end to end, with models ({}) | {with_rate:.0} records/s ({with_secs:.2} s) |",
         models.join(", ")
     );
-    telemine::out!(
+    telemine_observe::out!(
         "| (c) telemine engine end to end, without models | {bare_engine_rate:.0} records/s ({bare_engine_secs:.2} s) |"
     );
-    telemine::out!("| ratio (b)/(a) | {:.2} |", with_rate / bare_rate);
-    telemine::out!("| ratio (c)/(a) | {:.2} |", bare_engine_rate / bare_rate);
-    telemine::out!(
+    telemine_observe::out!("| ratio (b)/(a) | {:.2} |", with_rate / bare_rate);
+    telemine_observe::out!("| ratio (c)/(a) | {:.2} |", bare_engine_rate / bare_rate);
+    telemine_observe::out!(
         "| model stage cost, 1 − (b)/(c) | {:.1}% |",
         100.0 * (1.0 - with_rate / bare_engine_rate)
     );
-    telemine::out!(
+    telemine_observe::out!(
         "| engine records decoded / alerts (b), (c) | {} / {}, {} / {} |",
         with.records,
         with.alerts,

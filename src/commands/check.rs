@@ -6,7 +6,7 @@ use std::process::ExitCode;
 pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode> {
     match super::load(config, sql).await? {
         Some((cfg, set)) => {
-            telemine::out!(
+            telemine_observe::out!(
                 "ok: {} ({} sources), {} feature views and {} rules in {}",
                 config.display(),
                 cfg.sources.len(),
@@ -14,26 +14,26 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                 set.rules.len(),
                 cfg.sql.dir.display()
             );
-            telemine::out!(
+            telemine_observe::out!(
                 "kafka client: {}",
                 telemine_connectors::kafka::librdkafka_build()
             );
             let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
             let repartition = cfg.engine.repartition;
             for v in &set.views {
-                telemine::out!(
+                telemine_observe::out!(
                     "{}",
                     placement_line(v, &defs, repartition, &cfg.kafka.group_id)
                 );
             }
             let alone = telemine::engine::alone_reasons(&set, &defs, repartition);
             if alone.is_empty() {
-                telemine::out!(
+                telemine_observe::out!(
                     "scale-out: several instances may share consumer group `{}` (each with its own [kafka] instance_id); the group's alerting runs on the one holding its alerting relay",
                     cfg.kafka.group_id
                 );
             } else {
-                telemine::out!(
+                telemine_observe::out!(
                     "scale-out: one instance per consumer group `{}`; a second one is refused because {}",
                     cfg.kafka.group_id,
                     alone.join("; ")
@@ -49,7 +49,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     }
                 };
                 let view = |&i: &usize| set.views[i].name.clone();
-                telemine::out!(
+                telemine_observe::out!(
                     "where the alerting runs (the instance holding the group's alerting relay, so that they see every partition whatever the number of instances): scored view(s) {}, view(s) over views {}, rule(s) {}; each instance relays the closed windows of view(s) {} there (one row per series and window, Arrow IPC)",
                     names(&mut d.scored.iter().map(view)),
                     names(&mut d.over.iter().map(view)),
@@ -60,7 +60,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
             for m in &cfg.models {
                 let s = m.settings().map_err(anyhow::Error::msg)?;
                 let values = s.values_per_series();
-                telemine::out!(
+                telemine_observe::out!(
                     "model `{}` on view `{}`: {} model features; state per series at most {values} values (~{:.1} KiB), at most {} series; online training keeps at most {} rows ({:.1} MiB)",
                     s.name,
                     m.view.get_ref(),

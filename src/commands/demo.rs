@@ -24,10 +24,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use telemine::alerting::payload::Payload;
 use telemine::engine::{RunOptions, Stop, run_pipeline};
-use telemine::metrics::Metrics;
 use telemine::scoring::{episodes, score};
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_connectors::kafka::KafkaClientConfig;
+use telemine_observe::metrics::Metrics;
 
 pub struct DemoOptions {
     pub seconds: u64,
@@ -100,7 +100,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         ..Default::default()
     });
     let anomalies = generator.anomalies().to_vec();
-    telemine::note!(
+    telemine_observe::note!(
         "demo: embedded Kafka at {bootstrap}; generating {} hosts + market ticks for {}s at {}x real time ({} min of event time, {} anomalies injected)",
         generator.hosts(),
         o.seconds,
@@ -116,7 +116,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     // /metrics while the demo runs. A port taken is no reason to stop it.
     let server = match telemine::http::HttpServer::start(&cfg, metrics.clone()).await {
         Ok(Some(server)) => {
-            telemine::note!(
+            telemine_observe::note!(
                 "demo: live page at http://{}/ (metrics at /metrics) while the demo runs",
                 server.addr
             );
@@ -124,7 +124,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         }
         Ok(None) => None,
         Err(e) => {
-            telemine::note!("demo: no HTTP server: {e}");
+            telemine_observe::note!("demo: no HTTP server: {e}");
             None
         }
     };
@@ -166,7 +166,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
             break;
         }
         if Instant::now() >= deadline {
-            telemine::note!(
+            telemine_observe::note!(
                 "demo: the engine was not assigned its partitions within {} s; generating anyway (the oldest records may be gone before they are read)",
                 ASSIGNMENT_WAIT.as_secs()
             );
@@ -208,14 +208,14 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let alerts = episodes(&payloads, 60_000);
     let s = score(&alerts, &anomalies);
     let secs = summary.busy.as_secs_f64().max(1e-9);
-    telemine::note!(
+    telemine_observe::note!(
         "demo: produced {produced} records; engine processed {} events ({} dead letters, {} late) in {secs:.1} s: {:.0} events/s (paced by the generator; `telemine bench` measures capacity)",
         summary.records,
         summary.dead_letters,
         summary.late,
         summary.records as f64 / secs
     );
-    telemine::note!(
+    telemine_observe::note!(
         "demo: {} rule rows raised {} alerts; {} notifications produced, {} read back from {}",
         summary.alerts,
         alerts.len(),
@@ -224,7 +224,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
         cfg.sinks.alerts_topic
     );
     report_by_path(&alerts, &anomalies);
-    telemine::note!(
+    telemine_observe::note!(
         "demo: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies detected)",
         s.precision,
         s.true_alerts,
@@ -264,7 +264,7 @@ fn report_by_path(
         score(&of("model"), anomalies),
         score(alerts, anomalies),
     );
-    telemine::note!(
+    telemine_observe::note!(
         "demo: {:<22} {:>8} {:>6} {:>6} {:>6}",
         "anomaly kind",
         "injected",
@@ -277,7 +277,7 @@ fn report_by_path(
         let relational = anomalies
             .iter()
             .any(|a| a.kind.name() == *kind && a.kind.relational());
-        telemine::note!(
+        telemine_observe::note!(
             "demo: {:<22} {n:>8} {:>6} {:>6} {any:>6}{}",
             kind,
             found(&rules),
@@ -286,7 +286,7 @@ fn report_by_path(
         );
     }
     for (path, s) in [("rules", &rules), ("model", &model)] {
-        telemine::note!(
+        telemine_observe::note!(
             "demo: {path} path: precision {:.2} ({} of {} alerts match an injected anomaly), recall {:.2} ({} of {} anomalies)",
             s.precision,
             s.true_alerts,
@@ -374,7 +374,7 @@ fn read_alerts(
     while !stop.load(Ordering::SeqCst) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
             let payload = m.payload().unwrap_or_default();
-            telemine::out!("{}", String::from_utf8_lossy(payload));
+            telemine_observe::out!("{}", String::from_utf8_lossy(payload));
             match Payload::from_json(payload) {
                 Ok(a) => alerts.push(a),
                 Err(e) => {

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::detector::{ScoreLog, ScoredRow};
 use telemine::engine::local::replay;
-use telemine::metrics::Metrics;
+use telemine_detector::{ScoreLog, ScoredRow};
+use telemine_observe::metrics::Metrics;
 
 use crate::cli::DryRunOptions;
 
@@ -26,18 +26,17 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
     let mut sql = sql;
     let log = opts.scores.as_ref().map(|_| Arc::new(ScoreLog::default()));
     let models = cfg.model_settings().map_err(anyhow::Error::msg)?;
-    telemine::detector::attach(&mut sql, &models, false, log.clone())
-        .map_err(anyhow::Error::msg)?;
+    telemine_detector::attach(&mut sql, &models, false, log.clone()).map_err(anyhow::Error::msg)?;
     let rows: usize = recorded.batches.iter().map(|b| b.num_rows()).sum();
     let out = replay(sql, &defs, source, recorded.batches, metrics.clone()).await?;
     if let (Some(path), Some(log)) = (&opts.scores, &log) {
         write_scores(path, &log.take())?;
     }
     for a in &out.alerts {
-        telemine::out!("{}", a.to_json());
+        telemine_observe::out!("{}", a.to_json());
     }
     for d in &recorded.dead {
-        telemine::note!(
+        telemine_observe::note!(
             "{}:{}: not decoded: {}",
             opts.recorded.input.display(),
             d.offset + 1,
@@ -45,7 +44,7 @@ pub async fn dry_run(opts: DryRunOptions) -> anyhow::Result<ExitCode> {
         );
     }
     let late: usize = out.late.iter().map(|l| l.rows.num_rows()).sum();
-    telemine::note!(
+    telemine_observe::note!(
         "dry run of {} over {}: {rows} rows, {} not decoded, {late} late, {} duplicates, {} alerts ({})",
         cfg.sql.dir.display(),
         opts.recorded.input.display(),

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::detector::{ScoreLog, ScoredRow};
 use telemine::engine::local::replay;
 use telemine::eval::configs::{self, NabModel, NabScoring};
 use telemine::eval::corpus::{self, AsdServer, Layout, NabSeries};
 use telemine::eval::cv::{self, Candidate, Folds};
 use telemine::eval::{DETECTORS, asd, nab};
-use telemine::metrics::Metrics;
+use telemine_detector::{ScoreLog, ScoredRow};
+use telemine_observe::metrics::Metrics;
 
 pub struct EvalCommand {
     pub data: PathBuf,
@@ -53,7 +53,9 @@ pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
             let mut candidates = Vec::new();
             for d in detectors {
                 if !telemine::eval::univariate(d) {
-                    telemine::note!("eval: {d} is for multivariate server metrics; skipped on NAB");
+                    telemine_observe::note!(
+                        "eval: {d} is for multivariate server metrics; skipped on NAB"
+                    );
                     continue;
                 }
                 let variants = if opts.cv {
@@ -142,9 +144,9 @@ fn report_nab_cv(series: &[NabSeries], candidates: &[Candidate]) {
             ));
         }
     }
-    telemine::out!("{line}");
+    telemine_observe::out!("{line}");
     for d in details {
-        telemine::out!("{d}");
+        telemine_observe::out!("{d}");
     }
 }
 
@@ -159,7 +161,7 @@ fn report_asd_cv(servers: &[AsdServer], candidates: &[Candidate]) {
     let labels: Vec<Vec<bool>> = servers.iter().map(|s| s.labels.clone()).collect();
     let result = cv::asd(candidates, &labels, &folds);
     let cands: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
-    telemine::out!(
+    telemine_observe::out!(
         "asd held-out (servers left out, {} folds; candidates {}; detector and label-free threshold chosen on the other folds): point-wise P {:.3} R {:.3} F1 {:.3}, ROC AUC {:.3} (in-sample best, not a result: F1 {:.3} by {} at {:.4})",
         folds.folds.len(),
         cands.join(" "),
@@ -172,7 +174,7 @@ fn report_asd_cv(servers: &[AsdServer], candidates: &[Candidate]) {
         result.in_sample.1
     );
     for f in &result.folds {
-        telemine::out!(
+        telemine_observe::out!(
             "asd held-out {}: chose {} at {:.4} (F1 {:.3} on the other folds); held out P {:.3} R {:.3} F1 {:.3}, ROC AUC {:.3}",
             f.held_out,
             f.chosen,
@@ -239,7 +241,7 @@ async fn score_through_engine(
         );
     }
     let log = Arc::new(ScoreLog::default());
-    telemine::detector::attach(&mut sql, &models, false, Some(log.clone()))
+    telemine_detector::attach(&mut sql, &models, false, Some(log.clone()))
         .map_err(anyhow::Error::msg)?;
     let out = replay(
         sql,
@@ -339,7 +341,7 @@ async fn eval_nab(
             p.name, sweep.normalized, sweep.threshold
         ));
     }
-    telemine::out!("{line}; {}", cost.text());
+    telemine_observe::out!("{line}; {}", cost.text());
     Ok(all_scores)
 }
 
@@ -375,7 +377,7 @@ fn write_nab_results(
 /// the model's calibration sets it; for the profile detector 0.5, its
 /// training scores' 0.99 quantile.
 fn label_free_threshold(detector: &str) -> f64 {
-    if detector == telemine::detector::PROFILE {
+    if detector == telemine_detector::PROFILE {
         0.5
     } else {
         0.999
@@ -387,7 +389,7 @@ fn label_free_threshold(detector: &str) -> f64 {
 /// 0.99 quantile; a calibrated score above `t` is the top `1 − t` of the
 /// training rows' errors.
 fn training_share_above(detector: &str) -> f64 {
-    if detector == telemine::detector::PROFILE {
+    if detector == telemine_detector::PROFILE {
         0.01
     } else {
         1.0 - label_free_threshold(detector)
@@ -399,7 +401,7 @@ fn training_share_above(detector: &str) -> f64 {
 /// multiple of its training scores' 0.99 quantile, for a calibrated score
 /// quantiles of the training rows' errors.
 fn label_free_levels(detector: &str) -> Vec<f64> {
-    if detector == telemine::detector::PROFILE {
+    if detector == telemine_detector::PROFILE {
         [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
             .iter()
             .map(|s| s / (1.0 + s))
@@ -470,7 +472,7 @@ async fn eval_asd(
         let tops: Vec<Vec<usize>> = test
             .iter()
             .map(|r| {
-                telemine::detector::explain::named(r.features.as_deref().unwrap_or_default())
+                telemine_detector::explain::named(r.features.as_deref().unwrap_or_default())
                     .filter_map(|f| server.features.iter().position(|x| x == f))
                     .collect()
             })
@@ -509,7 +511,7 @@ async fn eval_asd(
         .filter(|(s, l)| !**l && **s >= threshold)
         .count();
     let mean_best = best_per_server.iter().sum::<f64>() / best_per_server.len().max(1) as f64;
-    telemine::out!(
+    telemine_observe::out!(
         "asd {detector}: {} servers, {rows} test rows ({} anomalous); at the shipped label-free threshold, in-sample: point-wise P {:.3} R {:.3} F1 {:.3}; point-adjusted (inflated) P {:.3} R {:.3} F1 {:.3}; ROC AUC {:.3}; best point-wise F1 for thresholds fitted to the labels (upper bounds): pooled {:.3}, per-server mean {mean_best:.3}; top-3 features name a labelled metric in {named_right} of {explained} flagged anomalous rows ({:.1}%; three features at random: {:.1}%); calibration: {:.2}% of the {normal} label-normal test rows score at least {threshold} ({:.2}% of training rows do); {}",
         servers.len(),
         all_labels.iter().filter(|l| **l).count(),

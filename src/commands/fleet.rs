@@ -38,7 +38,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
         .await
         .map_err(anyhow::Error::msg)?;
     let secs = started.elapsed().as_secs_f64();
-    telemine::note!(
+    telemine_observe::note!(
         "fleet: {} hosts × {} of event time ({:.1} host-days, {} records, {}) through {} in {secs:.0} s",
         out.hosts,
         o.duration,
@@ -63,7 +63,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
                 )
             })
             .collect();
-        telemine::note!(
+        telemine_observe::note!(
             "fleet: model scores of {view}: {} rows scored, {} NULL while warming up; share {}",
             s.scored,
             s.null,
@@ -72,7 +72,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
     }
     let per_500 = |n: usize| n as f64 * 500.0 / out.host_days().max(1e-9);
     for (rule, r) in &out.rules {
-        telemine::note!(
+        telemine_observe::note!(
             "fleet: {rule}: {} rows, {} notifications ({:.2} per 500 host-days)",
             r.rows,
             r.notifications,
@@ -84,7 +84,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|r| out.rules[*r].notifications)
         .sum();
-    telemine::note!(
+    telemine_observe::note!(
         "fleet: the model's rules ({}): {model_notifications} notifications, {:.2} per 500 host-days",
         model_rules.join(", "),
         per_500(model_notifications)
@@ -115,7 +115,7 @@ pub async fn fleet(o: FleetCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(k, (n, hit))| format!("{k} {hit}/{n}"))
                 .collect();
-            telemine::note!(
+            telemine_observe::note!(
                 "fleet: {path} path: precision {:.2} ({} of {} episodes match an injected anomaly), recall {:.2} ({} of {}: {}); over the relational kinds: recall {:.2} ({} of {})",
                 all.precision,
                 all.true_alerts,

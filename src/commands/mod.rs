@@ -43,7 +43,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => match telemine::config::Config::load(&config) {
                     Ok(c) => c.sql.dir.join("tests"),
                     Err(d) => {
-                        telemine::logging::diagnostics(&d);
+                        telemine_observe::logging::diagnostics(&d);
                         return Ok(ExitCode::FAILURE);
                     }
                 },
@@ -126,7 +126,7 @@ pub(crate) async fn load(
     let mut cfg = match telemine::config::Config::load(config) {
         Ok(c) => c,
         Err(d) => {
-            telemine::logging::diagnostics(&d);
+            telemine_observe::logging::diagnostics(&d);
             return Ok(None);
         }
     };
@@ -137,7 +137,7 @@ pub(crate) async fn load(
     match telemine_sql::SqlSet::load(&cfg.sql.dir, &defs, &cfg.sql_options()).await {
         Ok(set) => Ok(Some((cfg, set))),
         Err(d) => {
-            telemine::logging::diagnostics(&d);
+            telemine_observe::logging::diagnostics(&d);
             Ok(None)
         }
     }

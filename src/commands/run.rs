@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::http::HttpServer;
-use telemine::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {

@@ -60,7 +60,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "telemine".into());
             let s = Silence::new(id.clone(), matchers, start_ms, end_ms, created_by, comment);
             write(&cfg, &s).await?;
-            telemine::out!("{id}");
+            telemine_observe::out!("{id}");
             Ok(ExitCode::SUCCESS)
         }
         SilenceCommand::List { config, all, clock } => {
@@ -71,7 +71,7 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
                 if all || state != "expired" {
                     let matchers: Vec<String> =
                         s.matchers.iter().map(ToString::to_string).collect();
-                    telemine::out!(
+                    telemine_observe::out!(
                         "{}  {state:<7}  {} → {}  {{{}}}  {}: {}",
                         s.id,
                         s.starts_at,
@@ -95,11 +95,11 @@ pub async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
             };
             let now = now_of(&clock)?;
             if s.ends_at_ms <= now {
-                telemine::note!("silence {id} had already ended at {}", s.ends_at);
+                telemine_observe::note!("silence {id} had already ended at {}", s.ends_at);
                 return Ok(ExitCode::SUCCESS);
             }
             write(&cfg, &s.expired(now)).await?;
-            telemine::note!(
+            telemine_observe::note!(
                 "silence {id} expired at {}",
                 format_ms(now.max(s.starts_at_ms))
             );

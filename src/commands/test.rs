@@ -10,7 +10,7 @@ use telemine::ruletest::{find_files, run_file};
 pub async fn test(path: &Path) -> anyhow::Result<ExitCode> {
     let files = find_files(path);
     if files.is_empty() {
-        telemine::logging::problem(format_args!(
+        telemine_observe::logging::problem(format_args!(
             "no rule test files (*.toml) under {}",
             path.display()
         ));
@@ -22,19 +22,19 @@ pub async fn test(path: &Path) -> anyhow::Result<ExitCode> {
             match &result.failure {
                 None => {
                     passed += 1;
-                    telemine::out!("ok    {}", result.label());
+                    telemine_observe::out!("ok    {}", result.label());
                 }
                 Some(why) => {
                     failed += 1;
-                    telemine::out!("FAIL  {}", result.label());
+                    telemine_observe::out!("FAIL  {}", result.label());
                     for line in why.lines() {
-                        telemine::out!("      {line}");
+                        telemine_observe::out!("      {line}");
                     }
                 }
             }
         }
     }
-    telemine::out!("\n{passed} passed, {failed} failed ({} files)", files.len());
+    telemine_observe::out!("\n{passed} passed, {failed} failed ({} files)", files.len());
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

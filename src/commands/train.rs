@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::detector::Detector;
 use telemine::engine::local::LocalRun;
-use telemine::metrics::Metrics;
+use telemine_detector::Detector;
 use telemine_model::{DeviceChoice, Scorer, TrainOptions, pick_device};
+use telemine_observe::metrics::Metrics;
 
 use crate::cli::Recorded;
 
@@ -45,7 +45,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
     let choice: DeviceChoice = opts.device.parse().map_err(anyhow::Error::msg)?;
     let (device, note) = pick_device(choice);
     if let Some(note) = note {
-        telemine::note!("train: {note}");
+        telemine_observe::note!("train: {note}");
     }
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
     let source = super::pick_source(&defs, input.source.as_deref(), &input.config)?;
@@ -68,7 +68,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         run.push_batch(source, 0, batch).await?;
     }
     run.finish().await?;
-    telemine::note!(
+    telemine_observe::note!(
         "train: {rows} records from {} ({} not decoded)",
         input.input.display(),
         recorded.dead.len()
@@ -107,7 +107,7 @@ pub async fn train(opts: TrainCommand) -> anyhow::Result<ExitCode> {
         }
         scorer.save(&path)?;
         let s = scorer.sidecar();
-        telemine::note!(
+        telemine_observe::note!(
             "train: model `{name}` ({}) on {} feature rows of view `{}` ({} held out to calibrate): loss {:.4}, data hash {} -> {}",
             s.kind.name(),
             s.training.rows,

@@ -42,8 +42,8 @@ use super::scoring::{self, Scored, ScoringStage, ViewRows};
 use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
 use crate::config::Config;
-use crate::detector::Detector;
-use crate::metrics::Metrics;
+use telemine_detector::Detector;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 
 /// What the owner needs to score the models' views (see `scoring.rs`).
@@ -52,7 +52,7 @@ pub(crate) struct OwnerScoring {
     /// evaluations run meanwhile); each gain scores through a handle on
     /// it with fresh detectors.
     pub sql: SqlSet,
-    pub models: Vec<crate::detector::Settings>,
+    pub models: Vec<telemine_detector::Settings>,
     pub max_lateness_ms: i64,
     pub metrics: Arc<Metrics>,
     /// SQL reloaded by the input side (handles whose files are planned
@@ -279,8 +279,8 @@ async fn gain(
 /// handle on the owner's SQL: scoring goes on from what was saved.
 fn take_scoring(s: &OwnerScoring, state: &mut StateStore) -> Result<Scoring, PipelineError> {
     let mut sql = s.sql.fork();
-    let detectors =
-        crate::detector::attach(&mut sql, &s.models, true, None).map_err(PipelineError::Config)?;
+    let detectors = telemine_detector::attach(&mut sql, &s.models, true, None)
+        .map_err(PipelineError::Config)?;
     state.restore_detectors(&detectors);
     let plan = scoring::Deferral::plan(&sql).ok_or_else(|| {
         PipelineError::Engine(telemine_types::error::EngineError::Internal(

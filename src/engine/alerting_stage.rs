@@ -11,7 +11,7 @@ use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::{Alerter, Evaluation};
 use crate::config::AlertingConfig;
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_types::alert::Alert;
 
 /// See the module docs.

@@ -21,7 +21,7 @@ use super::admission::SourceCounts;
 use super::driver::{Driver, Input, Step};
 use super::scoring::{self, Deferral, ScoringStage};
 use super::windows::{LateRows, WindowEngine};
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;

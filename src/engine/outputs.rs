@@ -23,7 +23,7 @@ use crate::alerting::lifecycle::Update;
 use crate::alerting::payload::Payload;
 use crate::alerting::webhook::Webhooks;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;
 

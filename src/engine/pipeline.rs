@@ -35,8 +35,8 @@ use super::windows::WindowEngine;
 use crate::alerting::Alerter;
 use crate::alerting::payload::Payload;
 use crate::config::{Config, Delivery};
-use crate::live::Catalog;
-use crate::metrics::Metrics;
+use telemine_observe::live::Catalog;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 
 /// See the module docs.
 pub(crate) struct Progress {

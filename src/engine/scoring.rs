@@ -47,7 +47,7 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::window_kinds::split_by_time;
 use crate::alerting::Evaluation;
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::{
     ANOMALY_FEATURES, ANOMALY_SCORE, SqlSet, WINDOW_END, WINDOW_START, alerts_from_batches,
 };

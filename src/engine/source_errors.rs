@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 
 /// How often a spell of errors is summarised in the log.
 pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);

@@ -22,7 +22,7 @@ use telemine_connectors::kafka::{KafkaProducer, Table};
 
 use super::checkpoint::{Checkpoint, MAX_METADATA_BYTES};
 use super::chunked;
-use crate::detector::Detector;
+use telemine_detector::Detector;
 
 /// See the module docs.
 pub(crate) struct StateStore {

@@ -38,7 +38,7 @@ use super::admission::{Admission, Admitted, SourceCounts};
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::window_kinds;
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 use telemine_sql::alerts_from_batches;
 use telemine_sql::source::SourceDef;
 use telemine_sql::{Sliding, SqlSet, WindowKind};

@@ -21,7 +21,7 @@ pub struct NabModel {
 }
 
 /// The scoring steps `eval` runs NAB series with (see
-/// `telemine::detector::score`); [`NabScoring::default`] is what
+/// `telemine_detector::score`); [`NabScoring::default`] is what
 /// `config/examples/nab.toml` ships, the rest are the variants
 /// `eval --cv` chooses among.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -298,7 +298,7 @@ score = "calibrated"
 # The profile detector: its slots of a day (0: none).
 season_windows = {season}
 "#,
-        season = if kind == crate::detector::PROFILE {
+        season = if kind == telemine_detector::PROFILE {
             season
         } else {
             0

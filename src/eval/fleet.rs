@@ -17,9 +17,9 @@ use telemine_connectors::generator::{Anomaly, Generator, GeneratorConfig, Stream
 
 use crate::alerting::lifecycle::{Lifecycle, Status};
 use crate::config::Config;
-use crate::detector::{ScoreLog, ScoredRow};
 use crate::engine::local::LocalRun;
-use crate::metrics::Metrics;
+use telemine_detector::{ScoreLog, ScoredRow};
+use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_types::alert::Alert;
 
@@ -97,7 +97,7 @@ pub async fn run(
 ) -> Result<FleetOutcome, String> {
     let defs = cfg.source_defs()?;
     let log = Arc::new(ScoreLog::default());
-    crate::detector::attach(&mut sql, &cfg.model_settings()?, false, Some(log.clone()))?;
+    telemine_detector::attach(&mut sql, &cfg.model_settings()?, false, Some(log.clone()))?;
     let timing: BTreeMap<String, _> = sql
         .rules
         .iter()

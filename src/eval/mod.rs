@@ -12,10 +12,10 @@ pub mod fleet;
 pub mod nab;
 
 /// The detectors `eval` knows, by their config names: every kind.
-pub use crate::detector::KINDS as DETECTORS;
+pub use telemine_detector::KINDS as DETECTORS;
 
 /// The detectors for univariate series (NAB): the profile detector is
 /// for multivariate server metrics.
 pub fn univariate(detector: &str) -> bool {
-    detector != crate::detector::PROFILE
+    detector != telemine_detector::PROFILE
 }

@@ -20,14 +20,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppState, STALLED_AFTER};
 use crate::alerting::silence::{self, Silence};
-use crate::live::RowEvent;
+use telemine_observe::live::RowEvent;
 use telemine_types::alert::matcher::Matcher;
 use telemine_types::alert::{format_ms, parse_ms};
 
 /// Longest a silence read or write waits for the brokers.
 const BROKER_WAIT: Duration = Duration::from_secs(10);
 /// Most rows one answer carries.
-const MAX_ROWS: usize = crate::live::RECENT_ROWS;
+const MAX_ROWS: usize = telemine_observe::live::RECENT_ROWS;
 /// Most series names one answer lists.
 const MAX_SERIES_LISTED: usize = 5_000;
 

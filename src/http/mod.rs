@@ -30,7 +30,7 @@ use axum::routing::{delete, get};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use telemine_observe::metrics::Metrics;
 
 /// How long the engine's loop may go without a beat before `/healthz`
 /// says it is stalled.

@@ -95,7 +95,7 @@ impl Setup {
     #[allow(dead_code)]
     pub async fn run_to_end_counting(
         &self,
-        metrics: std::sync::Arc<telemine::metrics::Metrics>,
+        metrics: std::sync::Arc<telemine_observe::metrics::Metrics>,
     ) -> RunSummary {
         self.run_text_to_end_with(&self.config_text, Some(metrics))
             .await
@@ -104,7 +104,7 @@ impl Setup {
     async fn run_text_to_end_with(
         &self,
         config_text: &str,
-        metrics: Option<std::sync::Arc<telemine::metrics::Metrics>>,
+        metrics: Option<std::sync::Arc<telemine_observe::metrics::Metrics>>,
     ) -> RunSummary {
         let (config, sql) = load_config(config_text).await;
         let options = RunOptions {
