@@ -17,8 +17,8 @@ use clap::Parser;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use telemine::alerting::lifecycle::Status;
-use telemine::alerting::payload::Payload;
+use telemine_alerting::lifecycle::Status;
+use telemine_alerting::payload::Payload;
 
 #[derive(Parser)]
 struct Args {

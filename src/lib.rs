@@ -1,4 +1,3 @@
-pub mod alerting;
 pub mod config;
 pub mod engine;
 pub mod eval;

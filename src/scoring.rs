@@ -38,7 +38,7 @@ fn matches(alert: &Alert, anomaly: &Anomaly) -> bool {
 /// fingerprint, each spanning from `window_ms` before it started firing
 /// (the window whose close fired it) to its end (or its start, while it
 /// still fires): the unit precision counts.
-pub fn episodes(payloads: &[crate::alerting::payload::Payload], window_ms: i64) -> Vec<Alert> {
+pub fn episodes(payloads: &[telemine_alerting::payload::Payload], window_ms: i64) -> Vec<Alert> {
     let ms = |t: &str| telemine_types::alert::parse_ms(t).ok();
     let mut by_fp: BTreeMap<String, Alert> = BTreeMap::new();
     for a in payloads.iter().flat_map(|p| &p.alerts) {

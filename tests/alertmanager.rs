@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use telemine::alerting::alertmanager::{Alertmanagers, system_clock};
-use telemine::alerting::{Alerter, Evaluation};
 use telemine::config::Config;
+use telemine_alerting::alertmanager::{Alertmanagers, system_clock};
+use telemine_alerting::{Alerter, Evaluation};
 use telemine_observe::metrics::Metrics;
 use telemine_types::alert::rule::Timing;
 use telemine_types::alert::{ALERT_SCHEMA, Alert, fingerprint};

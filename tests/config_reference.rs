@@ -25,7 +25,7 @@ fn repo() -> &'static Path {
 /// The files holding the config structs, relative to the repository.
 const SOURCES: &[&str] = &[
     "src/config.rs",
-    "src/alerting/config.rs",
+    "crates/alerting/src/config.rs",
     "connectors/src/kafka/mod.rs",
     "connectors/src/schema.rs",
     "connectors/src/decode/mod.rs",

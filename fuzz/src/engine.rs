@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use telemine::alerting::Alerter;
-use telemine::alerting::silence::{Silence, Silences};
 use telemine::engine::chunked;
+use telemine_alerting::Alerter;
+use telemine_alerting::silence::{Silence, Silences};
 use telemine_sql::{Kind, SqlFile, rule_meta};
 
 /// A rule file's `-- @key: value` metadata and annotation templates, as

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use telemine::alerting::silence::{self, Silence, Silences};
 use telemine::config::Config;
+use telemine_alerting::silence::{self, Silence, Silences};
 use telemine_types::alert::matcher::Matcher;
 use telemine_types::alert::{format_ms, parse_ms};
 
@@ -123,10 +123,15 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
 }
 
 async fn write(cfg: &Config, s: &Silence) -> anyhow::Result<()> {
-    Ok(silence::write_to_topic(cfg, s).await?)
+    Ok(silence::write_to_topic(&cfg.kafka, &cfg.alerting.silences_topic, s).await?)
 }
 
 /// The silences topic, read to its end.
 pub async fn read(cfg: &Config) -> anyhow::Result<Silences> {
-    Ok(silence::read_topic(cfg, Duration::from_secs(30)).await?)
+    Ok(silence::read_topic(
+        &cfg.kafka,
+        &cfg.alerting.silences_topic,
+        Duration::from_secs(30),
+    )
+    .await?)
 }

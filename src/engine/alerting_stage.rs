@@ -7,10 +7,10 @@
 use telemine_connectors::kafka::TableEntry;
 use tokio::sync::mpsc;
 
-use crate::alerting::lifecycle::Update;
-use crate::alerting::payload::Payload;
-use crate::alerting::{Alerter, Evaluation};
-use crate::config::AlertingConfig;
+use telemine_alerting::config::AlertingConfig;
+use telemine_alerting::lifecycle::Update;
+use telemine_alerting::payload::Payload;
+use telemine_alerting::{Alerter, Evaluation};
 use telemine_observe::metrics::Metrics;
 use telemine_types::alert::Alert;
 

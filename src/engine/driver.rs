@@ -33,7 +33,7 @@ use super::admission::SourceCounts;
 use super::checkpoint::Checkpoint;
 use super::scoring::{Deferral, ViewRows};
 use super::windows::{LateRows, WindowEngine};
-use crate::alerting::Evaluation;
+use telemine_alerting::Evaluation;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;

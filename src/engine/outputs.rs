@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 
 use super::error::PipelineError;
 use super::windows::LateRows;
-use crate::alerting::alertmanager::{self, Alertmanagers};
-use crate::alerting::lifecycle::Update;
-use crate::alerting::payload::Payload;
-use crate::alerting::webhook::Webhooks;
 use crate::config::Config;
+use telemine_alerting::alertmanager::{self, Alertmanagers};
+use telemine_alerting::lifecycle::Update;
+use telemine_alerting::payload::Payload;
+use telemine_alerting::webhook::Webhooks;
 use telemine_observe::metrics::Metrics;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;

@@ -32,9 +32,9 @@ use super::source_errors::{self, SourceError, SourceErrors};
 use super::startup::{follow_silences, partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
 use super::windows::WindowEngine;
-use crate::alerting::Alerter;
-use crate::alerting::payload::Payload;
 use crate::config::{Config, Delivery};
+use telemine_alerting::Alerter;
+use telemine_alerting::payload::Payload;
 use telemine_observe::live::Catalog;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
@@ -1117,7 +1117,7 @@ impl RelayOut {
     fn messages(
         &mut self,
         rows: &[telemine_types::alert::Alert],
-        evaluations: &[crate::alerting::Evaluation],
+        evaluations: &[telemine_alerting::Evaluation],
         progress: Vec<Progress>,
     ) -> Vec<Vec<u8>> {
         let moved = !progress.is_empty() && progress != self.last;

@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerting::Evaluation;
 use crate::config::Config;
+use telemine_alerting::Evaluation;
 use telemine_types::alert::{Alert, parse_ms};
 
 /// The relay topic of `config`'s consumer group (one partition).
@@ -307,7 +307,6 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerting::tests::alert;
     use telemine_types::alert::rule::Timing;
 
     fn progress(topic: &str, partition: i32, reached: Reached) -> Progress {
@@ -359,7 +358,8 @@ mod tests {
     fn a_step_is_split_under_the_limit_and_read_back_whole() {
         let rows: Vec<Alert> = (0..200)
             .map(|i| {
-                let mut a = alert("Hot", &[("host", &format!("h{i:03}"))]);
+                let mut a =
+                    telemine_types::alert::Alert::sample("Hot", &[("host", &format!("h{i:03}"))]);
                 a.window_start = "2026-01-01T00:00:00Z".into();
                 a.window_end = "2026-01-01T00:01:00Z".into();
                 a

@@ -46,7 +46,7 @@ use datafusion::common::hash_utils::create_hashes_with_hasher;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::window_kinds::split_by_time;
-use crate::alerting::Evaluation;
+use telemine_alerting::Evaluation;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::{
     ANOMALY_FEATURES, ANOMALY_SCORE, SqlSet, WINDOW_END, WINDOW_START, alerts_from_batches,

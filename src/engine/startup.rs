@@ -13,9 +13,9 @@ use telemine_connectors::kafka::{
 use tokio::sync::mpsc;
 
 use super::error::PipelineError;
-use crate::alerting::Alerter;
-use crate::alerting::silence::Silences;
 use crate::config::Config;
+use telemine_alerting::Alerter;
+use telemine_alerting::silence::Silences;
 
 /// A compacted topic of ours (created if missing), read to its end: the
 /// reader, to follow it, and every key's latest value.

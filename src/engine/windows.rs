@@ -226,7 +226,7 @@ pub struct WindowEngine {
     /// The largest allowed lateness over the sources, ms.
     max_lateness_ms: i64,
     /// The rule evaluations run since the last `take_evaluations`.
-    evaluations: Vec<crate::alerting::Evaluation>,
+    evaluations: Vec<telemine_alerting::Evaluation>,
     metrics: Arc<Metrics>,
     /// Scoring left to the scoring stage (`scoring.rs`): asked for with
     /// [`WindowEngine::defer_scoring`], planned for each SQL set.
@@ -594,7 +594,7 @@ impl WindowEngine {
 
     /// The rule evaluations (rule, window end) run since the last call,
     /// including those that returned no rows.
-    pub fn take_evaluations(&mut self) -> Vec<crate::alerting::Evaluation> {
+    pub fn take_evaluations(&mut self) -> Vec<telemine_alerting::Evaluation> {
         std::mem::take(&mut self.evaluations)
     }
 
@@ -1141,7 +1141,7 @@ impl WindowEngine {
                 let ends: std::collections::BTreeSet<i64> =
                     read.into_iter().flatten().copied().collect();
                 self.evaluations
-                    .extend(ends.into_iter().map(|at| crate::alerting::Evaluation {
+                    .extend(ends.into_iter().map(|at| telemine_alerting::Evaluation {
                         rule: rule.name.clone(),
                         timing: rule.timing,
                         at,

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use telemine_connectors::generator::{Anomaly, Generator, GeneratorConfig, Stream, Topology};
 
-use crate::alerting::lifecycle::{Lifecycle, Status};
 use crate::config::Config;
 use crate::engine::local::LocalRun;
+use telemine_alerting::lifecycle::{Lifecycle, Status};
 use telemine_detector::{ScoreLog, ScoredRow};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;

@@ -68,6 +68,31 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// A firing warning of `rule` with `labels` (plus `alertname` and
+    /// `severity`) and no values: for tests and examples.
+    pub fn sample(rule: &str, labels: &[(&str, &str)]) -> Alert {
+        let mut l: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.insert("alertname".into(), rule.into());
+        l.insert("severity".into(), "warning".into());
+        Alert {
+            schema: ALERT_SCHEMA.into(),
+            status: "firing".into(),
+            rule: rule.into(),
+            severity: "warning".into(),
+            fingerprint: fingerprint(&l),
+            labels: l,
+            annotations: [("summary".to_string(), format!("{rule} on {labels:?}"))].into(),
+            values: serde_json::Map::new(),
+            window_start: String::new(),
+            window_end: String::new(),
+            window_end_ms: 0,
+            window_start_ms: 0,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

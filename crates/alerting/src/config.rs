@@ -1,6 +1,7 @@
-//! The alerting section's receivers as the config declares them: webhook
-//! receivers and Alertmanagers, with the HTTP client settings (auth, TLS,
-//! retries) each has.
+//! The `[alerting]` section as the config declares it: grouping, the
+//! intervals, inhibition, the topics it keeps its state in, and the
+//! receivers (webhooks, Alertmanagers) with the HTTP client settings (auth,
+//! TLS, retries) each has.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +9,135 @@ use std::time::Duration;
 use serde::Deserialize;
 use telemine_types::duration::serde_duration;
 use toml::Spanned;
+
+/// How alerts become notifications, with Alertmanager's meanings and
+/// defaults: grouping, the three intervals, inhibition and silences. Times
+/// are event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Labels alerts are grouped by: one notification covers a group.
+    /// Default: ["alertname"].
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// How long a new group waits before its first notification, so alerts
+    /// that start together arrive together. Default: "30s".
+    #[serde(default = "default_group_wait", with = "serde_duration")]
+    pub group_wait: Duration,
+    /// How often a group that has notified is looked at again for changes.
+    /// Default: "5m".
+    #[serde(default = "default_group_interval", with = "serde_duration")]
+    pub group_interval: Duration,
+    /// After how long an unchanged group that still fires is sent again.
+    /// Default: "4h".
+    #[serde(default = "default_repeat_interval", with = "serde_duration")]
+    pub repeat_interval: Duration,
+    /// The payloads' `receiver`. Default: "telemine".
+    #[serde(default = "default_receiver")]
+    pub receiver: String,
+    /// The payloads' `externalURL`; each alert's `generatorURL` is this
+    /// plus `/rules/<alertname>`. Default: "http://localhost:9898".
+    #[serde(default = "default_external_url")]
+    pub external_url: String,
+    /// Compacted topic holding the silences, keyed by id. Default:
+    /// "telemine.silences".
+    #[serde(default = "default_silences_topic")]
+    pub silences_topic: String,
+    /// Compacted topic the alerting state (pending and firing alerts,
+    /// groups and what each last sent) is saved to before each offset
+    /// commit, keyed by the consumer group, and restored from at start.
+    /// Default: "telemine.alert-state".
+    #[serde(default = "default_state_topic")]
+    pub state_topic: String,
+    /// Most alerts one notification carries (Alertmanager's webhook
+    /// `max_alerts`), and notifications are also kept under
+    /// `sinks.max_message_bytes`: a larger group is sent in several
+    /// notifications of the same `groupKey`, each whole, with
+    /// `truncatedAlerts` saying how many of the group's alerts it leaves to
+    /// the others. Nothing is dropped. Default: 1000.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
+    /// How long `run` waits at start for the silences and the saved
+    /// alerting state (brokers unreachable, topic not readable), saying so
+    /// every few seconds, before it exits with an error: it never starts
+    /// without them. Default: "5m".
+    #[serde(default = "default_startup_timeout", with = "serde_duration")]
+    pub startup_timeout: Duration,
+    /// A firing alert that `source_matchers` match mutes the alerts
+    /// `target_matchers` match whose `equal` labels have the same values.
+    #[serde(default)]
+    pub inhibit: Vec<InhibitConfig>,
+    /// Receivers the same payloads are POSTed to (as Alertmanager's webhook
+    /// receiver does), besides the alerts topic.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Alertmanagers the alerts themselves (firing, resolved) are POSTed
+    /// to, as Prometheus sends them (`/api/v2/alerts`), so Alertmanager's
+    /// routing, receivers and silences apply. Default: none.
+    #[serde(default)]
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitConfig {
+    /// Matchers such as `alertname="DcPowerLoss"`, `severity=~"critical|warning"`.
+    pub source_matchers: Spanned<Vec<String>>,
+    pub target_matchers: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["alertname".into()]
+}
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_group_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_receiver() -> String {
+    "telemine".into()
+}
+fn default_external_url() -> String {
+    "http://localhost:9898".into()
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_alerts() -> usize {
+    1000
+}
+fn default_silences_topic() -> String {
+    "telemine.silences".into()
+}
+fn default_state_topic() -> String {
+    "telemine.alert-state".into()
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            group_by: default_group_by(),
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
+            receiver: default_receiver(),
+            external_url: default_external_url(),
+            silences_topic: default_silences_topic(),
+            state_topic: default_state_topic(),
+            max_alerts: default_max_alerts(),
+            startup_timeout: default_startup_timeout(),
+            inhibit: Vec::new(),
+            webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+        }
+    }
+}
 
 /// A secret from the config (a password, a token): deserialised from a
 /// plain string, never shown by `Debug`, so a logged config leaks nothing.
@@ -62,7 +192,7 @@ pub struct HttpTlsConfig {
 /// `resend_interval` of wall time, each time with `endsAt` four resend
 /// intervals ahead (a lease: should telemine stop sending, Alertmanager
 /// resolves it then); a resolved alert is sent with `endsAt` = when it
-/// resolved. See `src/alerting/alertmanager.rs`.
+/// resolved. See `crates/alerting/src/alertmanager.rs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {

@@ -244,39 +244,19 @@ impl Alerter {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
 
     use super::dispatch::{Dispatcher, InhibitRule, Route};
     use super::lifecycle::Lifecycle;
     use super::payload::Payload;
     use super::silence::{Silence, Silences};
     use super::{Alerter, Evaluation, lifecycle};
+    use telemine_types::alert::Alert;
     use telemine_types::alert::matcher::Matcher;
     use telemine_types::alert::rule::Timing;
-    use telemine_types::alert::{ALERT_SCHEMA, Alert, fingerprint};
 
-    /// An alert of `rule` with `labels` (plus `alertname` and `severity`).
+    /// An alert of `rule` with `labels` (see [`Alert::sample`]).
     pub fn alert(rule: &str, labels: &[(&str, &str)]) -> Alert {
-        let mut l: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        l.insert("alertname".into(), rule.into());
-        l.insert("severity".into(), "warning".into());
-        Alert {
-            schema: ALERT_SCHEMA.into(),
-            status: "firing".into(),
-            rule: rule.into(),
-            severity: "warning".into(),
-            fingerprint: fingerprint(&l),
-            labels: l,
-            annotations: [("summary".to_string(), format!("{rule} on {labels:?}"))].into(),
-            values: serde_json::Map::new(),
-            window_start: String::new(),
-            window_end: String::new(),
-            window_end_ms: 0,
-            window_start_ms: 0,
-        }
+        Alert::sample(rule, labels)
     }
 
     const MIN: i64 = 60_000;
@@ -285,7 +265,7 @@ pub(crate) mod tests {
     /// `payload`.
     pub fn schema_errors(payload: &serde_json::Value) -> Vec<String> {
         let schema: serde_json::Value = serde_json::from_str(include_str!(
-            "../../docs/alertmanager-webhook-v4.schema.json"
+            "../../../docs/alertmanager-webhook-v4.schema.json"
         ))
         .expect("the schema is JSON");
         let validator = jsonschema::validator_for(&schema).expect("the schema is a JSON Schema");

@@ -167,7 +167,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerting::tests::alert;
+    use crate::tests::alert;
 
     const MIN: i64 = 60_000;
 

@@ -538,7 +538,7 @@ fn run(client: &Client, shared: &Shared, metrics: &Metrics, clock: &WallClock) {
 mod tests {
     use super::super::http::testing;
     use super::*;
-    use crate::alerting::tests::alert;
+    use crate::tests::alert;
     use telemine_types::alert::parse_ms;
 
     const MIN: i64 = 60_000;
@@ -701,7 +701,7 @@ mod tests {
     fn posts_prometheus_shaped_alerts_with_auth_to_api_v2_alerts() {
         let (base, server) = testing::server(vec![]);
         let mut c = config(&format!("{base}/"));
-        c.bearer_token = Some(crate::alerting::config::Secret("t0k3n".into()));
+        c.bearer_token = Some(crate::config::Secret("t0k3n".into()));
         let metrics = Arc::new(Metrics::default());
         let am = Alertmanagers::start(&[c], "http://telemine:9898", metrics.clone(), still())
             .expect("sender");

@@ -139,13 +139,13 @@ impl Silences {
 /// Writes `s` to the silences topic (`[alerting] silences_topic`,
 /// created compacted if missing) and waits until the broker has it.
 pub async fn write_to_topic(
-    cfg: &crate::config::Config,
+    kafka: &telemine_connectors::kafka::KafkaClientConfig,
+    topic: &str,
     s: &Silence,
 ) -> Result<(), telemine_connectors::ConnectorError> {
     use telemine_connectors::kafka::{KafkaProducer, create_compacted_topic};
-    let topic = &cfg.alerting.silences_topic;
-    create_compacted_topic(&cfg.kafka, topic).await?;
-    let mut producer = KafkaProducer::new(&cfg.kafka)?;
+    create_compacted_topic(kafka, topic).await?;
+    let mut producer = KafkaProducer::new(kafka)?;
     producer
         .send(
             topic,
@@ -160,13 +160,13 @@ pub async fn write_to_topic(
 
 /// The silences topic, read to its end (at most `wait` for the brokers).
 pub async fn read_topic(
-    cfg: &crate::config::Config,
+    kafka: &telemine_connectors::kafka::KafkaClientConfig,
+    topic: &str,
     wait: std::time::Duration,
 ) -> Result<Silences, telemine_connectors::ConnectorError> {
     use telemine_connectors::kafka::{TableReader, create_compacted_topic};
-    let topic = &cfg.alerting.silences_topic;
-    create_compacted_topic(&cfg.kafka, topic).await?;
-    let (_, table) = TableReader::open(&cfg.kafka, topic, wait).await?;
+    create_compacted_topic(kafka, topic).await?;
+    let (_, table) = TableReader::open(kafka, topic, wait).await?;
     Ok(Silences::from_table(&table))
 }
 

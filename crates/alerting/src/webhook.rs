@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn headers_bearer_and_basic_auth_are_sent() {
-        use crate::alerting::config::{BasicAuthConfig, Secret};
+        use crate::config::{BasicAuthConfig, Secret};
         let (bearer_url, bearer) = testing::server(vec![]);
         let (basic_url, basic) = testing::server(vec![]);
         let dir = std::env::temp_dir().join(format!("telemine-webhook-{}", std::process::id()));
