@@ -17,7 +17,7 @@ use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::serde_duration;
 
 use telemine_alerting::config::AlertingConfig;
-use telemine_detector::{self as detector, Settings};
+use telemine_detector::{self as detector, Kind, Settings};
 use telemine_sql::source::SourceDef;
 use telemine_sql::{ModelSpec, ReferenceTable, SqlOptions};
 
@@ -314,7 +314,7 @@ impl ModelConfig {
                 m.median_range_margin
             ));
         }
-        if m.kind.get_ref() == detector::PROFILE && m.past_windows > 0 {
+        if m.kind.get_ref() == Kind::Profile.name() && m.past_windows > 0 {
             out.push(
                 "the profile detector reads the view's features as they are: leave past_windows at 0".to_string(),
             );
@@ -346,7 +346,12 @@ impl ModelConfig {
         if let Some(p) = m.problems().into_iter().next() {
             return Err(format!("model `{name}`: {p}"));
         }
-        let profile = m.kind.get_ref() == detector::PROFILE;
+        let kind: Kind = m
+            .kind
+            .get_ref()
+            .parse()
+            .map_err(|e| format!("model `{name}`: {e}"))?;
+        let profile = kind == Kind::Profile;
         // The profile detector reads the season itself (its slots), not
         // as a past feature.
         let past = detector::PastFeatures {
@@ -356,13 +361,7 @@ impl ModelConfig {
         };
         let view_features = m.features.get_ref().clone();
         let model_features = past.names(&view_features);
-        let kind = match m.kind.get_ref().as_str() {
-            detector::PROFILE => None,
-            other => Some(
-                telemine_model::ModelKind::named(other, model_features.len())
-                    .ok_or_else(|| format!("model `{name}`: unknown kind `{other}`"))?,
-            ),
-        };
+        let kind = telemine_model::ModelKind::of(kind, model_features.len());
         let device = m
             .device
             .parse()
@@ -954,13 +953,10 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if !telemine_detector::KINDS.contains(&m.kind.get_ref().as_str()) {
+            if let Err(e) = m.kind.get_ref().parse::<Kind>() {
                 diags.push(at(
                     m.kind.span(),
-                    format!(
-                        "unknown model kind `{}`: use autoencoder, sequence, pca, kmeans, nearest or profile",
-                        m.kind.get_ref()
-                    ),
+                    format!("model `{}`: {e}", m.name.get_ref()),
                 ));
             }
             if let Err(e) = m.device.parse::<telemine_model::DeviceChoice>() {

@@ -11,7 +11,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::nets::{Autoencoder, Centroids, Nearest, Net, Pca, Sequence};
-use crate::{Calibration, Frame, History, ModelError, Normalizer, Result, Sidecar, TrainingInfo};
+use crate::{
+    Calibration, Frame, History, Kind, ModelError, Normalizer, Result, Sidecar, TrainingInfo,
+};
 
 /// Which detector, with its sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,24 +33,32 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// The kind named `name` with sizes suited to `features` features.
+    /// The kind named `name` with sizes suited to `features` features
+    /// (`None`: no such kind, or the profile detector, which is no
+    /// `Scorer`).
     pub fn named(name: &str, features: usize) -> Option<ModelKind> {
+        ModelKind::of(name.parse().ok()?, features)
+    }
+
+    /// `kind` with sizes suited to `features` features (`None`: the
+    /// profile detector, which is no `Scorer`).
+    pub fn of(kind: Kind, features: usize) -> Option<ModelKind> {
         let k = features.max(1);
-        Some(match name {
-            "autoencoder" => ModelKind::Autoencoder {
+        Some(match kind {
+            Kind::Autoencoder => ModelKind::Autoencoder {
                 hidden: (2 * k).max(8),
                 latent: (k / 3).max(2).min(k),
             },
-            "sequence" => ModelKind::Sequence {
+            Kind::Sequence => ModelKind::Sequence {
                 window: 8,
                 hidden: (2 * k).max(16),
             },
             // As many components as explain PCA_VARIANCE of the training
             // rows' variance, chosen when it trains.
-            "pca" => ModelKind::Pca { components: 0 },
-            "kmeans" => ModelKind::Kmeans { clusters: 8 },
-            "nearest" => ModelKind::Nearest,
-            _ => return None,
+            Kind::Pca => ModelKind::Pca { components: 0 },
+            Kind::Kmeans => ModelKind::Kmeans { clusters: 8 },
+            Kind::Nearest => ModelKind::Nearest,
+            Kind::Profile => return None,
         })
     }
 
@@ -85,14 +95,19 @@ impl ModelKind {
         })
     }
 
-    pub fn name(&self) -> &'static str {
+    /// Which kind it is.
+    pub fn kind(&self) -> Kind {
         match self {
-            ModelKind::Autoencoder { .. } => "autoencoder",
-            ModelKind::Sequence { .. } => "sequence",
-            ModelKind::Pca { .. } => "pca",
-            ModelKind::Kmeans { .. } => "kmeans",
-            ModelKind::Nearest => "nearest",
+            ModelKind::Autoencoder { .. } => Kind::Autoencoder,
+            ModelKind::Sequence { .. } => Kind::Sequence,
+            ModelKind::Pca { .. } => Kind::Pca,
+            ModelKind::Kmeans { .. } => Kind::Kmeans,
+            ModelKind::Nearest => Kind::Nearest,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 }
 

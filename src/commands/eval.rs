@@ -17,7 +17,7 @@ use telemine::engine::local::replay;
 use telemine::eval::configs::{self, NabModel, NabScoring};
 use telemine::eval::corpus::{self, AsdServer, Layout, NabSeries};
 use telemine::eval::cv::{self, Candidate, Folds};
-use telemine::eval::{DETECTORS, asd, nab};
+use telemine::eval::{asd, detectors, nab};
 use telemine_detector::{ScoreLog, ScoredRow};
 use telemine_observe::metrics::Metrics;
 
@@ -33,14 +33,15 @@ pub struct EvalCommand {
 }
 
 pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
+    let known = detectors();
     let detectors: Vec<&str> = if opts.detector == "all" {
-        DETECTORS.to_vec()
+        known.clone()
     } else {
         let named: Vec<&str> = opts.detector.split(',').map(str::trim).collect();
-        if let Some(bad) = named.iter().find(|d| !DETECTORS.contains(d)) {
+        if let Some(bad) = named.iter().find(|d| !known.contains(d)) {
             anyhow::bail!(
                 "--detector {bad}: use one of {} (several separated by commas) or all",
-                DETECTORS.join(", ")
+                known.join(", ")
             );
         }
         named
@@ -377,7 +378,7 @@ fn write_nab_results(
 /// the model's calibration sets it; for the profile detector 0.5, its
 /// training scores' 0.99 quantile.
 fn label_free_threshold(detector: &str) -> f64 {
-    if detector == telemine_detector::PROFILE {
+    if detector == telemine_detector::Kind::Profile.name() {
         0.5
     } else {
         0.999
@@ -389,7 +390,7 @@ fn label_free_threshold(detector: &str) -> f64 {
 /// 0.99 quantile; a calibrated score above `t` is the top `1 − t` of the
 /// training rows' errors.
 fn training_share_above(detector: &str) -> f64 {
-    if detector == telemine_detector::PROFILE {
+    if detector == telemine_detector::Kind::Profile.name() {
         0.01
     } else {
         1.0 - label_free_threshold(detector)
@@ -401,7 +402,7 @@ fn training_share_above(detector: &str) -> f64 {
 /// multiple of its training scores' 0.99 quantile, for a calibrated score
 /// quantiles of the training rows' errors.
 fn label_free_levels(detector: &str) -> Vec<f64> {
-    if detector == telemine_detector::PROFILE {
+    if detector == telemine_detector::Kind::Profile.name() {
         [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
             .iter()
             .map(|s| s / (1.0 + s))

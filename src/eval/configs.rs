@@ -298,7 +298,7 @@ score = "calibrated"
 # The profile detector: its slots of a day (0: none).
 season_windows = {season}
 "#,
-        season = if kind == telemine_detector::PROFILE {
+        season = if kind == telemine_detector::Kind::Profile.name() {
             season
         } else {
             0

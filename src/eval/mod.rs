@@ -12,10 +12,12 @@ pub mod fleet;
 pub mod nab;
 
 /// The detectors `eval` knows, by their config names: every kind.
-pub use telemine_detector::KINDS as DETECTORS;
+pub fn detectors() -> Vec<&'static str> {
+    telemine_detector::Kind::names()
+}
 
 /// The detectors for univariate series (NAB): the profile detector is
 /// for multivariate server metrics.
 pub fn univariate(detector: &str) -> bool {
-    detector != telemine_detector::PROFILE
+    detector != telemine_detector::Kind::Profile.name()
 }

@@ -61,19 +61,7 @@ pub use score::{Miss, Recent, ScoreMode, Scoring};
 
 use telemine_sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
 
-/// The `kind` of the per-series profile detector
-/// (`telemine_model::profile`).
-pub const PROFILE: &str = "profile";
-
-/// Every `kind` a `[[models]]` entry may name.
-pub const KINDS: [&str; 6] = [
-    "autoencoder",
-    "sequence",
-    "pca",
-    "kmeans",
-    "nearest",
-    PROFILE,
-];
+pub use telemine_model::Kind;
 
 /// Rows of its own past the profile detector's prediction reads.
 const LAGS_PER_FEATURE: usize = telemine_model::profile::LAGS;
