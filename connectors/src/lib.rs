@@ -8,7 +8,6 @@
 //!   malformed records as [`decode::DeadLetter`]s.
 //! - [`kafka`]: the Kafka source (a consumer-group poll loop that yields
 //!   decoded batches) and the producer used by the alert and dead-letter sinks.
-//! - [`replay`]: reads recorded JSONL / CSV files through the same decoders.
 //! - [`generator`]: synthetic data-center telemetry and market ticks with
 //!   injected, labelled anomalies, for the demo, tests and benchmarks.
 //!
@@ -19,7 +18,6 @@ pub mod decode;
 pub mod error;
 pub mod generator;
 pub mod kafka;
-pub mod replay;
 pub mod schema;
 
 pub use error::ConnectorError;

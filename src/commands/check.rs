@@ -39,7 +39,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     alone.join("; ")
                 );
             }
-            if let Some(d) = telemine::engine::scoring::Deferral::plan(&set) {
+            if let Some(d) = telemine::engine::deferred::Deferral::plan(&set) {
                 let names = |ix: &mut dyn Iterator<Item = String>| {
                     let v: Vec<String> = ix.map(|n| format!("`{n}`")).collect();
                     if v.is_empty() {

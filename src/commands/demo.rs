@@ -23,7 +23,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use telemine::engine::{RunOptions, Stop, run_pipeline};
-use telemine::scoring::{episodes, score};
+use telemine::matching::{episodes, score};
 use telemine_alerting::payload::Payload;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_connectors::kafka::KafkaClientConfig;
@@ -273,7 +273,7 @@ fn report_by_path(
         "any"
     );
     for (kind, (n, any)) in &all.by_kind {
-        let found = |s: &telemine::scoring::Score| s.by_kind.get(kind).map_or(0, |k| k.1);
+        let found = |s: &telemine::matching::Score| s.by_kind.get(kind).map_or(0, |k| k.1);
         let relational = anomalies
             .iter()
             .any(|a| a.kind.name() == *kind && a.kind.relational());

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use telemine::eval::fleet::{self, CALIBRATION_AT, FleetOptions};
-use telemine::scoring::score;
+use telemine::matching::score;
 use telemine_connectors::generator::Topology;
 
 pub struct FleetCommand {

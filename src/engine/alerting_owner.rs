@@ -18,7 +18,7 @@
 //! On losing the partition it drops the alerter; the next owner goes on
 //! from the committed offset and the saved state.
 //!
-//! When models score views, the owner also scores them (`scoring.rs`):
+//! When models score views, the owner also scores them (`deferred.rs`):
 //! on gaining the relay it gives the models fresh detectors with the state
 //! the group saved, takes the scored views' rows from the relay, scores
 //! them as the alerting clock passes their window ends and hands the rule
@@ -35,10 +35,10 @@ use std::sync::Arc;
 
 use super::alerting_stage::AlertingStage;
 use super::chunked;
+use super::deferred::{self, Scored, ScoringStage, ViewRows};
 use super::error::PipelineError;
 use super::outputs::Outputs;
 use super::relay::{self, Board, Relay};
-use super::scoring::{self, Scored, ScoringStage, ViewRows};
 use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
 use crate::config::Config;
@@ -46,7 +46,7 @@ use telemine_detector::Detector;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 
-/// What the owner needs to score the models' views (see `scoring.rs`).
+/// What the owner needs to score the models' views (see `deferred.rs`).
 pub(crate) struct OwnerScoring {
     /// The owner's own SQL set (planned apart from the input side's, whose
     /// evaluations run meanwhile); each gain scores through a handle on
@@ -282,7 +282,7 @@ fn take_scoring(s: &OwnerScoring, state: &mut StateStore) -> Result<Scoring, Pip
     let detectors = telemine_detector::attach(&mut sql, &s.models, true, None)
         .map_err(PipelineError::Config)?;
     state.restore_detectors(&detectors);
-    let plan = scoring::Deferral::plan(&sql).ok_or_else(|| {
+    let plan = deferred::Deferral::plan(&sql).ok_or_else(|| {
         PipelineError::Engine(telemine_types::error::EngineError::Internal(
             "the alerting owner scores, but its SQL has nothing to score".into(),
         ))
@@ -337,7 +337,7 @@ async fn apply(
     payload: &[u8],
 ) -> Result<(), PipelineError> {
     h.next = Some(offset + 1);
-    if let Some(rows) = scoring::decode(payload) {
+    if let Some(rows) = deferred::decode(payload) {
         take_rows(h, offset, rows);
         return Ok(());
     }

@@ -31,7 +31,7 @@ use telemine_connectors::schema::PARTITION_COLUMN;
 
 use super::admission::SourceCounts;
 use super::checkpoint::Checkpoint;
-use super::scoring::{Deferral, ViewRows};
+use super::deferred::{Deferral, ViewRows};
 use super::windows::{LateRows, WindowEngine};
 use telemine_alerting::Evaluation;
 use telemine_sql::SqlSet;
@@ -88,7 +88,7 @@ pub struct Step {
     /// said its end to (a drain): nothing more will arrive there.
     pub complete: Vec<(usize, i32)>,
     /// With scoring deferred: the closed windows of the views the scoring
-    /// stage takes (see `scoring.rs`).
+    /// stage takes (see `deferred.rs`).
     pub scored: Vec<ViewRows>,
 }
 

@@ -18,8 +18,8 @@ use datafusion::arrow::array::RecordBatch;
 use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
 
 use super::admission::SourceCounts;
+use super::deferred::{self, Deferral, ScoringStage};
 use super::driver::{Driver, Input, Step};
-use super::scoring::{self, Deferral, ScoringStage};
 use super::windows::{LateRows, WindowEngine};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
@@ -44,7 +44,7 @@ pub struct LocalOutcome {
 pub struct LocalRun {
     driver: Driver,
     /// The scored views' scoring, the views over views and the rules that
-    /// read them (see `scoring.rs`), as the alerting clock passes their
+    /// read them (see `deferred.rs`), as the alerting clock passes their
     /// window ends.
     scoring: Option<ScoringStage>,
     defs: Vec<SourceDef>,
@@ -75,7 +75,7 @@ impl LocalRun {
                     metrics.clone(),
                 ));
                 driver.defer_scoring();
-                let lateness = scoring::max_lateness_ms(defs);
+                let lateness = deferred::max_lateness_ms(defs);
                 let stage = ScoringStage::new(sql, plan, None, lateness, metrics);
                 (driver, Some(stage))
             }

@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, watch};
 use super::alerting_owner::{self, Control, OwnerScoring};
 use super::alerting_stage::AlertingStage;
 use super::commits::CommitLog;
+use super::deferred::Deferral;
 use super::driver::{Driver, Input, Step};
 use super::error::PipelineError;
 use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
 use super::repartition::{self, RepartitionDecoder, Writer};
-use super::scoring::Deferral;
 use super::source_errors::{self, SourceError, SourceErrors};
 use super::startup::{follow_silences, partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
@@ -107,7 +107,7 @@ pub async fn run_pipeline(
     };
     let alone = alone_reasons(&sql, &defs, config.engine.repartition);
     // The models score, and the views over views are computed, at the
-    // alerting owner (`scoring.rs`), whatever the number of instances.
+    // alerting owner (`deferred.rs`), whatever the number of instances.
     // (Every configured model scores a view, so there is nothing to score
     // on the input side.)
     let owner_sql = match Deferral::plan(&sql) {
@@ -132,7 +132,7 @@ pub async fn run_pipeline(
             let scoring = OwnerScoring {
                 sql,
                 models,
-                max_lateness_ms: super::scoring::max_lateness_ms(&defs),
+                max_lateness_ms: super::deferred::max_lateness_ms(&defs),
                 metrics: metrics.clone(),
                 reloads,
             };
@@ -509,11 +509,11 @@ pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], repartition: bool) -> Vec
                 v.name
             )),
             // Computed where the alerting runs, from its inputs' rows
-            // (`scoring.rs`).
+            // (`deferred.rs`).
             Placement::OverViews => {}
         }
     }
-    // Models score where the alerting runs too (`scoring.rs`): they do
+    // Models score where the alerting runs too (`deferred.rs`): they do
     // not keep the group to one instance.
     why
 }
@@ -913,7 +913,7 @@ impl Stages<'_> {
         // The scored views' rows before the progress that says they are all.
         let mut messages = Vec::new();
         for rows in &scored {
-            messages.extend(super::scoring::encode(rows, self.relay.max_bytes)?);
+            messages.extend(super::deferred::encode(rows, self.relay.max_bytes)?);
         }
         messages.extend(self.relay.messages(&rows, &evaluations, progress));
         self.outputs.relay(&self.relay.topic, messages).await?;

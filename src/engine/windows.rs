@@ -36,7 +36,7 @@ use telemine_types::error::EngineError;
 
 use super::admission::{Admission, Admitted, SourceCounts};
 use super::checkpoint::Checkpoint;
-use super::scoring::{Deferral, ViewRows};
+use super::deferred::{Deferral, ViewRows};
 use super::window_kinds;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::alerts_from_batches;
@@ -228,7 +228,7 @@ pub struct WindowEngine {
     /// The rule evaluations run since the last `take_evaluations`.
     evaluations: Vec<telemine_alerting::Evaluation>,
     metrics: Arc<Metrics>,
-    /// Scoring left to the scoring stage (`scoring.rs`): asked for with
+    /// Scoring left to the scoring stage (`deferred.rs`): asked for with
     /// [`WindowEngine::defer_scoring`], planned for each SQL set.
     defer: bool,
     deferral: Option<Deferral>,
@@ -287,7 +287,7 @@ impl WindowEngine {
     }
 
     /// Leaves the scored views' scoring, the views over views and the
-    /// rules that read them to the scoring stage (see `scoring.rs`): the
+    /// rules that read them to the scoring stage (see `deferred.rs`): the
     /// windows' rows they need are handed on
     /// ([`WindowEngine::take_deferred`]) instead.
     pub fn defer_scoring(&mut self) {

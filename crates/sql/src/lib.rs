@@ -399,7 +399,7 @@ impl SqlSet {
     }
 
     /// A handle like [`SqlSet::fork`] without the scorers: what an engine
-    /// whose scoring is deferred evaluates (see `engine/scoring.rs`).
+    /// whose scoring is deferred evaluates (see `engine/deferred.rs`).
     pub fn fork_unscored(&self) -> SqlSet {
         let mut sql = self.fork();
         sql.scorers.clear();

@@ -1,4 +1,4 @@
-//! Scoring apart from the windows (`engine/scoring.rs`), without Kafka:
+//! Scoring apart from the windows (`engine/deferred.rs`), without Kafka:
 //! two instances, each holding one partition of host-keyed telemetry,
 //! hand their closed windows to one scoring stage — through the relay's
 //! encoding, in small messages, each sent twice (what at-least-once
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use support::*;
 use telemine::config::Config;
 use telemine::engine::WindowEngine;
+use telemine::engine::deferred::{self, Deferral, ScoringStage, ViewRows};
 use telemine::engine::driver::{Driver, Input, Step};
-use telemine::engine::scoring::{self, Deferral, ScoringStage, ViewRows};
 use telemine_connectors::decode::{Decoder, decoder_for};
 use telemine_detector::Detector;
 use telemine_observe::metrics::Metrics;
@@ -230,9 +230,11 @@ async fn inline(s: &Setup, records: &[(i32, String)]) -> Vec<Alert> {
 fn relay(stage: &mut ScoringStage, step: &Step, offset: &mut i64, times: usize) -> usize {
     let mut messages = 0;
     for rows in &step.scored {
-        for m in scoring::encode(rows, 4096).expect("encode") {
+        for m in deferred::encode(rows, 4096).expect("encode") {
             for _ in 0..times {
-                let (name, batches) = scoring::decode(&m).expect("a view message").expect("reads");
+                let (name, batches) = deferred::decode(&m)
+                    .expect("a view message")
+                    .expect("reads");
                 let view = stage.view(&name).expect("a view the stage takes");
                 stage
                     .add(

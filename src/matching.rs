@@ -1,4 +1,5 @@
-//! Scoring alerts against labelled anomalies (the demo's ground truth).
+//! Matching alerts against labelled anomalies (the demo's ground truth):
+//! precision and recall per detection path.
 //!
 //! An alert *matches* an anomaly when it carries every label of the anomaly
 //! (an alert on a host of a hot rack carries that rack's `dc` and `rack`)
