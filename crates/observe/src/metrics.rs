@@ -283,38 +283,27 @@ impl Metrics {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// One line for logs: `records=… dead_letters=… …`.
+    /// One line for logs: every unlabelled counter as `name=value`
+    /// (`records_decoded=… dead_letters=… …`), read from the registry so a
+    /// new counter appears without being listed here.
     pub fn summary(&self) -> String {
-        format!(
-            "records={} dead_letters={} late={} duplicates={} replayed_skipped={} window_closes={} late_firings={} alerts={} notifications={} webhook_deliveries={} webhook_failures={} webhook_queue_drops={} alertmanager_deliveries={} alertmanager_failures={} alertmanager_queue_drops={} sql_errors={} sql_memory_exceeded={} sql_time_exceeded={} sql_reloads={} sql_reload_failures={} commits={} messages_refused={} messages_cut={} notifications_truncated={} repartition_messages={} scoring_copies={} scoring_forced={}",
-            Self::get(&self.records_decoded),
-            Self::get(&self.dead_letters),
-            Self::get(&self.late_records),
-            Self::get(&self.duplicates_dropped),
-            Self::get(&self.replayed_skipped),
-            Self::get(&self.window_closes),
-            Self::get(&self.late_firings),
-            Self::get(&self.alerts),
-            Self::get(&self.notifications),
-            Self::get(&self.webhook_deliveries),
-            Self::get(&self.webhook_failures),
-            Self::get(&self.webhook_queue_drops),
-            Self::get(&self.alertmanager_deliveries),
-            Self::get(&self.alertmanager_failures),
-            Self::get(&self.alertmanager_queue_drops),
-            Self::get(&self.sql_errors),
-            Self::get(&self.sql_memory_exceeded),
-            Self::get(&self.sql_time_exceeded),
-            Self::get(&self.sql_reloads),
-            Self::get(&self.sql_reload_failures),
-            Self::get(&self.commits),
-            Self::get(&self.messages_refused),
-            Self::get(&self.messages_cut),
-            Self::get(&self.notifications_truncated),
-            Self::get(&self.repartition_messages),
-            Self::get(&self.scoring_copies),
-            Self::get(&self.scoring_forced),
-        )
+        let mut parts = Vec::new();
+        for family in self.registry.gather() {
+            if family.get_field_type() != prometheus::proto::MetricType::COUNTER {
+                continue;
+            }
+            let [metric] = family.get_metric() else {
+                continue;
+            };
+            if !metric.get_label().is_empty() {
+                continue;
+            }
+            let name = family.name();
+            let key = name.strip_prefix("telemine_").unwrap_or(name);
+            let key = key.strip_suffix("_total").unwrap_or(key);
+            parts.push(format!("{key}={}", metric.get_counter().get_value()));
+        }
+        parts.join(" ")
     }
 }
 
@@ -357,5 +346,30 @@ mod tests {
         for line in text.lines().filter(|l| l.starts_with("# HELP")) {
             assert!(line.split(' ').count() > 4, "{line}");
         }
+    }
+
+    #[test]
+    fn the_summary_line_names_every_unlabelled_counter_and_only_those() {
+        let m = Metrics::default();
+        Metrics::add(&m.records_decoded, 3);
+        Metrics::add(&m.dead_letters, 1);
+        Metrics::add_to(&m.records_in_total, &["telemetry", "0"], 2);
+        let summary = m.summary();
+        let pairs: Vec<&str> = summary.split(' ').collect();
+        assert!(pairs.contains(&"records_decoded=3"), "{summary}");
+        assert!(pairs.contains(&"dead_letters=1"), "{summary}");
+        assert!(pairs.contains(&"commits=0"), "{summary}");
+        assert!(
+            !summary.contains("records_in"),
+            "labelled families stay out: {summary}"
+        );
+        let counters = m
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.get_field_type() == prometheus::proto::MetricType::COUNTER)
+            .filter(|f| f.get_metric().iter().all(|x| x.get_label().is_empty()))
+            .count();
+        assert_eq!(pairs.len(), counters);
     }
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The floors of the house, checked from cargo's own view of the workspace:
+# every crate of ours depends only on the crates of ours below it (the
+# table below, which ARCHITECTURE.md's "Crates" table states), only the
+# connectors and the binary's crate talk to librdkafka directly, and
+# ARCHITECTURE.md names every crate of the workspace. Cargo already
+# refuses a cycle between crates; this refuses an edge that runs up or
+# sideways. CI runs it.
+#
+#   scripts/check-floors.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# crate: the crates of ours it may depend on (normal dependencies).
+allowed='
+telemine-types:
+telemine-model:
+telemine-connectors: telemine-types
+telemine-sql: telemine-types telemine-connectors
+telemine-observe: telemine-types telemine-sql
+telemine-detector: telemine-model telemine-sql
+telemine-alerting: telemine-types telemine-connectors telemine-observe
+telemine: telemine-types telemine-model telemine-connectors telemine-sql telemine-observe telemine-detector telemine-alerting
+'
+# Crates that may depend on rdkafka themselves.
+kafka_ok=' telemine-connectors telemine '
+
+metadata="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null || cargo metadata --format-version 1 --no-deps)"
+fail=0
+members="$(jq -r '.packages[].name' <<<"$metadata" | sort)"
+for crate in $members; do
+  line="$(grep -E "^$crate:" <<<"$allowed" || true)"
+  if [ -z "$line" ]; then
+    echo "check-floors: crate $crate is not in the floor table of scripts/check-floors.sh (and ARCHITECTURE.md)" >&2
+    fail=1
+    continue
+  fi
+  may=" ${line#*:} "
+  deps="$(jq -r --arg c "$crate" '.packages[] | select(.name == $c) | .dependencies[] | select(.kind == null) | .name' <<<"$metadata" | sort -u)"
+  for dep in $deps; do
+    case "$dep" in
+      telemine*)
+        if [[ "$may" != *" $dep "* ]]; then
+          echo "check-floors: $crate depends on $dep, which is not below it" >&2
+          fail=1
+        fi
+        ;;
+      rdkafka)
+        if [[ "$kafka_ok" != *" $crate "* ]]; then
+          echo "check-floors: $crate depends on rdkafka itself; only the connectors talk to Kafka" >&2
+          fail=1
+        fi
+        ;;
+    esac
+  done
+  if ! grep -q "\`$crate\`" ARCHITECTURE.md; then
+    echo "check-floors: ARCHITECTURE.md does not name crate \`$crate\`" >&2
+    fail=1
+  fi
+done
+if [ "$fail" = 0 ]; then
+  echo "check-floors: $(wc -w <<<"$members") crates, every dependency runs down"
+fi
+exit "$fail"
