@@ -128,7 +128,8 @@ pub struct ModelConfig {
     #[serde(default)]
     pub checkpoint: Option<PathBuf>,
     /// Online training: windows of the view to learn from before the first
-    /// scores (rows score NULL until then). Default: 60.
+    /// scores (rows score NULL until then); `kind = "profile"`: windows of
+    /// each series, at least 12. Default: 60.
     #[serde(default = "default_warmup_windows")]
     pub warmup_windows: usize,
     /// Online training: train again every this many windows, on the

@@ -347,3 +347,29 @@ fn training_rows_are_saved_in_segments_and_only_the_changed_ones_are_rewritten()
     let out = lossy.score(view, vec![window(view, stop_at)]).unwrap();
     assert_eq!(out[0].num_rows(), HOSTS);
 }
+
+#[test]
+fn a_profile_asked_to_warm_up_on_fewer_rows_than_it_fits_on_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql) = setup(dir.path());
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    let mut model = config.models[0].clone();
+    model.kind = toml::Spanned::new(0..0, "profile".to_string());
+    model.past_windows = 0;
+    model.warmup_windows = 3;
+    let d = Detector::new(model.settings().unwrap(), false).unwrap();
+    let first_scored = (0..40)
+        .find(|&w| {
+            scores(&d.score(view, vec![window(view, w)]).unwrap())
+                .iter()
+                .all(|(_, s)| s.is_some())
+        })
+        .expect("every host scored within 40 windows");
+    // Fitted once, on its first MIN_ROWS windows: no fit is tried (and
+    // failed, and logged) on fewer.
+    assert_eq!(
+        first_scored as usize,
+        telemine_model::profile::MIN_ROWS,
+        "scored from the window after the rows it is fitted on"
+    );
+}

@@ -53,6 +53,9 @@ pub const PCA_VARIANCE: f64 = 0.9;
 pub const CLIP: f64 = 10.0;
 /// Rows a score averages over.
 pub const SMOOTH: usize = 3;
+
+/// The fewest rows a series' profile is fitted on.
+pub const MIN_ROWS: usize = 2 * (LAGS + SMOOTH);
 /// The training score quantile that is the threshold.
 pub const QUANTILE: f64 = 0.99;
 /// Score (threshold = 1) below which a row updates the profile.
@@ -130,10 +133,9 @@ impl ProfileFit {
     ) -> Result<(ProfileFit, ProfileState)> {
         let n = rows.len();
         let k = rows.first().map_or(0, Vec::len);
-        if n < 2 * (LAGS + SMOOTH) || k == 0 || slots.len() != n {
+        if n < MIN_ROWS || k == 0 || slots.len() != n {
             return Err(ModelError::Invalid(format!(
-                "the profile detector needs at least {} training rows, got {n}",
-                2 * (LAGS + SMOOTH)
+                "the profile detector needs at least {MIN_ROWS} training rows, got {n}"
             )));
         }
         if rows

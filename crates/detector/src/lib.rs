@@ -473,10 +473,13 @@ impl Detector {
                 return None;
             }
             series.profile_rows.push((slot, x.to_vec()));
+            // Never fewer rows than a profile can be fitted on: a fit that
+            // must fail would be tried (and logged) every window.
             let due = self
                 .settings
                 .warmup_windows
-                .min(self.settings.training_rows);
+                .min(self.settings.training_rows)
+                .max(telemine_model::profile::MIN_ROWS);
             if series.profile_rows.len() >= due {
                 let (slots, rows): (Vec<usize>, Vec<Vec<f64>>) =
                     std::mem::take(&mut series.profile_rows).into_iter().unzip();
