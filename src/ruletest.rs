@@ -363,7 +363,8 @@ async fn run_case(
         (Ok(sql), None) => sql,
     };
     let mut sql = sql;
-    telemine_detector::attach(&mut sql, &config.model_settings()?, false, None)?;
+    telemine_detector::attach(&mut sql, &config.model_settings()?, false, None)
+        .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
     let mut current = files.files;

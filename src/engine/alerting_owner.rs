@@ -280,7 +280,7 @@ async fn gain(
 fn take_scoring(s: &OwnerScoring, state: &mut StateStore) -> Result<Scoring, PipelineError> {
     let mut sql = s.sql.fork();
     let detectors = telemine_detector::attach(&mut sql, &s.models, true, None)
-        .map_err(PipelineError::Config)?;
+        .map_err(|e| PipelineError::Config(e.to_string()))?;
     state.restore_detectors(&detectors);
     let plan = deferred::Deferral::plan(&sql).ok_or_else(|| {
         PipelineError::Engine(telemine_types::error::EngineError::Internal(

@@ -97,7 +97,8 @@ pub async fn run(
 ) -> Result<FleetOutcome, String> {
     let defs = cfg.source_defs()?;
     let log = Arc::new(ScoreLog::default());
-    telemine_detector::attach(&mut sql, &cfg.model_settings()?, false, Some(log.clone()))?;
+    telemine_detector::attach(&mut sql, &cfg.model_settings()?, false, Some(log.clone()))
+        .map_err(|e| e.to_string())?;
     let timing: BTreeMap<String, _> = sql
         .rules
         .iter()

@@ -63,6 +63,41 @@ use telemine_sql::{SqlSet, View, ViewScorer, WINDOW_END, WINDOW_START};
 
 pub use telemine_model::Kind;
 
+/// What went wrong in a detector, naming its model.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// The model crate refused: a checkpoint's files, a model's bytes.
+    #[error("model `{model}`: {source}")]
+    Model {
+        model: String,
+        #[source]
+        source: telemine_model::ModelError,
+    },
+    /// A checkpoint trained on other features than the model reads.
+    #[error(
+        "model `{model}`: checkpoint {path} was trained on features [{trained}], the model reads [{reads}]"
+    )]
+    CheckpointFeatures {
+        model: String,
+        path: String,
+        trained: String,
+        reads: String,
+    },
+    /// Saved state written under other settings: the detector starts
+    /// afresh.
+    #[error("model `{model}` was saved under other settings: it starts afresh")]
+    OtherSettings { model: String },
+    /// Saved state that cannot be read back.
+    #[error("model `{model}`: its saved state cannot be read: {reason}")]
+    SavedState { model: String, reason: String },
+    /// State that cannot be encoded to be saved.
+    #[error("model `{model}`: its state cannot be saved: {reason}")]
+    Save { model: String, reason: String },
+    /// A panic left the detector's state behind a poisoned lock (a bug).
+    #[error("model `{model}`: its state was left inconsistent by a panic (a bug in telemine)")]
+    Poisoned { model: String },
+}
+
 /// Rows of its own past the profile detector's prediction reads.
 const LAGS_PER_FEATURE: usize = telemine_model::profile::LAGS;
 
@@ -297,7 +332,7 @@ struct Taken {
 impl Detector {
     /// From its settings; loads the checkpoint if one is named.
     /// `background`: train online on a thread of its own (`run`).
-    pub fn new(settings: Settings, background: bool) -> Result<Detector, String> {
+    pub fn new(settings: Settings, background: bool) -> Result<Detector, DetectorError> {
         let name = settings.name.clone();
         let (device, note) = pick_device(settings.device);
         if let Some(note) = note {
@@ -349,16 +384,40 @@ impl Detector {
 
     /// The rows recorded (see [`Detector::recorder`]), in the order taken,
     /// and their series.
-    pub fn take_rows(&self) -> Result<(Frame, Vec<String>), String> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| "detector state poisoned".to_string())?;
+    pub fn take_rows(&self) -> Result<(Frame, Vec<String>), DetectorError> {
+        let mut state = self.state.lock().map_err(|_| self.poisoned())?;
         let rows = std::mem::take(&mut state.rows);
         let cols = self.settings.model_features.len();
         let (keys, values): (Vec<String>, Vec<Vec<f32>>) = rows.into_iter().unzip();
-        let frame = Frame::new(keys.len(), cols, values.concat()).map_err(|e| e.to_string())?;
+        let frame = Frame::new(keys.len(), cols, values.concat()).map_err(|e| self.model(e))?;
         Ok((frame, keys))
+    }
+
+    fn poisoned(&self) -> DetectorError {
+        DetectorError::Poisoned {
+            model: self.settings.name.clone(),
+        }
+    }
+
+    fn model(&self, source: telemine_model::ModelError) -> DetectorError {
+        DetectorError::Model {
+            model: self.settings.name.clone(),
+            source,
+        }
+    }
+
+    fn cannot_save(&self, reason: impl std::fmt::Display) -> DetectorError {
+        DetectorError::Save {
+            model: self.settings.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn unreadable(&self, reason: impl std::fmt::Display) -> DetectorError {
+        DetectorError::SavedState {
+            model: self.settings.name.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// How many training rows the detector holds now.
@@ -1004,11 +1063,8 @@ impl Detector {
     /// the last save: the series' state (CBOR) and, when it changed, the
     /// model trained online. A model loaded from a checkpoint file is not
     /// saved: the config names it.
-    pub fn save(&self) -> Result<Option<Saved>, String> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| "detector state poisoned".to_string())?;
+    pub fn save(&self) -> Result<Option<Saved>, DetectorError> {
+        let mut state = self.state.lock().map_err(|_| self.poisoned())?;
         if !state.dirty {
             return Ok(None);
         }
@@ -1024,18 +1080,19 @@ impl Detector {
             rows_kept: state.rows.len() as u64,
         };
         let mut bytes = Vec::new();
-        ciborium::into_writer(&saved, &mut bytes).map_err(|e| e.to_string())?;
+        ciborium::into_writer(&saved, &mut bytes).map_err(|e| self.cannot_save(e))?;
         let model = match &state.scorer {
             Some(scorer) if state.online_model > state.saved_model => {
-                let (sidecar, weights) = scorer.to_bytes().map_err(|e| e.to_string())?;
+                let (sidecar, weights) = scorer.to_bytes().map_err(|e| self.model(e))?;
                 let mut m = Vec::new();
                 ciborium::into_writer(&SavedModel { sidecar, weights }, &mut m)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| self.cannot_save(e))?;
                 Some(m)
             }
             _ => None,
         };
-        let (segments, first_segment) = changed_segments(&state)?;
+        let (segments, first_segment) =
+            changed_segments(&state).map_err(|e| self.cannot_save(e))?;
         state.dirty = false;
         state.saved_model = state.online_model;
         state.rows_saved = state.rows_total;
@@ -1058,31 +1115,27 @@ impl Detector {
         saved: &[u8],
         model: Option<&[u8]>,
         segment: impl FnMut(u64) -> Option<Vec<u8>>,
-    ) -> Result<(), String> {
-        let saved: SavedState =
-            ciborium::from_reader(saved).map_err(|e| format!("not a detector state: {e}"))?;
+    ) -> Result<(), DetectorError> {
+        let saved: SavedState = ciborium::from_reader(saved)
+            .map_err(|e| self.unreadable(format!("not a detector state: {e}")))?;
         if saved.settings != format!("{:?}", self.settings) {
-            return Err(format!(
-                "model `{}` was saved under other settings: it starts afresh",
-                self.settings.name
-            ));
+            return Err(DetectorError::OtherSettings {
+                model: self.settings.name.clone(),
+            });
         }
         let scorer = match (saved.online_model, model) {
             (true, Some(m)) => {
-                let m: SavedModel =
-                    ciborium::from_reader(m).map_err(|e| format!("not a saved model: {e}"))?;
+                let m: SavedModel = ciborium::from_reader(m)
+                    .map_err(|e| self.unreadable(format!("not a saved model: {e}")))?;
                 Some(Arc::new(
                     Scorer::from_bytes(&m.sidecar, &m.weights, &self.device)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| self.model(e))?,
                 ))
             }
-            (true, None) => return Err("the model trained online is missing".into()),
+            (true, None) => return Err(self.unreadable("the model trained online is missing")),
             (false, _) => None,
         };
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| "detector state poisoned".to_string())?;
+        let mut state = self.state.lock().map_err(|_| self.poisoned())?;
         if scorer.is_some() {
             state.scorer = scorer;
             state.online_model = 1;
@@ -1206,15 +1259,18 @@ fn load_checkpoint(
     path: &Path,
     features: &[String],
     device: &Device,
-) -> Result<Scorer, String> {
-    let scorer = Scorer::load(path, device).map_err(|e| format!("model `{name}`: {e}"))?;
+) -> Result<Scorer, DetectorError> {
+    let scorer = Scorer::load(path, device).map_err(|source| DetectorError::Model {
+        model: name.to_string(),
+        source,
+    })?;
     if scorer.features() != features {
-        return Err(format!(
-            "model `{name}`: checkpoint {} was trained on features [{}], the model reads [{}]",
-            path.display(),
-            scorer.features().join(", "),
-            features.join(", ")
-        ));
+        return Err(DetectorError::CheckpointFeatures {
+            model: name.to_string(),
+            path: path.display().to_string(),
+            trained: scorer.features().join(", "),
+            reads: features.join(", "),
+        });
     }
     Ok(scorer)
 }
@@ -1227,7 +1283,7 @@ pub fn attach(
     models: &[Settings],
     background: bool,
     log: Option<Arc<ScoreLog>>,
-) -> Result<Vec<Arc<Detector>>, String> {
+) -> Result<Vec<Arc<Detector>>, DetectorError> {
     let mut out = Vec::with_capacity(models.len());
     for m in models {
         let mut detector = Detector::new(m.clone(), background)?;
