@@ -11,7 +11,9 @@
 //! the view run over its output. `window_kinds.rs` picks the rows and
 //! bounds for each kind. Rows older than what every view of their source
 //! has closed are late: they are counted and handed to the late topic,
-//! never counted in a window.
+//! never counted in a window. Views over views, scored views' scores and
+//! the rules reading them are the scoring stage's (`deferred.rs`): the
+//! engine hands their inputs' rows on and never runs them itself.
 //!
 //! Invariants:
 //! - every timestamp here is event time, ms since the epoch, UTC;
@@ -92,9 +94,6 @@ struct ViewState {
     closed_until: Option<i64>,
     /// What only this view's window kind keeps.
     kind: KindState,
-    /// A view other views join: its output by window end, until every
-    /// view reading it has run over that window.
-    retained: BTreeMap<i64, Vec<RecordBatch>>,
 }
 
 /// The state only one window kind keeps, in a type of its own: a view's
@@ -147,11 +146,7 @@ impl ViewState {
             WindowKind::Hop { .. } => KindState::Hop(GridState::default(), Box::default()),
             WindowKind::Session => KindState::Session(SessionState::default()),
         };
-        ViewState {
-            closed_until,
-            kind,
-            retained: BTreeMap::new(),
-        }
+        ViewState { closed_until, kind }
     }
 
     fn grid(&self) -> Option<&GridState> {
@@ -197,11 +192,6 @@ impl ViewState {
     }
 }
 
-/// Windows a joined view's output is kept for at most while a view over
-/// it waits for its other inputs (e.g. a source that has delivered
-/// nothing yet); older ones are dropped with a warning.
-const MAX_RETAINED_WINDOWS: usize = 1440;
-
 /// What closing one view's windows did.
 enum Closed {
     /// Nothing new to close.
@@ -218,8 +208,6 @@ pub struct WindowEngine {
     sources: Vec<SourceState>,
     /// Per view, in the SQL set's order.
     views: Vec<ViewState>,
-    /// Per view: the views over views that read it.
-    consumers: Vec<Vec<usize>>,
     /// With allowed lateness: (rule, fingerprint, window start) of alerts
     /// raised for windows that may still fire again, by window end.
     raised: BTreeMap<i64, std::collections::HashSet<(String, String, i64)>>,
@@ -265,7 +253,6 @@ impl WindowEngine {
             .iter()
             .map(|v| ViewState::new(&v.window.kind, None))
             .collect();
-        let consumers = readers(&sql);
         let max_lateness_ms = sources
             .iter()
             .map(|s| s.allowed_lateness.as_millis() as i64)
@@ -275,7 +262,6 @@ impl WindowEngine {
             sql,
             sources: states,
             views,
-            consumers,
             raised: BTreeMap::new(),
             max_lateness_ms,
             evaluations: Vec::new(),
@@ -295,16 +281,9 @@ impl WindowEngine {
         self.plan_deferral();
     }
 
-    /// What this SQL leaves to the stage; the views over views it computes
-    /// no longer read (or keep) their inputs' windows here.
+    /// What this SQL leaves to the stage.
     fn plan_deferral(&mut self) {
         self.deferral = Deferral::plan(&self.sql);
-        self.consumers = readers(&self.sql);
-        if let Some(d) = &self.deferral {
-            for readers in &mut self.consumers {
-                readers.retain(|r| !d.over.contains(r));
-            }
-        }
     }
 
     /// What the scoring stage takes from this engine's SQL, when scoring
@@ -354,8 +333,9 @@ impl WindowEngine {
     /// are evaluated with the new SQL when they close, from the rows
     /// buffered, and none is emitted twice (HOP pane states are rebuilt
     /// from rows when its SQL changed). A new view, or one whose window
-    /// changed, starts at its next window boundary after the watermark; a
-    /// new view over views with the next window its inputs close.
+    /// changed, starts at its next window boundary after the watermark.
+    /// Views over views are never run here: the scoring stage runs them
+    /// (`deferred.rs`), so a runner defers them ([`WindowEngine::defer_scoring`]).
     pub fn replace_sql(&mut self, mut sql: SqlSet) -> Result<(), EngineError> {
         sql.observe(self.metrics.clone());
         // Models keep scoring (and learning) across reloads.
@@ -421,17 +401,9 @@ impl WindowEngine {
                 };
             views.push(state);
         }
-        // New views over views start with the next window all their inputs
-        // close.
-        for (d, v) in sql.views.iter().enumerate() {
-            if !v.inputs.is_empty() && views[d].closed_until.is_none() {
-                views[d].closed_until = lowest_all(v.inputs.iter().map(|&i| views[i].closed_until));
-            }
-        }
         for (i, state) in self.sources.iter_mut().enumerate() {
             state.views = views_of_source(&sql, i);
         }
-        self.consumers = readers(&sql);
         self.views = views;
         self.sql = sql;
         if self.defer {
@@ -763,9 +735,6 @@ impl WindowEngine {
             let Some(c) = self.views[vi].closed_until else {
                 continue;
             };
-            // Windows a view over this one has not run yet are emitted
-            // again after a restart (at-least-once), not lost.
-            let c = self.held_back(vi).map_or(c, |h| h.min(c));
             closed.insert(name.clone(), c);
             if let Some(k) = self.keep_from(vi)
                 && k != c
@@ -828,7 +797,6 @@ impl WindowEngine {
         let view = &self.views[vi];
         let closed = view.closed_until?;
         let w = &self.sql.views[vi].window;
-        let closed = self.held_back(vi).map_or(closed, |h| h.min(closed));
         Some(match w.kind {
             // Closed windows still open to stragglers keep their rows; a
             // HOP window also reaches back over the panes before its last.
@@ -850,15 +818,6 @@ impl WindowEngine {
                 .and_then(|s| s.open_from)
                 .map_or(closed, |o| o.min(closed)),
         })
-    }
-
-    /// How far the views over view `vi` have run (the lowest of those that
-    /// have run at all).
-    fn held_back(&self, vi: usize) -> Option<i64> {
-        self.consumers[vi]
-            .iter()
-            .filter_map(|&d| self.views[d].closed_until)
-            .min()
     }
 
     /// The lowest of `f` over the views of `source`; `None` while any view
@@ -1072,32 +1031,15 @@ impl WindowEngine {
                     Metrics::add(&self.metrics.window_closes, 1);
                     match result {
                         Ok(out) if out.is_empty() => {}
-                        Ok(out) => {
-                            if !self.consumers[vi].is_empty() {
-                                self.retain_output(vi, &out)?;
-                            }
-                            latest.push((vi, out));
-                        }
+                        Ok(out) => latest.push((vi, out)),
                         Err(e) => self.view_failed(vi, &e),
                     }
                 }
             }
         }
-        let joined = if latest.is_empty() {
-            Vec::new()
-        } else {
-            self.run_views_over_views().await?
-        };
-        if !joined.is_empty() {
-            // The joins refilled their inputs' tables: put back what the
-            // rules of this step see.
-            for (vi, out) in latest.iter().chain(&joined) {
-                self.sql.set_output(*vi, out.clone()).await;
-            }
-        }
         // The views run in this step, each with the window ends it covered.
         let mut updated: Vec<(usize, std::collections::BTreeSet<i64>)> = Vec::new();
-        for (vi, out) in latest.iter().chain(&joined) {
+        for (vi, out) in &latest {
             let ends = match self.sql.views[*vi]
                 .output_schema
                 .index_of(telemine_sql::WINDOW_END)
@@ -1108,7 +1050,7 @@ impl WindowEngine {
             updated.push((*vi, ends));
         }
         if let Some(d) = &self.deferral {
-            for (vi, out) in latest.iter().chain(&joined) {
+            for (vi, out) in &latest {
                 if d.views.contains(vi) {
                     let scored = d.scored.contains(vi);
                     self.deferred.push(ViewRows {
@@ -1193,84 +1135,6 @@ impl WindowEngine {
             self.raised = self.raised.split_off(&(wm - self.max_lateness_ms));
         }
         out
-    }
-
-    /// Keeps view `vi`'s output by window end for the views over it.
-    fn retain_output(&mut self, vi: usize, out: &[RecordBatch]) -> Result<(), EngineError> {
-        let end = self.sql.views[vi]
-            .output_schema
-            .index_of(telemine_sql::WINDOW_END)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let retained = &mut self.views[vi].retained;
-        for (t, b) in window_kinds::split_by_time(out, end)? {
-            retained.entry(t).or_default().extend(b);
-        }
-        let mut dropped = 0;
-        while retained.len() > MAX_RETAINED_WINDOWS {
-            retained.pop_first();
-            dropped += 1;
-        }
-        if dropped > 0 {
-            let name = &self.sql.views[vi].name;
-            tracing::warn!(view = %name, dropped, "views over this view have waited for their other inputs for {MAX_RETAINED_WINDOWS} windows; its oldest windows are dropped without being joined");
-        }
-        Ok(())
-    }
-
-    /// Runs every view over views whose inputs have all closed windows it
-    /// has not seen, over exactly those windows. Returns their output.
-    async fn run_views_over_views(
-        &mut self,
-    ) -> Result<Vec<(usize, Vec<RecordBatch>)>, EngineError> {
-        use std::ops::Bound;
-        let mut done = Vec::new();
-        for d in 0..self.sql.views.len() {
-            let inputs = self.sql.views[d].inputs.clone();
-            if inputs.is_empty() || self.deferral.as_ref().is_some_and(|x| x.over.contains(&d)) {
-                continue;
-            }
-            let Some(ready) = lowest_all(inputs.iter().map(|&i| self.views[i].closed_until)) else {
-                continue;
-            };
-            let lo = self.views[d].closed_until;
-            if lo.is_some_and(|lo| ready <= lo) {
-                continue;
-            }
-            let from = lo.map_or(Bound::Unbounded, Bound::Excluded);
-            let batches: Vec<(usize, Vec<RecordBatch>)> = inputs
-                .iter()
-                .map(|&i| {
-                    let windows = self.views[i].retained.range((from, Bound::Included(ready)));
-                    (i, windows.flat_map(|(_, b)| b.iter().cloned()).collect())
-                })
-                .collect();
-            self.views[d].closed_until = Some(ready);
-            if batches.iter().all(|(_, b)| b.is_empty()) {
-                continue;
-            }
-            Metrics::add(&self.metrics.window_closes, 1);
-            match self.sql.run_view_over_views(d, batches).await {
-                Ok(out) if out.is_empty() => {}
-                Ok(out) => done.push((d, out)),
-                Err(e) => self.view_failed(d, &e),
-            }
-        }
-        // Windows every reader has run over are no longer needed.
-        for i in 0..self.views.len() {
-            if self.consumers[i].is_empty() {
-                continue;
-            }
-            let seen = lowest_all(
-                self.consumers[i]
-                    .iter()
-                    .map(|&d| self.views[d].closed_until),
-            );
-            if let Some(seen) = seen {
-                let r = &mut self.views[i].retained;
-                *r = r.split_off(&(seen + 1));
-            }
-        }
-        Ok(done)
     }
 
     /// TUMBLE: every window ending at or before the watermark, in one run.
@@ -1661,16 +1525,5 @@ fn views_of_source(sql: &SqlSet, i: usize) -> Vec<usize> {
         .enumerate()
         .filter(|(_, v)| v.source == Some(i))
         .map(|(vi, _)| vi)
-        .collect()
-}
-
-/// Per view: the views over views that read it.
-fn readers(sql: &SqlSet) -> Vec<Vec<usize>> {
-    (0..sql.views.len())
-        .map(|i| {
-            (0..sql.views.len())
-                .filter(|&d| sql.views[d].inputs.contains(&i))
-                .collect()
-        })
         .collect()
 }
