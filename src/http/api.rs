@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppState, STALLED_AFTER};
-use telemine_alerting::silence::{self, Silence};
+use telemine_alerting::silence::{self, Silence, Silences};
 use telemine_observe::live::RowEvent;
 use telemine_types::alert::matcher::Matcher;
 use telemine_types::alert::{format_ms, parse_ms};
@@ -336,14 +336,31 @@ fn broker_error(e: telemine_connectors::ConnectorError) -> ApiError {
     )
 }
 
-pub(super) async fn list_silences(State(s): State<AppState>) -> Answer {
-    let silences = silence::read_topic(
+/// The silences topic, read to its end within [`BROKER_WAIT`].
+async fn read_silences(s: &AppState) -> Result<Silences, ApiError> {
+    silence::read_topic(
         &s.config.kafka,
         &s.config.alerting.silences_topic,
         BROKER_WAIT,
     )
     .await
-    .map_err(broker_error)?;
+    .map_err(broker_error)
+}
+
+/// Writes `x` to the silences topic; `late` is the answer when the
+/// brokers do not take it within [`BROKER_WAIT`].
+async fn write_silence(s: &AppState, x: &Silence, late: &'static str) -> Result<(), ApiError> {
+    tokio::time::timeout(
+        BROKER_WAIT,
+        silence::write_to_topic(&s.config.kafka, &s.config.alerting.silences_topic, x),
+    )
+    .await
+    .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, late))?
+    .map_err(broker_error)
+}
+
+pub(super) async fn list_silences(State(s): State<AppState>) -> Answer {
+    let silences = read_silences(&s).await?;
     let now = now_ms();
     let list: Vec<Value> = silences.all().map(|x| silence_json(x, now)).collect();
     ok(json!({ "silences": list }))
@@ -447,18 +464,12 @@ pub(super) async fn add_silence(
         new.created_by.unwrap_or_else(|| "api".into()),
         new.comment.unwrap_or_default(),
     );
-    tokio::time::timeout(
-        BROKER_WAIT,
-        silence::write_to_topic(&s.config.kafka, &s.config.alerting.silences_topic, &x),
+    write_silence(
+        &s,
+        &x,
+        "the brokers did not take the silence in time; retry",
     )
-    .await
-    .map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the brokers did not take the silence in time; retry",
-        )
-    })?
-    .map_err(broker_error)?;
+    .await?;
     tracing::info!(id = %id, "silence added through the API");
     Ok((StatusCode::CREATED, Json(silence_json(&x, now_ms()))).into_response())
 }
@@ -469,13 +480,7 @@ pub(super) async fn expire_silence(
     Path(id): Path<String>,
 ) -> Answer {
     authorised(&s, &headers)?;
-    let silences = silence::read_topic(
-        &s.config.kafka,
-        &s.config.alerting.silences_topic,
-        BROKER_WAIT,
-    )
-    .await
-    .map_err(broker_error)?;
+    let silences = read_silences(&s).await?;
     let Some(x) = silences.get(&id) else {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -487,18 +492,12 @@ pub(super) async fn expire_silence(
         return ok(silence_json(x, now));
     }
     let expired = x.expired(now);
-    tokio::time::timeout(
-        BROKER_WAIT,
-        silence::write_to_topic(&s.config.kafka, &s.config.alerting.silences_topic, &expired),
+    write_silence(
+        &s,
+        &expired,
+        "the brokers did not take the change in time; retry",
     )
-    .await
-    .map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the brokers did not take the change in time; retry",
-        )
-    })?
-    .map_err(broker_error)?;
+    .await?;
     tracing::info!(id = %id, "silence expired through the API");
     ok(silence_json(&expired, now))
 }
