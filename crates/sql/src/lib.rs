@@ -218,7 +218,7 @@ pub struct SqlSet {
     origin: Arc<Origin>,
     /// Where evaluation times, model figures and the rows made are
     /// reported (`None`: nowhere, as under `telemine check`).
-    metrics: Option<Arc<dyn Observer>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// The files, sources and options a SQL set was planned from.
@@ -308,14 +308,15 @@ impl SqlSet {
             scorers: self.scorers.clone(),
             limits: self.limits,
             origin: self.origin.clone(),
-            metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
         }
     }
 
     /// Reports each evaluation's time, each model's scoring and the rows
-    /// each view makes to `metrics` (and so to `/metrics` and the API).
-    pub fn observe(&mut self, metrics: Arc<dyn Observer>) {
-        self.metrics = Some(metrics);
+    /// each view makes to `observer` (the engine's metrics: `/metrics`
+    /// and the API).
+    pub fn observe(&mut self, observer: Arc<dyn Observer>) {
+        self.observer = Some(observer);
     }
 
     /// The same files planned again, in a context and table slots of their
@@ -325,7 +326,7 @@ impl SqlSet {
     pub async fn replan(&self) -> Result<SqlSet, Diagnostics> {
         let o = &self.origin;
         let mut set = planner::plan_all(o.files.clone(), &o.sources, &o.options).await?;
-        set.metrics = self.metrics.clone();
+        set.observer = self.observer.clone();
         Ok(set)
     }
 
@@ -414,7 +415,7 @@ impl SqlSet {
             return Ok(out);
         }
         let Some(model) = &view.model else {
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &self.observer {
                 m.view_rows(&view.name, &view.keys, &out);
             }
             return Ok(out);
@@ -424,7 +425,7 @@ impl SqlSet {
                 let rows: usize = out.iter().map(|b| b.num_rows()).sum();
                 let started = std::time::Instant::now();
                 let scored = s.score(view, out)?;
-                if let Some(m) = &self.metrics {
+                if let Some(m) = &self.observer {
                     m.scored(&model.name, rows, started.elapsed().as_secs_f64());
                     m.view_rows(&view.name, &view.keys, &scored);
                 }
@@ -535,7 +536,7 @@ impl SqlSet {
     ) -> Result<T, DataFusionError> {
         let started = std::time::Instant::now();
         let out = work.await;
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &self.observer {
             m.evaluated(kind, name, started.elapsed().as_secs_f64(), out.is_err());
         }
         out

@@ -156,7 +156,7 @@ pub(super) async fn plan_all(
             },
             slots,
             scorers: HashMap::new(),
-            metrics: None,
+            observer: None,
             origin: Arc::new(super::Origin {
                 files: files.clone(),
                 sources: sources.to_vec(),
