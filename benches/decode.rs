@@ -4,9 +4,9 @@
 //! `cargo bench --bench decode`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use telemine_connectors::decode::{Format, InfluxOptions, decoder_for};
+use telemine_codec::decode::{Format, InfluxOptions, decoder_for};
+use telemine_codec::schema::SourceSchema;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
-use telemine_connectors::schema::SourceSchema;
 
 const RECORDS: usize = 8192 * 4;
 

@@ -19,10 +19,10 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray,
 };
 use telemine::config::Config;
-use telemine::engine::WindowEngine;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
+use telemine_stream::WindowEngine;
 
 const T0: i64 = 1_795_737_600_000;
 

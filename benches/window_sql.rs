@@ -9,11 +9,11 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::array::RecordBatch;
 use telemine::config::Config;
-use telemine::engine::WindowEngine;
-use telemine_connectors::decode::decoder_for;
+use telemine_codec::decode::decoder_for;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
+use telemine_stream::WindowEngine;
 
 const SECONDS: usize = 600;
 

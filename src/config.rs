@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, NonFinite, limits};
+use telemine_codec::decode::{Clock, Format, InfluxOptions, Limits, NonFinite, limits};
+use telemine_codec::schema::{ColumnSpec, SourceSchema, TimestampUnit};
 use telemine_connectors::kafka::KafkaClientConfig;
-use telemine_connectors::schema::{ColumnSpec, SourceSchema, TimestampUnit};
 use toml::Spanned;
 
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
@@ -729,7 +729,7 @@ pub struct EngineConfig {
     #[serde(default)]
     pub delivery: Delivery,
     /// Repartition through Kafka the views whose GROUP BY does not hold
-    /// their source's message `key` (see `engine/repartition.rs`): every
+    /// their source's message `key` (see `crates/stream/src/repartition.rs`): every
     /// instance writes the records it reads to a repartition topic per
     /// (source, GROUP BY), keyed by the view's keys, and each view is
     /// computed from the partitions of that topic an instance holds. Then
@@ -1239,29 +1239,20 @@ impl SourceConfig {
     }
 }
 
-/// A source `telemetry` (topic `t`, event time `ts`) with `columns`
-/// (after `ts timestamp`) and message `key`, for tests.
-#[cfg(test)]
-pub(crate) fn test_source(columns: &[&str], key: &[&str]) -> SourceDef {
-    let columns: Vec<String> = std::iter::once("ts timestamp")
-        .chain(columns.iter().copied())
-        .map(|c| format!("{c:?}"))
-        .collect();
-    let key: Vec<String> = key.iter().map(|k| format!("{k:?}")).collect();
-    let text = format!(
-        "[kafka]\nbootstrap_servers = \"none\"\n[[sources]]\nname = \"telemetry\"\ntopic = \"t\"\ncolumns = [{}]\nevent_time = \"ts\"\nkey = [{}]\n",
-        columns.join(", "),
-        key.join(", ")
-    );
-    match Config::parse(Path::new("t.toml"), &text).map(|c| c.source_defs()) {
-        Ok(Ok(mut defs)) => defs.remove(0),
-        other => panic!("test source: {other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streaming core's tests build sources without the config
+    /// (`SourceDef::new`): its defaults are the ones documented here.
+    #[test]
+    fn a_source_built_without_the_config_has_the_configs_defaults() {
+        assert_eq!(
+            default_out_of_orderness(),
+            SourceDef::DEFAULT_MAX_OUT_OF_ORDERNESS
+        );
+        assert_eq!(default_idle_timeout(), SourceDef::DEFAULT_IDLE_TIMEOUT);
+    }
 
     const MINIMAL: &str = r#"
 [kafka]

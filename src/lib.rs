@@ -1,7 +1,7 @@
 pub mod config;
-pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod matching;
 pub mod recorded;
 pub mod ruletest;
+pub mod runtime;

@@ -47,7 +47,7 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// error in its chain decides; an error no boundary classified came from
 /// the command's own checks of its arguments and files (the user's).
 fn classify(e: &anyhow::Error) -> ErrorClass {
-    use telemine::engine::PipelineError;
+    use telemine::runtime::PipelineError;
     use telemine_connectors::ConnectorError;
     use telemine_types::error::EngineError;
     for cause in e.chain() {

@@ -24,8 +24,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use telemine_connectors::decode::{DeadLetter, decoder_for};
-use telemine_connectors::schema::{ColumnSpec, ColumnType, EVENT_TIME_TYPE};
+use telemine_codec::decode::{DeadLetter, decoder_for};
+use telemine_codec::schema::{ColumnSpec, ColumnType, EVENT_TIME_TYPE};
 use thiserror::Error;
 
 use telemine_sql::source::SourceDef;
@@ -96,7 +96,7 @@ fn read_lines(path: &Path, source: &SourceDef) -> Result<Recorded, RecordedError
     Ok(out)
 }
 
-fn take(out: &mut Recorded, d: telemine_connectors::decode::Decoded) {
+fn take(out: &mut Recorded, d: telemine_codec::decode::Decoded) {
     out.batches.extend(d.batch.filter(|b| b.num_rows() > 0));
     out.dead.extend(d.dead);
 }
@@ -281,7 +281,7 @@ mod tests {
     use super::*;
 
     fn source() -> SourceDef {
-        crate::config::test_source(&["host string", "cpu double"], &[])
+        SourceDef::for_tests(&["host string", "cpu double"], &[])
     }
 
     fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {

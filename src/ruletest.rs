@@ -39,9 +39,9 @@ use telemine_connectors::kafka::KafkaClientConfig;
 use toml::Spanned;
 
 use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
-use crate::engine::local::{LocalOutcome, LocalRun};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::{Kind, SqlFile, SqlSet, read_dir};
+use telemine_stream::local::{LocalOutcome, LocalRun};
 use telemine_types::alert::{Alert, format_ms};
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
 use telemine_types::duration::parse_duration;
@@ -245,7 +245,7 @@ pub async fn run_file(path: &Path) -> Vec<CaseResult> {
     };
     if let Some(now) = &file.now {
         match telemine_types::alert::parse_ms(now) {
-            Ok(ms) => config.clock = telemine_connectors::decode::Clock::fixed(ms),
+            Ok(ms) => config.clock = telemine_codec::decode::Clock::fixed(ms),
             Err(e) => return vec![fail(None, format!("now = `{now}`: {e}"))],
         }
     }
@@ -558,18 +558,18 @@ fn compare(case: &CaseBody, out: &LocalOutcome, metrics: &Metrics) -> Result<(),
             let _ = writeln!(report, "  + {}", describe(a));
         }
     }
-    let counts: BTreeMap<&str, &crate::engine::SourceCounts> =
+    let counts: BTreeMap<&str, &telemine_stream::SourceCounts> =
         out.counts.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for (what, want, get) in [
         (
             "late records",
             &case.expect.late,
-            (|c: &crate::engine::SourceCounts| c.late) as fn(&_) -> u64,
+            (|c: &telemine_stream::SourceCounts| c.late) as fn(&_) -> u64,
         ),
         (
             "duplicates dropped",
             &case.expect.duplicates,
-            |c: &crate::engine::SourceCounts| c.duplicates,
+            |c: &telemine_stream::SourceCounts| c.duplicates,
         ),
     ] {
         for (source, n) in want {

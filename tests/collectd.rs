@@ -18,7 +18,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use support::broker::{brokers, ends};
 use telemine::config::Config;
-use telemine_connectors::decode::decoder_for;
+use telemine_codec::decode::decoder_for;
 use telemine_connectors::kafka::{
     KafkaClientConfig, KafkaSource, KafkaSourceOptions, SourceEvent, SourceSpec, create_topics,
 };

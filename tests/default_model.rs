@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use telemine::engine::local::LocalRun;
 use telemine::eval::fleet::{RuleOutcome, lifecycle};
 use telemine_detector::ScoreLog;
 use telemine_observe::metrics::Metrics;
+use telemine_stream::local::LocalRun;
 use telemine_types::alert::rule::Timing;
 
 /// 2026-11-27T00:00:00Z.

@@ -1,4 +1,4 @@
-//! Scoring apart from the windows (`engine/deferred.rs`), without Kafka:
+//! Scoring apart from the windows (`crates/stream/src/deferred.rs`), without Kafka:
 //! two instances, each holding one partition of host-keyed telemetry,
 //! hand their closed windows to one scoring stage — through the relay's
 //! encoding, in small messages, each sent twice (what at-least-once
@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use support::*;
 use telemine::config::Config;
-use telemine::engine::WindowEngine;
-use telemine::engine::deferred::{self, Deferral, ScoringStage, ViewRows};
-use telemine::engine::driver::{Driver, Input, Step};
-use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_codec::decode::{Decoder, decoder_for};
 use telemine_detector::Detector;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
+use telemine_stream::WindowEngine;
+use telemine_stream::deferred::{self, Deferral, ScoringStage, ViewRows};
+use telemine_stream::driver::{Driver, Input, Step};
 use telemine_types::alert::Alert;
 
 /// Hosts and the partition each is keyed to.

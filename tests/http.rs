@@ -19,8 +19,8 @@ use support::broker::*;
 use support::peers::*;
 use support::setup::*;
 use support::*;
-use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::http::HttpServer;
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_observe::metrics::Metrics;
 
 /// h2's CPU is saturated in minutes 1 and 8: the second is still firing

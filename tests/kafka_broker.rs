@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use support::broker::*;
 use support::setup::*;
 use support::*;
-use telemine::engine::{Checkpoint, RunOptions, Stop, run_pipeline};
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
+use telemine_stream::Checkpoint;
 
 /// Producers that compress (zstd is Kafka's recommended codec, and what
 /// many clusters' producers are set to) are read like any other:
@@ -862,7 +863,7 @@ async fn a_checkpoint_too_large_for_commit_metadata_goes_to_the_state_topic() {
         let pointer = Checkpoint::decode(&metadata).expect("checkpoint metadata");
         let r = pointer.stored.expect("a ref to the stored checkpoint");
         let key = format!("{}/checkpoint/{}/{p}", s.group, s.topic("telemetry"));
-        let full = telemine::engine::chunked::join(&table, &key, &r).expect("stored checkpoint");
+        let full = telemine_stream::chunked::join(&table, &key, &r).expect("stored checkpoint");
         let full =
             Checkpoint::decode(std::str::from_utf8(&full).expect("utf-8")).expect("checkpoint");
         assert_eq!(full.closed.len(), 80 + 2, "{:?}", full.closed.keys());
@@ -1088,7 +1089,9 @@ async fn after_kill_9_a_restart_takes_the_partitions_back_at_once() {
 async fn fenced_engine(
     s: &Setup,
 ) -> (
-    tokio::task::JoinHandle<Result<telemine::engine::RunSummary, telemine::engine::PipelineError>>,
+    tokio::task::JoinHandle<
+        Result<telemine::runtime::RunSummary, telemine::runtime::PipelineError>,
+    >,
     tokio::sync::oneshot::Sender<()>,
 ) {
     produce(

@@ -1,6 +1,6 @@
 //! The streaming detector across a restart, against the real broker: its
 //! per-series state and its model trained online are saved with the
-//! commits of the alerting owner, which scores (`engine/deferred.rs`), and
+//! commits of the alerting owner, which scores (`crates/stream/src/deferred.rs`), and
 //! restored when an owner gains the relay, so a `telemine run` stopped
 //! mid-stream and started again scores every window exactly as a run that
 //! never stopped — no second warm-up, no repeated alarm.

@@ -380,13 +380,13 @@ async fn an_input_topic_written_in_transactions_is_read_to_its_end() {
     );
     let text = std::fs::read_to_string(path).expect("config");
     let (config, sql) = load_config(&text).await;
-    let options = telemine::engine::RunOptions {
+    let options = telemine::runtime::RunOptions {
         stop_at_end: true,
         ..Default::default()
     };
     let run = tokio::time::timeout(
         Duration::from_secs(120),
-        telemine::engine::run_pipeline(&config, sql, options, std::future::pending()),
+        telemine::runtime::run_pipeline(&config, sql, options, std::future::pending()),
     )
     .await
     .expect("the run reached the end of the transactional topic")

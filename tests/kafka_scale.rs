@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use support::broker::*;
 use support::setup::test_topics;
 use support::*;
-use telemine::engine::{RunOptions, RunSummary, Stop, run_pipeline};
+use telemine::runtime::{RunOptions, RunSummary, Stop, run_pipeline};
 use telemine_alerting::payload::Payload;
 use telemine_observe::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot};

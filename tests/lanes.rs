@@ -1,7 +1,7 @@
 //! A partition handed from one instance to another mid-stream, without
 //! Kafka: the instance that receives it has closed more windows than the
 //! partition's checkpoint says, so it computes the partition in a lane of
-//! its own (`engine/driver.rs`). Every window of every host is then
+//! its own (`crates/stream/src/driver.rs`). Every window of every host is then
 //! evaluated — by the first instance before its last commit, or by the
 //! second after — and no row goes late; the same handover without lanes
 //! loses windows to lateness (the control that shows the test can fail).
@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use support::*;
 use telemine::config::Config;
-use telemine::engine::Checkpoint;
-use telemine::engine::WindowEngine;
-use telemine::engine::driver::{Driver, Input};
-use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_codec::decode::{Decoder, decoder_for};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
+use telemine_stream::Checkpoint;
+use telemine_stream::WindowEngine;
+use telemine_stream::driver::{Driver, Input};
 use telemine_types::alert::Alert;
 
 /// Hosts by partition: the source is keyed by host.
@@ -66,7 +66,7 @@ async fn setup() -> Setup {
         .await
         .expect("sql");
     assert!(
-        telemine::engine::alone_reasons(&sql, &defs, false).is_empty(),
+        telemine_stream::alone_reasons(&sql, &defs, false).is_empty(),
         "the test's SQL scales out"
     );
     let decoder = decoder_for(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::*;
 use telemine::config::Config;
-use telemine::engine::{RunOptions, Stop, run_pipeline};
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_sql::SqlSet;
 use telemine_types::error::ErrorClass;
 

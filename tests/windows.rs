@@ -9,10 +9,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use support::*;
 use telemine::config::Config;
-use telemine::engine::WindowEngine;
-use telemine_connectors::decode::{Decoder, decoder_for};
+use telemine_codec::decode::{Decoder, decoder_for};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
+use telemine_sql::source::SourceDef;
+use telemine_stream::{WindowEngine, repartition};
 use telemine_types::alert::Alert;
 
 struct Harness {
@@ -495,4 +496,51 @@ async fn tumbling_windows_with_allowed_lateness_survive_a_restart() {
     got.extend(second.feed(&records[committed as usize..], 64).await);
     got.extend(second.engine.finish().await.unwrap());
     assert_eq!(windows_of(&got), windows_of(&expected));
+}
+/// The repository's config and SQL: `rack_1m` groups by dc, rack over
+/// host-keyed telemetry.
+async fn default_set() -> (Vec<SourceDef>, SqlSet) {
+    let root = repo();
+    let config = Config::load(&root.join("config/telemine.toml")).expect("config");
+    let defs = config.source_defs().expect("defs");
+    let sql = SqlSet::load(&root.join("sql"), &defs, &config.sql_options())
+        .await
+        .expect("sql");
+    (defs, sql)
+}
+
+#[tokio::test]
+async fn the_views_keyed_otherwise_are_bound_to_their_derived_source() {
+    let (defs, mut sql) = default_set().await;
+    let needed = repartition::needed(&sql, &defs);
+    assert_eq!(
+        needed,
+        vec![(0, vec!["dc".to_string(), "rack".to_string()])]
+    );
+    let all = repartition::derive(&mut sql, &defs, "g", &needed, |_| 6);
+    assert_eq!(all.len(), defs.len() + 1);
+    let derived = &all[defs.len()];
+    assert_eq!(derived.topic, "g.repartition.telemetry.dc-rack");
+    assert_eq!(
+        derived.derived.as_ref().map(|d| d.upstream_partitions),
+        Some(6)
+    );
+    let source_of = |set: &SqlSet, name: &str| {
+        set.views
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.source)
+    };
+    assert_eq!(source_of(&sql, "rack_1m"), Some(defs.len()));
+    assert_eq!(source_of(&sql, "host_1m"), Some(0));
+    // Every view scales out now.
+    assert!(repartition::alone_reasons(&sql, &all, true).is_empty());
+    // A reload is bound the same way; one that needs a topic this run
+    // did not set up is refused, naming the view.
+    let (_, mut again) = default_set().await;
+    repartition::bind(&mut again, &all).expect("bound");
+    assert_eq!(source_of(&again, "rack_1m"), Some(defs.len()));
+    let (_, mut other) = default_set().await;
+    let err = repartition::bind(&mut other, &defs).expect_err("no derived source");
+    assert!(err.contains("`rack_1m` (by dc, rack)"), "{err}");
 }

@@ -2,8 +2,8 @@
 //! decoders promise checked. Shared by the fuzz targets and by
 //! `tests/fuzz_corpus.rs`, which replays the corpus in every test run.
 
-use telemine_connectors::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
-use telemine_connectors::schema::{SourceSchema, TimestampUnit};
+use telemine_codec::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
+use telemine_codec::schema::{SourceSchema, TimestampUnit};
 
 /// A telemetry source with every column type, plus `extra` columns.
 pub fn schema(extra: &[&str]) -> SourceSchema {
@@ -116,7 +116,7 @@ pub fn collectd_decoder(data: &[u8]) {
 }
 
 /// The `_offset` of every decoded row.
-fn offsets(out: &telemine_connectors::decode::Decoded) -> Vec<i64> {
+fn offsets(out: &telemine_codec::decode::Decoded) -> Vec<i64> {
     out.batch.as_ref().map_or_else(Vec::new, |b| {
         b.column_by_name("_offset")
             .expect("offsets")

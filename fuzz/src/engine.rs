@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use telemine::engine::chunked;
 use telemine_alerting::Alerter;
 use telemine_alerting::silence::{Silence, Silences};
 use telemine_sql::{Kind, SqlFile, rule_meta};
+use telemine_stream::chunked;
 
 /// A rule file's `-- @key: value` metadata and annotation templates, as
 /// `telemine check` reads them: metadata or diagnostics.

@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use telemine::engine::{RunOptions, Stop, run_pipeline};
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 

@@ -26,7 +26,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     placement_line(v, &defs, repartition, &cfg.kafka.group_id)
                 );
             }
-            let alone = telemine::engine::alone_reasons(&set, &defs, repartition);
+            let alone = telemine_stream::alone_reasons(&set, &defs, repartition);
             if alone.is_empty() {
                 telemine_observe::out!(
                     "scale-out: several instances may share consumer group `{}` (each with its own [kafka] instance_id); the group's alerting runs on the one holding its alerting relay",
@@ -39,7 +39,7 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                     alone.join("; ")
                 );
             }
-            if let Some(d) = telemine::engine::deferred::Deferral::plan(&set) {
+            if let Some(d) = telemine_stream::deferred::Deferral::plan(&set) {
                 let names = |ix: &mut dyn Iterator<Item = String>| {
                     let v: Vec<String> = ix.map(|n| format!("`{n}`")).collect();
                     if v.is_empty() {
@@ -111,7 +111,7 @@ fn placement_line(
             };
             let mut sorted = v.keys.clone();
             sorted.sort();
-            let topic = telemine::engine::repartition::topic(group, &d.name, &sorted);
+            let topic = telemine_stream::repartition::topic(group, &d.name, &sorted);
             let how = if repartition {
                 "repartitioned ([engine] repartition = true)"
             } else {

@@ -22,8 +22,8 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::matching::{episodes, score};
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_alerting::payload::Payload;
 use telemine_connectors::generator::{Generator, GeneratorConfig, Stream};
 use telemine_connectors::kafka::KafkaClientConfig;
@@ -88,7 +88,7 @@ pub async fn demo(o: DemoOptions) -> anyhow::Result<ExitCode> {
     let bootstrap = cluster.bootstrap_servers();
     cfg.kafka = KafkaClientConfig::new(bootstrap.clone());
     cfg.kafka.group_id = "telemine-demo".into();
-    let relay = telemine::engine::relay_topic(&cfg);
+    let relay = telemine::runtime::relay_topic(&cfg);
     cluster
         .create_topic(&relay, 1, 1)
         .with_context(|| format!("creating topic {relay}"))?;

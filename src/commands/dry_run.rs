@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::engine::local::replay;
 use telemine_detector::{ScoreLog, ScoredRow};
 use telemine_observe::metrics::Metrics;
+use telemine_stream::local::replay;
 
 use crate::cli::DryRunOptions;
 

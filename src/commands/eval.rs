@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::engine::local::replay;
 use telemine::eval::configs::{self, NabModel, NabScoring};
 use telemine::eval::corpus::{self, AsdServer, Layout, NabSeries};
 use telemine::eval::cv::{self, Candidate, Folds};
 use telemine::eval::{asd, detectors, nab};
 use telemine_detector::{ScoreLog, ScoredRow};
 use telemine_observe::metrics::Metrics;
+use telemine_stream::local::replay;
 
 pub struct EvalCommand {
     pub data: PathBuf,

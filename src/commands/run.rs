@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use telemine::engine::{RunOptions, Stop, run_pipeline};
 use telemine::http::HttpServer;
+use telemine::runtime::{RunOptions, Stop, run_pipeline};
 use telemine_observe::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 

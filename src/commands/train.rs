@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use telemine::engine::local::LocalRun;
 use telemine_detector::Detector;
 use telemine_model::{DeviceChoice, Scorer, TrainOptions, pick_device};
 use telemine_observe::metrics::Metrics;
+use telemine_stream::local::LocalRun;
 
 use crate::cli::Recorded;
 

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use telemine_connectors::generator::{Anomaly, Generator, GeneratorConfig, Stream, Topology};
 
 use crate::config::Config;
-use crate::engine::local::LocalRun;
 use telemine_alerting::lifecycle::{Lifecycle, Status};
 use telemine_detector::{ScoreLog, ScoredRow};
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
+use telemine_stream::local::LocalRun;
 use telemine_types::alert::Alert;
 
 /// The score thresholds calibration is reported at.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::broker::*;
 use super::*;
-use telemine::engine::{RunOptions, RunSummary, Stop, run_pipeline};
+use telemine::runtime::{RunOptions, RunSummary, Stop, run_pipeline};
 use telemine_connectors::kafka::{KafkaClientConfig, create_topics};
 use telemine_types::alert::Alert;
 

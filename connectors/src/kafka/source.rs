@@ -30,7 +30,7 @@ use super::close;
 use super::producer::TransactionOffsets;
 use super::{KafkaClientConfig, Quiet};
 use crate::ConnectorError;
-use crate::decode::{DeadLetter, Decoder, RecordChunk, UpstreamMark};
+use telemine_codec::decode::{DeadLetter, Decoder, RecordChunk, UpstreamMark};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -31,15 +31,8 @@ use lifecycle::Lifecycle;
 use payload::Payload;
 use silence::Silences;
 use telemine_types::alert::Alert;
+pub use telemine_types::alert::rule::Evaluation;
 use telemine_types::alert::rule::Timing;
-
-/// One evaluation of a rule: the window end it ran for.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Evaluation {
-    pub rule: String,
-    pub timing: Timing,
-    pub at: i64,
-}
 
 /// The whole path from rule rows to notifications.
 pub struct Alerter {

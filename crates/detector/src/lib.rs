@@ -426,7 +426,7 @@ impl Detector {
     }
 
     /// The newest window end the detector has taken (restored with its
-    /// state): what the scoring stage has scored (`engine/deferred.rs`).
+    /// state): what the scoring stage has scored (`crates/stream/src/deferred.rs`).
     pub fn last_window_end(&self) -> Option<i64> {
         self.state.lock().ok().and_then(|s| s.last_end)
     }

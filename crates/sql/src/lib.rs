@@ -296,7 +296,7 @@ impl std::fmt::Debug for SqlSet {
 impl SqlSet {
     /// Another handle on the same plans, context, table slots and
     /// scorers, for a second window engine that evaluates on the same
-    /// thread (a partition computed on its own, `engine/driver.rs`): each
+    /// thread (a partition computed on its own, `crates/stream/src/driver.rs`): each
     /// evaluation fills the slots it reads and clears them after, so two
     /// engines taking turns never see each other's rows.
     pub fn fork(&self) -> SqlSet {
@@ -322,7 +322,7 @@ impl SqlSet {
     /// The same files planned again, in a context and table slots of their
     /// own (no scorers): a set that can evaluate while this one does, on
     /// another task (the scoring stage of `run`). Views bound to derived
-    /// sources (`engine/repartition.rs`) are planned as they were loaded.
+    /// sources (`crates/stream/src/repartition.rs`) are planned as they were loaded.
     pub async fn replan(&self) -> Result<SqlSet, Diagnostics> {
         let o = &self.origin;
         let mut set = planner::plan_all(o.files.clone(), &o.sources, &o.options).await?;
@@ -400,7 +400,7 @@ impl SqlSet {
     }
 
     /// A handle like [`SqlSet::fork`] without the scorers: what an engine
-    /// whose scoring is deferred evaluates (see `engine/deferred.rs`).
+    /// whose scoring is deferred evaluates (see `crates/stream/src/deferred.rs`).
     pub fn fork_unscored(&self) -> SqlSet {
         let mut sql = self.fork();
         sql.scorers.clear();

@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr, GroupByExpr, SetExpr, Spanned, Statement, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use telemine_connectors::schema::EVENT_TIME_TYPE;
+use telemine_codec::schema::EVENT_TIME_TYPE;
 
 use super::files::{Kind, SqlFile, rule_meta};
 use super::panes;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use telemine_connectors::decode::{Format, InfluxOptions, Limits};
-use telemine_connectors::schema::SourceSchema;
+use telemine_codec::decode::{Format, InfluxOptions, Limits};
+use telemine_codec::schema::SourceSchema;
 
 /// A source with its schema resolved.
 #[derive(Debug, Clone)]
@@ -25,8 +25,57 @@ pub struct SourceDef {
     /// future event times), with the wall clock they compare against.
     pub limits: Limits,
     /// Set on a source the engine derives to repartition another (see
-    /// `engine/repartition.rs`); `None` for every configured source.
+    /// `crates/stream/src/repartition.rs`); `None` for every configured source.
     pub derived: Option<Derived>,
+}
+
+impl SourceDef {
+    /// How far behind its partition's newest event time a record may
+    /// arrive, when the source says nothing else.
+    pub const DEFAULT_MAX_OUT_OF_ORDERNESS: Duration = Duration::from_secs(5);
+    /// How long a silent partition holds the watermark back, when the
+    /// source says nothing else.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Source `name` on `topic`, JSON records of `schema`, every other
+    /// setting at its default (the defaults the config documents), keyed
+    /// by nothing.
+    pub fn new(name: &str, topic: &str, schema: SourceSchema) -> SourceDef {
+        SourceDef {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            format: Format::default(),
+            influx: InfluxOptions::default(),
+            schema,
+            max_out_of_orderness: Self::DEFAULT_MAX_OUT_OF_ORDERNESS,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            allowed_lateness: Duration::ZERO,
+            dedupe_by: Vec::new(),
+            key: Vec::new(),
+            limits: Limits::default(),
+            derived: None,
+        }
+    }
+
+    /// Source `telemetry` on topic `t` with event time `ts` and `columns`
+    /// written as in the config (`"cpu double"`, after `ts timestamp`),
+    /// keyed by `key`: the source the engine's tests run on.
+    ///
+    /// # Panics
+    /// On a column the config would refuse; tests only.
+    pub fn for_tests(columns: &[&str], key: &[&str]) -> SourceDef {
+        let specs = std::iter::once("ts timestamp")
+            .chain(columns.iter().copied())
+            .map(|c| {
+                c.parse()
+                    .unwrap_or_else(|e| panic!("test column `{c}`: {e}"))
+            })
+            .collect();
+        let schema = SourceSchema::new(specs, "ts").unwrap_or_else(|e| panic!("test source: {e}"));
+        let mut def = SourceDef::new("telemetry", "t", schema);
+        def.key = key.iter().map(|k| k.to_string()).collect();
+        def
+    }
 }
 
 /// A source derived from configured source `from`: its rows, written by

@@ -27,3 +27,14 @@ pub struct Timing {
     pub for_ms: i64,
     pub keep_firing_for_ms: i64,
 }
+
+/// One evaluation of a rule: the window end it ran for, with the rule's
+/// timing. The streaming core makes them; the alerting takes them to know
+/// when a rule looked (an alert missing from an evaluation's rows
+/// resolves).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    pub rule: String,
+    pub timing: Timing,
+    pub at: i64,
+}

@@ -46,12 +46,12 @@ use datafusion::common::hash_utils::create_hashes_with_hasher;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::window_kinds::split_by_time;
-use telemine_alerting::Evaluation;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::{
     ANOMALY_FEATURES, ANOMALY_SCORE, SqlSet, WINDOW_END, WINDOW_START, alerts_from_batches,
 };
 use telemine_types::alert::Alert;
+use telemine_types::alert::rule::Evaluation;
 use telemine_types::error::EngineError;
 
 /// Rows held for window ends the clock has not passed, at most.

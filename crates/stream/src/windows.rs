@@ -32,8 +32,8 @@ use std::time::Instant;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
-use telemine_connectors::decode::UpstreamMark;
-use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
+use telemine_codec::decode::UpstreamMark;
+use telemine_codec::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use telemine_types::error::EngineError;
 
 use super::admission::{Admission, Admitted, SourceCounts};
@@ -214,7 +214,7 @@ pub struct WindowEngine {
     /// The largest allowed lateness over the sources, ms.
     max_lateness_ms: i64,
     /// The rule evaluations run since the last `take_evaluations`.
-    evaluations: Vec<telemine_alerting::Evaluation>,
+    evaluations: Vec<telemine_types::alert::rule::Evaluation>,
     metrics: Arc<Metrics>,
     /// Scoring left to the scoring stage (`deferred.rs`): asked for with
     /// [`WindowEngine::defer_scoring`], planned for each SQL set.
@@ -566,7 +566,7 @@ impl WindowEngine {
 
     /// The rule evaluations (rule, window end) run since the last call,
     /// including those that returned no rows.
-    pub fn take_evaluations(&mut self) -> Vec<telemine_alerting::Evaluation> {
+    pub fn take_evaluations(&mut self) -> Vec<telemine_types::alert::rule::Evaluation> {
         std::mem::take(&mut self.evaluations)
     }
 
@@ -1082,12 +1082,13 @@ impl WindowEngine {
                 // One evaluation per window end its views covered.
                 let ends: std::collections::BTreeSet<i64> =
                     read.into_iter().flatten().copied().collect();
-                self.evaluations
-                    .extend(ends.into_iter().map(|at| telemine_alerting::Evaluation {
+                self.evaluations.extend(ends.into_iter().map(|at| {
+                    telemine_types::alert::rule::Evaluation {
                         rule: rule.name.clone(),
                         timing: rule.timing,
                         at,
-                    }));
+                    }
+                }));
                 match self.sql.run_rule(ri).await {
                     Ok(batches) => alerts.extend(alerts_from_batches(rule, &batches)),
                     Err(e) => {

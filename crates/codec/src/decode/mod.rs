@@ -9,8 +9,8 @@
 //! decoder never fails the stream because of one record.
 //!
 //! ```
-//! use telemine_connectors::decode::{decoder_for, Format};
-//! use telemine_connectors::schema::SourceSchema;
+//! use telemine_codec::decode::{decoder_for, Format};
+//! use telemine_codec::schema::SourceSchema;
 //!
 //! let schema = SourceSchema::new(
 //!     vec!["ts timestamp".parse().unwrap(), "host string".parse().unwrap(), "cpu double".parse().unwrap()],

@@ -2,7 +2,7 @@
 //! every instance in a consumer group reach the one alerting stage of the
 //! group. Alertmanager-style groups span hosts that different instances
 //! read, so notifications are made in one place: whichever instance holds
-//! the relay topic's only partition (`engine/alerting_owner.rs`).
+//! the relay topic's only partition (`src/runtime/alerting_owner.rs`).
 //!
 //! Each instance produces [`Relay`] messages (JSON) to the relay topic,
 //! `GROUP.alerting-relay`, on the producer the next offset commit settles

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use telemine_connectors::decode::{DeadLetter, Decoder, decoder_for};
+use telemine_codec::decode::{DeadLetter, Decoder, decoder_for};
 
 use super::admission::SourceCounts;
 use super::deferred::{self, Deferral, ScoringStage};

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use telemine_connectors::decode::decoder_for;
+use telemine_codec::decode::decoder_for;
 use telemine_connectors::kafka::{
     CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, Purger, SourceEvent, SourceSpec,
     create_topic_unless_present,
@@ -22,16 +22,12 @@ use tokio::sync::{mpsc, watch};
 use super::alerting_owner::{self, Control, OwnerScoring};
 use super::alerting_stage::AlertingStage;
 use super::commits::CommitLog;
-use super::deferred::Deferral;
-use super::driver::{Driver, Input, Step};
 use super::error::PipelineError;
 use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
-use super::repartition::{self, RepartitionDecoder, Writer};
 use super::source_errors::{self, SourceError, SourceErrors};
 use super::startup::{follow_silences, partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
-use super::windows::WindowEngine;
 use crate::config::{Config, Delivery};
 use telemine_alerting::Alerter;
 use telemine_alerting::payload::Payload;
@@ -39,6 +35,10 @@ use telemine_observe::live::Catalog;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
+use telemine_stream::deferred::Deferral;
+use telemine_stream::driver::{Driver, Input, Step};
+use telemine_stream::repartition::{self, RepartitionDecoder, Writer};
+use telemine_stream::windows::WindowEngine;
 
 /// How the caller asks a running pipeline to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub async fn run_pipeline(
     } else {
         config.model_settings().map_err(PipelineError::Config)?
     };
-    let alone = alone_reasons(&sql, &defs, config.engine.repartition);
+    let alone = telemine_stream::alone_reasons(&sql, &defs, config.engine.repartition);
     // The models score, and the views over views are computed, at the
     // alerting owner (`deferred.rs`), whatever the number of instances.
     // (Every configured model scores a view, so there is nothing to score
@@ -132,7 +132,7 @@ pub async fn run_pipeline(
             let scoring = OwnerScoring {
                 sql,
                 models,
-                max_lateness_ms: super::deferred::max_lateness_ms(&defs),
+                max_lateness_ms: telemine_stream::deferred::max_lateness_ms(&defs),
                 metrics: metrics.clone(),
                 reloads,
             };
@@ -492,32 +492,6 @@ fn start_draining(source: &KafkaSource) {
     source.drain();
 }
 
-/// Why this instance must be alone in its consumer group: what would be
-/// computed wrong with the group's partitions split across instances.
-/// Empty: instances may share the group (scale-out).
-/// `repartition`: `[engine] repartition` (with it, views that do not
-/// group by their source's key are no reason).
-pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], repartition: bool) -> Vec<String> {
-    use telemine_sql::Placement;
-    let mut why = Vec::new();
-    for v in &sql.views {
-        match v.placement(defs) {
-            Placement::PerPartition => {}
-            Placement::Repartitioned { .. } if repartition => {}
-            Placement::Repartitioned { .. } => why.push(format!(
-                "view `{}` does not group by its source's message key (set [engine] repartition = true to compute it across instances through Kafka)",
-                v.name
-            )),
-            // Computed where the alerting runs, from its inputs' rows
-            // (`deferred.rs`).
-            Placement::OverViews => {}
-        }
-    }
-    // Models score where the alerting runs too (`deferred.rs`): they do
-    // not keep the group to one instance.
-    why
-}
-
 /// Swaps in the SQL folder loaded again (off the pipeline's path); a
 /// folder that does not check is refused with its diagnostics logged, and
 /// the running SQL stays.
@@ -627,7 +601,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
                     decoders: (0..threads)
                         .map(|_| {
                             Box::new(RepartitionDecoder::new(upstream.clone()))
-                                as Box<dyn telemine_connectors::decode::Decoder>
+                                as Box<dyn telemine_codec::decode::Decoder>
                         })
                         .collect(),
                     fed_by_engine: true,
@@ -913,7 +887,10 @@ impl Stages<'_> {
         // The scored views' rows before the progress that says they are all.
         let mut messages = Vec::new();
         for rows in &scored {
-            messages.extend(super::deferred::encode(rows, self.relay.max_bytes)?);
+            messages.extend(telemine_stream::deferred::encode(
+                rows,
+                self.relay.max_bytes,
+            )?);
         }
         messages.extend(self.relay.messages(&rows, &evaluations, progress));
         self.outputs.relay(&self.relay.topic, messages).await?;

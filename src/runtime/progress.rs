@@ -27,9 +27,9 @@ impl Progress {
     }
 
     /// Publishes what the engine holds (see
-    /// [`crate::engine::driver::Driver::held`]): open windows per view,
+    /// [`telemine_stream::driver::Driver::held`]): open windows per view,
     /// buffered rows per source.
-    pub(crate) fn held(&self, metrics: &Metrics, held: super::windows::Held) {
+    pub(crate) fn held(&self, metrics: &Metrics, held: telemine_stream::windows::Held) {
         for (view, n) in held.open_windows {
             metrics.open_windows.with_label_values(&[&view]).set(n);
         }

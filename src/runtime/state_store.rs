@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use telemine_connectors::kafka::{KafkaProducer, Table};
 
-use super::checkpoint::{Checkpoint, MAX_METADATA_BYTES};
-use super::chunked;
 use telemine_detector::Detector;
+use telemine_stream::checkpoint::{Checkpoint, MAX_METADATA_BYTES};
+use telemine_stream::chunked;
 
 /// See the module docs.
 pub(crate) struct StateStore {

@@ -204,7 +204,7 @@ impl Admission {
     }
 
     /// A derived source: takes the upstream progress read.
-    pub(super) fn note_marks(&mut self, marks: &[telemine_connectors::decode::UpstreamMark]) {
+    pub(super) fn note_marks(&mut self, marks: &[telemine_codec::decode::UpstreamMark]) {
         let Some(up) = self.upstream.as_mut() else {
             return;
         };
@@ -504,7 +504,7 @@ mod tests {
     use datafusion::arrow::array::{
         Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
     };
-    use telemine_connectors::decode::UpstreamMark;
+    use telemine_codec::decode::UpstreamMark;
 
     use std::sync::Arc;
 
@@ -513,7 +513,7 @@ mod tests {
 
     /// A derived source over 2 upstream partitions, 5 s out of order.
     fn derived() -> SourceDef {
-        let mut d = crate::config::test_source(&["rack string", "cpu double"], &[]);
+        let mut d = SourceDef::for_tests(&["rack string", "cpu double"], &[]);
         d.derived = Some(Derived {
             from: 0,
             by: vec!["rack".into()],

@@ -8,7 +8,7 @@
 //! the caller's.
 //!
 //! Lanes. When instances share a consumer group (every view grouped by
-//! its source's message key, see `engine::alone_reasons`), a partition
+//! its source's message key, see `repartition::alone_reasons`), a partition
 //! may arrive from another instance with a checkpoint that does not fit
 //! this engine's windows: the other instance had closed fewer windows
 //! (or more), or never committed it (it is read from its start). Joining the engine would make its rows late for windows it
@@ -26,17 +26,17 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int32Type;
-use telemine_connectors::decode::{DeadLetter, UpstreamMark};
-use telemine_connectors::schema::PARTITION_COLUMN;
+use telemine_codec::decode::{DeadLetter, UpstreamMark};
+use telemine_codec::schema::PARTITION_COLUMN;
 
 use super::admission::SourceCounts;
 use super::checkpoint::Checkpoint;
 use super::deferred::{Deferral, ViewRows};
 use super::windows::{LateRows, WindowEngine};
-use telemine_alerting::Evaluation;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
+use telemine_types::alert::rule::Evaluation;
 use telemine_types::error::EngineError;
 
 /// What a runner hands the engine.

@@ -10,20 +10,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type};
 use datafusion::arrow::json::LineDelimitedWriter;
+use telemine_codec::decode::DeadLetter;
+use telemine_codec::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use telemine_connectors::ConnectorError;
-use telemine_connectors::decode::DeadLetter;
 use telemine_connectors::kafka::KafkaProducer;
-use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use tokio::sync::mpsc;
 
 use super::error::PipelineError;
-use super::windows::LateRows;
 use crate::config::Config;
 use telemine_alerting::alertmanager::{self, Alertmanagers};
 use telemine_alerting::lifecycle::Update;
 use telemine_alerting::payload::Payload;
 use telemine_alerting::webhook::Webhooks;
 use telemine_observe::metrics::Metrics;
+use telemine_stream::windows::LateRows;
 use telemine_types::alert::Alert;
 use telemine_types::error::EngineError;
 
@@ -104,7 +104,7 @@ impl<'a> Outputs<'a> {
     /// `repartition.rs`).
     pub(crate) async fn repartition(
         &mut self,
-        messages: Vec<super::repartition::Message>,
+        messages: Vec<telemine_stream::repartition::Message>,
     ) -> Result<(), ConnectorError> {
         Metrics::add(&self.metrics.repartition_messages, messages.len() as u64);
         for m in messages {

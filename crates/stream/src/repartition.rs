@@ -50,8 +50,8 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::hash_utils::create_hashes_with_hasher;
-use telemine_connectors::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
-use telemine_connectors::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
+use telemine_codec::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
+use telemine_codec::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use telemine_sql::source::{Derived, SourceDef};
@@ -592,23 +592,45 @@ impl Decoder for RepartitionDecoder {
     }
 }
 
+/// Why this instance must be alone in its consumer group: what would be
+/// computed wrong with the group's partitions split across instances.
+/// Empty: instances may share the group (scale-out).
+/// `repartition`: `[engine] repartition` (with it, views that do not
+/// group by their source's key are no reason).
+pub fn alone_reasons(sql: &SqlSet, defs: &[SourceDef], repartition: bool) -> Vec<String> {
+    let mut why = Vec::new();
+    for v in &sql.views {
+        match v.placement(defs) {
+            Placement::PerPartition => {}
+            Placement::Repartitioned { .. } if repartition => {}
+            Placement::Repartitioned { .. } => why.push(format!(
+                "view `{}` does not group by its source's message key (set [engine] repartition = true to compute it across instances through Kafka)",
+                v.name
+            )),
+            // Computed where the alerting runs, from its inputs' rows
+            // (`deferred.rs`).
+            Placement::OverViews => {}
+        }
+    }
+    // Models score where the alerting runs too (`deferred.rs`): they do
+    // not keep the group to one instance.
+    why
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::Path;
 
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::Int64Type;
-    use telemine_connectors::decode::decoder_for;
+    use telemine_codec::decode::decoder_for;
 
     use super::*;
-    use crate::config::Config;
 
     /// The `telemetry` source (keyed by host) and its derived source by
     /// rack, over 3 upstream partitions.
     fn defs() -> Vec<SourceDef> {
-        let source =
-            crate::config::test_source(&["rack string", "host string", "cpu double"], &["host"]);
+        let source = SourceDef::for_tests(&["rack string", "host string", "cpu double"], &["host"]);
         let mut derived = source.clone();
         derived.name = "telemetry#rack".into();
         derived.topic = topic("g", "telemetry", &["rack".into()]);
@@ -781,54 +803,6 @@ mod tests {
                 .reason
                 .contains("not a telemine repartition message")
         );
-    }
-
-    /// The repository's config and SQL: `rack_1m` groups by dc, rack over
-    /// host-keyed telemetry.
-    async fn default_set() -> (Vec<SourceDef>, SqlSet) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config = Config::load(&root.join("config/telemine.toml")).expect("config");
-        let defs = config.source_defs().expect("defs");
-        let sql = SqlSet::load(&root.join("sql"), &defs, &config.sql_options())
-            .await
-            .expect("sql");
-        (defs, sql)
-    }
-
-    #[tokio::test]
-    async fn the_views_keyed_otherwise_are_bound_to_their_derived_source() {
-        let (defs, mut sql) = default_set().await;
-        let needed = needed(&sql, &defs);
-        assert_eq!(
-            needed,
-            vec![(0, vec!["dc".to_string(), "rack".to_string()])]
-        );
-        let all = derive(&mut sql, &defs, "g", &needed, |_| 6);
-        assert_eq!(all.len(), defs.len() + 1);
-        let derived = &all[defs.len()];
-        assert_eq!(derived.topic, "g.repartition.telemetry.dc-rack");
-        assert_eq!(
-            derived.derived.as_ref().map(|d| d.upstream_partitions),
-            Some(6)
-        );
-        let source_of = |set: &SqlSet, name: &str| {
-            set.views
-                .iter()
-                .find(|v| v.name == name)
-                .and_then(|v| v.source)
-        };
-        assert_eq!(source_of(&sql, "rack_1m"), Some(defs.len()));
-        assert_eq!(source_of(&sql, "host_1m"), Some(0));
-        // Every view scales out now.
-        assert!(crate::engine::alone_reasons(&sql, &all, true).is_empty());
-        // A reload is bound the same way; one that needs a topic this run
-        // did not set up is refused, naming the view.
-        let (_, mut again) = default_set().await;
-        bind(&mut again, &all).expect("bound");
-        assert_eq!(source_of(&again, "rack_1m"), Some(defs.len()));
-        let (_, mut other) = default_set().await;
-        let err = bind(&mut other, &defs).expect_err("no derived source");
-        assert!(err.contains("`rack_1m` (by dc, rack)"), "{err}");
     }
 
     #[test]

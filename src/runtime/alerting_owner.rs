@@ -34,8 +34,6 @@ use tokio::sync::{mpsc, watch};
 use std::sync::Arc;
 
 use super::alerting_stage::AlertingStage;
-use super::chunked;
-use super::deferred::{self, Scored, ScoringStage, ViewRows};
 use super::error::PipelineError;
 use super::outputs::Outputs;
 use super::relay::{self, Board, Relay};
@@ -45,6 +43,8 @@ use crate::config::Config;
 use telemine_detector::Detector;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
+use telemine_stream::chunked;
+use telemine_stream::deferred::{self, Scored, ScoringStage, ViewRows};
 
 /// What the owner needs to score the models' views (see `deferred.rs`).
 pub(crate) struct OwnerScoring {
