@@ -139,12 +139,26 @@ impl Deferral {
 fn reads_scores(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
+    use datafusion::logical_expr::LogicalPlan;
+    let is_score = |name: &str| name == ANOMALY_SCORE || name == ANOMALY_FEATURES;
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
+        // A rule that only selects a score has its projection pushed into
+        // the scan: no expression names the column, the scan's schema does.
+        if let LogicalPlan::TableScan(scan) = node
+            && scan
+                .projected_schema
+                .fields()
+                .iter()
+                .any(|f| is_score(f.name()))
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
         node.apply_expressions(|e| {
             e.apply(|x| {
                 if let Expr::Column(c) = x
-                    && (c.name == ANOMALY_SCORE || c.name == ANOMALY_FEATURES)
+                    && is_score(&c.name)
                 {
                     found = true;
                     return Ok(TreeNodeRecursion::Stop);

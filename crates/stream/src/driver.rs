@@ -350,6 +350,14 @@ impl Driver {
         self.engine.deferred_clock()
     }
 
+    /// The alerting clock of a runner that holds every partition: the
+    /// lowest watermark over every source (see
+    /// [`WindowEngine::lowest_watermark`]), what the group's alerting owner
+    /// reads off its board when one instance reads everything.
+    pub fn alerting_clock(&self) -> Option<i64> {
+        self.engine.lowest_watermark()
+    }
+
     /// See [`Step::progress`].
     fn progress(&self) -> Vec<PartitionProgress> {
         let of = |e: &WindowEngine| {

@@ -25,6 +25,7 @@ use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_types::alert::Alert;
+use telemine_types::alert::rule::Evaluation;
 use telemine_types::error::EngineError;
 
 /// Records decoded into one batch at most; longer inputs are split.
@@ -40,6 +41,16 @@ pub struct LocalOutcome {
     pub counts: Vec<(String, SourceCounts)>,
 }
 
+/// One step as the alerting takes it: the rule evaluations run, the rows
+/// they returned, and the alerting clock after it — what the pipeline hands
+/// its alerter (see [`LocalRun::record_alerting`]).
+#[derive(Debug, Default, Clone)]
+pub struct AlertingStep {
+    pub evaluations: Vec<Evaluation>,
+    pub rows: Vec<Alert>,
+    pub clock: Option<i64>,
+}
+
 /// See the module docs.
 pub struct LocalRun {
     driver: Driver,
@@ -52,6 +63,9 @@ pub struct LocalRun {
     /// Per source: partitions seen and the next offset of each.
     offsets: Vec<BTreeMap<i32, i64>>,
     out: LocalOutcome,
+    /// The steps for the alerting, kept when asked
+    /// ([`LocalRun::record_alerting`]).
+    alerting: Option<Vec<AlertingStep>>,
 }
 
 impl LocalRun {
@@ -88,7 +102,25 @@ impl LocalRun {
             decoders,
             offsets: vec![BTreeMap::new(); defs.len()],
             out: LocalOutcome::default(),
+            alerting: None,
         })
+    }
+
+    /// Keeps every step's evaluations, rows and alerting clock from now
+    /// on, for [`LocalRun::take_alerting`]: what a caller that runs the
+    /// alerting itself (`telemine test` with notifications) feeds its
+    /// alerter.
+    pub fn record_alerting(&mut self) {
+        self.alerting.get_or_insert_with(Vec::new);
+    }
+
+    /// The steps kept since the last call (see
+    /// [`LocalRun::record_alerting`]).
+    pub fn take_alerting(&mut self) -> Vec<AlertingStep> {
+        self.alerting
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Index of the source named `name`.
@@ -162,9 +194,15 @@ impl LocalRun {
 
     /// End of input: closes every open window and returns the outcome.
     pub async fn finish(mut self) -> Result<LocalOutcome, EngineError> {
-        self.run(Input::Finish).await?;
-        self.out.counts = self.driver.source_counts();
-        Ok(self.out)
+        self.close().await?;
+        Ok(self.stop())
+    }
+
+    /// End of input: closes every open window, keeping the run (for
+    /// [`LocalRun::take_alerting`]; [`LocalRun::stop`] then gives the
+    /// outcome).
+    pub async fn close(&mut self) -> Result<(), EngineError> {
+        self.run(Input::Finish).await
     }
 
     /// Ends without closing open windows (what a stop mid-stream leaves).
@@ -215,12 +253,17 @@ impl LocalRun {
         let Step {
             dead,
             rows,
+            evaluations,
             late,
             scored,
             ..
         } = self.driver.handle(input).await?;
         self.out.dead.extend(dead);
-        self.out.alerts.extend(rows);
+        let mut step = AlertingStep {
+            evaluations,
+            rows,
+            clock: self.driver.alerting_clock(),
+        };
         self.out.late.extend(late);
         if let Some(stage) = self.scoring.as_mut() {
             for rows in scored {
@@ -233,7 +276,16 @@ impl LocalRun {
             } else {
                 self.driver.clock()
             };
-            self.out.alerts.extend(stage.advance(clock).await.rows);
+            let done = stage.advance(clock).await;
+            step.rows.extend(done.rows);
+            step.evaluations.extend(done.evaluations);
+        }
+        match self.alerting.as_mut() {
+            Some(kept) => {
+                self.out.alerts.extend(step.rows.iter().cloned());
+                kept.push(step);
+            }
+            None => self.out.alerts.extend(step.rows),
         }
         Ok(())
     }

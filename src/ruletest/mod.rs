@@ -27,7 +27,12 @@
 //! ```
 //!
 //! Several `[[case]]` tables may share one file's config and SQL; each has
-//! its own `name`, `sql_files`, `input`, `alert` and `expect`.
+//! its own `name`, `sql_files`, `input`, `alert`, `notification` and
+//! `expect`. A file may declare `[[models]]` (they score its views as in
+//! a config) and `[alerting]`; `[[notification]]` tables pin down what the
+//! alerting sends for the case's rule rows ([`notify`]).
+
+mod notify;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,7 +43,9 @@ use serde::Deserialize;
 use telemine_connectors::kafka::KafkaClientConfig;
 use toml::Spanned;
 
-use crate::config::{Config, EngineConfig, SinksConfig, SourceConfig, SqlConfig};
+use crate::config::{Config, EngineConfig, ModelConfig, SinksConfig, SourceConfig, SqlConfig};
+use notify::{ExpectedNotification, Notifier};
+use telemine_alerting::config::AlertingConfig;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::{Kind, SqlFile, SqlSet, read_dir};
 use telemine_stream::local::{LocalOutcome, LocalRun};
@@ -75,11 +82,19 @@ struct TestFile {
     /// Inline SQL files for every case of the file.
     #[serde(default)]
     sql_files: BTreeMap<String, Spanned<String>>,
+    /// Models, as in a config's `[[models]]` (instead of the config's).
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+    /// The alerting, as in a config's `[alerting]` (instead of the
+    /// config's): grouping, waits, inhibition.
+    alerting: Option<AlertingConfig>,
     // One case written at the top level…
     #[serde(default)]
     input: Vec<Input>,
     #[serde(default)]
     alert: Vec<ExpectedAlert>,
+    #[serde(default)]
+    notification: Vec<ExpectedNotification>,
     #[serde(default)]
     expect: Expect,
     // …or several.
@@ -102,6 +117,9 @@ struct CaseBody {
     /// The alerts expected, all of them (order does not matter).
     #[serde(default)]
     alert: Vec<ExpectedAlert>,
+    /// The notifications expected, all of them, in the order sent.
+    #[serde(default)]
+    notification: Vec<ExpectedNotification>,
     #[serde(default)]
     expect: Expect,
 }
@@ -127,6 +145,10 @@ struct Input {
     /// deletes the file), then the whole set is checked and swapped in — or
     /// refused, keeping the running SQL.
     reload: Option<BTreeMap<String, String>>,
+    /// The alerting stops before this step and starts again from the
+    /// state it saved (as when the alerting owner restarts or moves).
+    #[serde(default)]
+    alerting_restart: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +192,9 @@ struct Expect {
     reload_error: Option<String>,
     /// Close open windows at the end of input (default true).
     finish: Option<bool>,
+    /// How many notifications the alerting sends (with no
+    /// `[[notification]]` tables: `0` says none may be sent).
+    notifications: Option<usize>,
 }
 
 /// The result of one case.
@@ -257,14 +282,16 @@ pub async fn run_file(path: &Path) -> Vec<CaseResult> {
             sql_files: BTreeMap::new(),
             input: file.input,
             alert: file.alert,
+            notification: file.notification,
             expect: file.expect,
         };
         cases.push(&single);
     } else {
-        if !file.input.is_empty() || !file.alert.is_empty() {
+        if !file.input.is_empty() || !file.alert.is_empty() || !file.notification.is_empty() {
             return vec![fail(
                 None,
-                "a file with [[case]] tables keeps input and alert inside them".into(),
+                "a file with [[case]] tables keeps input, alert and notification inside them"
+                    .into(),
             )];
         }
         cases.extend(file.case.iter());
@@ -293,7 +320,14 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                     path.display()
                 ));
             }
-            Config::load(&base.join(c)).map_err(|d| d.to_string())?
+            let mut config = Config::load(&base.join(c)).map_err(|d| d.to_string())?;
+            if !file.models.is_empty() {
+                config.models = file.models.clone();
+            }
+            if let Some(alerting) = &file.alerting {
+                config.alerting = alerting.clone();
+            }
+            config
         }
         None => {
             let mut config = Config {
@@ -310,8 +344,8 @@ fn file_config(path: &Path, text: &str, base: &Path, file: &TestFile) -> Result<
                     dir: PathBuf::new(),
                 },
                 engine: file.engine.clone(),
-                models: Vec::new(),
-                alerting: Default::default(),
+                models: file.models.clone(),
+                alerting: file.alerting.clone().unwrap_or_default(),
                 http: Default::default(),
                 clock: Default::default(),
             };
@@ -367,6 +401,11 @@ async fn run_case(
         .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::default());
     let mut run = LocalRun::new(sql, &defs, metrics.clone()).map_err(|e| e.to_string())?;
+    let mut notifier = (!case.notification.is_empty() || case.expect.notifications.is_some())
+        .then(|| Notifier::new(&config.alerting));
+    if notifier.is_some() {
+        run.record_alerting();
+    }
     let mut current = files.files;
     let mut refused = Vec::new();
     for (i, step) in case.input.iter().enumerate() {
@@ -385,9 +424,21 @@ async fn run_case(
                 Err(d) => refused.push(d.to_string()),
             }
         }
+        if step.alerting_restart {
+            let Some(n) = notifier.as_mut() else {
+                return Err(format!(
+                    "[[input]] #{}: alerting_restart needs [[notification]] tables or expect.notifications",
+                    i + 1
+                ));
+            };
+            n.restart()?;
+        }
         feed(&mut run, base, step)
             .await
             .map_err(|e| format!("[[input]] #{}: {e}", i + 1))?;
+        if let Some(n) = notifier.as_mut() {
+            n.apply(run.take_alerting());
+        }
     }
     if let Some(n) = case.expect.reload_errors
         && n != refused.len() as u64
@@ -406,12 +457,16 @@ async fn run_case(
     {
         return Err(format!("a refused reload's error lacks `{want}`:\n{bad}"));
     }
-    let outcome = if case.expect.finish.unwrap_or(true) {
-        run.finish().await.map_err(|e| e.to_string())?
-    } else {
-        run.stop()
-    };
-    compare(case, &outcome, &metrics)
+    let finish = case.expect.finish.unwrap_or(true);
+    if finish {
+        run.close().await.map_err(|e| e.to_string())?;
+    }
+    let sent = notifier.map(|mut n| {
+        n.apply(run.take_alerting());
+        if finish { n.finish() } else { n.sent() }
+    });
+    let outcome = run.stop();
+    compare(case, &outcome, &metrics, sent.as_deref())
 }
 
 /// The SQL files of a case, with inline ones mapped back to the test file.
@@ -534,9 +589,28 @@ async fn feed(run: &mut LocalRun, base: &Path, step: &Input) -> Result<(), Strin
     Ok(())
 }
 
-fn compare(case: &CaseBody, out: &LocalOutcome, metrics: &Metrics) -> Result<(), String> {
+fn compare(
+    case: &CaseBody,
+    out: &LocalOutcome,
+    metrics: &Metrics,
+    sent: Option<&[telemine_alerting::payload::Payload]>,
+) -> Result<(), String> {
     let mut report = String::new();
+    if let Some(sent) = sent {
+        if !case.notification.is_empty() {
+            notify::compare(&case.notification, sent, &mut report);
+        }
+        if let Some(n) = case.expect.notifications
+            && n != sent.len()
+        {
+            let _ = writeln!(report, "notifications: expected {n}, sent {}", sent.len());
+        }
+    }
     let mut unmatched: Vec<&Alert> = out.alerts.iter().collect();
+    // A case about notifications lists the rule rows only if it says so.
+    if sent.is_some() && case.alert.is_empty() {
+        unmatched.clear();
+    }
     let mut missing = Vec::new();
     for want in &case.alert {
         match unmatched.iter().position(|a| matches(want, a)) {
