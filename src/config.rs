@@ -57,7 +57,7 @@ pub struct Config {
     pub clock: Clock,
 }
 
-/// `[http]`: the HTTP server of `telemine run` (see README, "HTTP API").
+/// `[http]`: the HTTP server of `telemine run` (see docs/HTTP.md).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -119,7 +119,8 @@ pub struct ModelConfig {
     #[serde(default)]
     pub keys: Vec<String>,
     /// "autoencoder", "sequence" (GRU over the series' last windows),
-    /// "pca" or "kmeans" (linfa baselines). Default: "autoencoder".
+    /// "pca", "kmeans" or "nearest" (pooled over every series), or
+    /// "profile" (one profile per series). Default: "autoencoder".
     #[serde(default = "default_model_kind")]
     pub kind: Spanned<String>,
     /// A checkpoint written by `telemine train` (the `.json` sidecar; a

@@ -502,3 +502,20 @@ fn the_config_reference_is_generated_from_the_config_structs_and_up_to_date() {
         "docs/CONFIG.md is not what the config structs say; regenerate it with\n  UPDATE_CONFIG_REFERENCE=1 cargo test --test config_reference\nand commit it"
     );
 }
+
+/// The reference names every kind of model the config accepts (the list
+/// lives in `telemine_model::Kind`; the doc comment is written by hand).
+#[test]
+fn the_reference_names_every_model_kind() {
+    let fresh = generate();
+    let row = fresh
+        .lines()
+        .find(|l| l.starts_with("| `kind` |"))
+        .expect("a `kind` row");
+    for kind in telemine_model::Kind::names() {
+        assert!(
+            row.contains(&format!("\"{kind}\"")),
+            "`{kind}` missing from: {row}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! The handlers of the HTTP server (see `mod.rs` and the README's list).
+//! The handlers of the HTTP server (see `mod.rs` and docs/HTTP.md).
 //! Every answer is JSON (`/metrics` and the page excepted); an error is
 //! `{"error": "…"}` with a status saying whose it is: 400 a request this
 //! API cannot take, 401 a change without the token, 404 nothing by that

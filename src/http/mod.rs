@@ -9,7 +9,7 @@
 //!   this instance partitions, and every assigned partition's consumer
 //!   lag is at most `[http] ready_max_lag`; otherwise 503 with the
 //!   reasons.
-//! - `/api/v1/…`: the JSON API (`api.rs`; listed in the README). Reads
+//! - `/api/v1/…`: the JSON API (`api.rs`; listed in docs/HTTP.md). Reads
 //!   need nothing; changes need `Authorization: Bearer <[http] token>`
 //!   and get 401 without it.
 //! - `GET /`: the live page (`page.html`), fed by

@@ -352,3 +352,191 @@ pub fn sessions(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    const TS: usize = 0;
+    const HOST: usize = 1;
+
+    /// Rows of (event time ms, host).
+    fn batch(rows: &[(i64, &str)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("host", DataType::Utf8, false),
+        ]));
+        let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let hosts: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMillisecondArray::from(ts)),
+                Arc::new(StringArray::from(hosts)),
+            ],
+        )
+        .expect("batch")
+    }
+
+    /// The buffer's schema with the window bounds after it.
+    fn bounded() -> SchemaRef {
+        let mut fields: Vec<Field> = batch(&[])
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for name in ["window_start", "window_end"] {
+            fields.push(Field::new(
+                name,
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    fn column(batches: &[RecordBatch], i: usize) -> Vec<i64> {
+        batches.iter().flat_map(|b| times(b, i).to_vec()).collect()
+    }
+
+    fn hosts(b: &RecordBatch) -> Vec<String> {
+        let c = b.column(HOST).as_any().downcast_ref::<StringArray>();
+        c.map(|c| (0..c.len()).map(|i| c.value(i).to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_tumbling_window_takes_its_rows_from_its_start_up_to_but_not_its_end() {
+        let buffer = [
+            batch(&[(0, "h1"), (59_999, "h1"), (60_000, "h1")]),
+            batch(&[(120_000, "h1")]),
+        ];
+        let rows = rows_in(&buffer, TS, Some(0), 60_000).expect("rows");
+        assert_eq!(column(&rows, TS), vec![0, 59_999]);
+        // The whole second batch lies past the end: it is not even looked at.
+        assert_eq!(rows.len(), 1);
+        let none = rows_in(&buffer, TS, Some(180_000), 240_000).expect("rows");
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn hop_panes_carry_the_bounds_of_the_pane_each_row_falls_in() {
+        let buffer = [batch(&[
+            (1_000, "h1"),
+            (9_999, "h1"),
+            (10_000, "h2"),
+            (19_999, "h2"),
+            (25_000, "h1"),
+        ])];
+        let rows = grid_rows(&buffer, TS, Some(0), 20_000, 10_000, &bounded()).expect("panes");
+        assert_eq!(column(&rows, TS), vec![1_000, 9_999, 10_000, 19_999]);
+        assert_eq!(column(&rows, 2), vec![0, 0, 10_000, 10_000]);
+        assert_eq!(column(&rows, 3), vec![10_000, 10_000, 20_000, 20_000]);
+    }
+
+    #[test]
+    fn a_hop_window_that_cannot_share_panes_copies_each_row_into_every_window_it_falls_in() {
+        // 30 s windows every 10 s, closing at 30 s and 40 s.
+        let buffer = [batch(&[(5_000, "h1"), (25_000, "h1"), (35_000, "h1")])];
+        let rows = hop_rows(
+            &buffer,
+            TS,
+            30_000,
+            [30_000, 40_000].into_iter(),
+            &bounded(),
+        )
+        .expect("rows");
+        assert_eq!(column(&rows, TS), vec![5_000, 25_000, 25_000, 35_000]);
+        assert_eq!(column(&rows, 2), vec![0, 0, 10_000, 10_000]);
+        assert_eq!(column(&rows, 3), vec![30_000, 30_000, 40_000, 40_000]);
+    }
+
+    #[test]
+    fn sessions_are_cut_per_key_at_a_gap_and_close_once_the_watermark_passes_their_end() {
+        let buffer = [batch(&[
+            (0, "h1"),
+            (5_000, "h1"),
+            (20_000, "h1"),
+            (1_000, "h2"),
+        ])];
+        let s = sessions(
+            &buffer,
+            TS,
+            &[HOST],
+            None,
+            10_000,
+            16_000,
+            None,
+            (0, &[]),
+            &bounded(),
+        )
+        .expect("sessions");
+        // h1's first session [0, 15 s) and h2's [1 s, 11 s) are closed;
+        // h1's second, from 20 s, stays open until 30 s.
+        let rows = s.rows.expect("closed sessions");
+        assert_eq!(hosts(&rows), vec!["h1", "h1", "h2"]);
+        assert_eq!(column(std::slice::from_ref(&rows), 2), vec![0, 0, 1_000]);
+        assert_eq!(
+            column(std::slice::from_ref(&rows), 3),
+            vec![15_000, 15_000, 11_000]
+        );
+        assert_eq!(s.open_from, Some(20_000));
+        assert_eq!(s.next_end, Some(30_000));
+        assert_eq!(s.max_end, Some(15_000));
+        assert_eq!(s.refired, 0);
+    }
+
+    #[test]
+    fn a_session_already_emitted_is_not_emitted_again() {
+        let buffer = [batch(&[(0, "h1"), (5_000, "h1"), (20_000, "h1")])];
+        let s = sessions(
+            &buffer,
+            TS,
+            &[HOST],
+            None,
+            10_000,
+            40_000,
+            Some(16_000),
+            (0, &[]),
+            &bounded(),
+        )
+        .expect("sessions");
+        let rows = s.rows.expect("the second session");
+        assert_eq!(column(std::slice::from_ref(&rows), TS), vec![20_000]);
+        assert_eq!(s.open_from, None);
+    }
+
+    #[test]
+    fn closed_windows_split_by_their_start() {
+        let rows = grid_rows(
+            &[batch(&[(1_000, "h1"), (11_000, "h1"), (12_000, "h2")])],
+            TS,
+            None,
+            20_000,
+            10_000,
+            &bounded(),
+        )
+        .expect("panes");
+        let by_start = split_by_time(&rows, 2).expect("split");
+        let counts: Vec<(i64, usize)> = by_start
+            .iter()
+            .map(|(s, b)| (*s, b.iter().map(|b| b.num_rows()).sum()))
+            .collect();
+        assert_eq!(counts, vec![(0, 1), (10_000, 2)]);
+        assert_eq!(
+            distinct_times(&rows, 3)
+                .expect("ends")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![10_000, 20_000]
+        );
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Same-run A/B of two release builds of telemine: `telemine bench` with
+# each binary in turn (base, head, base, head, …) on one broker, so both
+# see the same machine and the same broker state. Prints each run's table
+# rows prefixed with the pair number and the build; BENCHMARKS.md says
+# how the figures were read (medians and per-pair ratios).
+#
+#   scripts/ab-bench.sh BASE_BINARY HEAD_BINARY [PAIRS=5] [RECORDS=3000000]
+#
+# Build each binary with `cargo build --release` at its commit and copy
+# target/release/telemine aside first. The broker runs on
+# $TELEMINE_KAFKA_PORT (default 39592) and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+base=${1:?base binary}; head=${2:?head binary}; pairs=${3:-5}; records=${4:-3000000}
+export TELEMINE_KAFKA_PORT=${TELEMINE_KAFKA_PORT:-39592}
+scripts/kafka.sh start >/dev/null
+trap 'scripts/kafka.sh stop >/dev/null' EXIT
+for i in $(seq 1 "$pairs"); do
+  for who in base head; do
+    bin=$base; [ "$who" = head ] && bin=$head
+    "$bin" bench --brokers "127.0.0.1:$TELEMINE_KAFKA_PORT" --records "$records" \
+      --config config/telemine.toml 2>/dev/null \
+      | grep "^|" | grep -v "^|---\|measure" | sed "s/^/$i $who /"
+  done
+done
