@@ -3,7 +3,7 @@
 //! it makes and commits what it read.
 //!
 //! - [`pipeline`]: Kafka source → the core's `Driver` → the stages after
-//!   it, with at-least-once (or exactly-once) commits and clean shutdown:
+//!   it (the input side an event loop, `input.rs`, one method per event), with at-least-once (or exactly-once) commits and clean shutdown:
 //!   `outputs` (what is produced: notifications, rule rows, late rows, dead
 //!   letters, repartitioned rows), `alerting_stage` (the alerter and the
 //!   silences it follows) and `state_store` (alerting and detector state,
@@ -19,6 +19,7 @@ mod alerting_owner;
 mod alerting_stage;
 mod commits;
 mod error;
+mod input;
 mod outputs;
 pub mod pipeline;
 mod progress;

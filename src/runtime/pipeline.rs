@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use telemine_codec::decode::decoder_for;
 use telemine_connectors::kafka::{
-    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, Purger, SourceEvent, SourceSpec,
+    CommitOffset, KafkaProducer, KafkaSource, KafkaSourceOptions, Purger, SourceSpec,
     create_topic_unless_present,
 };
 use tokio::sync::{mpsc, watch};
@@ -23,6 +23,7 @@ use super::alerting_owner::{self, Control, OwnerScoring};
 use super::alerting_stage::AlertingStage;
 use super::commits::CommitLog;
 use super::error::PipelineError;
+use super::input::{InputLoop, Parts};
 use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
 use super::source_errors::{self, SourceError, SourceErrors};
@@ -36,7 +37,7 @@ use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
 use telemine_stream::deferred::Deferral;
-use telemine_stream::driver::{Driver, Input, Step};
+use telemine_stream::driver::{Driver, Step};
 use telemine_stream::repartition::{self, RepartitionDecoder, Writer};
 use telemine_stream::windows::WindowEngine;
 
@@ -190,7 +191,7 @@ pub async fn run_pipeline(
         specs,
         tx,
     )?;
-    let mut stages = Stages {
+    let stages = Stages {
         outputs: Outputs::for_input(config, producer, metrics.clone()),
         relay: RelayOut::new(config, &source.topics()),
         state,
@@ -219,215 +220,31 @@ pub async fn run_pipeline(
         control_rx,
         owner_scoring,
     );
-    let mut first_record: Option<Instant> = None;
     let input = async {
-        let mut committed = CommitLog::default();
-        let mut commit_tick = tokio::time::interval(config.engine.commit_interval);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop_requested = false;
-        let mut stopping = false;
-        let mut drain = options.stop_at_end;
-        let mut reload = options
-            .hot_reload
-            .then(|| super::reload::ReloadTriggers::start(&config.sql.dir));
-        let (reload_done_tx, mut reload_done_rx) = mpsc::channel(1);
-        let mut reload_generation = 0u64;
-        let mut abandoned = false;
-        // Partitions assigned, per source.
-        let mut assigned = vec![0u64; defs.len()];
-        let mut progress =
-            super::progress::Progress::new(config.engine.progress_interval, &metrics);
-        loop {
-            metrics.live.beat();
-            tokio::select! {
-                biased;
-                how = &mut stop, if !stop_requested => {
-                    stop_requested = true;
-                    match how {
-                        Stop::Now => {
-                            tracing::info!("shutting down: finishing decoded batches, then committing");
-                            source.stop();
-                            stopping = true;
-                        }
-                        Stop::Drain => {
-                            start_draining(&source);
-                            drain = true;
-                        }
-                    }
-                }
-                event = rx.recv() => match event {
-                    None | Some(SourceEvent::End) => break,
-                    Some(SourceEvent::Failed(why)) => {
-                        return Err(PipelineError::Unavailable(why));
-                    }
-                    Some(SourceEvent::Assigned { source: s, partitions }) => {
-                        tracing::info!(topic = %source.topic(s), ?partitions, "assignment");
-                        // Assignments and restores raise nothing to emit.
-                        driver
-                            .handle(Input::Assigned { source: s, partitions: partitions.clone() })
-                            .await?;
-                        // A commit sent before the change may have failed
-                        // (its result may never come: a consumer started
-                        // again): the next one sends everything.
-                        committed.forget_sent();
-                        stages.relay.assigned(s, &partitions);
-                        if let Some(n) = assigned.get_mut(s) {
-                            *n = partitions.len() as u64;
-                        }
-                        metrics
-                            .partitions_assigned
-                            .set(i64::try_from(assigned.iter().sum::<u64>()).unwrap_or(i64::MAX));
-                    }
-                    Some(SourceEvent::PartitionStart { source: s, partition, committed }) => {
-                        let checkpoint = committed
-                            .as_ref()
-                            .and_then(|(_, m)| stages.state.checkpoint(source.topic(s), partition, m));
-                        if let Some(c) = &checkpoint {
-                            tracing::info!(topic = %source.topic(s), partition, next = c.next, "restoring checkpoint");
-                        }
-                        driver
-                            .handle(Input::PartitionStart { source: s, partition, checkpoint })
-                            .await?;
-                    }
-                    Some(SourceEvent::Drained { source: s, partition }) => {
-                        stages.drained(s, partition).await?;
-                    }
-                    Some(SourceEvent::Batch { source: s, batch, dead, consumed, marks }) => {
-                        first_record.get_or_insert_with(Instant::now);
-                        // A stop during the evaluations abandons them (see
-                        // `abandoned`); after a stop they run to the end.
-                        let work = async {
-                            stages.repartition(s, batch.as_ref()).await?;
-                            let step = driver
-                                .handle(Input::Batch { source: s, batch, dead, consumed, marks })
-                                .await?;
-                            for &(s, p) in &step.complete {
-                                source.partition_complete(s, p);
-                            }
-                            stages.emit(&source, step).await
-                        };
-                        let Some((done, drain_now)) =
-                            unless_stopped(stop.as_mut(), stop_requested, work).await
-                        else {
-                            abandoned = true;
-                            break;
-                        };
-                        drain |= begin_drain(&source, drain_now, &mut stop_requested);
-                        done?;
-                    }
-                },
-                Some(cause) = async {
-                    match reload.as_mut() {
-                        Some(r) => r.next().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some(r) = reload.as_mut() {
-                        r.settle().await;
-                    }
-                    // Planned on a task of its own: the stream goes on meanwhile.
-                    reload_generation += 1;
-                    let (generation, done) = (reload_generation, reload_done_tx.clone());
-                    // Loaded against the configured sources; the
-                    // repartitioned views are bound again when swapped in.
-                    let (dir, defs, options) = (
-                        config.sql.dir.clone(),
-                        defs.iter().filter(|d| d.derived.is_none()).cloned().collect::<Vec<_>>(),
-                        config.sql_options(),
-                    );
-                    tokio::spawn(async move {
-                        let loaded = SqlSet::load(&dir, &defs, &options).await;
-                        let _ = done.send((generation, cause, loaded)).await;
-                    });
-                }
-                Some((generation, cause, loaded)) = reload_done_rx.recv() => {
-                    if generation == reload_generation {
-                        let loaded = loaded.and_then(|mut set| {
-                            if defs.iter().any(|d| d.derived.is_some()) {
-                                repartition::bind(&mut set, &defs).map_err(|e| {
-                                    telemine_types::diagnostic::Diagnostics(vec![telemine_types::diagnostic::Diagnostic::new(
-                                        &config.sql.dir,
-                                        1,
-                                        1,
-                                        e,
-                                    )])
-                                })?;
-                            }
-                            Ok(set)
-                        });
-                        swap_sql(config, &mut driver, &metrics, &defs, cause, loaded, owner_reloads.as_ref())?;
-                    }
-                }
-                // After SIGTERM only the last commit is made, with a bound.
-                _ = commit_tick.tick(), if !stopping => {
-                    progress.tick(&metrics, &source.consumer_lag());
-                    stages.consumer_errors(&source, &metrics);
-                    progress.held(&metrics, driver.held());
-                    // The evaluations, the outputs and the commit (which waits
-                    // for the broker): a stop meanwhile abandons them
-                    // (at-least-once).
-                    let work = async {
-                        let step = driver.handle(Input::Tick).await?;
-                        stages.emit(&source, step).await?;
-                        commit(&source, &driver, &mut stages, &defs, &mut committed, false).await
-                    };
-                    let Some((done, drain_now)) =
-                        unless_stopped(stop.as_mut(), stop_requested, work).await
-                    else {
-                        abandoned = true;
-                        break;
-                    };
-                    drain |= begin_drain(&source, drain_now, &mut stop_requested);
-                    done?;
-                }
-            }
-        }
-        if abandoned {
-            // A stop arrived while views or rules were running: their work is
-            // dropped, nothing more is committed, and a restart re-reads the
-            // windows since the last commit (at-least-once).
-            tracing::info!(
-                "stopped during an evaluation or while waiting for the broker: the work was abandoned; the windows since the last commit are re-read at restart"
-            );
-            source.stop();
-        } else {
-            if drain && !stopping {
-                let step = driver.handle(Input::Finish).await?;
-                stages.emit(&source, step).await?;
-                stages.relay_end().await?;
-            }
-            let last = commit(&source, &driver, &mut stages, &defs, &mut committed, true);
-            match tokio::time::timeout(SHUTDOWN_WAIT, last).await {
-                Ok(done) => {
-                    done?;
-                    stages.outputs.producer.flush(SHUTDOWN_WAIT)?;
-                    if let Some(purge) = stages.purge.as_mut() {
-                        purge.finish(PURGE_WAIT).await;
-                    }
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "the broker did not acknowledge the outputs within {} s; stopping without the last commit: a restart re-reads the records since the last confirmed one",
-                        SHUTDOWN_WAIT.as_secs()
-                    );
-                    abandoned = true;
-                }
-            }
-        }
-        if abandoned && let Err(e) = stages.outputs.producer.flush(ABANDONED_FLUSH) {
-            tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
-        }
+        let finished = InputLoop::new(Parts {
+            config,
+            defs: &defs,
+            metrics: metrics.clone(),
+            source: &source,
+            driver: &mut driver,
+            stages,
+            owner_reloads: owner_reloads.as_ref(),
+            events: &mut rx,
+            hot_reload: options.hot_reload,
+            stop_at_end: options.stop_at_end,
+        })
+        .run(stop.as_mut())
+        .await?;
         // The owner task finishes the group's alerting once every partition
         // was drained (if it holds the relay), or stops with this instance.
-        let drained = drain && !stopping && !abandoned;
-        let _ = control.send(if drained {
+        let _ = control.send(if finished.drained {
             Control::InputDone
         } else {
             Control::Stop
         });
-        Ok::<(), PipelineError>(())
+        Ok::<_, PipelineError>(finished.first_record)
     };
-    tokio::try_join!(input, owner)?;
+    let (first_record, ()) = tokio::try_join!(input, owner)?;
     follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(f) = follower {
         tokio::task::spawn_blocking(move || f.join()).await.ok();
@@ -457,7 +274,7 @@ pub async fn run_pipeline(
 /// `Stop::Drain` arriving meanwhile lets the work finish and is returned
 /// with it (`true`: start draining). Once a stop was requested, the work
 /// runs to its end.
-async fn unless_stopped<T, S: Future<Output = Stop>>(
+pub(super) async fn unless_stopped<T, S: Future<Output = Stop>>(
     stop: std::pin::Pin<&mut S>,
     stop_requested: bool,
     work: impl Future<Output = T>,
@@ -478,7 +295,11 @@ async fn unless_stopped<T, S: Future<Output = Stop>>(
 
 /// After work raced with a stop: if the end of input arrived meanwhile
 /// (`drain_now`), starts draining and says so.
-fn begin_drain(source: &KafkaSource, drain_now: bool, stop_requested: &mut bool) -> bool {
+pub(super) fn begin_drain(
+    source: &KafkaSource,
+    drain_now: bool,
+    stop_requested: &mut bool,
+) -> bool {
     if drain_now {
         *stop_requested = true;
         start_draining(source);
@@ -487,7 +308,7 @@ fn begin_drain(source: &KafkaSource, drain_now: bool, stop_requested: &mut bool)
 }
 
 /// Asks the source to read every partition to its current end, then stop.
-fn start_draining(source: &KafkaSource) {
+pub(super) fn start_draining(source: &KafkaSource) {
     tracing::info!("draining: reading every partition to its current end");
     source.drain();
 }
@@ -495,7 +316,7 @@ fn start_draining(source: &KafkaSource) {
 /// Swaps in the SQL folder loaded again (off the pipeline's path); a
 /// folder that does not check is refused with its diagnostics logged, and
 /// the running SQL stays.
-fn swap_sql(
+pub(super) fn swap_sql(
     config: &Config,
     driver: &mut Driver,
     metrics: &Metrics,
@@ -633,7 +454,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
 /// (at-least-once). The commit itself is not awaited (see
 /// [`KafkaSource::commit`]) unless `last`: the commit before shutdown
 /// waits up to [`LAST_COMMIT_WAIT`] for the broker.
-async fn commit(
+pub(super) async fn commit(
     source: &KafkaSource,
     engine: &Driver,
     stages: &mut Stages<'_>,
@@ -788,24 +609,24 @@ async fn output_producer(config: &Config, role: &str) -> Result<KafkaProducer, P
 }
 
 /// How long shutdown waits for the outputs and the last commit.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 /// How long an abandoned run waits for undelivered outputs.
-const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
+pub(super) const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
 
 /// How long the commit before shutdown waits for the broker.
 const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// The stages after the window engine: its outputs, the alerting relay
 /// and the state store, all producing on the outputs' producer.
-struct Stages<'a> {
-    outputs: Outputs<'a>,
-    relay: RelayOut,
-    state: StateStore,
+pub(super) struct Stages<'a> {
+    pub(super) outputs: Outputs<'a>,
+    pub(super) relay: RelayOut,
+    pub(super) state: StateStore,
     /// Writes what the repartitioned views read (see `repartition.rs`).
     writer: Option<Writer>,
     /// Deletes what was read back from the repartition topics.
-    purge: Option<Purge>,
+    pub(super) purge: Option<Purge>,
     /// The sources' names, in source order (metric labels).
     names: Vec<String>,
     /// Dead letters and consumer errors per source, counted and told once
@@ -816,7 +637,7 @@ struct Stages<'a> {
 impl Stages<'_> {
     /// Counts and tells the consumer's errors since the last look; writes
     /// the summaries of the error spells that are due.
-    fn consumer_errors(&mut self, source: &KafkaSource, metrics: &Metrics) {
+    pub(super) fn consumer_errors(&mut self, source: &KafkaSource, metrics: &Metrics) {
         let now = Instant::now();
         for e in source.take_consumer_errors() {
             let name = e
@@ -839,7 +660,11 @@ impl Stages<'_> {
     /// dead-letter topic), its rule rows (to the rows topic; with the
     /// evaluations and this instance's progress, to the alerting relay);
     /// then its late rows (to the late topic, with their source topic).
-    async fn emit(&mut self, source: &KafkaSource, step: Step) -> Result<(), PipelineError> {
+    pub(super) async fn emit(
+        &mut self,
+        source: &KafkaSource,
+        step: Step,
+    ) -> Result<(), PipelineError> {
         let Step {
             dead,
             rows,
@@ -901,7 +726,7 @@ impl Stages<'_> {
     }
 
     /// A decoded batch of `source`, to the repartition topics over it.
-    async fn repartition(
+    pub(super) async fn repartition(
         &mut self,
         source: usize,
         batch: Option<&datafusion::arrow::array::RecordBatch>,
@@ -916,7 +741,11 @@ impl Stages<'_> {
 
     /// `source`'s `partition` was read to its end in a drain: the
     /// repartition topics over it hear so.
-    async fn drained(&mut self, source: usize, partition: i32) -> Result<(), PipelineError> {
+    pub(super) async fn drained(
+        &mut self,
+        source: usize,
+        partition: i32,
+    ) -> Result<(), PipelineError> {
         let Some(writer) = self.writer.as_mut() else {
             return Ok(());
         };
@@ -926,7 +755,7 @@ impl Stages<'_> {
     }
 
     /// After the last step of a drain: every partition held is at its end.
-    async fn relay_end(&mut self) -> Result<(), PipelineError> {
+    pub(super) async fn relay_end(&mut self) -> Result<(), PipelineError> {
         let end = self.relay.held_at(Reached::End);
         let messages = self.relay.messages(&[], &[], end);
         self.outputs.relay(&self.relay.topic, messages).await?;
@@ -939,13 +768,13 @@ impl Stages<'_> {
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for a deletion under way.
-const PURGE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const PURGE_WAIT: Duration = Duration::from_secs(5);
 
 /// Deletes from the repartition topics the records below the offsets the
 /// broker confirmed this instance committed there (Kafka's DeleteRecords,
 /// on a task of its own): a repartition topic holds what is not yet read
 /// back, not the broker's whole retention.
-struct Purge {
+pub(super) struct Purge {
     purger: Arc<Purger>,
     /// Per derived (source, partition): the offsets last committed, with
     /// their metadata (to match the broker's confirmation, which comes
@@ -1033,7 +862,7 @@ impl Purge {
     }
 
     /// Waits up to `wait` for a deletion under way (shutdown).
-    async fn finish(&mut self, wait: Duration) {
+    pub(super) async fn finish(&mut self, wait: Duration) {
         if let Some(r) = self.running.take() {
             let _ = tokio::time::timeout(wait, r).await;
         }
@@ -1041,7 +870,7 @@ impl Purge {
 }
 
 /// What this instance relays to the group's alerting (see `relay.rs`).
-struct RelayOut {
+pub(super) struct RelayOut {
     topic: String,
     from: String,
     max_bytes: usize,
@@ -1065,7 +894,7 @@ impl RelayOut {
         }
     }
 
-    fn assigned(&mut self, source: usize, partitions: &[i32]) {
+    pub(super) fn assigned(&mut self, source: usize, partitions: &[i32]) {
         if let Some(h) = self.held.get_mut(source) {
             *h = partitions.to_vec();
         }
