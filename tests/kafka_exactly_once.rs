@@ -230,8 +230,10 @@ async fn kill_loop(
     let mut engines: Vec<Engine> = ids.iter().map(|id| Engine::start(&member(id))).collect();
     let mut rng = Lcg(0x7e1e_5eed ^ (kills * instances) as u64);
     let mut added = 0;
+    let mut restarted = 0;
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.next_ms(300, 1500))).await;
+        restarted += supervise(&mut engines, |i| member(&ids[i]));
         let i = rng.next_ms(0, instances as u64) as usize;
         let _ = engines[i].child.kill();
         let _ = engines[i].child.wait();
@@ -242,6 +244,7 @@ async fn kill_loop(
         engines[i] = Engine::start(&member(&ids[i]));
     }
     stream.await.expect("stream");
+    restarted += supervise(&mut engines, |i| member(&ids[i]));
     let b = brokers.clone();
     let p = prefix.clone();
     tokio::task::spawn_blocking(move || {
@@ -254,8 +257,12 @@ async fn kill_loop(
     })
     .await
     .expect("quiescent");
+    restarted += supervise(&mut engines, |i| member(&ids[i]));
     for engine in engines {
         assert!(engine.sigterm_and_wait().success());
+    }
+    if restarted > 0 {
+        eprintln!("{restarted} instance(s) exited 75 (retryable) and were started again");
     }
 
     let calm = Engine::start(&calm_config);
@@ -290,6 +297,27 @@ async fn kill_loop(
         killed.values().sum::<usize>()
     );
     Some((lost, doubled, sent))
+}
+
+/// What a supervisor does (the shipped systemd unit restarts on failure
+/// but not on exit 1 or 2): an instance that exited 75 — retryable, as
+/// when an exactly-once commit meets a rebalance and the instance stops
+/// to re-read from its last commit — is started again. Any other exit is
+/// a failure of the test. Returns how many were started again.
+fn supervise(engines: &mut [Engine], config: impl Fn(usize) -> std::path::PathBuf) -> usize {
+    let mut restarted = 0;
+    for (i, engine) in engines.iter_mut().enumerate() {
+        if let Some(status) = engine.child.try_wait().expect("wait") {
+            assert_eq!(
+                status.code(),
+                Some(75),
+                "instance {i} exited with {status}, not 75 (retryable)"
+            );
+            *engine = Engine::start(&config(i));
+            restarted += 1;
+        }
+    }
+    restarted
 }
 
 fn kills() -> usize {
