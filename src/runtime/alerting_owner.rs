@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use super::alerting_stage::AlertingStage;
 use super::error::PipelineError;
-use super::outputs::Outputs;
+use super::outputs::Notifier;
 use super::relay::{self, Board, Relay};
 use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
@@ -103,7 +103,7 @@ pub(crate) async fn run(
     config: &Config,
     topics: &[String],
     mut stage: AlertingStage,
-    mut outputs: Outputs<'_>,
+    mut notifier: Notifier,
     mut control: watch::Receiver<Control>,
     mut scoring: Option<OwnerScoring>,
 ) -> Result<(), PipelineError> {
@@ -127,7 +127,7 @@ pub(crate) async fn run(
                 let c = if changed.is_err() { Control::Stop } else { *control.borrow_and_update() };
                 match c {
                     Control::Running => {}
-                    Control::Stop => break last_save(&mut held, &mut stage, &mut outputs, &consumer).await,
+                    Control::Stop => break last_save(&mut held, &mut stage, &mut notifier, &consumer).await,
                     Control::InputDone => {
                         input_done = true;
                         last_message = Instant::now();
@@ -138,7 +138,7 @@ pub(crate) async fn run(
                             None => consumer.joined(),
                         };
                         if done {
-                            break last_save(&mut held, &mut stage, &mut outputs, &consumer).await;
+                            break last_save(&mut held, &mut stage, &mut notifier, &consumer).await;
                         }
                     }
                 }
@@ -157,12 +157,12 @@ pub(crate) async fn run(
                     held = None;
                     // The new owner sends the alerts now: re-sending what
                     // this one last knew could undo its resolutions.
-                    outputs.forget_alert_states();
+                    notifier.forget_alert_states();
                     // The new owner sends again what was not committed.
-                    let settled = if outputs.producer.is_transactional() {
-                        outputs.producer.discard_transaction().await
+                    let settled = if notifier.out.producer.is_transactional() {
+                        notifier.out.producer.discard_transaction().await
                     } else {
-                        outputs.settle().await
+                        notifier.out.settle().await
                     };
                     if let Err(e) = settled {
                         break Err(e.into());
@@ -174,11 +174,11 @@ pub(crate) async fn run(
                 Some(OwnedEvent::Message { offset, payload }) => {
                     let Some(h) = held.as_mut() else { continue };
                     last_message = Instant::now();
-                    if let Err(e) = apply(h, &mut stage, &mut outputs, offset, &payload).await {
+                    if let Err(e) = apply(h, &mut stage, &mut notifier, offset, &payload).await {
                         break Err(e);
                     }
                     if h.finished && input_done {
-                        break last_save(&mut held, &mut stage, &mut outputs, &consumer).await;
+                        break last_save(&mut held, &mut stage, &mut notifier, &consumer).await;
                     }
                 }
             },
@@ -196,17 +196,17 @@ pub(crate) async fn run(
                 if input_done && held.is_none() && (consumer.joined() || last_message.elapsed() > DRAIN_WAIT) {
                     break Ok(());
                 }
-                stage.publish(outputs.metrics(), false);
+                stage.publish(notifier.out.metrics(), false);
                 if let Some(h) = held.as_mut() {
-                    if let Err(e) = save(h, &mut stage, &mut outputs, &consumer).await {
+                    if let Err(e) = save(h, &mut stage, &mut notifier, &consumer).await {
                         break Err(e);
                     }
                     if input_done && !h.finished && last_message.elapsed() > DRAIN_WAIT {
                         tracing::warn!(waiting_on = ?h.board.waiting_on(), "no progress on the alerting relay for {} s after the input was drained: finishing with what was relayed", DRAIN_WAIT.as_secs());
-                        if let Err(e) = finish(h, &mut stage, &mut outputs).await {
+                        if let Err(e) = finish(h, &mut stage, &mut notifier).await {
                             break Err(e);
                         }
-                        break last_save(&mut held, &mut stage, &mut outputs, &consumer).await;
+                        break last_save(&mut held, &mut stage, &mut notifier, &consumer).await;
                     }
                 }
             }
@@ -219,7 +219,7 @@ pub(crate) async fn run(
         .ok();
     // What is queued for the webhooks and Alertmanagers goes out (each
     // within its bounded wait, side by side) before the run ends.
-    let (webhooks, alertmanagers) = (outputs.webhooks.take(), outputs.alertmanagers.take());
+    let (webhooks, alertmanagers) = (notifier.webhooks.take(), notifier.alertmanagers.take());
     let _ = tokio::join!(
         tokio::task::spawn_blocking(move || webhooks.map(|w| w.finish())),
         tokio::task::spawn_blocking(move || alertmanagers.map(|a| a.finish())),
@@ -332,7 +332,7 @@ async fn reload(s: &mut OwnerScoring, held: Option<&mut Held>, handle: SqlSet) {
 async fn apply(
     h: &mut Held,
     stage: &mut AlertingStage,
-    outputs: &mut Outputs<'_>,
+    notifier: &mut Notifier,
     offset: i64,
     payload: &[u8],
 ) -> Result<(), PipelineError> {
@@ -364,16 +364,16 @@ async fn apply(
     let (mut evaluations, mut rows) = (relay.evaluations, relay.rows);
     if let Some(s) = h.scoring.as_mut() {
         let scored = s.stage.advance(clock).await;
-        outputs.rule_rows(&scored.rows).await?;
+        notifier.out.rule_rows(&scored.rows).await?;
         evaluations.extend(scored.evaluations);
         rows.extend(scored.rows);
     }
     let payloads = stage.step(evaluations, rows, clock);
-    stage.publish(outputs.metrics(), false);
-    outputs.notify(payloads).await?;
-    outputs.alert_states(stage.take_states());
+    stage.publish(notifier.out.metrics(), false);
+    notifier.notify(payloads).await?;
+    notifier.alert_states(stage.take_states());
     if h.board.ended() && !h.finished {
-        finish(h, stage, outputs).await?;
+        finish(h, stage, notifier).await?;
     }
     Ok(())
 }
@@ -419,18 +419,18 @@ fn take_rows(
 async fn finish(
     h: &mut Held,
     stage: &mut AlertingStage,
-    outputs: &mut Outputs<'_>,
+    notifier: &mut Notifier,
 ) -> Result<(), PipelineError> {
     if let Some(s) = h.scoring.as_mut() {
         let Scored { rows, evaluations } = s.stage.finish().await;
-        outputs.rule_rows(&rows).await?;
+        notifier.out.rule_rows(&rows).await?;
         let payloads = stage.step(evaluations, rows, h.board.clock());
-        outputs.notify(payloads).await?;
+        notifier.notify(payloads).await?;
     }
     let last = stage.finish();
-    stage.publish(outputs.metrics(), true);
-    outputs.notify(last).await?;
-    outputs.alert_states(stage.take_states());
+    stage.publish(notifier.out.metrics(), true);
+    notifier.notify(last).await?;
+    notifier.alert_states(stage.take_states());
     h.finished = true;
     Ok(())
 }
@@ -440,16 +440,16 @@ async fn finish(
 async fn save(
     h: &mut Held,
     stage: &mut AlertingStage,
-    outputs: &mut Outputs<'_>,
+    notifier: &mut Notifier,
     consumer: &OwnedTopic,
 ) -> Result<(), PipelineError> {
     if let Some(s) = &h.scoring {
         h.state
-            .save_detectors(&mut outputs.producer, &s.detectors)
+            .save_detectors(&mut notifier.out.producer, &s.detectors)
             .await?;
     }
     h.state
-        .save_alerting(&mut outputs.producer, stage.snapshot())
+        .save_alerting(&mut notifier.out.producer, stage.snapshot())
         .await?;
     // Messages whose rows are still held are read again by a new owner.
     let held_from = h.scoring.as_ref().and_then(|s| s.stage.held_from());
@@ -457,13 +457,13 @@ async fn save(
         (Some(n), Some(f)) => Some(n.min(f)),
         (n, _) => n,
     };
-    if outputs.producer.is_transactional() {
+    if notifier.out.producer.is_transactional() {
         // Notifications, state and the relay's offset in one transaction.
         let txn = next.and_then(|n| consumer.transaction_offsets(n));
-        outputs.producer.commit_transaction(txn).await?;
+        notifier.out.producer.commit_transaction(txn).await?;
         return Ok(());
     }
-    outputs.settle().await?;
+    notifier.out.settle().await?;
     if let Some(next) = next {
         consumer.commit(next);
     }
@@ -475,13 +475,13 @@ async fn save(
 async fn last_save(
     held: &mut Option<Held>,
     stage: &mut AlertingStage,
-    outputs: &mut Outputs<'_>,
+    notifier: &mut Notifier,
     consumer: &OwnedTopic,
 ) -> Result<(), PipelineError> {
     let Some(h) = held.as_mut() else {
         return Ok(());
     };
-    match tokio::time::timeout(LAST_WAIT, save(h, stage, outputs, consumer)).await {
+    match tokio::time::timeout(LAST_WAIT, save(h, stage, notifier, consumer)).await {
         Ok(r) => r,
         Err(_) => {
             tracing::warn!(

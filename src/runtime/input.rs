@@ -80,7 +80,7 @@ pub(super) struct InputLoop<'a> {
     metrics: Arc<Metrics>,
     source: &'a KafkaSource,
     driver: &'a mut Driver,
-    stages: Stages<'a>,
+    stages: Stages,
     /// The alerting owner's side of a reload (the scoring stage's SQL).
     owner_reloads: Option<&'a mpsc::UnboundedSender<SqlSet>>,
     events: &'a mut mpsc::Receiver<SourceEvent>,
@@ -109,7 +109,7 @@ pub(super) struct Parts<'a> {
     pub metrics: Arc<Metrics>,
     pub source: &'a KafkaSource,
     pub driver: &'a mut Driver,
-    pub stages: Stages<'a>,
+    pub stages: Stages,
     pub owner_reloads: Option<&'a mpsc::UnboundedSender<SqlSet>>,
     pub events: &'a mut mpsc::Receiver<SourceEvent>,
     pub hot_reload: bool,

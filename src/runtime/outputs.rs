@@ -1,9 +1,17 @@
 //! What the Kafka pipeline produces, on one producer whose deliveries the
-//! next offset commit settles first: notifications (to the alerts topic,
-//! the webhooks and a test's tap; the alerts' state to the Alertmanagers), rule rows (`sinks.rows_topic`), late
-//! rows and dead letters (with their origin in headers). Everything fits
-//! `sinks.max_message_bytes`: notifications are split, a record taken out
-//! of the stream is cut with its size and digest in headers.
+//! next offset commit settles first.
+//!
+//! - [`Outputs`]: what every instance's input side produces — rule rows
+//!   (`sinks.rows_topic`), late rows and dead letters (with their origin
+//!   in headers), the alerting relay's messages and the repartitioned
+//!   rows — and the alerting owner's rule rows too.
+//! - [`Notifier`]: the alerting owner's [`Outputs`] with what only it
+//!   does: notifications to the alerts topic, the webhooks and a test's
+//!   tap, and the alerts' state to the Alertmanagers.
+//!
+//! Everything fits `sinks.max_message_bytes`: notifications are split, a
+//! record taken out of the stream is cut with its size and digest in
+//! headers. Both take [`OutputSettings`], resolved from the config once.
 
 use std::sync::Arc;
 
@@ -19,6 +27,7 @@ use tokio::sync::mpsc;
 use super::error::PipelineError;
 use crate::config::Config;
 use telemine_alerting::alertmanager::{self, Alertmanagers};
+use telemine_alerting::config::AlertingConfig;
 use telemine_alerting::lifecycle::Update;
 use telemine_alerting::payload::Payload;
 use telemine_alerting::webhook::Webhooks;
@@ -30,12 +39,48 @@ use telemine_types::error::EngineError;
 /// Longest reason header a dead letter carries, in bytes.
 const MAX_REASON_BYTES: usize = 1024;
 
+/// Where the outputs go and how large a message may be: the `[sinks]`,
+/// `[kafka]` and `[alerting]` keys the outputs read, resolved once.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputSettings {
+    /// The relay messages' key (`kafka.instance_id`).
+    pub(crate) relay_key: String,
+    pub(crate) rows_topic: Option<String>,
+    pub(crate) late_topic: String,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) alerts_topic: String,
+    /// Largest payload a message carries (`sinks.max_message_bytes` less
+    /// room for headers).
+    pub(crate) max_payload_bytes: usize,
+    /// Most alerts one notification carries (`alerting.max_alerts`).
+    pub(crate) max_alerts: usize,
+}
+
+impl OutputSettings {
+    pub(crate) fn of(config: &Config) -> OutputSettings {
+        OutputSettings {
+            relay_key: config.kafka.instance_id.clone(),
+            rows_topic: config.sinks.rows_topic.clone(),
+            late_topic: config.sinks.late_topic.clone(),
+            dead_letter_topic: config.sinks.dead_letter_topic.clone(),
+            alerts_topic: config.sinks.alerts_topic.clone(),
+            max_payload_bytes: config.sinks.max_payload_bytes(),
+            max_alerts: config.alerting.max_alerts,
+        }
+    }
+}
+
 /// See the module docs.
-pub(crate) struct Outputs<'a> {
-    config: &'a Config,
+pub(crate) struct Outputs {
+    settings: OutputSettings,
     /// Also what the state store produces with (see `StateStore`).
     pub(crate) producer: KafkaProducer,
     metrics: Arc<Metrics>,
+}
+
+/// The alerting owner's outputs: [`Outputs`] and the notifications.
+pub(crate) struct Notifier {
+    pub(crate) out: Outputs,
     /// Receives every notification as it is produced (tests).
     tap: Option<mpsc::UnboundedSender<Payload>>,
     /// `[[alerting.webhooks]]`: the same payloads, POSTed.
@@ -45,45 +90,84 @@ pub(crate) struct Outputs<'a> {
     pub(crate) alertmanagers: Option<Alertmanagers>,
 }
 
-impl<'a> Outputs<'a> {
+impl Notifier {
+    /// Starts the webhook and Alertmanager senders of `alerting`.
     pub(crate) fn new(
-        config: &'a Config,
-        producer: KafkaProducer,
-        metrics: Arc<Metrics>,
+        out: Outputs,
+        alerting: &AlertingConfig,
         tap: Option<mpsc::UnboundedSender<Payload>>,
-    ) -> Outputs<'a> {
-        let webhooks = Webhooks::start(&config.alerting.webhooks, metrics.clone());
-        let alertmanagers = Alertmanagers::start(
-            &config.alerting.alertmanagers,
-            &config.alerting.external_url,
-            metrics.clone(),
-            alertmanager::system_clock(),
-        );
-        Outputs {
-            config,
-            producer,
-            metrics,
+    ) -> Notifier {
+        let metrics = out.metrics.clone();
+        Notifier {
+            webhooks: Webhooks::start(&alerting.webhooks, metrics.clone()),
+            alertmanagers: Alertmanagers::start(
+                &alerting.alertmanagers,
+                &alerting.external_url,
+                metrics,
+                alertmanager::system_clock(),
+            ),
+            out,
             tap,
-            webhooks,
-            alertmanagers,
         }
     }
 
-    /// Outputs that never notify (no webhooks, no tap): an instance's
-    /// input side, whose rule rows and evaluations go to the alerting
-    /// relay.
-    pub(crate) fn for_input(
-        config: &'a Config,
+    /// Produces notifications to the alerts topic, keyed by group key so
+    /// one group's updates stay in order on one partition; hands them to
+    /// the webhooks and the tap.
+    pub(crate) async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), ConnectorError> {
+        let (max_alerts, max_bytes) = (
+            self.out.settings.max_alerts,
+            self.out.settings.max_payload_bytes,
+        );
+        for p in payloads
+            .into_iter()
+            .flat_map(|p| p.split(max_alerts, max_bytes))
+        {
+            if p.truncated_alerts > 0 {
+                Metrics::add(&self.out.metrics.notifications_truncated, 1);
+            }
+            let json = p.to_json();
+            let topic = self.out.settings.alerts_topic.clone();
+            self.out.produce_json(&topic, &p.group_key, &json).await?;
+            Metrics::add(&self.out.metrics.notifications, 1);
+            if let Some(w) = &self.webhooks {
+                w.send(json.clone());
+            }
+            if let Some(tap) = &self.tap {
+                let _ = tap.send(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the alerts' state changes of a step to the Alertmanagers
+    /// (never waits for them).
+    pub(crate) fn alert_states(&self, states: Vec<Update>) {
+        if let Some(a) = &self.alertmanagers {
+            a.update(&states);
+        }
+    }
+
+    /// This instance no longer runs the alerting: the Alertmanagers stop
+    /// re-sending what it knew (their leases end them unless the new owner
+    /// sends them).
+    pub(crate) fn forget_alert_states(&self) {
+        if let Some(a) = &self.alertmanagers {
+            a.forget();
+        }
+    }
+}
+
+impl Outputs {
+    pub(crate) fn new(
+        settings: OutputSettings,
         producer: KafkaProducer,
         metrics: Arc<Metrics>,
-    ) -> Outputs<'a> {
+    ) -> Outputs {
         Outputs {
-            config,
+            settings,
             producer,
             metrics,
-            tap: None,
-            webhooks: None,
-            alertmanagers: None,
         }
     }
 
@@ -93,9 +177,10 @@ impl<'a> Outputs<'a> {
         topic: &str,
         messages: Vec<Vec<u8>>,
     ) -> Result<(), ConnectorError> {
-        let key = self.config.kafka.instance_id.as_bytes();
         for m in messages {
-            self.producer.send(topic, Some(key), &m, &[]).await?;
+            self.producer
+                .send(topic, Some(self.settings.relay_key.as_bytes()), &m, &[])
+                .await?;
         }
         Ok(())
     }
@@ -151,59 +236,13 @@ impl<'a> Outputs<'a> {
     /// Rule rows to `sinks.rows_topic`, when one is set, keyed by
     /// fingerprint.
     pub(crate) async fn rule_rows(&mut self, rows: &[Alert]) -> Result<(), ConnectorError> {
-        if let Some(topic) = &self.config.sinks.rows_topic {
+        if let Some(topic) = self.settings.rows_topic.clone() {
             for a in rows {
-                self.produce_json(topic, &a.fingerprint, &a.to_json())
+                self.produce_json(&topic, &a.fingerprint, &a.to_json())
                     .await?;
             }
         }
         Ok(())
-    }
-
-    /// Produces notifications to the alerts topic, keyed by group key so
-    /// one group's updates stay in order on one partition; hands them to
-    /// the webhooks and the tap.
-    pub(crate) async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), ConnectorError> {
-        let (max_alerts, max_bytes) = (
-            self.config.alerting.max_alerts,
-            self.config.sinks.max_payload_bytes(),
-        );
-        for p in payloads
-            .into_iter()
-            .flat_map(|p| p.split(max_alerts, max_bytes))
-        {
-            if p.truncated_alerts > 0 {
-                Metrics::add(&self.metrics.notifications_truncated, 1);
-            }
-            let json = p.to_json();
-            self.produce_json(&self.config.sinks.alerts_topic, &p.group_key, &json)
-                .await?;
-            Metrics::add(&self.metrics.notifications, 1);
-            if let Some(w) = &self.webhooks {
-                w.send(json.clone());
-            }
-            if let Some(tap) = &self.tap {
-                let _ = tap.send(p);
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands the alerts' state changes of a step to the Alertmanagers
-    /// (never waits for them).
-    pub(crate) fn alert_states(&self, states: Vec<Update>) {
-        if let Some(a) = &self.alertmanagers {
-            a.update(&states);
-        }
-    }
-
-    /// This instance no longer runs the alerting: the Alertmanagers stop
-    /// re-sending what it knew (their leases end them unless the new owner
-    /// sends them).
-    pub(crate) fn forget_alert_states(&self) {
-        if let Some(a) = &self.alertmanagers {
-            a.forget();
-        }
     }
 
     /// Produces late rows as JSON, one message each, with their lateness and
@@ -225,6 +264,7 @@ impl<'a> Outputs<'a> {
         let payload = rows
             .project(&data)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let to = self.settings.late_topic.clone();
         let mut json = Vec::new();
         {
             let mut writer = LineDelimitedWriter::new(&mut json);
@@ -247,8 +287,7 @@ impl<'a> Outputs<'a> {
                 .unwrap_or_default()
                 .to_string();
             let origin = (topic, parts.value(i), offs.value(i));
-            let to = self.config.sinks.late_topic.as_str();
-            self.send_with_origin(to, line, ("telemine.lateness_ms", &lateness), origin)
+            self.send_with_origin(&to, line, ("telemine.lateness_ms", &lateness), origin)
                 .await?;
         }
         Ok(())
@@ -263,9 +302,9 @@ impl<'a> Outputs<'a> {
     ) -> Result<(), ConnectorError> {
         Metrics::add(&self.metrics.dead_letters, 1);
         tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
-        let to = self.config.sinks.dead_letter_topic.as_str();
+        let to = self.settings.dead_letter_topic.clone();
         let origin = (topic, d.partition, d.offset);
-        self.send_with_origin(to, &d.payload, ("telemine.error", &d.reason), origin)
+        self.send_with_origin(&to, &d.payload, ("telemine.error", &d.reason), origin)
             .await
     }
 
@@ -290,7 +329,7 @@ impl<'a> Outputs<'a> {
         ];
         // A record too large for the topic is cut to fit; its size and
         // digest say what it was.
-        let cap = self.config.sinks.max_payload_bytes();
+        let cap = self.settings.max_payload_bytes;
         let (size, digest);
         let body = if payload.len() > cap {
             size = payload.len().to_string();

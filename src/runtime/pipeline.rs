@@ -24,7 +24,7 @@ use super::alerting_stage::AlertingStage;
 use super::commits::CommitLog;
 use super::error::PipelineError;
 use super::input::{InputLoop, Parts};
-use super::outputs::Outputs;
+use super::outputs::{Notifier, OutputSettings, Outputs};
 use super::relay::{self, Progress, Reached, Relay};
 use super::source_errors::{self, SourceError, SourceErrors};
 use super::startup::{follow_silences, partition_counts_patiently, read_group_state};
@@ -192,7 +192,7 @@ pub async fn run_pipeline(
         tx,
     )?;
     let stages = Stages {
-        outputs: Outputs::for_input(config, producer, metrics.clone()),
+        outputs: Outputs::new(OutputSettings::of(config), producer, metrics.clone()),
         relay: RelayOut::new(config, &source.topics()),
         state,
         purge: writer.as_ref().and_then(|_| Purge::new(config)),
@@ -211,10 +211,13 @@ pub async fn run_pipeline(
         config,
         &all_topics,
         AlertingStage::new(alerter, silence_rx),
-        Outputs::new(
-            config,
-            output_producer(config, ".alerting").await?,
-            metrics.clone(),
+        Notifier::new(
+            Outputs::new(
+                OutputSettings::of(config),
+                output_producer(config, ".alerting").await?,
+                metrics.clone(),
+            ),
+            &config.alerting,
             options.alert_tap.clone(),
         ),
         control_rx,
@@ -457,7 +460,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
 pub(super) async fn commit(
     source: &KafkaSource,
     engine: &Driver,
-    stages: &mut Stages<'_>,
+    stages: &mut Stages,
     defs: &[SourceDef],
     committed: &mut CommitLog,
     last: bool,
@@ -543,7 +546,7 @@ pub(super) async fn commit(
 /// failure stops the run (see [`KafkaProducer::commit_transaction`]).
 async fn commit_transaction(
     source: &KafkaSource,
-    stages: &mut Stages<'_>,
+    stages: &mut Stages,
     committed: &mut CommitLog,
     offsets: Vec<CommitOffset>,
     stored: Vec<(String, Vec<u8>)>,
@@ -619,8 +622,8 @@ const LAST_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// The stages after the window engine: its outputs, the alerting relay
 /// and the state store, all producing on the outputs' producer.
-pub(super) struct Stages<'a> {
-    pub(super) outputs: Outputs<'a>,
+pub(super) struct Stages {
+    pub(super) outputs: Outputs,
     pub(super) relay: RelayOut,
     pub(super) state: StateStore,
     /// Writes what the repartitioned views read (see `repartition.rs`).
@@ -634,7 +637,7 @@ pub(super) struct Stages<'a> {
     errors: SourceErrors,
 }
 
-impl Stages<'_> {
+impl Stages {
     /// Counts and tells the consumer's errors since the last look; writes
     /// the summaries of the error spells that are due.
     pub(super) fn consumer_errors(&mut self, source: &KafkaSource, metrics: &Metrics) {
