@@ -30,7 +30,7 @@
 //! its own `name`, `sql_files`, `input`, `alert`, `notification` and
 //! `expect`. A file may declare `[[models]]` (they score its views as in
 //! a config) and `[alerting]`; `[[notification]]` tables pin down what the
-//! alerting sends for the case's rule rows ([`notify`]).
+//! alerting sends for the case's rule rows (`notify.rs`).
 
 mod notify;
 

@@ -15,12 +15,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use telemine_connectors::kafka::{KafkaSource, SourceEvent};
+use telemine_observe::live::Catalog;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
 use telemine_sql::source::SourceDef;
+use telemine_stream::deferred::Deferral;
 use telemine_stream::driver::{Driver, Input};
 use telemine_stream::repartition;
 use telemine_types::diagnostic::{Diagnostic, Diagnostics};
@@ -28,12 +30,9 @@ use tokio::sync::mpsc;
 
 use super::commits::CommitLog;
 use super::error::PipelineError;
-use super::pipeline::{
-    ABANDONED_FLUSH, PURGE_WAIT, SHUTDOWN_WAIT, Stages, Stop, begin_drain, commit, start_draining,
-    swap_sql, unless_stopped,
-};
 use super::progress::Progress;
 use super::reload::{ReloadCause, ReloadTriggers};
+use super::stages::{PURGE_WAIT, Stages, commit};
 use crate::config::Config;
 
 /// A SQL folder loaded again off the loop: its reload's generation, why it
@@ -442,5 +441,149 @@ impl<'a> InputLoop<'a> {
             drained: self.drain && !self.stopping && !abandoned,
             first_record: self.first_record,
         })
+    }
+}
+
+/// How the caller asks a running pipeline to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Finish the batches already decoded, commit, stop (SIGTERM). Open
+    /// windows are left for the next run.
+    Now,
+    /// Read every partition to its current end, close every window, commit,
+    /// stop (the demo, once its generator is done).
+    Drain,
+}
+
+/// Runs engine work (views and rules) unless a `Stop::Now` arrives first:
+/// then the work is dropped (`None`) and the caller abandons the run. A
+/// `Stop::Drain` arriving meanwhile lets the work finish and is returned
+/// with it (`true`: start draining). Once a stop was requested, the work
+/// runs to its end.
+pub(super) async fn unless_stopped<T, S: Future<Output = Stop>>(
+    stop: std::pin::Pin<&mut S>,
+    stop_requested: bool,
+    work: impl Future<Output = T>,
+) -> Option<(T, bool)> {
+    if stop_requested {
+        return Some((work.await, false));
+    }
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        how = stop => match how {
+            Stop::Now => None,
+            Stop::Drain => Some((work.await, true)),
+        },
+        r = &mut work => Some((r, false)),
+    }
+}
+
+/// After work raced with a stop: if the end of input arrived meanwhile
+/// (`drain_now`), starts draining and says so.
+pub(super) fn begin_drain(
+    source: &KafkaSource,
+    drain_now: bool,
+    stop_requested: &mut bool,
+) -> bool {
+    if drain_now {
+        *stop_requested = true;
+        start_draining(source);
+    }
+    drain_now
+}
+
+/// Asks the source to read every partition to its current end, then stop.
+pub(super) fn start_draining(source: &KafkaSource) {
+    tracing::info!("draining: reading every partition to its current end");
+    source.drain();
+}
+
+/// Swaps in the SQL folder loaded again (off the pipeline's path); a
+/// folder that does not check is refused with its diagnostics logged, and
+/// the running SQL stays.
+pub(super) fn swap_sql(
+    config: &Config,
+    driver: &mut Driver,
+    metrics: &Metrics,
+    defs: &[SourceDef],
+    cause: super::reload::ReloadCause,
+    loaded: Result<SqlSet, telemine_types::diagnostic::Diagnostics>,
+    owner: Option<&mpsc::UnboundedSender<SqlSet>>,
+) -> Result<(), PipelineError> {
+    let dir = &config.sql.dir;
+    match loaded {
+        Ok(set) if owner.is_some() != Deferral::plan(&set).is_some() => {
+            Metrics::add(&metrics.sql_reload_failures, 1);
+            tracing::error!(dir = %dir.display(), cause = cause.as_str(), "SQL reload refused, the running SQL keeps going: the new SQL adds the first (or drops the last) view over views or scored view, which moves work between the instances and the alerting owner (restart to apply it)");
+        }
+        Ok(set) => {
+            if let Some(owner) = owner {
+                // The owner plans the same files for its scoring.
+                owner.send(set.fork()).ok();
+            }
+            let (views, rules) = (set.views.len(), set.rules.len());
+            let catalog = Catalog::of(&set, defs);
+            driver.replace_sql(set)?;
+            metrics.live.set_catalog(catalog);
+            Metrics::add(&metrics.sql_reloads, 1);
+            tracing::info!(dir = %dir.display(), cause = cause.as_str(), views, rules, "SQL reloaded");
+        }
+        Err(diagnostics) => {
+            Metrics::add(&metrics.sql_reload_failures, 1);
+            tracing::error!(dir = %dir.display(), cause = cause.as_str(), "SQL reload refused, the running SQL keeps going:\n{diagnostics}");
+        }
+    }
+    Ok(())
+}
+
+/// How long shutdown waits for the outputs and the last commit.
+pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an abandoned run waits for undelivered outputs.
+pub(super) const ABANDONED_FLUSH: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work that never ends: an evaluation stuck in a runaway query.
+    fn endless() -> impl Future<Output = u32> {
+        std::future::pending()
+    }
+
+    #[tokio::test]
+    async fn sigterm_abandons_an_evaluation_that_runs() {
+        let stop = std::future::ready(Stop::Now);
+        tokio::pin!(stop);
+        assert!(
+            unless_stopped(stop.as_mut(), false, endless())
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_of_input_lets_the_evaluation_finish_then_drains() {
+        let stop = std::future::ready(Stop::Drain);
+        tokio::pin!(stop);
+        let work = async {
+            tokio::task::yield_now().await;
+            7
+        };
+        assert_eq!(
+            unless_stopped(stop.as_mut(), false, work).await,
+            Some((7, true))
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_stop_was_requested_the_work_runs_to_its_end() {
+        let stop = std::future::pending::<Stop>();
+        tokio::pin!(stop);
+        assert_eq!(
+            unless_stopped(stop.as_mut(), true, async { 3 }).await,
+            Some((3, false))
+        );
     }
 }

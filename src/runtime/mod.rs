@@ -26,6 +26,7 @@ mod progress;
 mod relay;
 pub mod reload;
 mod source_errors;
+mod stages;
 mod startup;
 mod state_store;
 
