@@ -541,6 +541,8 @@ async fn the_views_keyed_otherwise_are_bound_to_their_derived_source() {
     repartition::bind(&mut again, &all).expect("bound");
     assert_eq!(source_of(&again, "rack_1m"), Some(defs.len()));
     let (_, mut other) = default_set().await;
-    let err = repartition::bind(&mut other, &defs).expect_err("no derived source");
+    let err = repartition::bind(&mut other, &defs)
+        .expect_err("no derived source")
+        .to_string();
     assert!(err.contains("`rack_1m` (by dc, rack)"), "{err}");
 }

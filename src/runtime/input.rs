@@ -335,7 +335,7 @@ impl<'a> InputLoop<'a> {
         let loaded = loaded.and_then(|mut set| {
             if defs.iter().any(|d| d.derived.is_some()) {
                 repartition::bind(&mut set, defs)
-                    .map_err(|e| Diagnostics(vec![Diagnostic::new(dir, 1, 1, e)]))?;
+                    .map_err(|e| Diagnostics(vec![Diagnostic::new(dir, 1, 1, e.to_string())]))?;
             }
             Ok(set)
         });

@@ -16,6 +16,7 @@
 //! arrive read ([`ReferenceTable`]) and what a set does is reported to an
 //! [`Observer`]. [`source::SourceDef`] is a source as the engine runs it.
 
+mod aggregates;
 mod alerts;
 mod files;
 mod panes;

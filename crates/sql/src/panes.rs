@@ -36,7 +36,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, Physic
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 
-use super::sliding::Aggregates;
+use super::aggregates::Aggregates;
 use super::window::{WINDOW_END, WINDOW_START};
 
 /// Where the window bounds sit among the partial states' columns.

@@ -37,11 +37,10 @@ use datafusion::arrow::compute::{cast, concat, take};
 use datafusion::arrow::datatypes::{Schema, TimestampMillisecondType};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
+use super::aggregates::Aggregates;
 use super::panes::PanePlan;
 
 type Result<T> = std::result::Result<T, DataFusionError>;
@@ -52,57 +51,6 @@ type Result<T> = std::result::Result<T, DataFusionError>;
 pub struct StateSet {
     ids: Vec<u32>,
     states: Vec<ArrayRef>,
-}
-
-/// The view's aggregates, their arguments and FILTERs, and where their
-/// states sit among a state set's columns.
-#[derive(Debug)]
-pub struct Aggregates {
-    exprs: Vec<Arc<AggregateFunctionExpr>>,
-    /// Per aggregate, its arguments, over the aggregate's input.
-    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
-    /// Per aggregate, its `FILTER (WHERE …)`, over the aggregate's input.
-    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    /// Per aggregate, its state columns among the state columns.
-    ranges: Vec<Range<usize>>,
-}
-
-impl Aggregates {
-    pub fn new(
-        exprs: Vec<Arc<AggregateFunctionExpr>>,
-        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    ) -> Result<Aggregates> {
-        let mut ranges = Vec::with_capacity(exprs.len());
-        let mut at = 0;
-        for e in &exprs {
-            let n = e.state_fields()?.len();
-            ranges.push(at..at + n);
-            at += n;
-        }
-        let args = exprs.iter().map(|e| e.expressions()).collect();
-        Ok(Aggregates {
-            exprs,
-            args,
-            filters,
-            ranges,
-        })
-    }
-
-    fn accumulators(&self) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
-        self.exprs
-            .iter()
-            .map(|e| {
-                if e.groups_accumulator_supported() {
-                    e.create_groups_accumulator()
-                } else {
-                    let e = Arc::clone(e);
-                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
-                        e.create_accumulator()
-                    })) as Box<dyn GroupsAccumulator>)
-                }
-            })
-            .collect()
-    }
 }
 
 /// One HOP view's pane states and the prefixes and suffixes built from

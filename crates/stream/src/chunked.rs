@@ -68,28 +68,50 @@ pub fn head(r: &ChunkRef) -> Vec<u8> {
     serde_json::to_vec(&Head { chunked: r.clone() }).unwrap_or_default()
 }
 
+/// Why a chunked value cannot be read back: the state it held is lost
+/// (the caller starts afresh and says so).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// A chunk the head names is not in the topic (deleted, or never
+    /// written before a crash).
+    #[error("chunk `{key}` is missing")]
+    Missing { key: String },
+    /// The chunks are there but are not the value the head describes.
+    #[error(
+        "chunks under `{key}` do not add up: {bytes} bytes with digest {digest}, expected {expected_bytes} bytes with {expected_digest}"
+    )]
+    Mismatch {
+        key: String,
+        bytes: usize,
+        digest: String,
+        expected_bytes: usize,
+        expected_digest: String,
+    },
+}
+
 /// Reads back the value `r` points at under `key`, checking its length
 /// and digest.
 pub fn join(
     table: &BTreeMap<String, Option<Vec<u8>>>,
     key: &str,
     r: &ChunkRef,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ChunkError> {
     let mut value = Vec::with_capacity(r.bytes.min(1 << 30));
     for k in r.keys(key) {
         match table.get(&k) {
             Some(Some(chunk)) => value.extend_from_slice(chunk),
-            _ => return Err(format!("chunk `{k}` is missing")),
+            _ => return Err(ChunkError::Missing { key: k }),
         }
     }
     let digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&value));
     if value.len() != r.bytes || digest != r.xxh3 {
-        return Err(format!(
-            "chunks under `{key}` do not add up: {} bytes with digest {digest}, expected {} bytes with {}",
-            value.len(),
-            r.bytes,
-            r.xxh3
-        ));
+        return Err(ChunkError::Mismatch {
+            key: key.to_string(),
+            bytes: value.len(),
+            digest,
+            expected_bytes: r.bytes,
+            expected_digest: r.xxh3.clone(),
+        });
     }
     Ok(value)
 }
@@ -109,7 +131,7 @@ pub fn read_ref(table: &BTreeMap<String, Option<Vec<u8>>>, key: &str) -> Option<
 pub fn read(
     table: &BTreeMap<String, Option<Vec<u8>>>,
     key: &str,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ChunkError> {
     let Some(Some(value)) = table.get(key) else {
         return Ok(None);
     };
@@ -141,9 +163,12 @@ mod tests {
         // A lost or altered chunk is an error, never a wrong value.
         let k = r.keys("g")[3].clone();
         table.insert(k.clone(), Some(b"x".to_vec()));
-        assert!(read(&table, "g").unwrap_err().contains("do not add up"));
+        assert!(matches!(
+            read(&table, "g"),
+            Err(ChunkError::Mismatch { .. })
+        ));
         table.insert(k, None);
-        assert!(read(&table, "g").unwrap_err().contains("missing"));
+        assert!(matches!(read(&table, "g"), Err(ChunkError::Missing { .. })));
         let (empty, chunks) = split("e", b"", 10);
         assert_eq!((empty.parts, chunks.len()), (1, 1));
     }

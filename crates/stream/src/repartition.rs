@@ -148,7 +148,7 @@ pub fn derive(
 /// the derived source of its (source, GROUP BY) in `all`. A view that
 /// needs one this run has not set up (a reload that added it) is an
 /// error naming it: the repartition topics are set up at start.
-pub fn bind(sql: &mut SqlSet, all: &[SourceDef]) -> Result<(), String> {
+pub fn bind(sql: &mut SqlSet, all: &[SourceDef]) -> Result<(), Unbound> {
     let configured: Vec<SourceDef> = all
         .iter()
         .filter(|d| d.derived.is_none())
@@ -175,11 +175,19 @@ pub fn bind(sql: &mut SqlSet, all: &[SourceDef]) -> Result<(), String> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "view(s) {} need a repartition topic this run did not set up (they are set up at start): restart telemine to add them",
-            missing.join(", ")
-        ))
+        Err(Unbound { views: missing })
     }
+}
+
+/// Views a reload added that need a repartition topic this run did not
+/// set up (`` `view` (by keys) `` each).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "view(s) {} need a repartition topic this run did not set up (they are set up at start): restart telemine to add them",
+    views.join(", ")
+)]
+pub struct Unbound {
+    pub views: Vec<String>,
 }
 
 /// A message for a repartition topic.
