@@ -26,7 +26,7 @@ fn repo() -> &'static Path {
 const SOURCES: &[&str] = &[
     "src/config.rs",
     "crates/alerting/src/config.rs",
-    "connectors/src/kafka/mod.rs",
+    "crates/connectors/src/kafka/mod.rs",
     "crates/codec/src/schema.rs",
     "crates/codec/src/decode/mod.rs",
     "crates/codec/src/decode/limits.rs",
