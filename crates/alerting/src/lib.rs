@@ -34,6 +34,25 @@ use telemine_types::alert::Alert;
 pub use telemine_types::alert::rule::Evaluation;
 use telemine_types::alert::rule::Timing;
 
+/// The version of the alerting state [`Alerter::snapshot`] writes and
+/// [`Alerter::restore`] reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// Why a saved alerting state cannot be taken back; the alerting then
+/// starts without it (and says so).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Not an alerting state at all (cut short, or another value).
+    #[error("not an alerting state: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    /// Written by a telemine whose state this build does not read.
+    #[error("alerting state version {found} (this build reads {STATE_VERSION})")]
+    Version { found: u32 },
+    /// The notification groups in it do not read.
+    #[error("the saved notification groups cannot be read: {0}")]
+    Groups(#[source] serde_json::Error),
+}
+
 /// The whole path from rule rows to notifications.
 pub struct Alerter {
     lifecycle: Lifecycle,
@@ -169,7 +188,7 @@ impl Alerter {
     /// restart (silences are not part of it: they live in their topic).
     pub fn snapshot(&self) -> String {
         serde_json::json!({
-            "version": 1,
+            "version": STATE_VERSION,
             "lifecycle": self.lifecycle,
             "groups": self.dispatcher.groups_json(),
             "last_at": self.last_at,
@@ -179,8 +198,8 @@ impl Alerter {
         .to_string()
     }
 
-    /// Takes back a [`Alerter::snapshot`].
-    pub fn restore(&mut self, json: &[u8]) -> Result<(), String> {
+    /// Takes back a [`Alerter::snapshot`]; on an error nothing changed.
+    pub fn restore(&mut self, json: &[u8]) -> Result<(), RestoreError> {
         #[derive(serde::Deserialize)]
         struct State {
             version: u32,
@@ -191,16 +210,13 @@ impl Alerter {
             #[serde(default)]
             pending: Vec<(i64, String, Held)>,
         }
-        let s: State = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        if s.version != 1 {
-            return Err(format!(
-                "alerting state version {} (this build reads 1)",
-                s.version
-            ));
+        let s: State = serde_json::from_slice(json).map_err(RestoreError::Unreadable)?;
+        if s.version != STATE_VERSION {
+            return Err(RestoreError::Version { found: s.version });
         }
         self.dispatcher
             .restore_groups(s.groups)
-            .map_err(|e| e.to_string())?;
+            .map_err(RestoreError::Groups)?;
         self.lifecycle = s.lifecycle;
         self.last_at = s.last_at;
         self.clock = s.clock;
