@@ -739,23 +739,28 @@ fn value_matches(want: &toml::Value, got: &serde_json::Value) -> bool {
 
 /// `Rule{k="v", …} [start, end) v=1.5 …` for a raised alert.
 fn describe(a: &Alert) -> String {
-    let labels: Vec<String> = a
-        .labels
-        .iter()
-        .filter(|(k, _)| *k != "alertname" && *k != "severity")
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
     let values: Vec<String> = a.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
-        "{}{{{}}} [{}, {}) {}",
+        "{}{} [{}, {}) {}",
         a.rule,
-        labels.join(", "),
+        label_set(&a.labels),
         format_ms(a.window_start_ms),
         format_ms(a.window_end_ms),
         values.join(" ")
     )
     .trim_end()
     .to_string()
+}
+
+/// `{host="h1", …}`: an alert's labels as a failure report shows them,
+/// without the two every alert of a rule shares (`alertname`, `severity`).
+fn label_set(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| *k != "alertname" && *k != "severity")
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 fn describe_expected(w: &ExpectedAlert) -> String {

@@ -29,6 +29,8 @@ use telemine_alerting::lifecycle::Status;
 use telemine_alerting::payload::{Payload, PayloadAlert};
 use telemine_stream::local::AlertingStep;
 
+use super::label_set;
+
 /// One notification a case expects.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,20 +160,11 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
-fn labels(l: &BTreeMap<String, String>) -> String {
-    let parts: Vec<String> = l
-        .iter()
-        .filter(|(k, _)| *k != "alertname" && *k != "severity")
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
-}
-
 fn describe(p: &Payload) -> String {
     let alerts: Vec<String> = p
         .alerts
         .iter()
-        .map(|a| format!("{} {}", status_name(a.status), labels(&a.labels)))
+        .map(|a| format!("{} {}", status_name(a.status), label_set(&a.labels)))
         .collect();
     format!(
         "{} group {:?}: {}",
@@ -185,8 +178,12 @@ fn describe_expected(w: &ExpectedNotification) -> String {
     let alerts: Vec<String> = w
         .firing
         .iter()
-        .map(|l| format!("firing {}", labels(l)))
-        .chain(w.resolved.iter().map(|l| format!("resolved {}", labels(l))))
+        .map(|l| format!("firing {}", label_set(l)))
+        .chain(
+            w.resolved
+                .iter()
+                .map(|l| format!("resolved {}", label_set(l))),
+        )
         .collect();
     let group = w
         .group

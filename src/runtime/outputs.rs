@@ -127,8 +127,14 @@ impl Notifier {
                 Metrics::add(&self.out.metrics.notifications_truncated, 1);
             }
             let json = p.to_json();
-            let topic = self.out.settings.alerts_topic.clone();
-            self.out.produce_json(&topic, &p.group_key, &json).await?;
+            let out = &mut self.out;
+            send_json(
+                &mut out.producer,
+                &out.settings.alerts_topic,
+                &p.group_key,
+                &json,
+            )
+            .await?;
             Metrics::add(&self.out.metrics.notifications, 1);
             if let Some(w) = &self.webhooks {
                 w.send(json.clone());
@@ -216,30 +222,12 @@ impl Outputs {
         Ok(())
     }
 
-    /// Produces one JSON message.
-    async fn produce_json(
-        &mut self,
-        topic: &str,
-        key: &str,
-        json: &str,
-    ) -> Result<(), ConnectorError> {
-        self.producer
-            .send(
-                topic,
-                Some(key.as_bytes()),
-                json.as_bytes(),
-                &[("content-type", b"application/json")],
-            )
-            .await
-    }
-
     /// Rule rows to `sinks.rows_topic`, when one is set, keyed by
     /// fingerprint.
     pub(crate) async fn rule_rows(&mut self, rows: &[Alert]) -> Result<(), ConnectorError> {
-        if let Some(topic) = self.settings.rows_topic.clone() {
+        if let Some(topic) = &self.settings.rows_topic {
             for a in rows {
-                self.produce_json(&topic, &a.fingerprint, &a.to_json())
-                    .await?;
+                send_json(&mut self.producer, topic, &a.fingerprint, &a.to_json()).await?;
             }
         }
         Ok(())
@@ -264,7 +252,6 @@ impl Outputs {
         let payload = rows
             .project(&data)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let to = self.settings.late_topic.clone();
         let mut json = Vec::new();
         {
             let mut writer = LineDelimitedWriter::new(&mut json);
@@ -287,8 +274,13 @@ impl Outputs {
                 .unwrap_or_default()
                 .to_string();
             let origin = (topic, parts.value(i), offs.value(i));
-            self.send_with_origin(&to, line, ("telemine.lateness_ms", &lateness), origin)
-                .await?;
+            self.send_with_origin(
+                Aside::Late,
+                line,
+                ("telemine.lateness_ms", &lateness),
+                origin,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -302,18 +294,22 @@ impl Outputs {
     ) -> Result<(), ConnectorError> {
         Metrics::add(&self.metrics.dead_letters, 1);
         tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
-        let to = self.settings.dead_letter_topic.clone();
         let origin = (topic, d.partition, d.offset);
-        self.send_with_origin(&to, &d.payload, ("telemine.error", &d.reason), origin)
-            .await
+        self.send_with_origin(
+            Aside::DeadLetter,
+            &d.payload,
+            ("telemine.error", &d.reason),
+            origin,
+        )
+        .await
     }
 
     /// Produces a record taken out of the stream (dead letter, late row) to
-    /// `to`, with one header saying why and three saying where it came from:
-    /// `telemine.source.topic`, `.partition`, `.offset`.
+    /// the topic for `to`, with one header saying why and three saying where
+    /// it came from: `telemine.source.topic`, `.partition`, `.offset`.
     async fn send_with_origin(
         &mut self,
-        to: &str,
+        to: Aside,
         payload: &[u8],
         (why, reason): (&str, &str),
         (topic, partition, offset): (&str, i32, i64),
@@ -341,6 +337,36 @@ impl Outputs {
         } else {
             payload
         };
+        let to = match to {
+            Aside::Late => &self.settings.late_topic,
+            Aside::DeadLetter => &self.settings.dead_letter_topic,
+        };
         self.producer.send(to, None, body, &headers).await
     }
+}
+
+/// Where a record taken out of the stream goes.
+#[derive(Debug, Clone, Copy)]
+enum Aside {
+    /// `sinks.late_topic`.
+    Late,
+    /// `sinks.dead_letter_topic`.
+    DeadLetter,
+}
+
+/// Produces one JSON message.
+async fn send_json(
+    producer: &mut KafkaProducer,
+    topic: &str,
+    key: &str,
+    json: &str,
+) -> Result<(), ConnectorError> {
+    producer
+        .send(
+            topic,
+            Some(key.as_bytes()),
+            json.as_bytes(),
+            &[("content-type", b"application/json")],
+        )
+        .await
 }

@@ -262,7 +262,7 @@ impl LocalRun {
         let mut step = AlertingStep {
             evaluations,
             rows,
-            clock: self.driver.alerting_clock(),
+            clock: None,
         };
         self.out.late.extend(late);
         if let Some(stage) = self.scoring.as_mut() {
@@ -282,6 +282,7 @@ impl LocalRun {
         }
         match self.alerting.as_mut() {
             Some(kept) => {
+                step.clock = self.driver.alerting_clock();
                 self.out.alerts.extend(step.rows.iter().cloned());
                 kept.push(step);
             }

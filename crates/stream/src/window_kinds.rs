@@ -403,6 +403,23 @@ mod tests {
         Arc::new(Schema::new(fields))
     }
 
+    /// Sessions per host with a 10 s gap, no lateness, at `watermark`,
+    /// the previous close having been at `emitted`.
+    fn sessions_by_host(buffer: &[RecordBatch], watermark: i64, emitted: Option<i64>) -> Sessions {
+        sessions(
+            buffer,
+            TS,
+            &[HOST],
+            None,
+            10_000,
+            watermark,
+            emitted,
+            (0, &[]),
+            &bounded(),
+        )
+        .expect("sessions")
+    }
+
     fn column(batches: &[RecordBatch], i: usize) -> Vec<i64> {
         batches.iter().flat_map(|b| times(b, i).to_vec()).collect()
     }
@@ -467,18 +484,7 @@ mod tests {
             (20_000, "h1"),
             (1_000, "h2"),
         ])];
-        let s = sessions(
-            &buffer,
-            TS,
-            &[HOST],
-            None,
-            10_000,
-            16_000,
-            None,
-            (0, &[]),
-            &bounded(),
-        )
-        .expect("sessions");
+        let s = sessions_by_host(&buffer, 16_000, None);
         // h1's first session [0, 15 s) and h2's [1 s, 11 s) are closed;
         // h1's second, from 20 s, stays open until 30 s.
         let rows = s.rows.expect("closed sessions");
@@ -497,18 +503,7 @@ mod tests {
     #[test]
     fn a_session_already_emitted_is_not_emitted_again() {
         let buffer = [batch(&[(0, "h1"), (5_000, "h1"), (20_000, "h1")])];
-        let s = sessions(
-            &buffer,
-            TS,
-            &[HOST],
-            None,
-            10_000,
-            40_000,
-            Some(16_000),
-            (0, &[]),
-            &bounded(),
-        )
-        .expect("sessions");
+        let s = sessions_by_host(&buffer, 40_000, Some(16_000));
         let rows = s.rows.expect("the second session");
         assert_eq!(column(std::slice::from_ref(&rows), TS), vec![20_000]);
         assert_eq!(s.open_from, None);
