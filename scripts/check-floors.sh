@@ -22,7 +22,8 @@ telemine-observe: telemine-types telemine-sql
 telemine-detector: telemine-model telemine-sql
 telemine-alerting: telemine-types telemine-connectors telemine-observe
 telemine-stream: telemine-types telemine-codec telemine-sql telemine-observe
-telemine: telemine-types telemine-model telemine-codec telemine-connectors telemine-sql telemine-observe telemine-detector telemine-alerting telemine-stream
+telemine-runtime: telemine-types telemine-codec telemine-connectors telemine-sql telemine-observe telemine-detector telemine-alerting telemine-stream
+telemine: telemine-types telemine-model telemine-codec telemine-connectors telemine-sql telemine-observe telemine-detector telemine-alerting telemine-stream telemine-runtime
 '
 # Crates that may depend on rdkafka themselves.
 kafka_ok=' telemine-connectors telemine '

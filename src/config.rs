@@ -750,14 +750,7 @@ fn default_progress_interval() -> Duration {
     Duration::from_secs(60)
 }
 
-/// How outputs are delivered (see [`EngineConfig::delivery`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    #[default]
-    AtLeastOnce,
-    ExactlyOnce,
-}
+pub use telemine_runtime::Delivery;
 
 fn default_query_time_limit() -> Duration {
     Duration::from_secs(10)
@@ -832,6 +825,41 @@ impl Config {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Config {
+    /// What a pipeline run reads, resolved once (the runtime never sees
+    /// the file). The SQL options are made again at each reload, so that
+    /// reference tables are read again with the SQL.
+    pub fn runtime_settings(&self) -> Result<telemine_runtime::Settings, String> {
+        let engine = &self.engine;
+        let for_reloads = self.clone();
+        Ok(telemine_runtime::Settings {
+            kafka: self.kafka.clone(),
+            sources: self.source_defs()?,
+            models: self.model_settings()?,
+            sql_dir: self.sql.dir.clone(),
+            sql_options: std::sync::Arc::new(move || for_reloads.sql_options()),
+            engine: telemine_runtime::EngineSettings {
+                max_batch_records: engine.max_batch_records,
+                batch_linger: engine.batch_linger,
+                commit_interval: engine.commit_interval,
+                queue_batches: engine.queue_batches,
+                decode_threads: engine.decode_threads,
+                delivery: engine.delivery,
+                repartition: engine.repartition,
+                progress_interval: engine.progress_interval,
+            },
+            sinks: telemine_runtime::SinkSettings {
+                alerts_topic: self.sinks.alerts_topic.clone(),
+                rows_topic: self.sinks.rows_topic.clone(),
+                late_topic: self.sinks.late_topic.clone(),
+                dead_letter_topic: self.sinks.dead_letter_topic.clone(),
+                max_payload_bytes: self.sinks.max_payload_bytes(),
+            },
+            alerting: self.alerting.clone(),
+        })
     }
 }
 

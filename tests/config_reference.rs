@@ -31,6 +31,7 @@ const SOURCES: &[&str] = &[
     "crates/codec/src/decode/mod.rs",
     "crates/codec/src/decode/limits.rs",
     "crates/detector/src/lib.rs",
+    "crates/runtime/src/settings.rs",
     "crates/detector/src/score.rs",
     "crates/detector/src/features.rs",
 ];

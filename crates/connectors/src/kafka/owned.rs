@@ -3,7 +3,7 @@
 //! that subscribe, and hands the partition to another when the owner
 //! leaves or its session times out; no election of our own.
 //!
-//! The engine reads the alerting relay this way (`src/runtime/alerting_owner.rs`):
+//! The engine reads the alerting relay this way (`crates/runtime/src/alerting_owner.rs`):
 //! every instance subscribes, one of them runs the alerting stage. The
 //! poll thread reports [`OwnedEvent::Gained`] before the first message of
 //! an ownership and [`OwnedEvent::Lost`] when it ends; the owner commits

@@ -34,18 +34,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use telemine_connectors::kafka::KafkaClientConfig;
+
+use crate::settings::Settings;
 use telemine_alerting::Evaluation;
 use telemine_types::alert::{Alert, parse_ms};
 
-/// The relay topic of `config`'s consumer group (one partition).
-pub fn topic(config: &Config) -> String {
-    format!("{}.alerting-relay", config.kafka.group_id)
+/// The relay topic of `kafka`'s consumer group (one partition).
+pub fn topic(kafka: &KafkaClientConfig) -> String {
+    format!("{}.alerting-relay", kafka.group_id)
 }
 
 /// The consumer group whose member holding the relay runs the alerting.
-pub(crate) fn group(config: &Config) -> String {
-    format!("{}.alerting", config.kafka.group_id)
+pub(crate) fn group(settings: &Settings) -> String {
+    format!("{}.alerting", settings.kafka.group_id)
 }
 
 /// The relay's format version.

@@ -39,7 +39,7 @@ use super::outputs::Notifier;
 use super::relay::{self, Board, Relay};
 use super::startup::{partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
-use crate::config::Config;
+use crate::settings::Settings;
 use telemine_detector::Detector;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::SqlSet;
@@ -100,23 +100,23 @@ struct Held {
 /// Runs until told to stop (or, once the input is done, until the alerting
 /// it owns is finished, or at once if it owns nothing).
 pub(crate) async fn run(
-    config: &Config,
+    settings: &Settings,
     topics: &[String],
     mut stage: AlertingStage,
     mut notifier: Notifier,
     mut control: watch::Receiver<Control>,
     mut scoring: Option<OwnerScoring>,
 ) -> Result<(), PipelineError> {
-    let topic = relay::topic(config);
-    let group = relay::group(config);
-    let instance = config
+    let topic = relay::topic(&settings.kafka);
+    let group = relay::group(settings);
+    let instance = settings
         .kafka
         .group_instance_id()
         .map(|i| format!("{i}-alerting"));
     let (tx, mut rx) = mpsc::channel(256);
-    let consumer = OwnedTopic::start(&config.kafka, &group, instance.as_deref(), &topic, tx)?;
+    let consumer = OwnedTopic::start(&settings.kafka, &group, instance.as_deref(), &topic, tx)?;
     let mut held: Option<Held> = None;
-    let mut tick = tokio::time::interval(config.engine.commit_interval);
+    let mut tick = tokio::time::interval(settings.engine.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut input_done = false;
     let mut last_message = Instant::now();
@@ -147,7 +147,7 @@ pub(crate) async fn run(
                 None => break Ok(()),
                 Some(OwnedEvent::Gained) => {
                     tracing::info!(%topic, "this instance runs the group's alerting now");
-                    match gain(config, topics, &mut stage, scoring.as_mut()).await {
+                    match gain(settings, topics, &mut stage, scoring.as_mut()).await {
                         Ok(h) => held = Some(h),
                         Err(e) => break Err(e),
                     }
@@ -231,13 +231,13 @@ pub(crate) async fn run(
 /// every partition of every source topic (`topics`, the derived ones
 /// included).
 async fn gain(
-    config: &Config,
+    settings: &Settings,
     topics: &[String],
     stage: &mut AlertingStage,
     scoring: Option<&mut OwnerScoring>,
 ) -> Result<Held, PipelineError> {
-    let group = &config.kafka.group_id;
-    let table: Table = read_group_state(config).await?;
+    let group = &settings.kafka.group_id;
+    let table: Table = read_group_state(settings).await?;
     let saved = match chunked::read(&table, group) {
         Ok(saved) => saved,
         Err(e) => {
@@ -249,16 +249,16 @@ async fn gain(
         Some(s) => tracing::info!(%group, bytes = s.len(), "alerting state restored"),
         None => tracing::info!(%group, "no saved alerting state: starting fresh"),
     }
-    stage.take_over(&config.alerting, saved.as_deref());
-    let counts = partition_counts_patiently(config, topics).await?;
+    stage.take_over(&settings.alerting, saved.as_deref());
+    let counts = partition_counts_patiently(settings, topics).await?;
     tracing::info!(
         ?counts,
         "the alerting clock waits for every partition of these topics"
     );
     let mut state = StateStore::new(
-        &config.alerting.state_topic,
+        &settings.alerting.state_topic,
         group,
-        config.sinks.max_payload_bytes(),
+        settings.sinks.max_payload_bytes,
         table,
         stage.snapshot(),
     );

@@ -25,7 +25,7 @@ use telemine_connectors::kafka::KafkaProducer;
 use tokio::sync::mpsc;
 
 use super::error::PipelineError;
-use crate::config::Config;
+use crate::settings::Settings;
 use telemine_alerting::alertmanager::{self, Alertmanagers};
 use telemine_alerting::config::AlertingConfig;
 use telemine_alerting::lifecycle::Update;
@@ -57,15 +57,15 @@ pub(crate) struct OutputSettings {
 }
 
 impl OutputSettings {
-    pub(crate) fn of(config: &Config) -> OutputSettings {
+    pub(crate) fn of(settings: &Settings) -> OutputSettings {
         OutputSettings {
-            relay_key: config.kafka.instance_id.clone(),
-            rows_topic: config.sinks.rows_topic.clone(),
-            late_topic: config.sinks.late_topic.clone(),
-            dead_letter_topic: config.sinks.dead_letter_topic.clone(),
-            alerts_topic: config.sinks.alerts_topic.clone(),
-            max_payload_bytes: config.sinks.max_payload_bytes(),
-            max_alerts: config.alerting.max_alerts,
+            relay_key: settings.kafka.instance_id.clone(),
+            rows_topic: settings.sinks.rows_topic.clone(),
+            late_topic: settings.sinks.late_topic.clone(),
+            dead_letter_topic: settings.sinks.dead_letter_topic.clone(),
+            alerts_topic: settings.sinks.alerts_topic.clone(),
+            max_payload_bytes: settings.sinks.max_payload_bytes,
+            max_alerts: settings.alerting.max_alerts,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::outputs::Outputs;
 use super::relay::{self, Progress, Reached, Relay};
 use super::source_errors::{self, SourceError, SourceErrors};
 use super::state_store::StateStore;
-use crate::config::Config;
+use crate::settings::Settings;
 use telemine_observe::metrics::Metrics;
 use telemine_sql::source::SourceDef;
 use telemine_stream::driver::{Driver, Step};
@@ -327,8 +327,8 @@ pub(super) struct Purge {
 }
 
 impl Purge {
-    pub(super) fn new(config: &Config) -> Option<Purge> {
-        match Purger::new(&config.kafka) {
+    pub(super) fn new(settings: &Settings) -> Option<Purge> {
+        match Purger::new(&settings.kafka) {
             Ok(purger) => Some(Purge {
                 purger: Arc::new(purger),
                 sent: Default::default(),
@@ -423,11 +423,11 @@ pub(super) struct RelayOut {
 }
 
 impl RelayOut {
-    pub(super) fn new(config: &Config, topics: &[String]) -> RelayOut {
+    pub(super) fn new(settings: &Settings, topics: &[String]) -> RelayOut {
         RelayOut {
-            topic: relay::topic(config),
-            from: config.kafka.instance_id.clone(),
-            max_bytes: config.sinks.max_payload_bytes(),
+            topic: relay::topic(&settings.kafka),
+            from: settings.kafka.instance_id.clone(),
+            max_bytes: settings.sinks.max_payload_bytes,
             topics: topics.to_vec(),
             held: vec![Vec::new(); topics.len()],
             last: Vec::new(),

@@ -33,7 +33,7 @@ use super::error::PipelineError;
 use super::progress::Progress;
 use super::reload::{ReloadCause, ReloadTriggers};
 use super::stages::{PURGE_WAIT, Stages, commit};
-use crate::config::Config;
+use crate::settings::Settings;
 
 /// A SQL folder loaded again off the loop: its reload's generation, why it
 /// was reloaded, and the set or why it does not check.
@@ -74,7 +74,7 @@ pub(super) struct Finished {
 
 /// The input side of one run (see the module docs).
 pub(super) struct InputLoop<'a> {
-    config: &'a Config,
+    settings: &'a Settings,
     defs: &'a [SourceDef],
     metrics: Arc<Metrics>,
     source: &'a KafkaSource,
@@ -103,7 +103,7 @@ pub(super) struct InputLoop<'a> {
 
 /// What [`InputLoop::new`] takes.
 pub(super) struct Parts<'a> {
-    pub config: &'a Config,
+    pub settings: &'a Settings,
     pub defs: &'a [SourceDef],
     pub metrics: Arc<Metrics>,
     pub source: &'a KafkaSource,
@@ -117,12 +117,12 @@ pub(super) struct Parts<'a> {
 
 impl<'a> InputLoop<'a> {
     pub(super) fn new(p: Parts<'a>) -> InputLoop<'a> {
-        let mut commit_tick = tokio::time::interval(p.config.engine.commit_interval);
+        let mut commit_tick = tokio::time::interval(p.settings.engine.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         InputLoop {
-            config: p.config,
+            settings: p.settings,
             defs: p.defs,
-            progress: Progress::new(p.config.engine.progress_interval, &p.metrics),
+            progress: Progress::new(p.settings.engine.progress_interval, &p.metrics),
             metrics: p.metrics,
             source: p.source,
             driver: p.driver,
@@ -136,7 +136,7 @@ impl<'a> InputLoop<'a> {
             drain: p.stop_at_end,
             reload: p
                 .hot_reload
-                .then(|| ReloadTriggers::start(&p.config.sql.dir)),
+                .then(|| ReloadTriggers::start(&p.settings.sql_dir)),
             reload_done: mpsc::channel(1),
             reload_generation: 0,
             assigned: vec![0; p.defs.len()],
@@ -310,13 +310,13 @@ impl<'a> InputLoop<'a> {
         // Loaded against the configured sources; the repartitioned views
         // are bound again when swapped in.
         let (dir, defs, options) = (
-            self.config.sql.dir.clone(),
+            self.settings.sql_dir.clone(),
             self.defs
                 .iter()
                 .filter(|d| d.derived.is_none())
                 .cloned()
                 .collect::<Vec<_>>(),
-            self.config.sql_options(),
+            (self.settings.sql_options)(),
         );
         tokio::spawn(async move {
             let loaded = SqlSet::load(&dir, &defs, &options).await;
@@ -331,7 +331,7 @@ impl<'a> InputLoop<'a> {
             return Ok(Flow::Continue);
         }
         let defs = self.defs;
-        let dir = &self.config.sql.dir;
+        let dir = &self.settings.sql_dir;
         let loaded = loaded.and_then(|mut set| {
             if defs.iter().any(|d| d.derived.is_some()) {
                 repartition::bind(&mut set, defs)
@@ -340,7 +340,7 @@ impl<'a> InputLoop<'a> {
             Ok(set)
         });
         swap_sql(
-            self.config,
+            self.settings,
             self.driver,
             &self.metrics,
             defs,
@@ -503,7 +503,7 @@ pub(super) fn start_draining(source: &KafkaSource) {
 /// folder that does not check is refused with its diagnostics logged, and
 /// the running SQL stays.
 pub(super) fn swap_sql(
-    config: &Config,
+    settings: &Settings,
     driver: &mut Driver,
     metrics: &Metrics,
     defs: &[SourceDef],
@@ -511,7 +511,7 @@ pub(super) fn swap_sql(
     loaded: Result<SqlSet, telemine_types::diagnostic::Diagnostics>,
     owner: Option<&mpsc::UnboundedSender<SqlSet>>,
 ) -> Result<(), PipelineError> {
-    let dir = &config.sql.dir;
+    let dir = &settings.sql_dir;
     match loaded {
         Ok(set) if owner.is_some() != Deferral::plan(&set).is_some() => {
             Metrics::add(&metrics.sql_reload_failures, 1);

@@ -33,7 +33,7 @@ use super::source_errors::SourceErrors;
 use super::stages::{Purge, RelayOut, Stages};
 use super::startup::{follow_silences, partition_counts_patiently, read_group_state};
 use super::state_store::StateStore;
-use crate::config::{Config, Delivery};
+use crate::settings::{Delivery, Settings};
 use telemine_alerting::Alerter;
 use telemine_alerting::payload::Payload;
 use telemine_observe::live::Catalog;
@@ -79,27 +79,27 @@ pub struct RunSummary {
 /// Runs the pipeline until `stop` resolves (or, with `stop_at_end`, until
 /// the input is drained).
 pub async fn run_pipeline(
-    config: &Config,
+    settings: &Settings,
     sql: SqlSet,
     options: RunOptions,
     stop: impl Future<Output = Stop>,
 ) -> Result<RunSummary, PipelineError> {
-    let mut defs = config.source_defs().map_err(PipelineError::Config)?;
+    let mut defs = settings.sources.clone();
     let metrics = options.metrics.clone().unwrap_or_default();
     let mut sql = sql;
     // Views that need every partition's rows, through repartition topics
     // (`defs` gains the derived sources).
-    let writer = if config.engine.repartition {
-        plan_repartition(config, &mut sql, &mut defs).await?
+    let writer = if settings.engine.repartition {
+        plan_repartition(settings, &mut sql, &mut defs).await?
     } else {
         None
     };
     let models = if options.without_models {
         Vec::new()
     } else {
-        config.model_settings().map_err(PipelineError::Config)?
+        settings.models.clone()
     };
-    let alone = telemine_stream::alone_reasons(&sql, &defs, config.engine.repartition);
+    let alone = telemine_stream::alone_reasons(&sql, &defs, settings.engine.repartition);
     // The models score, and the views over views are computed, at the
     // alerting owner (`deferred.rs`), whatever the number of instances.
     // (Every configured model scores a view, so there is nothing to score
@@ -134,10 +134,10 @@ pub async fn run_pipeline(
         }
         None => (None, None),
     };
-    let specs = source_specs(config, &defs)?;
+    let specs = source_specs(settings, &defs)?;
     let all_topics: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
-    let producer = output_producer(config, "").await?;
-    let mut alerter = Alerter::new(&config.alerting);
+    let producer = output_producer(settings, "").await?;
+    let mut alerter = Alerter::new(&settings.alerting);
     let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (silence_tx, silence_rx) = mpsc::unbounded_channel();
     tokio::pin!(stop);
@@ -147,10 +147,10 @@ pub async fn run_pipeline(
     // them honours a stop.
     let startup = async {
         let follower =
-            follow_silences(config, &mut alerter, silence_tx, follow_stop.clone()).await?;
-        let table = read_group_state(config).await?;
-        let relay_topic = relay::topic(config);
-        if let Err(e) = create_topic_unless_present(&config.kafka, &relay_topic, 1, &[]).await {
+            follow_silences(settings, &mut alerter, silence_tx, follow_stop.clone()).await?;
+        let table = read_group_state(settings).await?;
+        let relay_topic = relay::topic(&settings.kafka);
+        if let Err(e) = create_topic_unless_present(&settings.kafka, &relay_topic, 1, &[]).await {
             tracing::warn!(topic = %relay_topic, error = %e, "cannot create the alerting relay topic");
         }
         Ok::<_, PipelineError>((follower, table))
@@ -166,18 +166,18 @@ pub async fn run_pipeline(
     };
     let follower = Some(follower);
     let state = StateStore::new(
-        &config.alerting.state_topic,
-        &config.kafka.group_id,
-        config.sinks.max_payload_bytes(),
+        &settings.alerting.state_topic,
+        &settings.kafka.group_id,
+        settings.sinks.max_payload_bytes,
         state_table,
         String::new(),
     );
-    let (tx, mut rx) = mpsc::channel(config.engine.queue_batches.max(1));
+    let (tx, mut rx) = mpsc::channel(settings.engine.queue_batches.max(1));
     let source = KafkaSource::start(
-        &config.kafka,
+        &settings.kafka,
         KafkaSourceOptions {
-            max_batch_records: config.engine.max_batch_records,
-            linger: config.engine.batch_linger,
+            max_batch_records: settings.engine.max_batch_records,
+            linger: settings.engine.batch_linger,
             stop_at_end: options.stop_at_end,
             alone: (!alone.is_empty()).then(|| alone.join("; ")),
         },
@@ -185,32 +185,32 @@ pub async fn run_pipeline(
         tx,
     )?;
     let stages = Stages {
-        outputs: Outputs::new(OutputSettings::of(config), producer, metrics.clone()),
-        relay: RelayOut::new(config, &source.topics()),
+        outputs: Outputs::new(OutputSettings::of(settings), producer, metrics.clone()),
+        relay: RelayOut::new(settings, &source.topics()),
         state,
-        purge: writer.as_ref().and_then(|_| Purge::new(config)),
+        purge: writer.as_ref().and_then(|_| Purge::new(settings)),
         writer,
         names: defs.iter().map(|d| d.name.clone()).collect(),
         errors: SourceErrors::default(),
     };
     // The Alertmanagers read the alerts' state changes.
-    if !config.alerting.alertmanagers.is_empty() {
+    if !settings.alerting.alertmanagers.is_empty() {
         alerter.record_states();
     }
     // The group's alerting, if this instance gets the relay (see
     // `alerting_owner.rs`), on its own producer.
     let (control, control_rx) = watch::channel(Control::Running);
     let owner = alerting_owner::run(
-        config,
+        settings,
         &all_topics,
         AlertingStage::new(alerter, silence_rx),
         Notifier::new(
             Outputs::new(
-                OutputSettings::of(config),
-                output_producer(config, ".alerting").await?,
+                OutputSettings::of(settings),
+                output_producer(settings, ".alerting").await?,
                 metrics.clone(),
             ),
-            &config.alerting,
+            &settings.alerting,
             options.alert_tap.clone(),
         ),
         control_rx,
@@ -218,7 +218,7 @@ pub async fn run_pipeline(
     );
     let input = async {
         let finished = InputLoop::new(Parts {
-            config,
+            settings,
             defs: &defs,
             metrics: metrics.clone(),
             source: &source,
@@ -270,7 +270,7 @@ pub async fn run_pipeline(
 /// partitions as the source's topic) unless present, and returns the
 /// writer that feeds them; `None` when no view needs it.
 async fn plan_repartition(
-    config: &Config,
+    settings: &Settings,
     sql: &mut SqlSet,
     defs: &mut Vec<SourceDef>,
 ) -> Result<Option<Writer>, PipelineError> {
@@ -279,25 +279,25 @@ async fn plan_repartition(
         return Ok(None);
     }
     let upstream: Vec<String> = defs.iter().map(|d| d.topic.clone()).collect();
-    let counts = partition_counts_patiently(config, &upstream).await?;
+    let counts = partition_counts_patiently(settings, &upstream).await?;
     let count_of = |counts: &[(String, i32)], t: &str| {
         counts
             .iter()
             .find(|(name, _)| name == t)
             .map_or(0, |(_, n)| *n)
     };
-    let all = repartition::derive(sql, defs, &config.kafka.group_id, &needed, |t| {
+    let all = repartition::derive(sql, defs, &settings.kafka.group_id, &needed, |t| {
         count_of(&counts, t)
     });
     let derived: Vec<&SourceDef> = all.iter().filter(|d| d.derived.is_some()).collect();
     for d in &derived {
         let n = d.derived.as_ref().map_or(1, |x| x.upstream_partitions);
-        if let Err(e) = create_topic_unless_present(&config.kafka, &d.topic, n, &[]).await {
+        if let Err(e) = create_topic_unless_present(&settings.kafka, &d.topic, n, &[]).await {
             tracing::warn!(topic = %d.topic, error = %e, "cannot create the repartition topic");
         }
     }
     let topics: Vec<String> = derived.iter().map(|d| d.topic.clone()).collect();
-    let made = partition_counts_patiently(config, &topics).await?;
+    let made = partition_counts_patiently(settings, &topics).await?;
     for (topic, n) in &made {
         if *n == 0 {
             return Err(PipelineError::Unavailable(format!(
@@ -319,16 +319,16 @@ async fn plan_repartition(
     let writer = Writer::new(
         &all,
         |t| count_of(&made, t),
-        config.sinks.max_payload_bytes(),
+        settings.sinks.max_payload_bytes,
     )?;
     *defs = all;
     Ok(Some(writer))
 }
 
-fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {
+fn source_specs(settings: &Settings, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, PipelineError> {
     defs.iter()
         .map(|d| {
-            let threads = config.engine.decode_threads.max(1);
+            let threads = settings.engine.decode_threads.max(1);
             if let Some(derived) = &d.derived {
                 let upstream = defs[derived.from].schema.batch_schema();
                 return Ok(SourceSpec {
@@ -348,7 +348,7 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
                         &d.format,
                         &d.influx,
                         &d.schema,
-                        config.engine.max_batch_records,
+                        settings.engine.max_batch_records,
                         &d.limits,
                     )
                 })
@@ -367,17 +367,17 @@ fn source_specs(config: &Config, defs: &[SourceDef]) -> Result<Vec<SourceSpec>, 
 /// (".alerting"): transactional under `delivery = "exactly_once"`, with an
 /// id derived from the group and the instance id, so a restart fences
 /// the killed incarnation and aborts what it left open.
-async fn output_producer(config: &Config, role: &str) -> Result<KafkaProducer, PipelineError> {
-    match config.engine.delivery {
-        Delivery::AtLeastOnce => Ok(KafkaProducer::new(&config.kafka)?),
+async fn output_producer(settings: &Settings, role: &str) -> Result<KafkaProducer, PipelineError> {
+    match settings.engine.delivery {
+        Delivery::AtLeastOnce => Ok(KafkaProducer::new(&settings.kafka)?),
         Delivery::ExactlyOnce => {
-            let Some(instance) = config.kafka.group_instance_id() else {
+            let Some(instance) = settings.kafka.group_instance_id() else {
                 return Err(PipelineError::Config(
                     "[engine] delivery = \"exactly_once\" needs [kafka] instance_id (each instance's transactional id derives from it)".into(),
                 ));
             };
-            let id = format!("{}{role}.{instance}", config.kafka.group_id);
-            let mut client = config.kafka.clone();
+            let id = format!("{}{role}.{instance}", settings.kafka.group_id);
+            let mut client = settings.kafka.clone();
             // A killed instance's open transaction is aborted by its
             // successor at once; one whose instance never comes back
             // holds read_committed readers back until this timeout.
