@@ -1250,10 +1250,11 @@ impl SourceConfig {
             _ => TimestampUnit::Ms,
         });
         let mut schema =
-            SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())?
+            SourceSchema::new(self.columns.get_ref().clone(), self.event_time.get_ref())
+                .map_err(|e| e.to_string())?
                 .with_time_unit(unit);
         for (column, p) in &self.paths {
-            schema = schema.with_path(column, p)?;
+            schema = schema.with_path(column, p).map_err(|e| e.to_string())?;
         }
         for (what, cols) in [("dedupe_by", &self.dedupe_by), ("key", &self.key)] {
             for c in cols {

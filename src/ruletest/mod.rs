@@ -687,7 +687,7 @@ fn compare(
         }
     }
     if let Some(want) = &case.expect.dead_letter_reasons {
-        let got: Vec<&str> = out.dead.iter().map(|(_, d)| d.reason.as_str()).collect();
+        let got: Vec<String> = out.dead.iter().map(|(_, d)| d.reason.to_string()).collect();
         let matches =
             got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.contains(w.as_str()));
         if !matches {

@@ -14,4 +14,5 @@
 //! core, so neither needs librdkafka to decode.
 
 pub mod decode;
+pub mod error;
 pub mod schema;

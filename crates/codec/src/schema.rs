@@ -13,6 +13,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Deserializer};
 
+use crate::error::SchemaError;
+
 /// Kafka partition of the record a row was decoded from (`Int32`).
 pub const PARTITION_COLUMN: &str = "_partition";
 /// Kafka offset of the record a row was decoded from (`Int64`).
@@ -286,29 +288,22 @@ pub struct SourceSchema {
 impl SourceSchema {
     /// Builds a schema; fails when the event-time column is not declared as
     /// a timestamp or a column name repeats.
-    pub fn new(columns: Vec<ColumnSpec>, event_time: &str) -> Result<Self, String> {
+    pub fn new(columns: Vec<ColumnSpec>, event_time: &str) -> Result<Self, SchemaError> {
         let mut seen = std::collections::HashSet::new();
         for c in &columns {
             if !seen.insert(c.name.as_str()) {
-                return Err(format!("column `{}` is declared twice", c.name));
+                return Err(SchemaError::DuplicateColumn(c.name.clone()));
             }
             if c.name == PARTITION_COLUMN || c.name == OFFSET_COLUMN {
-                return Err(format!(
-                    "column name `{}` is reserved for Kafka metadata",
-                    c.name
-                ));
+                return Err(SchemaError::ReservedColumn(c.name.clone()));
             }
         }
         let event_time_idx = columns
             .iter()
             .position(|c| c.name == event_time)
-            .ok_or_else(|| {
-                format!("event_time `{event_time}` is not one of the declared columns")
-            })?;
+            .ok_or_else(|| SchemaError::UnknownEventTime(event_time.to_string()))?;
         if columns[event_time_idx].ty != ColumnType::Timestamp {
-            return Err(format!(
-                "event_time column `{event_time}` must be declared as `timestamp`"
-            ));
+            return Err(SchemaError::EventTimeNotTimestamp(event_time.to_string()));
         }
         let fields: Vec<Field> = columns
             .iter()
@@ -330,15 +325,19 @@ impl SourceSchema {
 
     /// Reads `column` from `path` (JSON sources). Fails when the column is
     /// not declared or the path does not parse.
-    pub fn with_path(mut self, column: &str, path: &str) -> Result<Self, String> {
+    pub fn with_path(mut self, column: &str, path: &str) -> Result<Self, SchemaError> {
         let i = self
             .columns
             .iter()
             .position(|c| c.name == column)
-            .ok_or_else(|| {
-                format!("paths: column `{column}` is not one of the declared columns")
-            })?;
-        self.paths[i] = Some(path.parse().map_err(|e| format!("paths.{column}: {e}"))?);
+            .ok_or_else(|| SchemaError::UnknownPathColumn(column.to_string()))?;
+        self.paths[i] = Some(
+            path.parse::<FieldPath>()
+                .map_err(|e| SchemaError::BadPath {
+                    column: column.to_string(),
+                    why: e.to_string(),
+                })?,
+        );
         Ok(self)
     }
 
@@ -400,6 +399,7 @@ mod tests {
             "cpu decimal"
                 .parse::<ColumnSpec>()
                 .unwrap_err()
+                .to_string()
                 .contains("unknown column type")
         );
     }
@@ -445,11 +445,13 @@ mod tests {
         assert!(
             SourceSchema::new(cols.clone(), "host")
                 .unwrap_err()
+                .to_string()
                 .contains("timestamp")
         );
         assert!(
             SourceSchema::new(cols, "time")
                 .unwrap_err()
+                .to_string()
                 .contains("not one of")
         );
     }

@@ -295,10 +295,11 @@ impl Outputs {
         Metrics::add(&self.metrics.dead_letters, 1);
         tracing::debug!(topic, partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
         let origin = (topic, d.partition, d.offset);
+        let reason = d.reason.to_string();
         self.send_with_origin(
             Aside::DeadLetter,
             &d.payload,
-            ("telemine.error", &d.reason),
+            ("telemine.error", &reason),
             origin,
         )
         .await

@@ -219,12 +219,13 @@ impl Stages {
         let now = Instant::now();
         for (s, d) in dead {
             Metrics::add_to(&metrics.source_dead_letters_total, &[name(s)], 1);
+            let reason = d.reason.to_string();
             let e = SourceError {
                 source: name(s),
                 kind: source_errors::Kind::Decode,
                 partition: Some(d.partition),
                 offset: Some(d.offset),
-                reason: &d.reason,
+                reason: &reason,
             };
             self.errors.record(&metrics, &e, now);
             self.outputs.dead_letter(source.topic(s), d).await?;

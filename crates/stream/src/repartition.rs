@@ -47,10 +47,12 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Schema, SchemaRef, TimestampMillisecondType,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::hash_utils::create_hashes_with_hasher;
 use telemine_codec::decode::{DeadLetter, Decoded, Decoder, UpstreamMark};
+use telemine_codec::error::Refusal;
 use telemine_codec::schema::{OFFSET_COLUMN, PARTITION_COLUMN};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
@@ -501,9 +503,11 @@ impl RepartitionDecoder {
         }
     }
 
-    fn take(&mut self, payload: &[u8], partition: i32, offset: i64) -> Result<(), String> {
+    fn take(&mut self, payload: &[u8], partition: i32, offset: i64) -> Result<(), Refusal> {
         if payload.len() < HEADER_BYTES || &payload[..4] != MAGIC {
-            return Err("not a telemine repartition message".into());
+            return Err(Refusal::Malformed(
+                "not a telemine repartition message".into(),
+            ));
         }
         let word = |at: usize| -> [u8; 4] {
             let mut b = [0u8; 4];
@@ -517,10 +521,10 @@ impl RepartitionDecoder {
         let clock = (flags & FLAG_CLOCK != 0).then(|| i64::from_le_bytes(clock));
         let rows = &payload[HEADER_BYTES..];
         if !rows.is_empty() {
-            let reader = StreamReader::try_new(Cursor::new(rows), None)
-                .map_err(|e| format!("unreadable rows: {e}"))?;
+            let unreadable = |e: ArrowError| Refusal::Malformed(format!("unreadable rows: {e}"));
+            let reader = StreamReader::try_new(Cursor::new(rows), None).map_err(unreadable)?;
             for b in reader {
-                let b = b.map_err(|e| format!("unreadable rows: {e}"))?;
+                let b = b.map_err(unreadable)?;
                 self.batches.push(self.rebase(b, partition, offset)?);
             }
         }
@@ -536,7 +540,7 @@ impl RepartitionDecoder {
 
     /// Rows read from `partition` at `offset`: those in the derived
     /// schema, their upstream partition and offset moved to the end.
-    fn rebase(&self, b: RecordBatch, partition: i32, offset: i64) -> Result<RecordBatch, String> {
+    fn rebase(&self, b: RecordBatch, partition: i32, offset: i64) -> Result<RecordBatch, Refusal> {
         let same = b.schema().fields().len() == self.upstream.fields().len()
             && b.schema()
                 .fields()
@@ -544,10 +548,10 @@ impl RepartitionDecoder {
                 .zip(self.upstream.fields())
                 .all(|(a, e)| a.name() == e.name() && a.data_type() == e.data_type());
         if !same {
-            return Err(
+            return Err(Refusal::Malformed(
                 "rows of another schema (an instance of this group with another config or version?)"
                     .into(),
-            );
+            ));
         }
         let n = b.num_rows();
         let mut cols: Vec<ArrayRef> = b.columns().to_vec();
@@ -557,7 +561,8 @@ impl RepartitionDecoder {
         cols[self.offset_index] = Arc::new(Int64Array::from(vec![offset; n]));
         cols.push(up_p);
         cols.push(up_o);
-        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| e.to_string())
+        RecordBatch::try_new(self.schema.clone(), cols)
+            .map_err(|e| Refusal::Internal(e.to_string()))
     }
 }
 
@@ -809,6 +814,7 @@ mod tests {
         assert!(
             decoded.dead[0]
                 .reason
+                .to_string()
                 .contains("not a telemine repartition message")
         );
     }

@@ -33,6 +33,7 @@ use arrow::array::{
 
 use super::limits::{Guard, NonFinite, Syntax};
 use super::{DeadLetter, Decoded, Decoder, InfluxOptions, finish_batch};
+use crate::error::{Refusal, SchemaError};
 use crate::schema::{ColumnType, SourceSchema};
 
 enum Column {
@@ -183,7 +184,11 @@ pub struct InfluxDecoder {
 }
 
 impl InfluxDecoder {
-    pub fn new(schema: SourceSchema, opts: &InfluxOptions, guard: Guard) -> Result<Self, String> {
+    pub fn new(
+        schema: SourceSchema,
+        opts: &InfluxOptions,
+        guard: Guard,
+    ) -> Result<Self, SchemaError> {
         let by_name: HashMap<String, usize> = schema
             .columns()
             .iter()
@@ -191,9 +196,11 @@ impl InfluxDecoder {
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
         let measurement = match &opts.measurement_column {
-            Some(m) => Some(*by_name.get(m).ok_or_else(|| {
-                format!("influx.measurement_column `{m}` is not one of the declared columns")
-            })?),
+            Some(m) => Some(
+                *by_name
+                    .get(m)
+                    .ok_or_else(|| SchemaError::UnknownMeasurementColumn(m.clone()))?,
+            ),
             None => None,
         };
         let ts_divisor = match opts.precision.as_str() {
@@ -202,9 +209,7 @@ impl InfluxDecoder {
             "ms" => 1,
             "s" => -1000,
             p => {
-                return Err(format!(
-                    "influx.precision `{p}` must be one of ns, us, ms, s"
-                ));
+                return Err(SchemaError::BadPrecision(p.to_string()));
             }
         };
         let columns = schema.columns().iter().map(|c| Column::new(c.ty)).collect();
@@ -226,7 +231,7 @@ impl InfluxDecoder {
     /// The guard's checks on a parsed message (all or nothing, like
     /// syntax): every event time within `max_future_skew`, and no
     /// non-finite reading unless the policy makes it NULL.
-    fn review(&self, partition: i32, values: &[(usize, Value<'_>)]) -> Result<(), String> {
+    fn review(&self, partition: i32, values: &[(usize, Value<'_>)]) -> Result<(), Refusal> {
         let ts = self.schema.event_time_index();
         let now = self.guard.now_ms();
         for (col, v) in values {
@@ -238,11 +243,10 @@ impl InfluxDecoder {
                 && self.guard.limits().non_finite == NonFinite::DeadLetter
                 && v.as_f64().is_some_and(|x| !x.is_finite())
             {
-                return Err(format!(
-                    "non-finite value {v} in column `{}`: never taken as a reading \
-                     (the source's non_finite = \"null\" keeps the record with NULL)",
-                    self.schema.columns()[*col].name
-                ));
+                return Err(Refusal::NonFinite {
+                    value: v.to_string(),
+                    column: self.schema.columns()[*col].name.clone(),
+                });
             }
         }
         Ok(())
@@ -263,14 +267,16 @@ impl InfluxDecoder {
         &self,
         line: &'a str,
         out: &mut Vec<(usize, Value<'a>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
+        let malformed = |why: String| Refusal::Malformed(why);
         let (series, rest) = split_unescaped(line, b' ', false);
-        let rest = rest.ok_or("expected `measurement[,tags] fields [timestamp]`")?;
+        let rest = rest
+            .ok_or_else(|| malformed("expected `measurement[,tags] fields [timestamp]`".into()))?;
         let (fields, ts) = split_unescaped(rest, b' ', true);
         let mut series_parts = SplitUnescaped::new(series, b',', false);
         let measurement = series_parts.next().unwrap_or("");
         if measurement.is_empty() {
-            return Err("the measurement name is empty".into());
+            return Err(malformed("the measurement name is empty".into()));
         }
         if let Some(col) = self.measurement {
             out.push((col, Value::Str(unescape(measurement, MEASUREMENT_ESCAPES))));
@@ -278,7 +284,7 @@ impl InfluxDecoder {
         let mut tags: Vec<(usize, Value<'a>, &'a str, &'a str)> = Vec::new();
         for tag in series_parts {
             let (k, v) = split_unescaped(tag, b'=', false);
-            let v = v.ok_or_else(|| format!("tag `{tag}` has no `=`"))?;
+            let v = v.ok_or_else(|| malformed(format!("tag `{tag}` has no `=`")))?;
             let key = unescape(k, KEY_ESCAPES);
             let col = if self.tag_prefix.is_empty() {
                 self.by_name.get(key.as_ref())
@@ -292,9 +298,9 @@ impl InfluxDecoder {
         let mut n_fields = 0;
         for field in SplitUnescaped::new(fields, b',', true) {
             let (k, v) = split_unescaped(field, b'=', false);
-            let v = v.ok_or_else(|| format!("field `{field}` has no `=`"))?;
+            let v = v.ok_or_else(|| malformed(format!("field `{field}` has no `=`")))?;
             let val = parse_field_value(v)
-                .ok_or_else(|| format!("field `{k}` has an invalid value `{v}`"))?;
+                .ok_or_else(|| malformed(format!("field `{k}` has an invalid value `{v}`")))?;
             n_fields += 1;
             if let Some(&col) = self.by_name.get(unescape(k, KEY_ESCAPES).as_ref()) {
                 self.fits(col, &val, "field", k, v)?;
@@ -302,7 +308,7 @@ impl InfluxDecoder {
             }
         }
         if n_fields == 0 {
-            return Err("a point needs at least one field".into());
+            return Err(malformed("a point needs at least one field".into()));
         }
         for (col, val, k, v) in tags {
             if out.iter().any(|(c, _)| *c == col) {
@@ -313,17 +319,19 @@ impl InfluxDecoder {
         }
         match ts.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
-                let t: i64 = t.parse().map_err(|_| format!("invalid timestamp `{t}`"))?;
+                let t: i64 = t
+                    .parse()
+                    .map_err(|_| Refusal::EventTime(format!("invalid timestamp `{t}`")))?;
                 out.push((
                     self.schema.event_time_index(),
                     Value::Int(self.to_millis(t)),
                 ));
             }
             None => {
-                return Err(format!(
+                return Err(Refusal::EventTime(format!(
                     "missing event time: the line has no timestamp for `{}`",
                     self.schema.event_time_name()
-                ));
+                )));
             }
         }
         Ok(())
@@ -337,22 +345,22 @@ impl InfluxDecoder {
         what: &str,
         k: &str,
         v: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if self.columns[col].check(val) {
             return Ok(());
         }
         let ty = self.schema.columns()[col].ty;
         if let Value::UInt(u) = val {
-            return Err(format!(
+            return Err(Refusal::WrongType(format!(
                 "{what} `{k}` = {u}u is above the largest bigint ({}): declare the column \
                  `{}` as double (or string) to take such values",
                 i64::MAX,
                 self.schema.columns()[col].name
-            ));
+            )));
         }
-        Err(format!(
+        Err(Refusal::WrongType(format!(
             "{what} `{k}` = `{v}` does not fit column type {ty:?}"
-        ))
+        )))
     }
 
     /// Appends one parsed line as a row.
@@ -387,7 +395,8 @@ impl Decoder for InfluxDecoder {
             .guard
             .screen(payload, Syntax::LineProtocol)
             .and_then(|()| {
-                std::str::from_utf8(payload).map_err(|e| format!("line protocol: not UTF-8: {e}"))
+                std::str::from_utf8(payload)
+                    .map_err(|e| Refusal::Malformed(format!("line protocol: not UTF-8: {e}")))
             });
         let text = match whole {
             Ok(text) => text,
@@ -417,7 +426,10 @@ impl Decoder for InfluxDecoder {
                 Ok(()) => self.append_line(&values, partition, offset),
                 Err(e) => self.dead.push(DeadLetter {
                     payload: line.as_bytes().to_vec(),
-                    reason: format!("line protocol, line {}: {e}", lineno + 1),
+                    reason: Refusal::Line {
+                        line: lineno + 1,
+                        why: Box::new(e),
+                    },
                     partition,
                     offset,
                 }),
@@ -426,7 +438,7 @@ impl Decoder for InfluxDecoder {
         if points == 0 {
             self.dead.push(DeadLetter {
                 payload: payload.to_vec(),
-                reason: "line protocol: the message holds no point".to_string(),
+                reason: Refusal::Malformed("line protocol: the message holds no point".into()),
                 partition,
                 offset,
             });
@@ -648,7 +660,7 @@ mod tests {
         let reasons: Vec<_> = out
             .dead
             .iter()
-            .map(|d| (d.offset, d.reason.clone()))
+            .map(|d| (d.offset, d.reason.to_string()))
             .collect();
         assert_eq!(reasons[0].0, 2);
         assert!(reasons[0].1.contains("line 2"), "{}", reasons[0].1);
@@ -676,7 +688,7 @@ mod tests {
         let reasons: Vec<_> = out
             .dead
             .iter()
-            .map(|d| (d.offset, d.reason.clone()))
+            .map(|d| (d.offset, d.reason.to_string()))
             .collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(
@@ -768,6 +780,7 @@ mod tests {
         assert!(
             out.dead[0]
                 .reason
+                .to_string()
                 .contains("tag `cpu` = `cpu0` does not fit"),
             "{:?}",
             out.dead
@@ -840,7 +853,7 @@ mod tests {
         );
         assert_eq!(b.column(1).as_primitive::<Int64Type>().value(1), 5);
         assert_eq!(out.dead.len(), 1);
-        let why = &out.dead[0].reason;
+        let why = out.dead[0].reason.to_string();
         assert!(
             why.starts_with("line protocol, line 2: field `n` = 18446744073709551615u is above the largest bigint"),
             "{why}"

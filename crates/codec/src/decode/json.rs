@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 
 use super::limits::{Guard, Syntax};
 use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
+use crate::error::{Refusal, SchemaError};
 use crate::schema::{Magnitude, SourceSchema, TimestampUnit};
 
 /// Decodes JSON messages straight into Arrow arrays. See the module docs.
@@ -70,7 +71,11 @@ struct Origins {
 }
 
 impl JsonDecoder {
-    pub fn new(schema: SourceSchema, max_records: usize, guard: Guard) -> Result<Self, String> {
+    pub fn new(
+        schema: SourceSchema,
+        max_records: usize,
+        guard: Guard,
+    ) -> Result<Self, SchemaError> {
         Self::build_with(schema, max_records, guard, false)
     }
 
@@ -79,7 +84,7 @@ impl JsonDecoder {
         schema: SourceSchema,
         max_records: usize,
         guard: Guard,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SchemaError> {
         Self::build_with(schema, max_records, guard, true)
     }
 
@@ -88,7 +93,7 @@ impl JsonDecoder {
         max_records: usize,
         guard: Guard,
         collectd: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SchemaError> {
         let raw = raw_schema(&schema);
         let decoder = build(&raw, max_records)?;
         Ok(JsonDecoder {
@@ -198,7 +203,7 @@ impl JsonDecoder {
                 for i in kept {
                     dead.push(DeadLetter {
                         payload: origin_of(&self.arena, &self.spans, origins, i),
-                        reason: format!("internal error (a bug in telemine): {e}"),
+                        reason: Refusal::Internal(e.to_string()),
                         partition: self.partitions[i],
                         offset: self.offsets[i],
                     });
@@ -222,7 +227,7 @@ impl JsonDecoder {
         for i in 0..self.spans.len() {
             let (partition, offset) = (self.partitions[i], self.offsets[i]);
             let payload = self.payload(i);
-            let mut bury = |payload: Vec<u8>, reason: String| {
+            let mut bury = |payload: Vec<u8>, reason: Refusal| {
                 dead.push(DeadLetter {
                     payload,
                     reason,
@@ -233,7 +238,10 @@ impl JsonDecoder {
             let tree: Value = match serde_json::from_slice(payload) {
                 Ok(v) => v,
                 Err(e) => {
-                    bury(payload.to_vec(), format!("invalid JSON: {e}"));
+                    bury(
+                        payload.to_vec(),
+                        Refusal::Malformed(format!("invalid JSON: {e}")),
+                    );
                     continue;
                 }
             };
@@ -241,7 +249,7 @@ impl JsonDecoder {
                 Value::Array(a) if a.is_empty() => {
                     bury(
                         payload.to_vec(),
-                        "the message is an empty array: no record".into(),
+                        Refusal::Malformed("the message is an empty array: no record".into()),
                     );
                     continue;
                 }
@@ -250,16 +258,18 @@ impl JsonDecoder {
                 _ => {
                     bury(
                         payload.to_vec(),
-                        "invalid JSON: expected an object or an array of objects".into(),
+                        Refusal::Malformed(
+                            "invalid JSON: expected an object or an array of objects".into(),
+                        ),
                     );
                     continue;
                 }
             };
             let mut records: Vec<(Map<String, Value>, usize)> = Vec::new();
-            let mut failed: Vec<(usize, String)> = Vec::new();
+            let mut failed: Vec<(usize, Refusal)> = Vec::new();
             for (e, element) in elements.iter().enumerate() {
                 let Some(object) = element.as_object() else {
-                    failed.push((e, "is not an object".into()));
+                    failed.push((e, Refusal::Malformed("is not an object".into())));
                     continue;
                 };
                 if self.collectd {
@@ -277,12 +287,10 @@ impl JsonDecoder {
             if records.len() > self.max_records {
                 bury(
                     payload.to_vec(),
-                    format!(
-                        "the message holds {} records, more than a batch may hold \
-                         ([engine] max_batch_records = {})",
-                        records.len(),
-                        self.max_records
-                    ),
+                    Refusal::TooManyRecords {
+                        records: records.len(),
+                        limit: self.max_records,
+                    },
                 );
                 continue;
             }
@@ -293,10 +301,14 @@ impl JsonDecoder {
                 } else {
                     serde_json::to_vec(&elements[e]).unwrap_or_default()
                 };
-                let reason = if whole {
-                    format!("the message {why}")
+                let part = if whole {
+                    "the message".to_string()
                 } else {
-                    format!("element {} of {n} in the message's array {why}", e + 1)
+                    format!("element {} of {n} in the message's array", e + 1)
+                };
+                let reason = Refusal::Part {
+                    part,
+                    why: Box::new(why),
                 };
                 bury(bytes, reason);
             }
@@ -338,7 +350,7 @@ impl JsonDecoder {
     /// Turns the raw event-time column into milliseconds, refusing (per
     /// row, in the returned list) times in another unit than the declared
     /// one.
-    fn event_times(&self, columns: &mut [ArrayRef]) -> Vec<Option<String>> {
+    fn event_times(&self, columns: &mut [ArrayRef]) -> Vec<Option<Refusal>> {
         let at = self.schema.event_time_index();
         let unit = self.schema.time_unit();
         let (times, refused) = convert_event_time(&columns[at], unit);
@@ -401,11 +413,11 @@ fn raw_schema(schema: &SourceSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn build(raw: &SchemaRef, max_records: usize) -> Result<ArrowJsonDecoder, String> {
+fn build(raw: &SchemaRef, max_records: usize) -> Result<ArrowJsonDecoder, SchemaError> {
     ReaderBuilder::new(raw.clone())
         .with_batch_size(max_records.max(1) + 1)
         .build_decoder()
-        .map_err(|e| format!("cannot build a JSON decoder for this schema: {e}"))
+        .map_err(|e| SchemaError::Decoder(e.to_string()))
 }
 
 /// Decodes a single payload that must hold exactly one JSON object.
@@ -413,20 +425,19 @@ fn decode_one(
     raw: &SchemaRef,
     schema: &SourceSchema,
     payload: &[u8],
-) -> Result<RecordBatch, String> {
-    let mut d = build(raw, 1)?;
-    let n = d
-        .decode(payload)
-        .map_err(|e| format!("invalid JSON: {e}"))?;
+) -> Result<RecordBatch, Refusal> {
+    let invalid = |why: String| Refusal::Malformed(format!("invalid JSON: {why}"));
+    let mut d = build(raw, 1).map_err(|e| Refusal::Internal(e.to_string()))?;
+    let n = d.decode(payload).map_err(|e| invalid(e.to_string()))?;
     if n != payload.len() || d.len() > 1 {
-        return Err("invalid JSON: expected exactly one object per message".into());
+        return Err(invalid("expected exactly one object per message".into()));
     }
     if d.has_partial_record() {
-        return Err("invalid JSON: the object is incomplete".into());
+        return Err(invalid("the object is incomplete".into()));
     }
     match d.flush() {
         Ok(Some(b)) if b.num_rows() == 1 => Ok(b),
-        Ok(_) => Err("invalid JSON: the message holds no object".into()),
+        Ok(_) => Err(invalid("the message holds no object".into())),
         Err(e) => {
             let ts = schema.event_time_name();
             let hint = if e.to_string().contains(&format!("'{ts}'")) {
@@ -445,7 +456,7 @@ fn decode_one(
             } else {
                 String::new()
             };
-            Err(format!("wrong type: {e}{hint}"))
+            Err(Refusal::WrongType(format!("wrong type: {e}{hint}")))
         }
     }
 }
@@ -485,20 +496,22 @@ const COLLECTD_FIELDS: [&str; 7] = [
 ];
 
 /// One collectd value list → one record per (dsname, value) pair.
-fn collectd_records(list: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, String> {
+fn collectd_records(list: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Refusal> {
     let array = |key: &str| {
         list.get(key).and_then(Value::as_array).ok_or_else(|| {
-            format!("is not a collectd value list: `{key}` is missing or not an array")
+            Refusal::Malformed(format!(
+                "is not a collectd value list: `{key}` is missing or not an array"
+            ))
         })
     };
     let (values, dsnames, dstypes) = (array("values")?, array("dsnames")?, array("dstypes")?);
     if values.len() != dsnames.len() || values.len() != dstypes.len() {
-        return Err(format!(
+        return Err(Refusal::Malformed(format!(
             "is not a collectd value list: {} values, {} dsnames, {} dstypes",
             values.len(),
             dsnames.len(),
             dstypes.len()
-        ));
+        )));
     }
     let mut base = Map::new();
     for key in COLLECTD_FIELDS {
@@ -524,7 +537,7 @@ fn collectd_records(list: &Map<String, Value>) -> Result<Vec<Map<String, Value>>
 /// [`raw_schema`]), and per row the reason it is refused, if it is: a
 /// number in another unit than `unit` by its magnitude, not a number, or
 /// not an RFC 3339 time.
-fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Option<String>>) {
+fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Option<Refusal>>) {
     let n = raw.len();
     let mut refused = vec![None; n];
     match unit {
@@ -557,8 +570,10 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
                     // future skew, never wrapped.
                     let t = (v * factor).floor();
                     if t.abs() >= 9.0e18 {
-                        refused[i] =
-                            Some(format!("event time {v} {} is out of range", unit.name()));
+                        refused[i] = Some(Refusal::EventTime(format!(
+                            "event time {v} {} is out of range",
+                            unit.name()
+                        )));
                         return None;
                     }
                     Some(t as i64)
@@ -573,7 +588,9 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
                 // refuse each row rather than guess.
                 for (i, r) in refused.iter_mut().enumerate() {
                     if !raw.is_null(i) {
-                        *r = Some("event time is not an RFC 3339 time".into());
+                        *r = Some(Refusal::EventTime(
+                            "event time is not an RFC 3339 time".into(),
+                        ));
                     }
                 }
                 return (Arc::new(TimestampMillisecondArray::new_null(n)), refused);
@@ -583,10 +600,10 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
                     if let Some(s) = s
                         && parsed.is_null(i)
                     {
-                        refused[i] = Some(format!(
+                        refused[i] = Some(Refusal::EventTime(format!(
                             "event time `{s}` is not an RFC 3339 time (the source's \
                              timestamp_unit is \"rfc3339\")"
-                        ));
+                        )));
                     }
                 }
             }
@@ -597,23 +614,23 @@ fn convert_event_time(raw: &ArrayRef, unit: TimestampUnit) -> (ArrayRef, Vec<Opt
 
 /// Whether numeric event time `v`, declared in `unit`, has the magnitude
 /// of that unit; the reason to refuse it if not.
-fn check_unit(v: f64, unit: TimestampUnit) -> Result<(), String> {
+fn check_unit(v: f64, unit: TimestampUnit) -> Result<(), Refusal> {
     match TimestampUnit::looks_like(v) {
         Magnitude::Any => Ok(()),
         Magnitude::Unit(u) if u == unit => Ok(()),
-        Magnitude::Unit(u) => Err(format!(
+        Magnitude::Unit(u) => Err(Refusal::EventTime(format!(
             "event time {v} looks like epoch {} but the source's timestamp_unit is \"{}\": \
              set timestamp_unit = \"{}\" on the source if its producers write {}",
             long_name(u),
             unit.name(),
             u.name(),
             long_name(u),
-        )),
-        Magnitude::None => Err(format!(
+        ))),
+        Magnitude::None => Err(Refusal::EventTime(format!(
             "event time {v} is no epoch time in any unit (at most 1e20, as nanoseconds; \
              the source's timestamp_unit is \"{}\")",
             unit.name()
-        )),
+        ))),
     }
 }
 
@@ -838,7 +855,12 @@ mod tests {
         let mut dead: Vec<_> = out
             .dead
             .iter()
-            .map(|d| (d.offset, d.reason.split(':').next().unwrap().to_string()))
+            .map(|d| {
+                (
+                    d.offset,
+                    d.reason.to_string().split(':').next().unwrap().to_string(),
+                )
+            })
             .collect();
         dead.sort();
         assert_eq!(
@@ -888,7 +910,7 @@ mod tests {
         let mut dead: Vec<_> = out
             .dead
             .iter()
-            .map(|d| (d.offset, d.reason.clone()))
+            .map(|d| (d.offset, d.reason.to_string()))
             .collect();
         dead.sort();
         let offsets: Vec<i64> = dead.iter().map(|d| d.0).collect();
@@ -943,7 +965,7 @@ mod tests {
         let mut r: Vec<_> = out
             .dead
             .iter()
-            .map(|d| (d.offset, d.reason.clone()))
+            .map(|d| (d.offset, d.reason.to_string()))
             .collect();
         r.sort();
         r
@@ -1100,7 +1122,7 @@ mod tests {
         let element = out
             .dead
             .iter()
-            .find(|d| d.reason.starts_with("wrong type"))
+            .find(|d| d.reason.to_string().starts_with("wrong type"))
             .unwrap();
         assert_eq!(element.payload, br#"{"cpu":"hot","host":"e","ts":5}"#);
         // The decoder is reusable, and a plain flush takes the fast path.

@@ -26,6 +26,7 @@ use arrow::compute::nullif;
 use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
 use serde::Deserialize;
 
+use crate::error::Refusal;
 use crate::schema::SourceSchema;
 
 /// The wall clock as the decoders see it: milliseconds since the epoch.
@@ -134,14 +135,13 @@ impl Guard {
 
     /// Size, depth and field-length checks on the raw bytes, before any
     /// parser sees them.
-    pub(crate) fn screen(&self, payload: &[u8], syntax: Syntax) -> Result<(), String> {
+    pub(crate) fn screen(&self, payload: &[u8], syntax: Syntax) -> Result<(), Refusal> {
         let l = &self.limits;
         if payload.len() > l.max_message_bytes {
-            return Err(format!(
-                "message too large: {} bytes, the source's max_message_bytes is {}",
-                payload.len(),
-                l.max_message_bytes
-            ));
+            return Err(Refusal::TooLarge {
+                bytes: payload.len(),
+                limit: l.max_message_bytes,
+            });
         }
         match syntax {
             Syntax::Json => scan_json(payload, l.max_depth, l.max_field_bytes),
@@ -157,18 +157,17 @@ impl Guard {
     /// Why event time `t` of `partition` is refused at wall-clock time
     /// `now`, if it is: later than both `now` and the partition's newest
     /// accepted time, by more than the skew.
-    pub(crate) fn check_time(&self, partition: i32, t: i64, now: i64) -> Result<(), String> {
+    pub(crate) fn check_time(&self, partition: i32, t: i64, now: i64) -> Result<(), Refusal> {
         let base = self.newest.get(&partition).map_or(now, |&n| n.max(now));
         let limit = base.saturating_add(self.skew_ms);
         if t <= limit {
             return Ok(());
         }
-        Err(format!(
-            "event time {} is more than max_future_skew ({}) ahead of the wall clock \
-             and of what partition {partition} has delivered: a producer clock is wrong",
-            describe_ms(t),
-            humantime_ms(self.skew_ms),
-        ))
+        Err(Refusal::AheadOfClock {
+            time: t,
+            skew_ms: self.skew_ms,
+            partition,
+        })
     }
 
     /// `partition` delivered an accepted record with event time `t`.
@@ -187,7 +186,7 @@ impl Guard {
         batch: RecordBatch,
         schema: &SourceSchema,
         partitions: &Int32Array,
-        refused: &mut [Option<String>],
+        refused: &mut [Option<Refusal>],
     ) -> RecordBatch {
         let n = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
@@ -215,11 +214,10 @@ impl Guard {
                     let name = schema.columns().get(c).map_or("?", |col| col.name.as_str());
                     for (i, b) in bad.iter().enumerate() {
                         if b == Some(true) && refused[i].is_none() {
-                            refused[i] = Some(format!(
-                                "non-finite value {} in column `{name}`: never taken as a reading \
-                                 (the source's non_finite = \"null\" keeps the record with NULL)",
-                                values.value(i)
-                            ));
+                            refused[i] = Some(Refusal::NonFinite {
+                                value: values.value(i).to_string(),
+                                column: name.to_string(),
+                            });
                         }
                     }
                 }
@@ -250,7 +248,7 @@ impl Guard {
 
 /// One pass over a JSON text: nesting depth and string lengths. Syntax is
 /// left to the parser; this only refuses what could hurt it.
-fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), String> {
+fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), Refusal> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -277,9 +275,7 @@ fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), Str
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {
-                    return Err(format!(
-                        "JSON nested deeper than the source's max_depth ({max_depth})"
-                    ));
+                    return Err(Refusal::TooDeep { limit: max_depth });
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -295,7 +291,7 @@ fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), Str
 /// Line protocol: no token (measurement, key, value, quoted string) longer
 /// than `max_field`. Tokens end at `,`, `=`, space or newline outside
 /// quotes; escapes are skipped.
-fn scan_line_protocol(bytes: &[u8], max_field: usize) -> Result<(), String> {
+fn scan_line_protocol(bytes: &[u8], max_field: usize) -> Result<(), Refusal> {
     let (mut start, mut in_quotes, mut escaped) = (0usize, false, false);
     for (i, &b) in bytes.iter().enumerate() {
         if escaped {
@@ -320,19 +316,19 @@ fn scan_line_protocol(bytes: &[u8], max_field: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn field_too_long(len: usize, max: usize) -> String {
-    format!("a value of {len} bytes is longer than the source's max_field_bytes ({max})")
+fn field_too_long(len: usize, limit: usize) -> Refusal {
+    Refusal::FieldTooLong { len, limit }
 }
 
 /// An event time for a message: RFC 3339 when it is one, the number else.
-fn describe_ms(t: i64) -> String {
+pub(crate) fn describe_ms(t: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(t) {
         Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         None => format!("{t} ms"),
     }
 }
 
-fn humantime_ms(ms: i64) -> String {
+pub(crate) fn humantime_ms(ms: i64) -> String {
     match ms {
         m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
         m if m % 60_000 == 0 => format!("{}m", m / 60_000),
@@ -359,11 +355,17 @@ mod tests {
     fn screens_size_depth_and_field_length_without_recursion() {
         let g = guard();
         assert!(g.screen(br#"{"a":{"b":[1]}}"#, Syntax::Json).is_ok());
-        let deep = g.screen(br#"{"a":{"b":[[1]]}}"#, Syntax::Json).unwrap_err();
+        let deep = g
+            .screen(br#"{"a":{"b":[[1]]}}"#, Syntax::Json)
+            .unwrap_err()
+            .to_string();
         assert!(deep.contains("max_depth (3)"), "{deep}");
         // Brackets inside strings do not count.
         assert!(g.screen(br#"{"a":"[[[["}"#, Syntax::Json).is_ok());
-        let long = g.screen(br#"{"a":"123456789"}"#, Syntax::Json).unwrap_err();
+        let long = g
+            .screen(br#"{"a":"123456789"}"#, Syntax::Json)
+            .unwrap_err()
+            .to_string();
         assert!(long.contains("9 bytes"), "{long}");
         // An escaped quote does not end the string.
         assert!(g.screen(br#"{"a":"1234\"56789"}"#, Syntax::Json).is_err());
@@ -371,6 +373,7 @@ mod tests {
         assert!(
             g.screen(&big, Syntax::Json)
                 .unwrap_err()
+                .to_string()
                 .contains("101 bytes")
         );
         // 50,000 levels: refused at once, no stack used.
@@ -390,7 +393,7 @@ mod tests {
     }
 
     impl Guard {
-        fn check_time_now(&self, partition: i32, t: i64) -> Result<(), String> {
+        fn check_time_now(&self, partition: i32, t: i64) -> Result<(), Refusal> {
             self.check_time(partition, t, self.now_ms())
         }
     }
@@ -400,7 +403,10 @@ mod tests {
         let mut g = guard();
         let hour = 3_600_000;
         assert!(g.check_time_now(0, 1_000_000 + hour).is_ok());
-        let err = g.check_time_now(0, 1_000_000 + hour + 1).unwrap_err();
+        let err = g
+            .check_time_now(0, 1_000_000 + hour + 1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_future_skew (1h)"), "{err}");
         // A partition already ahead of the clock (a replay running faster
         // than time) may move on by up to the skew from where it is.
@@ -409,6 +415,11 @@ mod tests {
         assert!(g.check_time_now(1, 1_000_000 + 7 * hour).is_err());
         assert!(g.check_time_now(0, 1_000_000 + 6 * hour).is_err());
         // Absurd times are described, never overflow.
-        assert!(g.check_time_now(0, i64::MAX).unwrap_err().contains("ms"));
+        assert!(
+            g.check_time_now(0, i64::MAX)
+                .unwrap_err()
+                .to_string()
+                .contains("ms")
+        );
     }
 }

@@ -38,6 +38,7 @@ pub use influx::InfluxDecoder;
 pub use json::JsonDecoder;
 pub use limits::{Clock, Guard, Limits, NonFinite};
 
+use crate::error::{Refusal, SchemaError};
 use crate::schema::SourceSchema;
 
 /// The wire format of a source's messages.
@@ -99,7 +100,7 @@ impl Default for InfluxOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub payload: Vec<u8>,
-    pub reason: String,
+    pub reason: Refusal,
     pub partition: i32,
     pub offset: i64,
 }
@@ -193,7 +194,7 @@ pub fn decoder_for(
     schema: &SourceSchema,
     max_records: usize,
     limits: &Limits,
-) -> Result<Box<dyn Decoder>, String> {
+) -> Result<Box<dyn Decoder>, SchemaError> {
     let guard = Guard::new(limits.clone());
     Ok(match format {
         Format::Json => Box::new(JsonDecoder::new(schema.clone(), max_records, guard)?),
@@ -216,7 +217,7 @@ pub(crate) fn finish_batch(
     partitions: Vec<i32>,
     offsets: Vec<i64>,
     payload_of: impl Fn(usize) -> Vec<u8>,
-    early: Vec<Option<String>>,
+    early: Vec<Option<Refusal>>,
     dead: &mut Vec<DeadLetter>,
 ) -> Option<RecordBatch> {
     let n = partitions.len();
@@ -236,7 +237,7 @@ pub(crate) fn finish_batch(
             for i in 0..n {
                 dead.push(DeadLetter {
                     payload: payload_of(i),
-                    reason: format!("internal error (a bug in telemine): {e}"),
+                    reason: Refusal::Internal(e.to_string()),
                     partition: -1,
                     offset: -1,
                 });
@@ -245,7 +246,7 @@ pub(crate) fn finish_batch(
         }
     };
     let ts_index = schema.event_time_index();
-    let mut refused: Vec<Option<String>> = {
+    let mut refused: Vec<Option<Refusal>> = {
         let ts = batch.column(ts_index);
         (0..n)
             .map(|i| {
@@ -253,10 +254,10 @@ pub(crate) fn finish_batch(
                     return Some(why.clone());
                 }
                 ts.is_null(i).then(|| {
-                    format!(
+                    Refusal::EventTime(format!(
                         "missing event time: field `{}` is absent or null",
                         schema.event_time_name()
-                    )
+                    ))
                 })
             })
             .collect()
