@@ -520,3 +520,50 @@ fn the_reference_names_every_model_kind() {
         );
     }
 }
+
+/// Webhook receivers and Alertmanagers declare the same HTTP client keys
+/// (serde's `flatten` cannot share one struct under
+/// `deny_unknown_fields`); they must not drift apart: same names, same
+/// types, same TOML spelling. `telemine_alerting::http::ClientKeys` reads
+/// them in one place.
+#[test]
+fn receivers_declare_the_http_client_keys_alike() {
+    const SHARED: [&str; 8] = [
+        "timeout",
+        "max_retries",
+        "backoff",
+        "headers",
+        "bearer_token",
+        "bearer_token_file",
+        "basic_auth",
+        "tls",
+    ];
+    /// A key's Rust type and its serde attributes.
+    type Declared = (String, Vec<(String, Option<String>)>);
+    let items = Items::read();
+    let keys = |name: &str| -> BTreeMap<String, Declared> {
+        let s = &items.structs[name];
+        s.fields
+            .iter()
+            .filter_map(|f| {
+                let key = f.ident.as_ref()?.to_string();
+                // The serde attributes but the default: the defaults may
+                // differ (Alertmanager tries fewer times).
+                let attrs: Vec<_> = serde(&f.attrs)
+                    .into_iter()
+                    .filter(|(k, _)| k != "default")
+                    .collect();
+                Some((key, (tidy(&f.ty.to_token_stream().to_string()), attrs)))
+            })
+            .collect()
+    };
+    let (webhook, alertmanager) = (keys("WebhookConfig"), keys("AlertmanagerConfig"));
+    for key in SHARED {
+        let (w, a) = (webhook.get(key), alertmanager.get(key));
+        assert!(w.is_some(), "WebhookConfig lacks `{key}`");
+        assert_eq!(
+            w, a,
+            "`{key}` differs between WebhookConfig and AlertmanagerConfig"
+        );
+    }
+}

@@ -12,9 +12,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use thiserror::Error;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 use super::config::{AlertmanagerConfig, BasicAuthConfig, HttpTlsConfig, Secret, WebhookConfig};
+
+/// Why a receiver's HTTP keys cannot make a client, or its credentials
+/// cannot be had (named by key, so `check` can point at it).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HttpKeyError {
+    #[error("set at most one of `bearer_token`, `bearer_token_file` and `basic_auth`")]
+    ManyAuthentications,
+    #[error("tls: `cert_file` and `key_file` go together")]
+    CertWithoutKey,
+    /// A TLS file that cannot be read or holds nothing usable.
+    #[error("tls.{key} {}: {why}", path.display())]
+    TlsFile {
+        key: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    /// The bearer token file cannot be read (worth another try: the file
+    /// may come back).
+    #[error("cannot read bearer_token_file {}: {why}", path.display())]
+    TokenFile { path: PathBuf, why: String },
+}
+
+/// The HTTP client keys every receiver declares: `WebhookConfig` and
+/// `AlertmanagerConfig` spell them alike (serde's `flatten` cannot share
+/// one struct under `deny_unknown_fields`, so both declare them, and
+/// `tests/config_reference.rs` checks that the two agree); this is the
+/// one place that reads them.
+struct ClientKeys<'a> {
+    timeout: Duration,
+    max_retries: u32,
+    backoff: Duration,
+    headers: &'a std::collections::BTreeMap<String, Secret>,
+    bearer_token: &'a Option<Secret>,
+    bearer_token_file: &'a Option<PathBuf>,
+    basic_auth: &'a Option<BasicAuthConfig>,
+    tls: &'a HttpTlsConfig,
+}
+
+impl ClientKeys<'_> {
+    fn target(&self, url: String) -> Result<Target, HttpKeyError> {
+        Ok(Target {
+            url,
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            backoff: self.backoff,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            auth: Auth::from_keys(self.bearer_token, self.bearer_token_file, self.basic_auth)?,
+            tls: self.tls.clone(),
+        })
+    }
+}
 
 /// How a receiver is reached: everything its config says about HTTP.
 #[derive(Debug, Clone)]
@@ -45,27 +101,26 @@ impl Auth {
         bearer_token: &Option<Secret>,
         bearer_token_file: &Option<PathBuf>,
         basic_auth: &Option<BasicAuthConfig>,
-    ) -> Result<Auth, String> {
+    ) -> Result<Auth, HttpKeyError> {
         match (bearer_token, bearer_token_file, basic_auth) {
             (None, None, None) => Ok(Auth::None),
             (Some(t), None, None) => Ok(Auth::Bearer(t.clone())),
             (None, Some(f), None) => Ok(Auth::BearerFile(f.clone())),
             (None, None, Some(b)) => Ok(Auth::Basic(b.clone())),
-            _ => Err(
-                "set at most one of `bearer_token`, `bearer_token_file` and `basic_auth`".into(),
-            ),
+            _ => Err(HttpKeyError::ManyAuthentications),
         }
     }
 
     /// The header's value, or why it cannot be had (an unreadable token
     /// file: worth another try, the file may come back).
-    fn header(&self) -> Result<Option<String>, String> {
+    fn header(&self) -> Result<Option<String>, HttpKeyError> {
         Ok(match self {
             Auth::None => None,
             Auth::Bearer(t) => Some(format!("Bearer {}", t.0.trim())),
             Auth::BearerFile(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    format!("cannot read bearer_token_file {}: {e}", path.display())
+                let token = std::fs::read_to_string(path).map_err(|e| HttpKeyError::TokenFile {
+                    path: path.clone(),
+                    why: e.to_string(),
                 })?;
                 Some(format!("Bearer {}", token.trim()))
             }
@@ -81,37 +136,36 @@ impl Auth {
 }
 
 impl Target {
-    pub fn webhook(w: &WebhookConfig) -> Result<Target, String> {
-        Ok(Target {
-            url: w.url.get_ref().clone(),
+    pub fn webhook(w: &WebhookConfig) -> Result<Target, HttpKeyError> {
+        let keys = ClientKeys {
             timeout: w.timeout,
             max_retries: w.max_retries,
             backoff: w.backoff,
-            headers: w
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            auth: Auth::from_keys(&w.bearer_token, &w.bearer_token_file, &w.basic_auth)?,
-            tls: w.tls.clone(),
-        })
+            headers: &w.headers,
+            bearer_token: &w.bearer_token,
+            bearer_token_file: &w.bearer_token_file,
+            basic_auth: &w.basic_auth,
+            tls: &w.tls,
+        };
+        keys.target(w.url.get_ref().clone())
     }
 
     /// An Alertmanager's alerts endpoint, `URL/api/v2/alerts`.
-    pub fn alertmanager(a: &AlertmanagerConfig) -> Result<Target, String> {
-        Ok(Target {
-            url: format!("{}/api/v2/alerts", a.url.get_ref().trim_end_matches('/')),
+    pub fn alertmanager(a: &AlertmanagerConfig) -> Result<Target, HttpKeyError> {
+        let keys = ClientKeys {
             timeout: a.timeout,
             max_retries: a.max_retries,
             backoff: a.backoff,
-            headers: a
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            auth: Auth::from_keys(&a.bearer_token, &a.bearer_token_file, &a.basic_auth)?,
-            tls: a.tls.clone(),
-        })
+            headers: &a.headers,
+            bearer_token: &a.bearer_token,
+            bearer_token_file: &a.bearer_token_file,
+            basic_auth: &a.basic_auth,
+            tls: &a.tls,
+        };
+        keys.target(format!(
+            "{}/api/v2/alerts",
+            a.url.get_ref().trim_end_matches('/')
+        ))
     }
 }
 
@@ -119,7 +173,7 @@ impl Target {
 /// URL's scheme, header names and values, the authentication keys, the
 /// TLS files. `telemine check` and `run` report them with the config's
 /// position.
-pub fn problems(url: &str, target: Result<Target, String>) -> Vec<String> {
+pub fn problems(url: &str, target: Result<Target, HttpKeyError>) -> Vec<String> {
     let mut out = Vec::new();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         out.push(format!(
@@ -128,7 +182,7 @@ pub fn problems(url: &str, target: Result<Target, String>) -> Vec<String> {
         ));
     }
     match target {
-        Err(e) => out.push(e),
+        Err(e) => out.push(e.to_string()),
         Ok(t) => {
             for (name, value) in &t.headers {
                 if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -146,7 +200,7 @@ pub fn problems(url: &str, target: Result<Target, String>) -> Vec<String> {
                 }
             }
             if let Err(e) = tls_config(&t.tls) {
-                out.push(e);
+                out.push(e.to_string());
             }
         }
     }
@@ -155,9 +209,14 @@ pub fn problems(url: &str, target: Result<Target, String>) -> Vec<String> {
 
 /// ureq's TLS settings for `tls`: native-tls (the one provider built in),
 /// with the system's roots unless `ca_file` names others.
-fn tls_config(tls: &HttpTlsConfig) -> Result<TlsConfig, String> {
-    let read = |key: &str, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| format!("tls.{key} {}: {e}", path.display()))
+fn tls_config(tls: &HttpTlsConfig) -> Result<TlsConfig, HttpKeyError> {
+    let bad = |key: &'static str, path: &PathBuf, why: String| HttpKeyError::TlsFile {
+        key,
+        path: path.clone(),
+        why,
+    };
+    let read = |key: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| bad(key, path, e.to_string()))
     };
     let roots = match &tls.ca_file {
         None => RootCerts::PlatformVerifier,
@@ -170,12 +229,9 @@ fn tls_config(tls: &HttpTlsConfig) -> Result<TlsConfig, String> {
                     Err(e) => Some(Err(e)),
                 })
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+                .map_err(|e| bad("ca_file", path, e.to_string()))?;
             if certs.is_empty() {
-                return Err(format!(
-                    "tls.ca_file {}: no PEM certificate in it",
-                    path.display()
-                ));
+                return Err(bad("ca_file", path, "no PEM certificate in it".into()));
             }
             RootCerts::Specific(Arc::new(certs))
         }
@@ -191,17 +247,14 @@ fn tls_config(tls: &HttpTlsConfig) -> Result<TlsConfig, String> {
                 })
                 .collect();
             if chain.is_empty() {
-                return Err(format!(
-                    "tls.cert_file {}: no PEM certificate in it",
-                    cert.display()
-                ));
+                return Err(bad("cert_file", cert, "no PEM certificate in it".into()));
             }
             let key_pem = read("key_file", key)?;
-            let key = PrivateKey::from_pem(&key_pem)
-                .map_err(|e| format!("tls.key_file {}: {e}", key.display()))?;
+            let key =
+                PrivateKey::from_pem(&key_pem).map_err(|e| bad("key_file", key, e.to_string()))?;
             Some(ClientCert::new_with_certs(&chain, key))
         }
-        _ => return Err("tls: `cert_file` and `key_file` go together".into()),
+        _ => return Err(HttpKeyError::CertWithoutKey),
     };
     Ok(TlsConfig::builder()
         .provider(TlsProvider::NativeTls)
@@ -266,7 +319,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(target: Target) -> Result<Client, String> {
+    pub fn new(target: Target) -> Result<Client, HttpKeyError> {
         let tls = tls_config(&target.tls)?;
         if target.tls.insecure_skip_verify && target.url.starts_with("https://") {
             tracing::warn!(url = %redact(&target.url), "tls.insecure_skip_verify: the server's certificate is not checked");
@@ -288,7 +341,7 @@ impl Client {
     pub fn post_once(&self, body: &str) -> Outcome {
         let auth = match self.target.auth.header() {
             Ok(a) => a,
-            Err(e) => return Outcome::Retry(e),
+            Err(e) => return Outcome::Retry(e.to_string()),
         };
         let mut request = self
             .agent
@@ -384,7 +437,7 @@ mod tests {
         assert!(
             missing
                 .as_ref()
-                .is_err_and(|e| e.contains("bearer_token_file")),
+                .is_err_and(|e| e.to_string().contains("bearer_token_file")),
             "{missing:?}"
         );
         let both = Auth::from_keys(&Some(Secret("t".into())), &None, &Some(basic));
@@ -595,15 +648,21 @@ mod tests {
             insecure_skip_verify: false,
         };
         assert!(tls_config(&HttpTlsConfig::default()).is_ok());
-        let e = tls_config(&tls(Some("/nonexistent/ca.pem"), None, None)).unwrap_err();
+        let e = tls_config(&tls(Some("/nonexistent/ca.pem"), None, None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tls.ca_file /nonexistent/ca.pem"), "{e}");
         let dir = std::env::temp_dir().join(format!("telemine-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
-        let e = tls_config(&tls(empty.to_str(), None, None)).unwrap_err();
+        let e = tls_config(&tls(empty.to_str(), None, None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
-        let e = tls_config(&tls(None, empty.to_str(), None)).unwrap_err();
+        let e = tls_config(&tls(None, empty.to_str(), None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("go together"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
