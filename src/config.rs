@@ -1010,7 +1010,12 @@ impl Config {
                 }
                 for t in m.get_ref() {
                     if let Err(e) = telemine_types::alert::matcher::Matcher::parse(t) {
-                        diags.push(Diagnostic::at_offset(path, text, m.span().start, e));
+                        diags.push(Diagnostic::at_offset(
+                            path,
+                            text,
+                            m.span().start,
+                            e.to_string(),
+                        ));
                     }
                 }
             }

@@ -10,6 +10,17 @@ use serde::{Deserialize, Serialize};
 use telemine_types::alert::matcher::{Matcher, all_match};
 use telemine_types::alert::{format_ms, parse_ms};
 
+/// Why a message of the silences topic is not a silence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SilenceError {
+    #[error("not a silence's JSON: {0}")]
+    Json(String),
+    #[error("`{text}`: {why}")]
+    Time { text: String, why: String },
+    #[error("silence {0} has no matchers")]
+    NoMatchers(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Silence {
@@ -47,13 +58,19 @@ impl Silence {
         }
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<Silence, String> {
-        let mut s: Silence = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let ms = |t: &str| parse_ms(t).map_err(|e| format!("`{t}`: {e}"));
+    pub fn from_json(bytes: &[u8]) -> Result<Silence, SilenceError> {
+        let mut s: Silence =
+            serde_json::from_slice(bytes).map_err(|e| SilenceError::Json(e.to_string()))?;
+        let ms = |t: &str| {
+            parse_ms(t).map_err(|e| SilenceError::Time {
+                text: t.to_string(),
+                why: e.to_string(),
+            })
+        };
         s.starts_at_ms = ms(&s.starts_at)?;
         s.ends_at_ms = ms(&s.ends_at)?;
         if s.matchers.is_empty() {
-            return Err(format!("silence {} has no matchers", s.id));
+            return Err(SilenceError::NoMatchers(s.id));
         }
         Ok(s)
     }
@@ -220,6 +237,6 @@ mod tests {
         assert!(!s.expired(30_000).mutes(&labels, 30_000));
         let back = Silence::from_json(s.to_json().as_bytes()).unwrap();
         assert_eq!(back, s);
-        assert!(Silence::from_json(br#"{"id":"x","matchers":[],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2026-01-01T01:00:00Z","createdBy":"","comment":""}"#).unwrap_err().contains("no matchers"));
+        assert!(Silence::from_json(br#"{"id":"x","matchers":[],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2026-01-01T01:00:00Z","createdBy":"","comment":""}"#).unwrap_err().to_string().contains("no matchers"));
     }
 }

@@ -382,7 +382,10 @@ async fn apply(
 fn take_rows(
     h: &mut Held,
     offset: i64,
-    rows: Result<(String, Vec<datafusion::arrow::array::RecordBatch>), String>,
+    rows: Result<
+        (String, Vec<datafusion::arrow::array::RecordBatch>),
+        telemine_stream::deferred::UnreadableRows,
+    >,
 ) {
     let Some(s) = h.scoring.as_mut() else {
         tracing::warn!(

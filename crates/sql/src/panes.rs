@@ -103,7 +103,7 @@ impl PanePlan {
 }
 
 /// Whether `plan` splits into panes: its two phases, or why not.
-pub async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PanePlan, String> {
+pub(crate) async fn analyse(ctx: &SessionContext, plan: &LogicalPlan) -> Result<PanePlan, String> {
     let physical = ctx
         .state()
         .create_physical_plan(plan)

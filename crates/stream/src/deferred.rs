@@ -227,20 +227,35 @@ fn encode_batch(
     )
 }
 
+/// Why a relay message of view rows does not read (another version of
+/// telemine in the group, or a damaged message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableRows {
+    #[error("truncated view rows")]
+    Truncated,
+    #[error("a view name that is not UTF-8")]
+    NameNotUtf8,
+    #[error("unreadable rows of view `{view}`: {why}")]
+    Arrow { view: String, why: String },
+}
+
 /// Reads a message [`encode`] wrote: `None` when `payload` is not one
 /// (a JSON relay message).
-pub fn decode(payload: &[u8]) -> Option<Result<(String, Vec<RecordBatch>), String>> {
+pub fn decode(payload: &[u8]) -> Option<Result<(String, Vec<RecordBatch>), UnreadableRows>> {
     let rest = payload.strip_prefix(MAGIC)?;
     let read = || {
-        let (len, rest) = rest.split_at_checked(2).ok_or("truncated view rows")?;
+        let (len, rest) = rest.split_at_checked(2).ok_or(UnreadableRows::Truncated)?;
         let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-        let (name, ipc) = rest.split_at_checked(len).ok_or("truncated view name")?;
-        let name = std::str::from_utf8(name).map_err(|_| "a view name that is not UTF-8")?;
-        let reader = StreamReader::try_new(Cursor::new(ipc), None)
-            .map_err(|e| format!("unreadable rows of view `{name}`: {e}"))?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("unreadable rows of view `{name}`: {e}"))?;
+        let (name, ipc) = rest
+            .split_at_checked(len)
+            .ok_or(UnreadableRows::Truncated)?;
+        let name = std::str::from_utf8(name).map_err(|_| UnreadableRows::NameNotUtf8)?;
+        let unreadable = |e: datafusion::arrow::error::ArrowError| UnreadableRows::Arrow {
+            view: name.to_string(),
+            why: e.to_string(),
+        };
+        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(unreadable)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(unreadable)?;
         Ok((name.to_string(), batches))
     };
     Some(read())

@@ -7,6 +7,20 @@ use std::fmt;
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+/// Why a matcher cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MatcherError {
+    #[error("`{0}` is not a label name (letters, digits and _, not starting with a digit)")]
+    LabelName(String),
+    #[error("`{value}` is not a regular expression: {why}")]
+    Regex { value: String, why: String },
+    #[error("`{0}`: expected name=value, name!=value, name=~regex or name!~regex")]
+    NoOperator(String),
+    #[error("`{text}`: expected =, !=, =~ or !~ after `{name}`")]
+    BadOperator { text: String, name: String },
+}
 
 #[derive(Debug, Clone)]
 pub struct Matcher {
@@ -25,16 +39,21 @@ impl PartialEq for Matcher {
 }
 
 impl Matcher {
-    pub fn new(name: &str, value: &str, is_regex: bool, is_equal: bool) -> Result<Matcher, String> {
+    pub fn new(
+        name: &str,
+        value: &str,
+        is_regex: bool,
+        is_equal: bool,
+    ) -> Result<Matcher, MatcherError> {
         if !is_label_name(name) {
-            return Err(format!(
-                "`{name}` is not a label name (letters, digits and _, not starting with a digit)"
-            ));
+            return Err(MatcherError::LabelName(name.to_string()));
         }
         let regex = if is_regex {
             Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("`{value}` is not a regular expression: {e}"))?,
+                Regex::new(&format!("^(?:{value})$")).map_err(|e| MatcherError::Regex {
+                    value: value.to_string(),
+                    why: e.to_string(),
+                })?,
             )
         } else {
             None
@@ -49,16 +68,19 @@ impl Matcher {
     }
 
     /// Parses `name<op>value` with `op` one of `=`, `!=`, `=~`, `!~`.
-    pub fn parse(text: &str) -> Result<Matcher, String> {
+    pub fn parse(text: &str) -> Result<Matcher, MatcherError> {
         let text = text.trim();
-        let at = text.find(['=', '!']).ok_or_else(|| {
-            format!("`{text}`: expected name=value, name!=value, name=~regex or name!~regex")
-        })?;
+        let at = text
+            .find(['=', '!'])
+            .ok_or_else(|| MatcherError::NoOperator(text.to_string()))?;
         let (name, rest) = text.split_at(at);
         let (op, value) = ["!=", "=~", "!~", "="]
             .iter()
             .find_map(|op| rest.strip_prefix(op).map(|v| (*op, v)))
-            .ok_or_else(|| format!("`{text}`: expected =, !=, =~ or !~ after `{}`", name.trim()))?;
+            .ok_or_else(|| MatcherError::BadOperator {
+                text: text.to_string(),
+                name: name.trim().to_string(),
+            })?;
         let value = value.trim();
         let value = value
             .strip_prefix('"')
@@ -176,16 +198,19 @@ mod tests {
         assert!(
             Matcher::parse("host")
                 .unwrap_err()
+                .to_string()
                 .contains("expected name=value")
         );
         assert!(
             Matcher::parse("1host=a")
                 .unwrap_err()
+                .to_string()
                 .contains("not a label name")
         );
         assert!(
             Matcher::parse("host=~(")
                 .unwrap_err()
+                .to_string()
                 .contains("not a regular expression")
         );
     }
