@@ -85,13 +85,7 @@ pub(super) struct InputLoop<'a> {
     events: &'a mut mpsc::Receiver<SourceEvent>,
     committed: CommitLog,
     commit_tick: tokio::time::Interval,
-    /// A stop was asked for (or the end of input reached): the next one
-    /// is not waited for, and work runs to its end.
-    stop_requested: bool,
-    /// `Stop::Now`: no more polling; the last commit only.
-    stopping: bool,
-    /// Reading every partition to its end, then closing every window.
-    drain: bool,
+    ending: Ending,
     reload: Option<ReloadTriggers>,
     reload_done: (mpsc::Sender<Loaded>, mpsc::Receiver<Loaded>),
     reload_generation: u64,
@@ -131,9 +125,12 @@ impl<'a> InputLoop<'a> {
             events: p.events,
             committed: CommitLog::default(),
             commit_tick,
-            stop_requested: false,
-            stopping: false,
-            drain: p.stop_at_end,
+            // A run to the end of its input (`stop_at_end`) drains from
+            // the start: its end closes every window.
+            ending: Ending {
+                drain: p.stop_at_end,
+                ..Ending::default()
+            },
             reload: p
                 .hot_reload
                 .then(|| ReloadTriggers::start(&p.settings.sql_dir)),
@@ -177,7 +174,7 @@ impl<'a> InputLoop<'a> {
         let reload = self.reload.as_mut();
         tokio::select! {
             biased;
-            how = stop, if !self.stop_requested => Event::Stop(how),
+            how = stop, if self.ending.awaits_stop() => Event::Stop(how),
             e = self.events.recv() => Event::Source(e),
             Some(cause) = async {
                 match reload {
@@ -186,23 +183,12 @@ impl<'a> InputLoop<'a> {
                 }
             } => Event::Reload(cause),
             Some(loaded) = self.reload_done.1.recv() => Event::Reloaded(loaded),
-            _ = self.commit_tick.tick(), if !self.stopping => Event::CommitTick,
+            _ = self.commit_tick.tick(), if self.ending.ticks() => Event::CommitTick,
         }
     }
 
     fn on_stop(&mut self, how: Stop) -> Flow {
-        self.stop_requested = true;
-        match how {
-            Stop::Now => {
-                tracing::info!("shutting down: finishing decoded batches, then committing");
-                self.source.stop();
-                self.stopping = true;
-            }
-            Stop::Drain => {
-                start_draining(self.source);
-                self.drain = true;
-            }
-        }
+        self.ending.stop(how, self.source);
         Flow::Continue
     }
 
@@ -270,7 +256,7 @@ impl<'a> InputLoop<'a> {
                     }
                     stages.emit(source, step).await
                 };
-                let raced = unless_stopped(stop, self.stop_requested, work).await;
+                let raced = unless_stopped(stop, !self.ending.awaits_stop(), work).await;
                 return self.settle(raced);
             }
         }
@@ -374,7 +360,7 @@ impl<'a> InputLoop<'a> {
             stages.emit(source, step).await?;
             commit(source, driver, stages, defs, committed, false).await
         };
-        let raced = unless_stopped(stop, self.stop_requested, work).await;
+        let raced = unless_stopped(stop, !self.ending.awaits_stop(), work).await;
         self.settle(raced)
     }
 
@@ -384,12 +370,10 @@ impl<'a> InputLoop<'a> {
         &mut self,
         raced: Option<(Result<(), PipelineError>, bool)>,
     ) -> Result<Flow, PipelineError> {
-        let Some((done, drain_now)) = raced else {
-            return Ok(Flow::Abandon);
-        };
-        self.drain |= begin_drain(self.source, drain_now, &mut self.stop_requested);
-        done?;
-        Ok(Flow::Continue)
+        match self.ending.settle(raced, self.source) {
+            None => Ok(Flow::Abandon),
+            Some(done) => done.map(|()| Flow::Continue),
+        }
     }
 
     /// After the loop: a drain closes every window and tells the relay;
@@ -404,7 +388,7 @@ impl<'a> InputLoop<'a> {
             );
             self.source.stop();
         } else {
-            if self.drain && !self.stopping {
+            if self.ending.closes_every_window() {
                 let step = self.driver.handle(Input::Finish).await?;
                 self.stages.emit(self.source, step).await?;
                 self.stages.relay_end().await?;
@@ -438,7 +422,7 @@ impl<'a> InputLoop<'a> {
             tracing::warn!(error = %e, "outputs not yet delivered were dropped; they are produced again after the restart");
         }
         Ok(Finished {
-            drained: self.drain && !self.stopping && !abandoned,
+            drained: self.ending.closes_every_window() && !abandoned,
             first_record: self.first_record,
         })
     }
@@ -479,24 +463,83 @@ pub(super) async fn unless_stopped<T, S: Future<Output = Stop>>(
     }
 }
 
-/// After work raced with a stop: if the end of input arrived meanwhile
-/// (`drain_now`), starts draining and says so.
-pub(super) fn begin_drain(
-    source: &KafkaSource,
-    drain_now: bool,
-    stop_requested: &mut bool,
-) -> bool {
-    if drain_now {
-        *stop_requested = true;
-        start_draining(source);
-    }
-    drain_now
+/// What the input side tells its source when the run ends.
+pub(super) trait Halt {
+    /// No more polling.
+    fn halt(&self);
+    /// Read every partition to its current end, then stop.
+    fn drain_to_end(&self);
 }
 
-/// Asks the source to read every partition to its current end, then stop.
-pub(super) fn start_draining(source: &KafkaSource) {
-    tracing::info!("draining: reading every partition to its current end");
-    source.drain();
+impl Halt for KafkaSource {
+    fn halt(&self) {
+        self.stop();
+    }
+    fn drain_to_end(&self) {
+        self.drain();
+    }
+}
+
+/// How far a run is from its end: the input side's stop and drain flags,
+/// and what each event does to them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ending {
+    /// A stop was asked for (or the end of input reached): the next one
+    /// is not waited for, and work runs to its end.
+    stop_requested: bool,
+    /// `Stop::Now`: no more polling; the last commit only.
+    stopping: bool,
+    /// Reading every partition to its end, then closing every window.
+    drain: bool,
+}
+
+impl Ending {
+    /// A stop arrived (`Event::Stop`).
+    pub(super) fn stop(&mut self, how: Stop, source: &impl Halt) {
+        self.stop_requested = true;
+        match how {
+            Stop::Now => {
+                tracing::info!("shutting down: finishing decoded batches, then committing");
+                source.halt();
+                self.stopping = true;
+            }
+            Stop::Drain => self.start_draining(source),
+        }
+    }
+
+    /// After work raced with a stop ([`unless_stopped`]): `None` when it
+    /// was abandoned; else its result, with a drain started if the end of
+    /// input arrived meanwhile.
+    pub(super) fn settle<T>(&mut self, raced: Option<(T, bool)>, source: &impl Halt) -> Option<T> {
+        let (done, drain_now) = raced?;
+        if drain_now {
+            self.stop_requested = true;
+            self.start_draining(source);
+        }
+        Some(done)
+    }
+
+    fn start_draining(&mut self, source: &impl Halt) {
+        tracing::info!("draining: reading every partition to its current end");
+        source.drain_to_end();
+        self.drain = true;
+    }
+
+    /// Whether the loop still waits for a stop.
+    pub(super) fn awaits_stop(&self) -> bool {
+        !self.stop_requested
+    }
+
+    /// Whether the commit tick still runs (not after `Stop::Now`).
+    pub(super) fn ticks(&self) -> bool {
+        !self.stopping
+    }
+
+    /// Whether the end closes every window: a drain that no `Stop::Now`
+    /// cut short.
+    pub(super) fn closes_every_window(&self) -> bool {
+        self.drain && !self.stopping
+    }
 }
 
 /// Swaps in the SQL folder loaded again (off the pipeline's path); a
@@ -575,6 +618,58 @@ mod tests {
             unless_stopped(stop.as_mut(), false, work).await,
             Some((7, true))
         );
+    }
+
+    /// A source that records what it was told.
+    #[derive(Default)]
+    struct Told(std::cell::RefCell<Vec<&'static str>>);
+
+    impl Halt for Told {
+        fn halt(&self) {
+            self.0.borrow_mut().push("halt");
+        }
+        fn drain_to_end(&self) {
+            self.0.borrow_mut().push("drain");
+        }
+    }
+
+    #[test]
+    fn sigterm_halts_the_source_ends_the_ticks_and_closes_no_window() {
+        let (mut ending, told) = (Ending::default(), Told::default());
+        assert!(ending.awaits_stop() && ending.ticks());
+        ending.stop(Stop::Now, &told);
+        assert_eq!(*told.0.borrow(), ["halt"]);
+        assert!(!ending.awaits_stop(), "a second stop is not waited for");
+        assert!(!ending.ticks(), "no commit tick after Stop::Now");
+        assert!(!ending.closes_every_window());
+    }
+
+    #[test]
+    fn the_end_of_input_drains_keeps_ticking_and_closes_every_window() {
+        let (mut ending, told) = (Ending::default(), Told::default());
+        ending.stop(Stop::Drain, &told);
+        assert_eq!(*told.0.borrow(), ["drain"]);
+        assert!(!ending.awaits_stop());
+        assert!(ending.ticks(), "commits go on while the partitions drain");
+        assert!(ending.closes_every_window());
+    }
+
+    #[test]
+    fn work_that_a_stop_abandoned_settles_to_nothing_and_tells_the_source_nothing() {
+        let (mut ending, told) = (Ending::default(), Told::default());
+        assert_eq!(ending.settle::<u32>(None, &told), None);
+        assert!(told.0.borrow().is_empty());
+        assert_eq!(ending, Ending::default());
+    }
+
+    #[test]
+    fn the_end_of_input_during_work_starts_the_drain_once_the_work_is_done() {
+        let (mut ending, told) = (Ending::default(), Told::default());
+        assert_eq!(ending.settle(Some((5, false)), &told), Some(5));
+        assert!(told.0.borrow().is_empty() && ending.awaits_stop());
+        assert_eq!(ending.settle(Some((6, true)), &told), Some(6));
+        assert_eq!(*told.0.borrow(), ["drain"]);
+        assert!(!ending.awaits_stop() && ending.closes_every_window());
     }
 
     #[tokio::test]
