@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Same-run A/B of two release builds of telemine: `telemine bench` with
-# each binary in turn (base, head, base, head, …) on one broker, so both
-# see the same machine and the same broker state. Prints each run's table
+# each binary in turn on one broker, so both see the same machine and the
+# same broker state. The order alternates (base then head in odd pairs,
+# head then base in even ones): the second run of a pair reads a warmer
+# topic. Prints each run's table
 # rows prefixed with the pair number and the build; BENCHMARKS.md says
 # how the figures were read (medians and per-pair ratios).
 #
@@ -17,7 +19,8 @@ export TELEMINE_KAFKA_PORT=${TELEMINE_KAFKA_PORT:-39592}
 scripts/kafka.sh start >/dev/null
 trap 'scripts/kafka.sh stop >/dev/null' EXIT
 for i in $(seq 1 "$pairs"); do
-  for who in base head; do
+  order="base head"; [ $((i % 2)) = 0 ] && order="head base"
+  for who in $order; do
     bin=$base; [ "$who" = head ] && bin=$head
     "$bin" bench --brokers "127.0.0.1:$TELEMINE_KAFKA_PORT" --records "$records" \
       --config config/telemine.toml 2>/dev/null \
