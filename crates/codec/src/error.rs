@@ -9,8 +9,6 @@
 
 use thiserror::Error;
 
-use crate::decode::limits::{describe_ms, humantime_ms};
-
 /// Why a source's declaration (columns, event time, paths, line-protocol
 /// options) cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -67,7 +65,7 @@ pub enum Refusal {
         "non-finite value {value} in column `{column}`: never taken as a reading \
          (the source's non_finite = \"null\" keeps the record with NULL)"
     )]
-    NonFinite { value: String, column: String },
+    NonFiniteValue { value: String, column: String },
     /// The payload is not the source's format (syntax, encoding, shape).
     #[error("{0}")]
     Malformed(String),
@@ -87,4 +85,22 @@ pub enum Refusal {
     /// rather than lost.
     #[error("internal error (a bug in telemine): {0}")]
     Internal(String),
+}
+
+/// An event time for a message: RFC 3339 when it is one, the number else.
+fn describe_ms(t: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(t) {
+        Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => format!("{t} ms"),
+    }
+}
+
+/// A duration in the largest whole unit (`1h`, `90s`).
+fn humantime_ms(ms: i64) -> String {
+    match ms {
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
 }

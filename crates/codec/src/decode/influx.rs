@@ -243,7 +243,7 @@ impl InfluxDecoder {
                 && self.guard.limits().non_finite == NonFinite::DeadLetter
                 && v.as_f64().is_some_and(|x| !x.is_finite())
             {
-                return Err(Refusal::NonFinite {
+                return Err(Refusal::NonFiniteValue {
                     value: v.to_string(),
                     column: self.schema.columns()[*col].name.clone(),
                 });

@@ -214,7 +214,7 @@ impl Guard {
                     let name = schema.columns().get(c).map_or("?", |col| col.name.as_str());
                     for (i, b) in bad.iter().enumerate() {
                         if b == Some(true) && refused[i].is_none() {
-                            refused[i] = Some(Refusal::NonFinite {
+                            refused[i] = Some(Refusal::NonFiniteValue {
                                 value: values.value(i).to_string(),
                                 column: name.to_string(),
                             });
@@ -318,23 +318,6 @@ fn scan_line_protocol(bytes: &[u8], max_field: usize) -> Result<(), Refusal> {
 
 fn field_too_long(len: usize, limit: usize) -> Refusal {
     Refusal::FieldTooLong { len, limit }
-}
-
-/// An event time for a message: RFC 3339 when it is one, the number else.
-pub(crate) fn describe_ms(t: i64) -> String {
-    match chrono::DateTime::from_timestamp_millis(t) {
-        Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        None => format!("{t} ms"),
-    }
-}
-
-pub(crate) fn humantime_ms(ms: i64) -> String {
-    match ms {
-        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
-        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
-        m if m % 1000 == 0 => format!("{}s", m / 1000),
-        m => format!("{m}ms"),
-    }
 }
 
 #[cfg(test)]
