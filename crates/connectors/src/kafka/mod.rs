@@ -117,8 +117,17 @@ impl KafkaClientConfig {
     /// A librdkafka config with the bootstrap servers and pass-through
     /// properties; callers add their role's settings on top.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_over(&[])
+    }
+
+    /// [`Self::client_config`] over a role's `defaults`: a key the
+    /// `[kafka.properties]` set wins over its default.
+    pub fn client_config_over(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }

@@ -44,19 +44,14 @@ const TRANSACTION_WAIT: Duration = Duration::from_secs(60);
 
 impl KafkaProducer {
     pub fn new(client: &KafkaClientConfig) -> Result<Self, ConnectorError> {
-        let mut c = client.client_config();
-        if !client.properties.contains_key("enable.idempotence") {
-            c.set("enable.idempotence", "true");
-        }
-        // A broker that stalls or restarts must not fail a delivery (the
-        // engine would stop): retried until it is back. Shutdown bounds
-        // its own wait.
-        if !client.properties.contains_key("message.timeout.ms") {
-            c.set("message.timeout.ms", "0");
-        }
-        if !client.properties.contains_key("linger.ms") {
-            c.set("linger.ms", "5");
-        }
+        let c = client.client_config_over(&[
+            ("enable.idempotence", "true"),
+            // A broker that stalls or restarts must not fail a delivery
+            // (the engine would stop): retried until it is back. Shutdown
+            // bounds its own wait.
+            ("message.timeout.ms", "0"),
+            ("linger.ms", "5"),
+        ]);
         let producer = c.create_with_context(Quiet::new(client)).map_err(|e| {
             ConnectorError::kafka("creating the producer (check [kafka] settings)", e)
         })?;
