@@ -108,7 +108,7 @@ pub(crate) async fn run(
     mut scoring: Option<OwnerScoring>,
 ) -> Result<(), PipelineError> {
     let topic = relay::topic(&settings.kafka);
-    let group = relay::group(settings);
+    let group = relay::group(&settings.kafka);
     let instance = settings
         .kafka
         .group_instance_id()

@@ -25,7 +25,7 @@ use telemine_connectors::kafka::KafkaProducer;
 use tokio::sync::mpsc;
 
 use super::error::PipelineError;
-use crate::settings::Settings;
+use crate::settings::{Settings, SinkSettings};
 use telemine_alerting::alertmanager::{self, Alertmanagers};
 use telemine_alerting::config::AlertingConfig;
 use telemine_alerting::lifecycle::Update;
@@ -39,19 +39,13 @@ use telemine_types::error::EngineError;
 /// Longest reason header a dead letter carries, in bytes.
 const MAX_REASON_BYTES: usize = 1024;
 
-/// Where the outputs go and how large a message may be: the `[sinks]`,
-/// `[kafka]` and `[alerting]` keys the outputs read, resolved once.
+/// Where the outputs go and how large a message may be: the `[sinks]`
+/// settings, and the `[kafka]` and `[alerting]` keys the outputs read.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputSettings {
+    pub(crate) sinks: SinkSettings,
     /// The relay messages' key (`kafka.instance_id`).
     pub(crate) relay_key: String,
-    pub(crate) rows_topic: Option<String>,
-    pub(crate) late_topic: String,
-    pub(crate) dead_letter_topic: String,
-    pub(crate) alerts_topic: String,
-    /// Largest payload a message carries (`sinks.max_message_bytes` less
-    /// room for headers).
-    pub(crate) max_payload_bytes: usize,
     /// Most alerts one notification carries (`alerting.max_alerts`).
     pub(crate) max_alerts: usize,
 }
@@ -59,12 +53,8 @@ pub(crate) struct OutputSettings {
 impl OutputSettings {
     pub(crate) fn of(settings: &Settings) -> OutputSettings {
         OutputSettings {
+            sinks: settings.sinks.clone(),
             relay_key: settings.kafka.instance_id.clone(),
-            rows_topic: settings.sinks.rows_topic.clone(),
-            late_topic: settings.sinks.late_topic.clone(),
-            dead_letter_topic: settings.sinks.dead_letter_topic.clone(),
-            alerts_topic: settings.sinks.alerts_topic.clone(),
-            max_payload_bytes: settings.sinks.max_payload_bytes,
             max_alerts: settings.alerting.max_alerts,
         }
     }
@@ -117,7 +107,7 @@ impl Notifier {
     pub(crate) async fn notify(&mut self, payloads: Vec<Payload>) -> Result<(), ConnectorError> {
         let (max_alerts, max_bytes) = (
             self.out.settings.max_alerts,
-            self.out.settings.max_payload_bytes,
+            self.out.settings.sinks.max_payload_bytes,
         );
         for p in payloads
             .into_iter()
@@ -130,7 +120,7 @@ impl Notifier {
             let out = &mut self.out;
             send_json(
                 &mut out.producer,
-                &out.settings.alerts_topic,
+                &out.settings.sinks.alerts_topic,
                 &p.group_key,
                 &json,
             )
@@ -225,7 +215,7 @@ impl Outputs {
     /// Rule rows to `sinks.rows_topic`, when one is set, keyed by
     /// fingerprint.
     pub(crate) async fn rule_rows(&mut self, rows: &[Alert]) -> Result<(), ConnectorError> {
-        if let Some(topic) = &self.settings.rows_topic {
+        if let Some(topic) = &self.settings.sinks.rows_topic {
             for a in rows {
                 send_json(&mut self.producer, topic, &a.fingerprint, &a.to_json()).await?;
             }
@@ -326,7 +316,7 @@ impl Outputs {
         ];
         // A record too large for the topic is cut to fit; its size and
         // digest say what it was.
-        let cap = self.settings.max_payload_bytes;
+        let cap = self.settings.sinks.max_payload_bytes;
         let (size, digest);
         let body = if payload.len() > cap {
             size = payload.len().to_string();
@@ -339,8 +329,8 @@ impl Outputs {
             payload
         };
         let to = match to {
-            Aside::Late => &self.settings.late_topic,
-            Aside::DeadLetter => &self.settings.dead_letter_topic,
+            Aside::Late => &self.settings.sinks.late_topic,
+            Aside::DeadLetter => &self.settings.sinks.dead_letter_topic,
         };
         self.producer.send(to, None, body, &headers).await
     }

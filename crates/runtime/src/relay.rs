@@ -36,7 +36,6 @@ use serde::{Deserialize, Serialize};
 
 use telemine_connectors::kafka::KafkaClientConfig;
 
-use crate::settings::Settings;
 use telemine_alerting::Evaluation;
 use telemine_types::alert::{Alert, parse_ms};
 
@@ -46,8 +45,8 @@ pub fn topic(kafka: &KafkaClientConfig) -> String {
 }
 
 /// The consumer group whose member holding the relay runs the alerting.
-pub(crate) fn group(settings: &Settings) -> String {
-    format!("{}.alerting", settings.kafka.group_id)
+pub(crate) fn group(kafka: &KafkaClientConfig) -> String {
+    format!("{}.alerting", kafka.group_id)
 }
 
 /// The relay's format version.
