@@ -126,7 +126,8 @@ pub enum Command {
         /// --fleet: the generator's seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// autoencoder, sequence, pca, kmeans, nearest, profile or all.
+        /// autoencoder, sequence, pca, kmeans, nearest, profile or all;
+        /// several separated by commas; a blend joined by + (nearest+kmeans).
         #[arg(long, default_value = "all")]
         detector: String,
         /// Where NAB results files go (OUT/<detector>/<category>/…).

@@ -120,7 +120,10 @@ pub struct ModelConfig {
     pub keys: Vec<String>,
     /// "autoencoder", "sequence" (GRU over the series' last windows),
     /// "pca", "kmeans" or "nearest" (pooled over every series), or
-    /// "profile" (one profile per series). Default: "autoencoder".
+    /// "profile" (one profile per series); or a blend of the pooled ones,
+    /// joined by `+` ("nearest+kmeans"): each scores the rows with its own
+    /// state, and the score is the geometric mean of theirs. Default:
+    /// "autoencoder".
     #[serde(default = "default_model_kind")]
     pub kind: Spanned<String>,
     /// A checkpoint written by `telemine train` (the `.json` sidecar; a
@@ -341,18 +344,55 @@ impl ModelConfig {
         out
     }
 
-    /// The detector's settings, checked.
-    pub fn settings(&self) -> Result<Settings, String> {
-        let m = self;
-        let name = m.name.get_ref().clone();
-        if let Some(p) = m.problems().into_iter().next() {
-            return Err(format!("model `{name}`: {p}"));
+    /// The detectors `kind` names: one, or a blend's members (see
+    /// `telemine_detector::blend`).
+    pub fn kinds(&self) -> Result<Vec<Kind>, String> {
+        detector::blend::kinds(self.kind.get_ref())
+            .map_err(|e| format!("model `{}`: {e}", self.name.get_ref()))
+    }
+
+    /// The settings of each detector the model runs, checked: one, or
+    /// each member of a blend, named `MODEL.KIND`.
+    pub fn detector_settings(&self) -> Result<Vec<Settings>, String> {
+        let kinds = self.kinds()?;
+        if kinds.len() > 1 && self.checkpoint.is_some() {
+            return Err(format!(
+                "model `{}`: a blend trains online; a checkpoint is for one detector",
+                self.name.get_ref()
+            ));
         }
-        let kind: Kind = m
-            .kind
-            .get_ref()
-            .parse()
-            .map_err(|e| format!("model `{name}`: {e}"))?;
+        let one = kinds.len() == 1;
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let name = if one {
+                    self.name.get_ref().clone()
+                } else {
+                    detector::blend::member_name(self.name.get_ref(), kind)
+                };
+                self.settings_of(kind, name)
+            })
+            .collect()
+    }
+
+    /// The detector's settings, checked, for a model of one kind (a blend:
+    /// see [`ModelConfig::detector_settings`]).
+    pub fn settings(&self) -> Result<Settings, String> {
+        match self.detector_settings()?.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(format!(
+                "model `{}` is a blend of detectors ({}): a blend trains online, each member on its own; `train` and checkpoints are for one detector",
+                self.name.get_ref(),
+                self.kind.get_ref()
+            )),
+        }
+    }
+
+    fn settings_of(&self, kind: Kind, name: String) -> Result<Settings, String> {
+        let m = self;
+        if let Some(p) = m.problems().into_iter().next() {
+            return Err(format!("model `{}`: {p}", m.name.get_ref()));
+        }
         let profile = kind == Kind::Profile;
         // The profile detector reads the season itself (its slots), not
         // as a past feature.
@@ -866,7 +906,11 @@ impl Config {
 impl Config {
     /// Every model's detector settings (see [`ModelConfig::settings`]).
     pub fn model_settings(&self) -> Result<Vec<Settings>, String> {
-        self.models.iter().map(ModelConfig::settings).collect()
+        let mut out = Vec::new();
+        for m in &self.models {
+            out.extend(m.detector_settings()?);
+        }
+        Ok(out)
     }
 }
 
@@ -958,6 +1002,7 @@ impl Config {
         }
         let mut model_names = std::collections::HashSet::new();
         let mut model_views = std::collections::HashSet::new();
+        let mut blends = Vec::new();
         for m in &config.models {
             let at = |span: std::ops::Range<usize>, message: String| {
                 Diagnostic::at_offset(path, text, span.start, message)
@@ -983,11 +1028,21 @@ impl Config {
                     format!("model `{}` reads no features", m.name.get_ref()),
                 ));
             }
-            if let Err(e) = m.kind.get_ref().parse::<Kind>() {
-                diags.push(at(
-                    m.kind.span(),
-                    format!("model `{}`: {e}", m.name.get_ref()),
-                ));
+            match m.kinds() {
+                Err(e) => diags.push(at(m.kind.span(), e)),
+                Ok(kinds) if kinds.len() > 1 => {
+                    if m.checkpoint.is_some() {
+                        diags.push(at(
+                            m.kind.span(),
+                            format!(
+                                "model `{}`: a blend trains online; a checkpoint is for one detector (leave checkpoint out, or name one kind)",
+                                m.name.get_ref()
+                            ),
+                        ));
+                    }
+                    blends.push((m, kinds));
+                }
+                Ok(_) => {}
             }
             if let Err(e) = m.device.parse::<telemine_model::DeviceChoice>() {
                 diags.push(at(
@@ -1000,6 +1055,24 @@ impl Config {
                     m.name.span(),
                     format!("model `{}`: {problem}", m.name.get_ref()),
                 ));
+            }
+        }
+        // A blend's members save their state under names of their own:
+        // no other model may have one.
+        for (m, kinds) in blends {
+            for kind in kinds {
+                let member = telemine_detector::blend::member_name(m.name.get_ref(), kind);
+                if model_names.contains(&member) {
+                    diags.push(Diagnostic::at_offset(
+                        path,
+                        text,
+                        m.name.span().start,
+                        format!(
+                            "model `{}`: its member `{kind}` saves its state as `{member}`, which another model is named: rename one",
+                            m.name.get_ref()
+                        ),
+                    ));
+                }
             }
         }
         for rule in &config.alerting.inhibit {

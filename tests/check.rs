@@ -296,3 +296,46 @@ fn kafka_properties_are_checked_and_secrets_never_printed() {
         + 1;
     assert!(err.contains(&format!("telemine.toml:{line}:")), "{err}");
 }
+
+/// A blend is checked member by member, at the `kind` key; a valid one
+/// is described member by member, each with the state it keeps.
+#[test]
+fn a_blend_of_detectors_is_checked_member_by_member() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repo().join("config/telemine.toml")).expect("config");
+    let write = |kind: &str| {
+        let path = dir.path().join("blend.toml");
+        std::fs::write(
+            &path,
+            text.replacen("kind = \"pca\"", &format!("kind = \"{kind}\""), 1),
+        )
+        .expect("write");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("kind = \"pca\""))
+            .expect("the default model's kind")
+            + 1;
+        (path, line)
+    };
+    let (path, line) = write("pca+nearst");
+    let o = check(&["--config", &path.to_string_lossy(), "--sql", "sql"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "blend.toml:{line}:8: model `host_behaviour`: unknown kind `nearst`"
+        )),
+        "{err}"
+    );
+
+    let (path, _) = write("pca+nearest");
+    let o = check(&["--config", &path.to_string_lossy(), "--sql", "sql"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for member in ["host_behaviour.pca", "host_behaviour.nearest"] {
+        assert!(
+            out.contains(&format!("model `{member}` on view `host_1m`")),
+            "{out}"
+        );
+    }
+}

@@ -371,3 +371,96 @@ fn a_profile_asked_to_warm_up_on_fewer_rows_than_it_fits_on_waits_for_them() {
         "scored from the window after the rows it is fitted on"
     );
 }
+
+#[test]
+fn a_blend_scores_the_geometric_mean_of_its_members_and_each_member_restores_alone() {
+    use telemine_detector::Blend;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql) = setup(dir.path());
+    let view = sql.views.iter().find(|v| v.name == "host_10s").unwrap();
+    let mut model = config.models[0].clone();
+    model.kind = toml::Spanned::new(0..0, "nearest+kmeans".to_string());
+    let members = model.detector_settings().unwrap();
+    let names: Vec<&str> = members.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["m.nearest", "m.kmeans"]);
+    let detectors = |n: usize| -> Vec<Arc<Detector>> {
+        members[..n]
+            .iter()
+            .map(|s| Arc::new(Detector::new(s.clone(), false).unwrap()))
+            .collect()
+    };
+
+    // Each member alone, and the blend of fresh ones.
+    let (alone, blended) = (detectors(2), detectors(2));
+    let blend = Blend::new(blended.clone(), None);
+    let mut whole = Vec::new();
+    for w in 0..200 {
+        let a = scores(&alone[0].score(view, vec![window(view, w)]).unwrap());
+        let b = scores(&alone[1].score(view, vec![window(view, w)]).unwrap());
+        let got = scores(&blend.score(view, vec![window(view, w)]).unwrap());
+        for ((host, s), ((_, x), (_, y))) in got.iter().zip(a.iter().zip(&b)) {
+            match (s, x, y) {
+                (Some(s), Some(x), Some(y)) => {
+                    assert!((s - (x * y).sqrt()).abs() < 1e-12, "{host} window {w}")
+                }
+                (None, _, _) => assert!(x.is_none() || y.is_none(), "{host} window {w}"),
+                _ => panic!("{host} window {w}: {s:?} from {x:?} and {y:?}"),
+            }
+        }
+        whole.push(got);
+    }
+    // Host 1's break is the blend's highest score after the warm-up.
+    let top = (130..200)
+        .flat_map(|w| {
+            whole[w]
+                .iter()
+                .map(move |(h, s)| (w, h.clone(), s.unwrap_or(0.0)))
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .unwrap();
+    assert!(
+        top.1 == "h1" && (150..160).contains(&top.0),
+        "top score {top:?}"
+    );
+
+    // Each member saves its own state; restored, the blend scores on as
+    // if it had never stopped.
+    let first = detectors(2);
+    let blend = Blend::new(first.clone(), None);
+    for w in 0..120 {
+        blend.score(view, vec![window(view, w)]).unwrap();
+    }
+    let restarted = detectors(2);
+    for (old, new) in first.iter().zip(&restarted) {
+        let saved = old.save().unwrap().expect("state to save");
+        new.restore(&saved.state, saved.model.as_deref(), |seg| {
+            segment_of(&saved, seg)
+        })
+        .unwrap();
+    }
+    let blend = Blend::new(restarted, None);
+    for (w, expected) in whole.iter().enumerate().skip(120) {
+        let got = scores(&blend.score(view, vec![window(view, w as i64)]).unwrap());
+        assert_eq!(&got, expected, "window {w}");
+    }
+}
+
+#[test]
+fn a_blend_names_known_pooled_detectors_once_and_takes_no_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = setup(dir.path());
+    let mut model = config.models[0].clone();
+    for (kind, says) in [
+        ("nearest+nope", "unknown"),
+        ("pca+pca", "named twice"),
+        ("profile+pca", "cannot be blended"),
+    ] {
+        model.kind = toml::Spanned::new(0..0, kind.to_string());
+        let e = model.detector_settings().unwrap_err();
+        assert!(e.contains(says) && e.contains("model `m`"), "{kind}: {e}");
+    }
+    model.kind = toml::Spanned::new(0..0, "pca+kmeans".to_string());
+    model.checkpoint = Some("m.json".into());
+    let e = model.detector_settings().unwrap_err();
+    assert!(e.contains("checkpoint"), "{e}");
+}

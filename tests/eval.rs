@@ -292,3 +292,41 @@ fn the_profile_score_is_calibrated_on_unseen_days_of_real_servers() {
         "{share}% of normal rows above the 1% threshold:\n{stdout}"
     );
 }
+
+/// A blend runs through the same engine path as its members: each row's
+/// score is the geometric mean of what the members alone score it.
+#[test]
+fn a_blend_scores_each_record_the_geometric_mean_of_its_members() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("tests/fixtures/nab");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let stdout = eval(&data, "nearest,kmeans,nearest+kmeans", &out);
+    assert!(
+        stdout.contains("nab nearest+kmeans: 1 series, 4032 records"),
+        "{stdout}"
+    );
+    let scores = |d: &str| -> Vec<f64> {
+        std::fs::read_to_string(out.join(format!(
+            "{d}/realAWSCloudwatch/{d}_ec2_cpu_utilization_5f5533.csv"
+        )))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect()
+    };
+    let (a, b, blend) = (
+        scores("nearest"),
+        scores("kmeans"),
+        scores("nearest+kmeans"),
+    );
+    assert_eq!((a.len(), b.len()), (blend.len(), blend.len()));
+    for (i, ((x, y), s)) in a.iter().zip(&b).zip(&blend).enumerate() {
+        assert!(
+            (s - (x * y).sqrt()).abs() < 1e-12,
+            "record {i}: {s} from {x} and {y}"
+        );
+    }
+    assert!(blend.iter().any(|s| *s > 0.5), "the blend fires somewhere");
+}

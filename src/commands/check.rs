@@ -58,18 +58,19 @@ pub async fn check(config: &Path, sql: Option<&Path>) -> anyhow::Result<ExitCode
                 );
             }
             for m in &cfg.models {
-                let s = m.settings().map_err(anyhow::Error::msg)?;
-                let values = s.values_per_series();
-                telemine_observe::out!(
-                    "model `{}` on view `{}`: {} model features; state per series at most {values} values (~{:.1} KiB), at most {} series; online training keeps at most {} rows ({:.1} MiB)",
-                    s.name,
-                    m.view.get_ref(),
-                    s.model_features.len(),
-                    values as f64 * 8.0 / 1024.0,
-                    s.max_series,
-                    s.training_rows,
-                    (s.training_rows * s.model_features.len() * 4) as f64 / (1024.0 * 1024.0)
-                );
+                for s in m.detector_settings().map_err(anyhow::Error::msg)? {
+                    let values = s.values_per_series();
+                    telemine_observe::out!(
+                        "model `{}` on view `{}`: {} model features; state per series at most {values} values (~{:.1} KiB), at most {} series; online training keeps at most {} rows ({:.1} MiB)",
+                        s.name,
+                        m.view.get_ref(),
+                        s.model_features.len(),
+                        values as f64 * 8.0 / 1024.0,
+                        s.max_series,
+                        s.training_rows,
+                        (s.training_rows * s.model_features.len() * 4) as f64 / (1024.0 * 1024.0)
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -38,9 +38,9 @@ pub async fn eval(opts: EvalCommand) -> anyhow::Result<ExitCode> {
         known.clone()
     } else {
         let named: Vec<&str> = opts.detector.split(',').map(str::trim).collect();
-        if let Some(bad) = named.iter().find(|d| !known.contains(d)) {
+        if let Some(bad) = named.iter().find(|d| !telemine::eval::known(d)) {
             anyhow::bail!(
-                "--detector {bad}: use one of {} (several separated by commas) or all",
+                "--detector {bad}: use one of {} (several separated by commas; a blend joined by +, as nearest+kmeans) or all",
                 known.join(", ")
             );
         }
@@ -228,9 +228,9 @@ async fn score_through_engine(
         anyhow::bail!("{}: the config eval wrote does not load", config.display());
     };
     let models = cfg.model_settings().map_err(anyhow::Error::msg)?;
-    for settings in &models {
-        cost.values_per_series = cost.values_per_series.max(settings.values_per_series());
-    }
+    // A blend's members each hold their own state for a series.
+    let held: usize = models.iter().map(|m| m.values_per_series()).sum();
+    cost.values_per_series = cost.values_per_series.max(held);
     let defs = cfg.source_defs().map_err(anyhow::Error::msg)?;
     let recorded = telemine::recorded::read(input, &defs[0])?;
     if let Some(d) = recorded.dead.first() {

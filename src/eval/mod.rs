@@ -16,8 +16,15 @@ pub fn detectors() -> Vec<&'static str> {
     telemine_detector::Kind::names()
 }
 
+/// Whether `detector` is a kind or a blend of kinds (`nearest+kmeans`),
+/// as a model's `kind` names them.
+pub fn known(detector: &str) -> bool {
+    telemine_detector::blend::kinds(detector).is_ok()
+}
+
 /// The detectors for univariate series (NAB): the profile detector is
 /// for multivariate server metrics.
 pub fn univariate(detector: &str) -> bool {
-    detector != telemine_detector::Kind::Profile.name()
+    telemine_detector::blend::kinds(detector)
+        .is_ok_and(|kinds| !kinds.contains(&telemine_detector::Kind::Profile))
 }

@@ -35,6 +35,7 @@
 //! - state per series is bounded (see [`Settings::values_per_series`]),
 //!   and so is the number of series (`max_series`).
 
+pub mod blend;
 pub mod explain;
 pub mod features;
 pub mod score;
@@ -56,6 +57,7 @@ use telemine_model::{
     pick_device,
 };
 
+pub use blend::Blend;
 pub use features::{Past, PastFeatures};
 pub use score::{Miss, Recent, ScoreMode, Scoring};
 
@@ -621,11 +623,9 @@ impl Detector {
         )
     }
 
-    fn score_all(
-        &self,
-        view: &View,
-        batches: Vec<RecordBatch>,
-    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+    /// Scores every row of `batches` (a view's output in one call),
+    /// advancing the series' state: see the module docs.
+    fn score_rows(&self, view: &View, batches: &[RecordBatch]) -> Result<Rows, DataFusionError> {
         let binding = view.model.as_ref().ok_or_else(|| {
             DataFusionError::Internal(format!("view `{}` has no model", view.name))
         })?;
@@ -763,14 +763,13 @@ impl Detector {
             }
         }
         state.dirty |= state_changed;
+        let mut scores: Vec<Vec<Option<f64>>> =
+            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
+        let mut named: Vec<Vec<Option<String>>> =
+            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
         if self.mode == Mode::Record {
             drop(state);
-            let n: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
-            return batches
-                .iter()
-                .zip(n)
-                .map(|(b, n)| with_scores(view, b, vec![None; n], vec![None; n]))
-                .collect();
+            return Ok(Rows::new(taken, bounds, scores, named));
         }
 
         // Pass 2: each model scores its rows in one pass.
@@ -788,10 +787,6 @@ impl Detector {
         }
 
         // Pass 3, in order: the scoring steps, per series.
-        let mut scores: Vec<Vec<Option<f64>>> =
-            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
-        let mut named: Vec<Vec<Option<String>>> =
-            batches.iter().map(|b| vec![None; b.num_rows()]).collect();
         for (b, i, score, top) in profiled {
             scores[b][i] = Some(score);
             named[b][i] = Some(top);
@@ -832,24 +827,65 @@ impl Detector {
             named[t.batch][t.row] = top.filter(|_| score.is_some());
         }
         drop(state);
-        if let Some(log) = &self.log
-            && let Ok(mut rows) = log.0.lock()
-        {
-            for t in &taken {
-                let (starts, ends) = &bounds[t.batch];
-                rows.push(ScoredRow {
-                    view: view.name.clone(),
-                    key: t.key.clone(),
-                    window_start: starts.as_ref().map(|s| s[t.row]),
-                    window_end: ends.as_ref().map(|e| e[t.row]),
-                    score: scores[t.batch][t.row],
-                    features: named[t.batch][t.row].clone(),
-                });
-            }
+        Ok(Rows::new(taken, bounds, scores, named))
+    }
+}
+
+/// The scores of one call's rows, by batch and row, and the order the
+/// detector took the rows in.
+pub(crate) struct Rows {
+    /// (batch, row, series) in the order taken.
+    order: Vec<(usize, usize, String)>,
+    /// Each batch's window starts and ends.
+    bounds: Vec<Bounds>,
+    scores: Vec<Vec<Option<f64>>>,
+    named: Vec<Vec<Option<String>>>,
+}
+
+type Bounds = (Option<Vec<i64>>, Option<Vec<i64>>);
+
+impl Rows {
+    fn new(
+        taken: Vec<Taken>,
+        bounds: Vec<Bounds>,
+        scores: Vec<Vec<Option<f64>>>,
+        named: Vec<Vec<Option<String>>>,
+    ) -> Rows {
+        Rows {
+            order: taken.into_iter().map(|t| (t.batch, t.row, t.key)).collect(),
+            bounds,
+            scores,
+            named,
         }
+    }
+
+    /// Logs every row into `log`, in the order taken.
+    fn log(&self, view: &View, log: Option<&ScoreLog>) {
+        let Some(Ok(mut rows)) = log.map(|l| l.0.lock()) else {
+            return;
+        };
+        for (b, i, key) in &self.order {
+            let (starts, ends) = &self.bounds[*b];
+            rows.push(ScoredRow {
+                view: view.name.clone(),
+                key: key.clone(),
+                window_start: starts.as_ref().map(|s| s[*i]),
+                window_end: ends.as_ref().map(|e| e[*i]),
+                score: self.scores[*b][*i],
+                features: self.named[*b][*i].clone(),
+            });
+        }
+    }
+
+    /// `batches` with the score columns appended.
+    fn append(
+        self,
+        view: &View,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
         batches
             .iter()
-            .zip(scores.into_iter().zip(named))
+            .zip(self.scores.into_iter().zip(self.named))
             .map(|(b, (s, n))| with_scores(view, b, s, n))
             .collect()
     }
@@ -1179,7 +1215,9 @@ impl ViewScorer for Detector {
         view: &View,
         batches: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
-        self.score_all(view, batches)
+        let rows = self.score_rows(view, &batches)?;
+        rows.log(view, self.log.as_deref());
+        rows.append(view, &batches)
     }
 }
 
@@ -1277,22 +1315,41 @@ fn load_checkpoint(
 
 /// Attaches a detector for every configured model to `sql` (whose views
 /// the models score); `log`: where they log the rows they score.
-/// `background`: train online on threads of their own.
+/// `background`: train online on threads of their own. Settings that
+/// share a view are the members of a blend (see [`blend`]): the view is
+/// scored by their [`Blend`]. Returns every detector, members included:
+/// each saves and restores its own state.
 pub fn attach(
     sql: &mut SqlSet,
     models: &[Settings],
     background: bool,
     log: Option<Arc<ScoreLog>>,
 ) -> Result<Vec<Arc<Detector>>, DetectorError> {
-    let mut out = Vec::with_capacity(models.len());
+    let mut out: Vec<Arc<Detector>> = Vec::with_capacity(models.len());
+    let mut views: Vec<&str> = Vec::new();
     for m in models {
-        let mut detector = Detector::new(m.clone(), background)?;
-        if let Some(log) = &log {
-            detector = detector.with_log(log.clone());
+        if !views.contains(&m.view.as_str()) {
+            views.push(&m.view);
         }
-        let detector = Arc::new(detector);
-        sql.attach_scorer(&m.view, detector.clone());
-        out.push(detector);
+    }
+    for view in views {
+        let settings: Vec<&Settings> = models.iter().filter(|m| m.view == view).collect();
+        if let [one] = settings.as_slice() {
+            let mut detector = Detector::new((*one).clone(), background)?;
+            if let Some(log) = &log {
+                detector = detector.with_log(log.clone());
+            }
+            let detector = Arc::new(detector);
+            sql.attach_scorer(view, detector.clone());
+            out.push(detector);
+            continue;
+        }
+        let members: Vec<Arc<Detector>> = settings
+            .into_iter()
+            .map(|m| Detector::new(m.clone(), background).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        sql.attach_scorer(view, Arc::new(Blend::new(members.clone(), log.clone())));
+        out.extend(members);
     }
     Ok(out)
 }
