@@ -22,8 +22,10 @@ for i in $(seq 1 "$pairs"); do
   order="base head"; [ $((i % 2)) = 0 ] && order="head base"
   for who in $order; do
     bin=$base; [ "$who" = head ] && bin=$head
+    # One round per run where the build has rounds (the pairs are here).
+    rounds=(); "$bin" bench --help | grep -q -- --pairs && rounds=(--pairs 1)
     "$bin" bench --brokers "127.0.0.1:$TELEMINE_KAFKA_PORT" --records "$records" \
-      --config config/telemine.toml 2>/dev/null \
+      --config config/telemine.toml "${rounds[@]}" 2>/dev/null \
       | grep "^|" | grep -v "^|---\|measure" | sed "s/^/$i $who /"
   done
 done

@@ -164,6 +164,17 @@ pub enum Command {
         partitions: i32,
         #[arg(long, default_value = "config/telemine.toml")]
         config: PathBuf,
+        /// Rounds on the warm topic, each a bare consumer and the engine
+        /// with and without its models, in alternating order.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        pairs: u64,
+        /// Write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compare with figures an earlier run wrote with --json (e.g.
+        /// benches/results/bench.json).
+        #[arg(long)]
+        compare: Option<PathBuf>,
     },
 }
 

@@ -105,12 +105,18 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             records,
             partitions,
             config,
+            pairs,
+            json,
+            compare,
         } => {
             bench::bench(bench::BenchOptions {
                 brokers,
                 records,
                 partitions,
                 config,
+                pairs: pairs as usize,
+                json,
+                compare,
             })
             .await
         }
