@@ -3,7 +3,8 @@
 //! Three shapes of message, decided per flush:
 //!
 //! - One object per message, every column read from the field of its
-//!   name: the payloads go straight to arrow-json (the fast path).
+//!   name: the payloads go straight to the flat scanner (`flat.rs`), or to
+//!   arrow-json where it gives up on one (the fast path).
 //! - Columns read from paths (`[sources.paths] host = "meta.host"`), a
 //!   message that is an array of objects, or `format = "collectd"`: each
 //!   message is parsed once into a tree, and each record of it (each array
@@ -29,6 +30,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, Timestam
 use arrow::json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
 use serde_json::{Map, Value};
 
+use super::flat::FlatScanner;
 use super::limits::{Guard, Syntax};
 use super::{DeadLetter, Decoded, Decoder, RecordChunk, finish_batch};
 use crate::error::{Refusal, SchemaError};
@@ -50,6 +52,9 @@ pub struct JsonDecoder {
     collectd: bool,
     max_records: usize,
     decoder: ArrowJsonDecoder,
+    /// The scanner for flat objects, tried first (`None`: a column type
+    /// it does not decode).
+    flat: Option<FlatScanner>,
     arena: Vec<u8>,
     spans: Vec<(usize, usize)>,
     partitions: Vec<i32>,
@@ -96,12 +101,14 @@ impl JsonDecoder {
     ) -> Result<Self, SchemaError> {
         let raw = raw_schema(&schema);
         let decoder = build(&raw, max_records)?;
+        let flat = FlatScanner::new(&raw);
         Ok(JsonDecoder {
             schema,
             raw,
             collectd,
             max_records,
             decoder,
+            flat,
             arena: Vec::new(),
             spans: Vec::new(),
             partitions: Vec::new(),
@@ -141,9 +148,17 @@ impl JsonDecoder {
         &self.arena[s..e]
     }
 
-    /// Feeds every buffered payload to the decoder; `None` if any payload was
-    /// not exactly one complete JSON value or the columns did not convert.
+    /// Every buffered payload decoded at once: by the flat scanner where it
+    /// takes them all (`flat.rs`), else by arrow-json; `None` if any payload
+    /// was not exactly one complete JSON value or the columns did not
+    /// convert.
     fn fast_path(&mut self) -> Option<Vec<ArrayRef>> {
+        if let Some(flat) = &mut self.flat {
+            let (arena, spans) = (&self.arena, &self.spans);
+            if let Some(columns) = flat.scan(spans.iter().map(|&(s, e)| &arena[s..e])) {
+                return Some(columns);
+            }
+        }
         for i in 0..self.spans.len() {
             let (s, e) = self.spans[i];
             let before = self.decoder.len();

@@ -250,27 +250,35 @@ impl Guard {
 /// left to the parser; this only refuses what could hurt it.
 fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), Refusal> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut string_start = 0usize;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-                if i - string_start > max_field {
-                    return Err(field_too_long(i - string_start, max_field));
-                }
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'"' => {
-                in_string = true;
-                string_start = i + 1;
+                // To the closing quote, past escapes, a chunk at a time.
+                let start = i + 1;
+                let mut j = start;
+                let end = loop {
+                    match bytes
+                        .get(j..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    {
+                        Some(k) if bytes[j + k] == b'\\' => j += k + 2,
+                        Some(k) => break Some(j + k),
+                        None => break None,
+                    }
+                };
+                let Some(end) = end else {
+                    // Unterminated: the parser refuses it; only its length
+                    // is this check's.
+                    if bytes.len() - start > max_field {
+                        return Err(field_too_long(bytes.len() - start, max_field));
+                    }
+                    return Ok(());
+                };
+                if end - start > max_field {
+                    return Err(field_too_long(end - start, max_field));
+                }
+                i = end;
             }
             b'{' | b'[' => {
                 depth += 1;
@@ -281,9 +289,7 @@ fn scan_json(bytes: &[u8], max_depth: usize, max_field: usize) -> Result<(), Ref
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-    }
-    if in_string && bytes.len() - string_start > max_field {
-        return Err(field_too_long(bytes.len() - string_start, max_field));
+        i += 1;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@
 //! assert_eq!(out.dead[0].offset, 42);
 //! ```
 
+mod flat;
 mod influx;
 mod json;
 pub mod limits;
