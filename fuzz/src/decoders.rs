@@ -2,7 +2,9 @@
 //! decoders promise checked. Shared by the fuzz targets and by
 //! `tests/fuzz_corpus.rs`, which replays the corpus in every test run.
 
-use telemine_codec::decode::{Clock, Format, InfluxOptions, Limits, decoder_for};
+use telemine_codec::decode::{
+    Clock, Format, InfluxOptions, Limits, decoder_for, scanner_and_arrow_json,
+};
 use telemine_codec::schema::{SourceSchema, TimestampUnit};
 
 /// A telemetry source with every column type, plus `extra` columns.
@@ -67,6 +69,12 @@ pub fn json_decoder(data: &[u8]) {
         } else {
             assert!(per_message[i] >= 1, "an array gives rows or dead letters");
         }
+    }
+    // Where the flat scanner takes the messages, arrow-json (the general
+    // path) makes the same columns of them.
+    let (flat, arrow) = scanner_and_arrow_json(&schema(&[]), &messages);
+    if let Some(flat) = flat {
+        assert_eq!(Some(flat), arrow, "the flat scanner and arrow-json differ");
     }
 }
 

@@ -403,6 +403,34 @@ struct Salvaged {
     kept: Vec<usize>,
 }
 
+/// What the flat scanner and arrow-json each make of `payloads` (one
+/// message each) under `schema`: `None` where one does not take them all.
+/// For differential tests and the fuzz targets: where the scanner takes a
+/// flush, arrow-json must give the same columns.
+#[doc(hidden)]
+pub fn scanner_and_arrow_json(
+    schema: &SourceSchema,
+    payloads: &[&[u8]],
+) -> (Option<Vec<ArrayRef>>, Option<Vec<ArrayRef>>) {
+    let raw = raw_schema(schema);
+    let flat = FlatScanner::new(&raw).and_then(|mut f| f.scan(payloads.iter().copied()));
+    let arrow = (|| {
+        let mut d = build(&raw, payloads.len()).ok()?;
+        for p in payloads {
+            let before = d.len();
+            let n = d.decode(p).ok()?;
+            if n != p.len() || d.has_partial_record() || d.len() != before + 1 {
+                return None;
+            }
+        }
+        match d.flush() {
+            Ok(Some(batch)) if batch.num_rows() == payloads.len() => Some(batch.columns().to_vec()),
+            _ => None,
+        }
+    })();
+    (flat, arrow)
+}
+
 /// The declared columns as arrow-json parses them: the event time as a
 /// `Timestamp(ms)` (unit "ms": numbers or RFC 3339 strings), a `Float64`
 /// (s, us, ns: fractions allowed) or a string (rfc3339).

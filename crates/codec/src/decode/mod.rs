@@ -36,7 +36,7 @@ use arrow::compute::filter_record_batch;
 use serde::Deserialize;
 
 pub use influx::InfluxDecoder;
-pub use json::JsonDecoder;
+pub use json::{JsonDecoder, scanner_and_arrow_json};
 pub use limits::{Clock, Guard, Limits, NonFinite};
 
 use crate::error::{Refusal, SchemaError};
