@@ -304,6 +304,39 @@ fn number<'a>(text: &'a str, at: &mut usize) -> Step<(&'a str, bool)> {
     Ok((text.get(start..i).ok_or(GiveUp)?, integer))
 }
 
+/// A number's text (JSON's grammar, checked) as `str::parse` reads it,
+/// with a shortcut for the commonest kind: at most 15 digits and no
+/// exponent. Then the digits as an integer and the power of ten are both
+/// exact doubles, and one IEEE division rounds their quotient correctly
+/// (Clinger's fast path), so the result is the same.
+fn parse_f64(text: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let (mut mantissa, mut count, mut fraction, mut dot) = (0u64, 0usize, 0usize, false);
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+                fraction += usize::from(dot);
+                if count > 15 {
+                    return text.parse().ok();
+                }
+            }
+            b'.' => dot = true,
+            _ => return text.parse().ok(),
+        }
+    }
+    let v = mantissa as f64 / POW10[fraction];
+    Some(if negative { -v } else { v })
+}
+
 fn literal(p: &[u8], at: &mut usize, word: &[u8]) -> Step<()> {
     if p.get(*at..*at + word.len()) == Some(word) {
         *at += word.len();
@@ -330,7 +363,7 @@ fn value(text: &str, at: &mut usize, column: &mut Column) -> Step<()> {
         }
         Column::Float64(b) => {
             let (num, _) = number(text, at)?;
-            b.append_value(num.parse::<f64>().map_err(|_| GiveUp)?);
+            b.append_value(parse_f64(num).ok_or(GiveUp)?);
         }
         Column::Int64(b) => {
             let (num, integer) = number(text, at)?;
@@ -506,6 +539,52 @@ b"}"#,
                 "{} is left to arrow-json",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_the_standard_parser_reads_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "-0.0",
+            "0.1",
+            "0.30000000000000004",
+            "123456789012345",
+            "1234567890123456",
+            "999999999999999.9",
+            "0.000000000000001",
+            "1e5",
+            "-2.5E-3",
+            "9007199254740993",
+            "4.35",
+            "17976931348623157e292",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            let r = next();
+            let int = (r >> 20) % 10u64.pow((r % 16) as u32 + 1);
+            let frac = r % 1_000_000;
+            let sign = if r & 1 == 1 { "-" } else { "" };
+            texts.push(match (r >> 8) % 3 {
+                0 => format!("{sign}{int}"),
+                1 => format!("{sign}{int}.{frac}"),
+                _ => format!("{sign}{int}.{:02}", frac % 100),
+            });
+        }
+        for t in &texts {
+            let want: f64 = t.parse().unwrap();
+            let got = parse_f64(t).unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{t}");
         }
     }
 
