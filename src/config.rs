@@ -345,22 +345,23 @@ impl ModelConfig {
     }
 
     /// The detectors `kind` names: one, or a blend's members (see
-    /// `telemine_detector::blend`).
+    /// `telemine_detector::blend`), which takes no checkpoint.
     pub fn kinds(&self) -> Result<Vec<Kind>, String> {
-        detector::blend::kinds(self.kind.get_ref())
-            .map_err(|e| format!("model `{}`: {e}", self.name.get_ref()))
+        let name = self.name.get_ref();
+        let kinds = detector::blend::kinds(self.kind.get_ref())
+            .map_err(|e| format!("model `{name}`: {e}"))?;
+        if kinds.len() > 1 && self.checkpoint.is_some() {
+            return Err(format!(
+                "model `{name}`: a blend trains online; a checkpoint is for one detector (leave checkpoint out, or name one kind)"
+            ));
+        }
+        Ok(kinds)
     }
 
     /// The settings of each detector the model runs, checked: one, or
     /// each member of a blend, named `MODEL.KIND`.
     pub fn detector_settings(&self) -> Result<Vec<Settings>, String> {
         let kinds = self.kinds()?;
-        if kinds.len() > 1 && self.checkpoint.is_some() {
-            return Err(format!(
-                "model `{}`: a blend trains online; a checkpoint is for one detector",
-                self.name.get_ref()
-            ));
-        }
         let one = kinds.len() == 1;
         kinds
             .into_iter()
@@ -1030,18 +1031,7 @@ impl Config {
             }
             match m.kinds() {
                 Err(e) => diags.push(at(m.kind.span(), e)),
-                Ok(kinds) if kinds.len() > 1 => {
-                    if m.checkpoint.is_some() {
-                        diags.push(at(
-                            m.kind.span(),
-                            format!(
-                                "model `{}`: a blend trains online; a checkpoint is for one detector (leave checkpoint out, or name one kind)",
-                                m.name.get_ref()
-                            ),
-                        ));
-                    }
-                    blends.push((m, kinds));
-                }
+                Ok(kinds) if kinds.len() > 1 => blends.push((m, kinds)),
                 Ok(_) => {}
             }
             if let Err(e) = m.device.parse::<telemine_model::DeviceChoice>() {

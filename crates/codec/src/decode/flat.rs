@@ -422,7 +422,7 @@ fn skip_value(text: &str, at: &mut usize, depth: usize) -> Step<()> {
             }
             loop {
                 if object {
-                    plain_or_escaped_key(text, at)?;
+                    string_value(text, at)?;
                     *at = skip_ws(p, *at);
                     expect(p, at, b':')?;
                     *at = skip_ws(p, *at);
@@ -449,18 +449,9 @@ fn skip_value(text: &str, at: &mut usize, depth: usize) -> Step<()> {
     Ok(())
 }
 
-fn plain_or_escaped_key(text: &str, at: &mut usize) -> Step<()> {
-    if text.as_bytes().get(*at) != Some(&b'"') {
-        return Err(GiveUp);
-    }
-    string_value(text, at).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
-    use arrow::array::RecordBatch;
     use arrow::datatypes::{Field, Schema};
-    use arrow::json::reader::ReaderBuilder;
 
     use super::*;
 
@@ -474,21 +465,8 @@ mod tests {
         ]))
     }
 
-    /// What arrow-json makes of the payloads, one after another.
     fn arrow_json(schema: &SchemaRef, payloads: &[&[u8]]) -> Option<Vec<ArrayRef>> {
-        let mut d = ReaderBuilder::new(schema.clone())
-            .with_batch_size(payloads.len() + 1)
-            .build_decoder()
-            .ok()?;
-        for p in payloads {
-            let before = d.len();
-            let n = d.decode(p).ok()?;
-            if n != p.len() || d.has_partial_record() || d.len() != before + 1 {
-                return None;
-            }
-        }
-        let batch: RecordBatch = d.flush().ok()??;
-        Some(batch.columns().to_vec())
+        super::super::json::arrow_json_of(schema, payloads)
     }
 
     fn scan(schema: &SchemaRef, payloads: &[&[u8]]) -> Option<Vec<ArrayRef>> {

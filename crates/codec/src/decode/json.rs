@@ -159,23 +159,8 @@ impl JsonDecoder {
                 return Some(columns);
             }
         }
-        for i in 0..self.spans.len() {
-            let (s, e) = self.spans[i];
-            let before = self.decoder.len();
-            match self.decoder.decode(&self.arena[s..e]) {
-                Ok(n)
-                    if n == e - s
-                        && !self.decoder.has_partial_record()
-                        && self.decoder.len() == before + 1 => {}
-                _ => return None,
-            }
-        }
-        match self.decoder.flush() {
-            Ok(Some(batch)) if batch.num_rows() == self.spans.len() => {
-                Some(batch.columns().to_vec())
-            }
-            _ => None,
-        }
+        let (arena, spans) = (&self.arena, &self.spans);
+        arrow_json_columns(&mut self.decoder, spans.iter().map(|&(s, e)| &arena[s..e]))
     }
 
     /// Decodes payloads one at a time, so each failure is attributed to its
@@ -414,21 +399,38 @@ pub fn scanner_and_arrow_json(
 ) -> (Option<Vec<ArrayRef>>, Option<Vec<ArrayRef>>) {
     let raw = raw_schema(schema);
     let flat = FlatScanner::new(&raw).and_then(|mut f| f.scan(payloads.iter().copied()));
-    let arrow = (|| {
-        let mut d = build(&raw, payloads.len()).ok()?;
-        for p in payloads {
-            let before = d.len();
-            let n = d.decode(p).ok()?;
-            if n != p.len() || d.has_partial_record() || d.len() != before + 1 {
-                return None;
+    (flat, arrow_json_of(&raw, payloads))
+}
+
+/// `payloads` through a fresh arrow-json decoder for `raw` (see
+/// [`arrow_json_columns`]).
+pub(super) fn arrow_json_of(raw: &SchemaRef, payloads: &[&[u8]]) -> Option<Vec<ArrayRef>> {
+    let mut d = build(raw, payloads.len()).ok()?;
+    arrow_json_columns(&mut d, payloads.iter().copied())
+}
+
+/// Feeds every payload to `decoder` and flushes it: the columns, one row
+/// per payload; `None` if any payload was not exactly one complete JSON
+/// value or the columns did not convert (the decoder may then hold half a
+/// record: build it afresh).
+fn arrow_json_columns<'a>(
+    decoder: &mut ArrowJsonDecoder,
+    payloads: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Option<Vec<ArrayRef>> {
+    let rows = payloads.len();
+    for p in payloads {
+        let before = decoder.len();
+        match decoder.decode(p) {
+            Ok(n)
+                if n == p.len() && !decoder.has_partial_record() && decoder.len() == before + 1 => {
             }
+            _ => return None,
         }
-        match d.flush() {
-            Ok(Some(batch)) if batch.num_rows() == payloads.len() => Some(batch.columns().to_vec()),
-            _ => None,
-        }
-    })();
-    (flat, arrow)
+    }
+    match decoder.flush() {
+        Ok(Some(batch)) if batch.num_rows() == rows => Some(batch.columns().to_vec()),
+        _ => None,
+    }
 }
 
 /// The declared columns as arrow-json parses them: the event time as a
