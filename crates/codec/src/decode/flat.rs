@@ -577,6 +577,22 @@ b"}"#,
     }
 
     #[test]
+    fn an_undeclared_field_nested_past_the_skip_bound_is_left_to_arrow_json() {
+        let s = schema();
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"cpu":1,"x":{}1{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        let within = nested(128);
+        assert!(scan(&s, &[within.as_bytes()]).is_some());
+        let past = nested(129);
+        assert!(scan(&s, &[past.as_bytes()]).is_none());
+    }
+
+    #[test]
     fn other_column_types_are_not_scanned() {
         let s: SchemaRef = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
         assert!(FlatScanner::new(&s).is_none());
